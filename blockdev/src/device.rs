@@ -1,0 +1,62 @@
+//! The block-device trait.
+use std::{fmt, io};
+
+/// A fixed-size device addressed in bytes.
+///
+/// Implementations accept any offset and length inside the device; callers that need
+/// atomicity align to [`crate::SECTOR_SIZE`].
+///
+/// # Durability
+/// A write that returned `Ok` is durable once a later [`flush`](Self::flush) returns
+/// `Ok`; before that it may be lost, whole or torn at sector granularity.
+pub trait BlockDevice: fmt::Debug + Send + Sync {
+    /// Size of the device in bytes.
+    fn len(&self) -> u64;
+    /// Whether the device has no bytes at all.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Fill `buf` from `offset`; the whole buffer or an error.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Write all of `buf` at `offset`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Make every earlier write durable.
+    fn flush(&self) -> io::Result<()>;
+    /// Tell the device that a range is no longer needed (contents become unspecified).
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
+}
+
+/// Check that `[offset, offset + len)` lies inside a device of `dev_len` bytes.
+pub fn check_range(dev_len: u64, offset: u64, len: u64) -> io::Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= dev_len => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("I/O of {len} bytes at {offset} is outside a device of {dev_len} bytes"),
+        )),
+    }
+}
+
+impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        (**self).write_at(buf, offset)
+    }
+    fn flush(&self) -> io::Result<()> {
+        (**self).flush()
+    }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        (**self).discard(offset, len)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

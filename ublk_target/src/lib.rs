@@ -1,0 +1,1 @@
+//! ublk devices (placeholder until the daemon issue lands).
