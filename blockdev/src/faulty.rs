@@ -65,7 +65,7 @@ impl fmt::Debug for FaultyDevice {
 }
 
 fn eio(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::Other, format!("injected {what} failure"))
+    io::Error::other(format!("injected {what} failure"))
 }
 
 fn countdown(c: &mut Option<u64>) -> bool {

@@ -160,6 +160,9 @@ fi
 if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
     show_console; die "guest timed out after ${timeout_s}s (set VM_TIMEOUT to change)"
 fi
+if [ ! -s "$ctl/console.log" ]; then
+    show_console; die "VM did not start (qemu exit code $qrc after ${elapsed}s; see qemu stderr above)"
+fi
 if [ ! -f "$ctl/status" ]; then
     show_console; die "guest never reported a status (qemu exit code $qrc after ${elapsed}s)"
 fi

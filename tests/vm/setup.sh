@@ -132,7 +132,8 @@ if [ "${VM_FORCE:-0}" = 1 ] || [ ! -s "$vmlinuz" ] || [ ! -s "$kroot/lib/modules
     log "fetching $kpkg"
     rm -rf "$kroot" "$cache/deb"
     mkdir -p "$cache/deb"
-    (cd "$cache/deb" && apt-get download -q "$kpkg")
+    # (as root: the _apt sandbox user may not be able to write the cache dir)
+    (cd "$cache/deb" && apt-get download -q -o APT::Sandbox::User=root "$kpkg")
     deb=$(ls "$cache/deb"/*.deb)
     dpkg-deb -x "$deb" "$kroot.tmp"
     # The signed package may be a thin wrapper depending on the real image
