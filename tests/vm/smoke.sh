@@ -42,6 +42,16 @@ check "loop mount of the ext4 image" sh -c \
     'mkdir -p /mnt/e && mount -o loop /tmp/ext4.img /mnt/e && echo hi > /mnt/e/x && umount /mnt/e'
 check "modprobe dm-mod" modprobe dm-mod
 
+# A real ublk control command over io_uring (URING_CMD, SQE128), if a C
+# compiler is around (it is built here, in the guest, to stay self-contained).
+if command -v cc >/dev/null; then
+    check "build ublk-features.c" cc -O2 -Wall -o /tmp/ublk-features tests/vm/ublk-features.c
+    check "UBLK_U_CMD_GET_FEATURES via io_uring" /tmp/ublk-features
+    [ -x /tmp/ublk-features ] && /tmp/ublk-features || true
+else
+    echo "skip - UBLK_U_CMD_GET_FEATURES (no C compiler)"
+fi
+
 if [ "$fails" -ne 0 ]; then
     echo "smoke: $fails check(s) FAILED"
     exit 1
