@@ -1,0 +1,101 @@
+//! One ublk I/O request: decoding the kernel's descriptor and serving it from a
+//! [`Target`]. Pure functions, so the dispatch is unit-tested without a kernel.
+use libublk::sys;
+
+use crate::{errno::errno, Target};
+
+/// Bytes per ublk sector; descriptors count in these whatever the logical block size.
+pub const SECTOR_SIZE: u64 = 512;
+
+/// The operations this crate serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Read,
+    Write,
+    Flush,
+    Discard,
+    WriteZeroes,
+}
+
+/// A decoded request: byte offset and length into the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Request {
+    pub op: Op,
+    pub offset: u64,
+    pub len_bytes: u64,
+    /// Forced unit access: the write must be durable before completion.
+    pub fua: bool,
+}
+
+impl Request {
+    /// Decode `ublksrv_io_desc` fields; `Err(errno)` for operations we do not serve.
+    pub fn decode(op_flags: u32, start_sector: u64, nr_sectors: u32) -> Result<Request, i32> {
+        let op = match op_flags & 0xff {
+            sys::UBLK_IO_OP_READ => Op::Read,
+            sys::UBLK_IO_OP_WRITE => Op::Write,
+            sys::UBLK_IO_OP_FLUSH => Op::Flush,
+            sys::UBLK_IO_OP_DISCARD => Op::Discard,
+            sys::UBLK_IO_OP_WRITE_ZEROES => Op::WriteZeroes,
+            _ => return Err(libc::EOPNOTSUPP),
+        };
+        let offset = start_sector.checked_mul(SECTOR_SIZE).ok_or(libc::EINVAL)?;
+        Ok(Request {
+            op,
+            offset,
+            len_bytes: u64::from(nr_sectors) * SECTOR_SIZE,
+            fua: op_flags & sys::UBLK_IO_F_FUA != 0,
+        })
+    }
+}
+
+/// Serve `req` from `target` using the tag's I/O buffer `buf`.
+///
+/// Returns what ublk's COMMIT expects: the bytes transferred for reads and writes,
+/// 0 for the others, or a negative errno.
+pub(crate) fn serve(target: &dyn Target, req: &Request, buf: &mut [u8]) -> i32 {
+    let in_range = req
+        .offset
+        .checked_add(req.len_bytes)
+        .is_some_and(|end| end <= target.size_bytes());
+    if !in_range {
+        return -libc::EINVAL;
+    }
+    let res = match req.op {
+        Op::Read | Op::Write => {
+            let Some(data) = usize::try_from(req.len_bytes)
+                .ok()
+                .and_then(|n| buf.get_mut(..n))
+            else {
+                return -libc::EINVAL;
+            };
+            let Ok(done) = i32::try_from(data.len()) else {
+                return -libc::EINVAL;
+            };
+            let res = if req.op == Op::Read {
+                target.read(req.offset, data)
+            } else {
+                target.write(req.offset, data).and_then(|()| {
+                    if req.fua {
+                        target.flush()
+                    } else {
+                        Ok(())
+                    }
+                })
+            };
+            res.map(|()| done)
+        }
+        Op::Flush => target.flush().map(|()| 0),
+        Op::Discard => target.discard(req.offset, req.len_bytes).map(|()| 0),
+        Op::WriteZeroes => target.write_zeroes(req.offset, req.len_bytes).map(|()| 0),
+    };
+    match res {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::debug!(?req, error = %e, "ublk request failed");
+            -errno(&e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

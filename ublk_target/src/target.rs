@@ -1,0 +1,31 @@
+//! The [`Target`] trait: what a ublk device serves.
+use std::io;
+
+/// A byte-addressed volume served by a ublk device.
+///
+/// Offsets and lengths are in bytes and multiples of the device's logical block size;
+/// every request lies inside `[0, size_bytes())`.
+///
+/// # Concurrency
+/// Called from every queue thread at once, so implementations synchronise internally.
+/// A queue thread blocks while a call runs, stalling the other requests of that queue.
+///
+/// # Durability
+/// A `write` that returned `Ok` must survive a crash once a later `flush` returns `Ok`.
+///
+/// # Errors
+/// Errors are completed to the kernel as errnos, mapped by [`crate::errno::errno`].
+pub trait Target: Send + Sync + 'static {
+    /// Size of the volume in bytes; constant while the device exists.
+    fn size_bytes(&self) -> u64;
+    /// Fill `buf` from `offset`.
+    fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Write all of `buf` at `offset`.
+    fn write(&self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    /// Make every write that returned `Ok` durable (a real commit and fsync).
+    fn flush(&self) -> io::Result<()>;
+    /// The range is no longer needed; later reads may return anything.
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Later reads of the range return zeroes.
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()>;
+}
