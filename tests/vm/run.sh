@@ -17,6 +17,7 @@
 #   VM_CMDLINE    extra kernel command line
 #   VM_CACHE      cache dir made by setup.sh (default <repo>/.vm-cache)
 #   VM_VERBOSE=1  also print the guest's serial console log at the end
+#   VM_BOOT_ATTEMPTS  boots to try when QEMU dies before the job starts (2)
 #
 # Exit status: SCRIPT's, or 125 when the VM failed (did not boot, kernel
 # panic, init error, timeout, no status reported) - with a message on stderr.
@@ -119,24 +120,48 @@ qemu_args=(
     -nodefaults -display none -no-reboot
     -serial "file:$ctl/console.log" -monitor none
     -kernel "$VMLINUZ" -initrd "$INITRD" -append "$cmdline"
-    -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
-    -virtfs "local,path=$ctl,mount_tag=vmctl,security_model=none"
-    -virtfs "local,path=$VM_OUT,mount_tag=vmout,security_model=none"
+    # 9p shares.  vectors=0: no MSI-X (legacy INTx).  With MSI-X, QEMU 10.0
+    # under multi-threaded TCG occasionally aborted at boot with
+    # "msix_table_mmio_write: Assertion ... failed".
+    -fsdev local,id=fs0,path=/,security_model=none,readonly=on,multidevs=remap
+    -device virtio-9p-pci,fsdev=fs0,mount_tag=hostroot,vectors=0
+    -fsdev "local,id=fs1,path=$ctl,security_model=none"
+    -device virtio-9p-pci,fsdev=fs1,mount_tag=vmctl,vectors=0
+    -fsdev "local,id=fs2,path=$VM_OUT,security_model=none"
+    -device virtio-9p-pci,fsdev=fs2,mount_tag=vmout,vectors=0
 )
 timeout_s=${VM_TIMEOUT:-1200}
-log "booting $KVER under TCG (timeout ${timeout_s}s): $(basename "$script") $*"
-start=$(date +%s)
-timeout --kill-after=10 "$timeout_s" "$qemu" "${qemu_args[@]}" \
-    </dev/null >"$ctl/qemu.log" 2>&1 &
-qemu_pid=$!
-
-# Stream the script's output while the guest runs; tail exits once QEMU
-# (well, the timeout wrapper) is gone, after printing what is left.
-tail -n +1 -f --pid="$qemu_pid" "$ctl/output.log" || true
-qrc=0
-wait "$qemu_pid" || qrc=$?
-qemu_pid=""
-elapsed=$(( $(date +%s) - start ))
+boot() {
+    rm -f "$ctl/console.log" "$ctl/qemu.log"
+    start=$(date +%s)
+    timeout --kill-after=10 "$timeout_s" "$qemu" "${qemu_args[@]}" \
+        </dev/null >"$ctl/qemu.log" 2>&1 &
+    qemu_pid=$!
+    # Stream the script's output while the guest runs; tail exits once QEMU
+    # (well, the timeout wrapper) is gone, after printing what is left.
+    tail -n +1 -f --pid="$qemu_pid" "$ctl/output.log" || true
+    qrc=0
+    wait "$qemu_pid" || qrc=$?
+    qemu_pid=""
+    elapsed=$(( $(date +%s) - start ))
+}
+# QEMU dying on its own before the job started (no status, no output, stage 2
+# never reached) is an emulator hiccup, not a test result: boot again, up to
+# VM_BOOT_ATTEMPTS times in all.  Anything later is never retried.
+attempts=${VM_BOOT_ATTEMPTS:-2}
+for ((attempt = 1; ; attempt++)); do
+    log "booting $KVER under TCG (timeout ${timeout_s}s): $(basename "$script") $*"
+    boot
+    if [ "$attempt" -lt "$attempts" ] && [ "$qrc" != 0 ] && [ "$qrc" != 124 ] \
+            && [ "$qrc" != 137 ] && [ ! -e "$ctl/status" ] && [ ! -e "$ctl/init-error" ] \
+            && [ ! -s "$ctl/output.log" ] \
+            && ! grep -q 'running job' "$ctl/console.log" 2>/dev/null; then
+        log "WARNING: QEMU exited with code $qrc before the job started, retrying:"
+        tail -n 3 "$ctl/qemu.log" >&2 || true
+        continue
+    fi
+    break
+done
 cp "$ctl/console.log" "$VM_OUT/vm-console.log" 2>/dev/null || true
 
 show_console() {
