@@ -1,0 +1,303 @@
+//! The chunk allocator: which chunks of the store hold data, which hold metadata
+//! blocks, which are free.
+//!
+//! The allocator is not persisted: on open it is rebuilt from the committed trees
+//! (every node block and every element's chunks), which are the only truth. That walk
+//! also proves that nothing is referenced twice. A metadata chunk is cut into 4 KiB
+//! blocks handed out to the B-trees one by one.
+//!
+//! # Invariants
+//! - A chunk or block freed in the open transaction is not reused before it commits
+//!   (`pending_*`), since the committed trees may still reference it.
+//! - `fresh` holds the data chunks allocated in the open transaction: nothing committed
+//!   references them, so they may be overwritten in place freely.
+use crate::{format::*, Error, Result, Space};
+use blockdev::{
+    ids::{BlockNr, ChunkNr},
+    BlockKind, Corrupt, Reason,
+};
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// Metadata blocks per operation that must stay allocatable, so that an operation
+/// never runs out of metadata half-way (each tree changes a root-to-leaf path, plus
+/// splits, plus the tables written at commit).
+pub const META_RESERVE_BLOCKS: u64 = 256;
+
+#[derive(Debug, Clone)]
+struct MetaChunk {
+    used: Vec<bool>,
+    nr_used: usize,
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Allocator {
+    nr_chunks: u64,
+    blocks_per_chunk: u64,
+    used: Vec<bool>,
+    nr_used: u64,
+    meta: HashMap<u64, MetaChunk>,
+    meta_partial: BTreeSet<u64>,
+    pending_chunks: Vec<ChunkNr>,
+    pending_blocks: Vec<BlockNr>,
+    fresh: HashSet<ChunkNr>,
+    hint: u64,
+    reserved: u64,
+}
+
+fn double(b: u64) -> Error {
+    Error::Corrupt(Corrupt {
+        kind: BlockKind::Reference,
+        block: BlockNr(b),
+        reason: Reason::DoubleReference,
+    })
+}
+
+fn out_of_range(b: u64) -> Error {
+    Error::Corrupt(Corrupt {
+        kind: BlockKind::Reference,
+        block: BlockNr(b),
+        reason: Reason::OutOfRange,
+    })
+}
+
+impl Allocator {
+    /// Everything free but the chunks that hold the superblock slots.
+    pub fn new(store_len: u64, chunk_size: u32) -> Self {
+        let nr_chunks = store_len / chunk_size as u64;
+        let blocks_per_chunk = chunk_size as u64 / BLOCK_SIZE;
+        let reserved = (NR_SUPERBLOCK_SLOTS * BLOCK_SIZE).div_ceil(chunk_size as u64);
+        let mut used = vec![false; nr_chunks as usize];
+        for u in used.iter_mut().take(reserved as usize) {
+            *u = true;
+        }
+        Allocator {
+            nr_chunks,
+            blocks_per_chunk,
+            used,
+            nr_used: reserved.min(nr_chunks),
+            meta: HashMap::new(),
+            meta_partial: BTreeSet::new(),
+            pending_chunks: Vec::new(),
+            pending_blocks: Vec::new(),
+            fresh: HashSet::new(),
+            hint: reserved,
+            reserved,
+        }
+    }
+
+    /// Total chunks on the store.
+    pub fn nr_chunks(&self) -> u64 {
+        self.nr_chunks
+    }
+    /// Chunks in use (data, metadata, superblock), counting pending frees as used.
+    pub fn nr_used(&self) -> u64 {
+        self.nr_used
+    }
+    /// Chunks free now.
+    pub fn nr_free(&self) -> u64 {
+        self.nr_chunks - self.nr_used
+    }
+    /// Chunks holding metadata.
+    pub fn nr_meta_chunks(&self) -> u64 {
+        self.meta.len() as u64
+    }
+    /// Chunks reserved for the superblocks.
+    pub fn nr_reserved(&self) -> u64 {
+        self.reserved
+    }
+    /// Whether `c` was allocated in the open transaction.
+    pub fn is_fresh(&self, c: ChunkNr) -> bool {
+        self.fresh.contains(&c)
+    }
+
+    /// Fail with `NoSpace` unless `data` chunks plus the metadata reserve are free.
+    pub fn ensure(&self, data: u64) -> Result<()> {
+        let meta_free: u64 = self
+            .meta_partial
+            .iter()
+            .map(|c| self.blocks_per_chunk - self.meta[c].nr_used as u64)
+            .sum();
+        let need_meta_chunks = META_RESERVE_BLOCKS
+            .saturating_sub(meta_free)
+            .div_ceil(self.blocks_per_chunk);
+        if self.nr_free() < data + need_meta_chunks {
+            return Err(Error::NoSpace(if self.nr_free() < need_meta_chunks {
+                Space::Metadata
+            } else {
+                Space::Data
+            }));
+        }
+        Ok(())
+    }
+
+    fn take_chunk(&mut self) -> Option<u64> {
+        if self.nr_used >= self.nr_chunks {
+            return None;
+        }
+        let n = self.nr_chunks;
+        for i in 0..n {
+            let c = (self.hint + i) % n;
+            if !self.used[c as usize] {
+                self.used[c as usize] = true;
+                self.nr_used += 1;
+                self.hint = c + 1;
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// A free data chunk (next-fit, so sequential copy-outs form extents).
+    pub fn alloc_chunk(&mut self) -> Result<ChunkNr> {
+        let c = self.take_chunk().ok_or(Error::NoSpace(Space::Data))?;
+        self.fresh.insert(ChunkNr(c));
+        Ok(ChunkNr(c))
+    }
+
+    /// Give a data chunk back (reusable after commit).
+    pub fn free_chunk(&mut self, c: ChunkNr) {
+        self.pending_chunks.push(c);
+    }
+
+    /// The open transaction committed: pending frees become free.
+    pub fn commit(&mut self) {
+        for c in std::mem::take(&mut self.pending_chunks) {
+            if self.used[c.0 as usize] {
+                self.used[c.0 as usize] = false;
+                self.nr_used -= 1;
+            }
+        }
+        for b in std::mem::take(&mut self.pending_blocks) {
+            let c = b.0 / self.blocks_per_chunk;
+            let i = (b.0 % self.blocks_per_chunk) as usize;
+            let Some(m) = self.meta.get_mut(&c) else {
+                continue;
+            };
+            if m.used[i] {
+                m.used[i] = false;
+                m.nr_used -= 1;
+            }
+            if m.nr_used == 0 {
+                self.meta.remove(&c);
+                self.meta_partial.remove(&c);
+                self.used[c as usize] = false;
+                self.nr_used -= 1;
+            } else {
+                self.meta_partial.insert(c);
+            }
+        }
+        self.fresh.clear();
+    }
+
+    /// Mark a data chunk referenced by a committed element (rebuild on open).
+    pub fn mark_chunk(&mut self, c: ChunkNr) -> Result<()> {
+        if c.0 >= self.nr_chunks || c.0 < self.reserved {
+            return Err(out_of_range(c.0));
+        }
+        if self.used[c.0 as usize] {
+            return Err(double(c.0));
+        }
+        self.used[c.0 as usize] = true;
+        self.nr_used += 1;
+        Ok(())
+    }
+
+    /// Mark a metadata block referenced by a committed tree (rebuild on open).
+    pub fn mark_block(&mut self, b: BlockNr) -> Result<()> {
+        let c = b.0 / self.blocks_per_chunk;
+        if c >= self.nr_chunks || c < self.reserved {
+            return Err(out_of_range(b.0));
+        }
+        let bpc = self.blocks_per_chunk as usize;
+        if !self.meta.contains_key(&c) {
+            if self.used[c as usize] {
+                return Err(double(b.0));
+            }
+            self.used[c as usize] = true;
+            self.nr_used += 1;
+            self.meta.insert(
+                c,
+                MetaChunk {
+                    used: vec![false; bpc],
+                    nr_used: 0,
+                },
+            );
+        }
+        let Some(m) = self.meta.get_mut(&c) else {
+            return Err(double(b.0));
+        };
+        let i = (b.0 % self.blocks_per_chunk) as usize;
+        if m.used[i] {
+            return Err(double(b.0));
+        }
+        m.used[i] = true;
+        m.nr_used += 1;
+        if m.nr_used < bpc {
+            self.meta_partial.insert(c);
+        } else {
+            self.meta_partial.remove(&c);
+        }
+        Ok(())
+    }
+
+    /// Chunks in use that are data chunks, and metadata blocks in use (for `check`).
+    pub fn snapshot_usage(&self) -> (BTreeSet<u64>, BTreeSet<u64>) {
+        let mut data = BTreeSet::new();
+        for c in self.reserved..self.nr_chunks {
+            if self.used[c as usize] && !self.meta.contains_key(&c) {
+                data.insert(c);
+            }
+        }
+        let mut blocks = BTreeSet::new();
+        for (c, m) in &self.meta {
+            for (i, u) in m.used.iter().enumerate() {
+                if *u {
+                    blocks.insert(c * self.blocks_per_chunk + i as u64);
+                }
+            }
+        }
+        (data, blocks)
+    }
+
+    /// Pending frees (chunks, blocks), for `check` of an open store.
+    pub fn pending(&self) -> (Vec<ChunkNr>, Vec<BlockNr>) {
+        (self.pending_chunks.clone(), self.pending_blocks.clone())
+    }
+}
+
+impl btree::MetaAlloc for Allocator {
+    fn alloc_block(&mut self) -> btree::Result<BlockNr> {
+        if let Some(&c) = self.meta_partial.iter().next() {
+            let bpc = self.blocks_per_chunk;
+            let Some(m) = self.meta.get_mut(&c) else {
+                return Err(btree::Error::NoSpace);
+            };
+            if let Some(i) = m.used.iter().position(|u| !u) {
+                m.used[i] = true;
+                m.nr_used += 1;
+                if m.nr_used as u64 == bpc {
+                    self.meta_partial.remove(&c);
+                }
+                return Ok(BlockNr(c * bpc + i as u64));
+            }
+            self.meta_partial.remove(&c);
+        }
+        let c = self.take_chunk().ok_or(btree::Error::NoSpace)?;
+        let bpc = self.blocks_per_chunk as usize;
+        let mut m = MetaChunk {
+            used: vec![false; bpc],
+            nr_used: 1,
+        };
+        m.used[0] = true;
+        if bpc > 1 {
+            self.meta_partial.insert(c);
+        }
+        self.meta.insert(c, m);
+        Ok(BlockNr(c * self.blocks_per_chunk))
+    }
+
+    fn free_block(&mut self, b: BlockNr) {
+        self.pending_blocks.push(b);
+    }
+}

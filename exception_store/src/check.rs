@@ -1,0 +1,156 @@
+//! Consistency check of a store: everything `open` verifies (superblock, every node's
+//! checksum, magic, own block number and transaction, key order and bounds, tables),
+//! plus what only a whole walk can tell:
+//! - every allocated chunk and block is referenced exactly once (no leak, no double
+//!   reference), compared with the live allocator of the open store;
+//! - no element names a label outside the version tree, or label 0;
+//! - every snapshot reads through a live, non-ghost label, one snapshot per label;
+//! - with no background work pending: every ghost has two or more children, and every
+//!   element is read by some visible version (no orphaned element).
+//!
+//! Every problem found is reported, not only the first.
+use crate::{rules::View, store::Store, Result};
+use blockdev::ids::{Addr, Label};
+use btree::elements::Ptr;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What `check` found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Problems that make the store unsafe to trust.
+    pub errors: Vec<String>,
+    /// Wasted space and the like (e.g. leaked chunks): the data is safe.
+    pub warnings: Vec<String>,
+    /// Elements (extents counted per address) seen.
+    pub nr_elements: u64,
+    /// Metadata blocks seen.
+    pub nr_meta_blocks: u64,
+    /// Data chunks referenced.
+    pub nr_data_chunks: u64,
+}
+
+impl Report {
+    /// Whether nothing at all was found.
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty() && self.warnings.is_empty()
+    }
+}
+
+impl Store {
+    /// Check the open store (see the module documentation). An `Err` means the walk
+    /// itself could not proceed (an unreadable or corrupt block).
+    pub fn check(&mut self) -> Result<Report> {
+        let mut rep = Report::default();
+        let (alloc_data, alloc_blocks) = self.alloc.snapshot_usage();
+        let (pend_chunks, pend_blocks) = self.alloc.pending();
+        let mut blocks = BTreeSet::new();
+        let mut dups = Vec::new();
+        let mut by_addr: BTreeMap<u64, Vec<(Label, Ptr)>> = BTreeMap::new();
+        let mut data = BTreeSet::new();
+        {
+            let mut on_node = |b: blockdev::ids::BlockNr| {
+                if !blocks.insert(b.0) {
+                    dups.push(b.0);
+                }
+                Ok(())
+            };
+            self.versions
+                .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
+            self.snap_tree
+                .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
+            self.job_tree
+                .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
+            let by_addr = &mut by_addr;
+            let data = &mut data;
+            let dups2 = &mut Vec::new();
+            self.elements.walk(&mut self.cache, &mut on_node, &mut |k, v| {
+                for i in 0..v.len as u64 {
+                    let a = Addr(k.addr.0 + i);
+                    let p = v.ptr_at(k.addr, a);
+                    if let Ptr::Chunk(c) = p {
+                        if !data.insert(c.0) {
+                            dups2.push(c.0);
+                        }
+                    }
+                    by_addr.entry(a.0).or_default().push((k.label, p));
+                }
+                Ok(())
+            })?;
+            for c in dups2.iter() {
+                rep.errors.push(format!("data chunk {c} referenced twice"));
+            }
+        }
+        for b in dups {
+            rep.errors.push(format!("metadata block {b} referenced twice"));
+        }
+        rep.nr_meta_blocks = blocks.len() as u64;
+        rep.nr_data_chunks = data.len() as u64;
+        // allocator vs references (pending frees are still allocated until commit)
+        let pend_c: BTreeSet<u64> = pend_chunks.iter().map(|c| c.0).collect();
+        let pend_b: BTreeSet<u64> = pend_blocks.iter().map(|b| b.0).collect();
+        for c in alloc_data.difference(&data) {
+            if !pend_c.contains(c) {
+                rep.warnings.push(format!("data chunk {c} allocated but unreferenced (leak)"));
+            }
+        }
+        for c in data.difference(&alloc_data) {
+            rep.errors.push(format!("data chunk {c} referenced but not allocated"));
+        }
+        for b in alloc_blocks.difference(&blocks) {
+            if !pend_b.contains(b) {
+                rep.warnings.push(format!("metadata block {b} allocated but unreferenced (leak)"));
+            }
+        }
+        for b in blocks.difference(&alloc_blocks) {
+            rep.errors.push(format!("metadata block {b} referenced but not allocated"));
+        }
+        // labels and snapshots
+        let mut seen_labels = BTreeSet::new();
+        for s in self.snapshots() {
+            if !self.vt.contains(s.label) || self.vt.is_ghost(s.label) {
+                rep.errors.push(format!("snapshot {} reads through dead label {}", s.name, s.label));
+            }
+            if !seen_labels.insert(s.label) {
+                rep.errors.push(format!("label {} used by two snapshots", s.label));
+            }
+        }
+        let quiescent = self.jobs.is_empty();
+        let view = View::new(self.vt.prepare());
+        let tree = view.anc.tree();
+        let visible: Vec<Label> = tree.labels().filter(|&l| view.visible(l)).collect();
+        for (a, elems) in &by_addr {
+            rep.nr_elements += elems.len() as u64;
+            let mut labels = BTreeSet::new();
+            for (l, _) in elems {
+                if l.0 == 0 || !tree.contains(*l) {
+                    rep.errors.push(format!("element ({a}, {l}) names a dead label"));
+                }
+                if !labels.insert(*l) {
+                    rep.errors.push(format!("two elements ({a}, {l})"));
+                }
+            }
+            if quiescent && rep.errors.is_empty() {
+                let e: crate::rules::Elems = elems.iter().copied().collect();
+                let read: BTreeSet<Label> = visible.iter().map(|&v| view.reader(&e, v)).collect();
+                for (l, _) in elems {
+                    if !read.contains(l) {
+                        rep.warnings.push(format!(
+                            "element ({a}, {l}) is read by no visible version (orphan)"
+                        ));
+                    }
+                }
+            }
+        }
+        if quiescent {
+            for l in tree.labels() {
+                if l.0 != 0 && tree.is_ghost(l) && tree.children(l).len() < 2 {
+                    rep.errors.push(format!(
+                        "ghost {l} has {} children with no pass pending",
+                        tree.children(l).len()
+                    ));
+                }
+            }
+        }
+        Ok(rep)
+    }
+}

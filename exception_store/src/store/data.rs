@@ -1,0 +1,298 @@
+//! Reads and writes of the origin and of snapshots, at any byte offset and length.
+//!
+//! Each request is cut at chunk boundaries. For every chunk the elements of that
+//! address are loaded, the rules (`crate::rules`) decide, and the difference is
+//! written back.
+//!
+//! # Crash safety of data
+//! - Origin: before the origin chunk is overwritten, its old data is copied to a new
+//!   store chunk and the element naming it is committed ([`Store::origin_prepare`]
+//!   returns the transaction that must be durable first). An address whose elements
+//!   changed in the open transaction is treated the same way: the origin waits for
+//!   that commit, so no committed element set ever relies on origin data that is gone.
+//! - Snapshots: data goes in place only into a chunk that nothing committed can read
+//!   through another version: a chunk allocated in the open transaction, or one whose
+//!   address has no uncommitted element change (then the committed and the in-memory
+//!   readers are the same, because visibility changes commit at once). Otherwise the
+//!   chunk is copied to a new one and the element moves (redirect on write).
+use super::{origin_io, store_io, Dev, Store};
+use crate::{
+    rules::{Elems, SnapWrite, View},
+    Result,
+};
+use blockdev::ids::{Label, SnapId, TxnId};
+use btree::elements::Ptr;
+
+/// What a write puts in a chunk.
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    Data(&'a [u8]),
+    Zeroes,
+    /// Discard: whole chunks become holes, partial chunks are left alone.
+    Discard,
+}
+
+impl Store {
+    /// Read `buf.len()` bytes of `dev` at `offset`.
+    pub fn read(&mut self, dev: Dev, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len() as u64)?;
+        let label = match dev {
+            Dev::Origin => None,
+            Dev::Snap(id) => Some(self.label_of(id)?),
+        };
+        let cs = self.chunk_size;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let a = pos / cs;
+            let off = (pos % cs) as usize;
+            let n = (self.chunk_len(a) - off).min(buf.len() - done);
+            let out = &mut buf[done..done + n];
+            match label {
+                None => self
+                    .origin
+                    .read_at(out, pos)
+                    .map_err(origin_io(pos))?,
+                Some(l) => {
+                    let e = self.load_elems(a)?;
+                    self.read_as(&e, l, a, off, out)?;
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Read what version `l` sees at address `a` (given its elements `e`).
+    fn read_as(&mut self, e: &Elems, l: Label, a: u64, off: usize, out: &mut [u8]) -> Result<()> {
+        let r = View::new(self.vt.prepare()).reader(e, l);
+        if r.0 == 0 {
+            let pos = a * self.chunk_size + off as u64;
+            return self.origin.read_at(out, pos).map_err(origin_io(pos));
+        }
+        match e.get(&r) {
+            Some(Ptr::Chunk(c)) => {
+                let pos = c.0 * self.chunk_size + off as u64;
+                self.dev.read_at(out, pos).map_err(store_io(pos))
+            }
+            _ => {
+                out.fill(0);
+                Ok(())
+            }
+        }
+    }
+
+    /// Write `data` to `dev` at `offset`.
+    pub fn write(&mut self, dev: Dev, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_range(offset, data.len() as u64)?;
+        match dev {
+            Dev::Origin => {
+                if self.origin_prepare(offset, data.len() as u64)?.is_some() {
+                    self.commit()?;
+                }
+                self.origin_write_prepared(offset, data)
+            }
+            Dev::Snap(id) => self.snap_write(id, offset, data.len() as u64, Payload::Data(data)),
+        }
+    }
+
+    /// Make `len` bytes of `dev` at `offset` read as zeros. Whole snapshot chunks
+    /// become holes; no space is used for them.
+    pub fn write_zeroes(&mut self, dev: Dev, offset: u64, len: u64) -> Result<()> {
+        self.check_range(offset, len)?;
+        match dev {
+            Dev::Origin => {
+                if self.origin_prepare(offset, len)?.is_some() {
+                    self.commit()?;
+                }
+                let zeros = vec![0u8; self.chunk_size as usize];
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(zeros.len() as u64);
+                    self.origin_write_prepared(offset + done, &zeros[..n as usize])?;
+                    done += n;
+                }
+                Ok(())
+            }
+            Dev::Snap(id) => self.snap_write(id, offset, len, Payload::Zeroes),
+        }
+    }
+
+    /// Discard: the range's contents become unspecified for `dev` and nothing else.
+    /// On a snapshot, whole chunks become holes (read as zeros) and free their
+    /// space; partial chunks are left as they are. On the origin, the old data is
+    /// copied out for snapshots first, then the discard goes down to the device.
+    pub fn discard(&mut self, dev: Dev, offset: u64, len: u64) -> Result<()> {
+        self.check_range(offset, len)?;
+        match dev {
+            Dev::Origin => {
+                if self.origin_prepare(offset, len)?.is_some() {
+                    self.commit()?;
+                }
+                self.origin
+                    .discard(offset, len)
+                    .map_err(origin_io(offset))
+            }
+            Dev::Snap(id) => self.snap_write(id, offset, len, Payload::Discard),
+        }
+    }
+
+    /// First half of an origin write: copy out, for every chunk the range touches,
+    /// the data that a snapshot still reads from the origin. Returns the transaction
+    /// that must commit before the origin may be written, if one must.
+    pub fn origin_prepare(&mut self, offset: u64, len: u64) -> Result<Option<TxnId>> {
+        self.check_range(offset, len)?;
+        if len == 0 {
+            return Ok(None);
+        }
+        let cs = self.chunk_size;
+        let (first, last) = (offset / cs, (offset + len - 1) / cs);
+        let mut must_commit = false;
+        for a in first..=last {
+            self.latching(|s| s.copy_out(a))?;
+            must_commit |= self.dirty_addrs.contains(&a);
+        }
+        Ok(must_commit.then(|| self.cache_txn()))
+    }
+
+    /// The transaction now open.
+    pub fn cache_txn(&self) -> TxnId {
+        self.cache.txn()
+    }
+
+    /// Second half of an origin write: the data itself. Call only after
+    /// [`origin_prepare`](Self::origin_prepare) for this range and the commit it asked for.
+    pub fn origin_write_prepared(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_range(offset, data.len() as u64)?;
+        self.origin.write_at(data, offset).map_err(origin_io(offset))
+    }
+
+    fn copy_out(&mut self, a: u64) -> Result<()> {
+        let before = self.load_elems(a)?;
+        let (top, ghost) = {
+            let view = View::new(self.vt.prepare());
+            match view.origin_copy_out(&before) {
+                Some(t) => (t, !view.visible(t)),
+                None => return Ok(()),
+            }
+        };
+        self.alloc.ensure(1)?;
+        let c = self.alloc.alloc_chunk()?;
+        let n = self.chunk_len(a);
+        let mut buf = vec![0u8; n];
+        let pos = a * self.chunk_size;
+        let copied = self
+            .origin
+            .read_at(&mut buf, pos)
+            .map_err(origin_io(pos))
+            .and_then(|_| {
+                let to = c.0 * self.chunk_size;
+                self.dev.write_at(&buf, to).map_err(store_io(to))
+            });
+        if let Err(e) = copied {
+            self.alloc.free_chunk(c);
+            return Err(e);
+        }
+        let mut after = before.clone();
+        after.insert(top, Ptr::Chunk(c));
+        if ghost {
+            // The newest snapshot is a ghost whose delete pass may be past here.
+            View::new(self.vt.prepare()).normalize(&mut after);
+        }
+        self.store_elems(a, &before, &after, &[c])
+    }
+
+    fn snap_write(&mut self, id: SnapId, offset: u64, len: u64, p: Payload) -> Result<()> {
+        self.label_of(id)?;
+        let cs = self.chunk_size;
+        let mut done = 0u64;
+        while done < len {
+            let pos = offset + done;
+            let a = pos / cs;
+            let off = (pos % cs) as usize;
+            let n = ((self.chunk_len(a) - off) as u64).min(len - done) as usize;
+            let part = match p {
+                Payload::Data(d) => Payload::Data(&d[done as usize..done as usize + n]),
+                other => other,
+            };
+            let whole = off == 0 && n == self.chunk_len(a);
+            if !(matches!(part, Payload::Discard) && !whole) {
+                self.latching(|s| s.snap_write_chunk(id, a, off, n, part))?;
+            }
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    fn snap_write_chunk(&mut self, id: SnapId, a: u64, off: usize, n: usize, p: Payload) -> Result<()> {
+        let t0 = self.label_of(id)?;
+        self.alloc.ensure(1)?;
+        let before = self.load_elems(a)?;
+        let clen = self.chunk_len(a);
+        let whole = off == 0 && n == clen;
+        let to_hole = whole && !matches!(p, Payload::Data(_));
+        let plan = View::new(self.vt.prepare()).snapshot_write(&before, t0);
+        let mut after = before.clone();
+        let (target, relabelled) = match plan {
+            SnapWrite::InPlace(x) => (x, false),
+            SnapWrite::Relabel(x) => {
+                if let Some(ptr) = after.remove(&x) {
+                    after.insert(t0, ptr);
+                }
+                (t0, true)
+            }
+            SnapWrite::Split => (self.split(id, t0), false),
+            SnapWrite::Allocate => (t0, false),
+        };
+        let existing = after.get(&target).copied();
+        if to_hole {
+            after.insert(target, Ptr::Hole);
+            return self.store_elems(a, &before, &after, &[]);
+        }
+        // In place into an existing chunk when that is crash-safe (module docs).
+        if let Some(Ptr::Chunk(c)) = existing {
+            if self.alloc.is_fresh(c) || (!relabelled && !self.dirty_addrs.contains(&a)) {
+                let pos = c.0 * self.chunk_size + off as u64;
+                match p {
+                    Payload::Data(d) => self.dev.write_at(d, pos),
+                    _ => self.dev.write_at(&vec![0u8; n], pos),
+                }
+                .map_err(store_io(pos))?;
+                return self.store_elems(a, &before, &after, &[]);
+            }
+        }
+        // Otherwise a new chunk holding the whole new contents.
+        let mut buf = vec![0u8; clen];
+        if !whole {
+            self.read_as(&before, t0, a, 0, &mut buf)?;
+        }
+        match p {
+            Payload::Data(d) => buf[off..off + n].copy_from_slice(d),
+            _ => buf[off..off + n].fill(0),
+        }
+        self.alloc.ensure(1)?;
+        let c = self.alloc.alloc_chunk()?;
+        let pos = c.0 * self.chunk_size;
+        if let Err(e) = self.dev.write_at(&buf, pos) {
+            self.alloc.free_chunk(c);
+            return Err(store_io(pos)(e));
+        }
+        after.insert(target, Ptr::Chunk(c));
+        self.store_elems(a, &before, &after, &[c])
+    }
+
+    /// Implicit split: `t` becomes a ghost parent, the device moves to a new leaf.
+    fn split(&mut self, id: SnapId, t: Label) -> Label {
+        let t2 = self.new_label();
+        self.vt.add_child(t2, t);
+        let now = self.tick();
+        self.vt.make_ghost(t, now);
+        if let Some(r) = self.snaps.get_mut(&id) {
+            r.label = t2;
+        }
+        self.dirty_versions.insert(t);
+        self.dirty_versions.insert(t2);
+        self.dirty_snaps.insert(id);
+        t2
+    }
+}

@@ -1,0 +1,609 @@
+//! The store: opening, formatting, committing, and the state every operation shares.
+//!
+//! Operations live in sibling modules: `data` (read, write, discard of the origin
+//! and of snapshots), `snapshots` (create, delete, hold, list), `background` (delete
+//! and cleanup passes, reshaping ghosts), `status`.
+//!
+//! # Concurrency
+//! `Store` is single-threaded (`&mut self`); the daemon wraps it in a lock and groups
+//! commits. Origin writes are split in two ([`Store::origin_prepare`] and the data
+//! write) so that the wrapper can commit many copy-outs at once before any of those
+//! origin writes go to the device.
+//!
+//! # Durability
+//! A commit writes the dirty nodes, flushes the store, writes the superblock into the
+//! slot of its transaction and flushes again. Changes between commits live in memory
+//! and in blocks nothing committed references. Creating, deleting and holding a
+//! snapshot commit before returning.
+mod background;
+mod data;
+mod snapshots;
+mod status;
+
+pub use status::{JobInfo, SnapInfo, Status};
+
+use crate::{
+    allocator::Allocator,
+    format::*,
+    rules::Elems,
+    superblock::{read_superblock, valid_chunk_size, write_superblock, Superblock},
+    tables::{JobRec, SnapRec, SnapRecRaw, VersionRec},
+    version_tree::VersionTree,
+    Error, Result, Space,
+};
+use blockdev::{
+    ids::{Addr, BlockNr, ChunkNr, Label, SnapId, TxnId},
+    BlockDevice,
+};
+use btree::{elements::Elements, elements::Ptr, NodeCache, Tree};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::Arc,
+};
+
+/// A device the store serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dev {
+    /// The origin.
+    Origin,
+    /// A snapshot.
+    Snap(SnapId),
+}
+
+/// Tunables of an open store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Memory for cached metadata nodes, in bytes.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// See the module documentation.
+pub struct Store {
+    pub(crate) origin: Arc<dyn BlockDevice>,
+    pub(crate) dev: Arc<dyn BlockDevice>,
+    pub(crate) sb: Superblock,
+    pub(crate) cache: NodeCache,
+    pub(crate) alloc: Allocator,
+    pub(crate) elements: Elements,
+    pub(crate) versions: Tree<u32, VersionRec>,
+    pub(crate) snap_tree: Tree<u32, SnapRecRaw>,
+    pub(crate) job_tree: Tree<u32, JobRec>,
+    pub(crate) vt: VersionTree,
+    pub(crate) snaps: BTreeMap<SnapId, SnapRec>,
+    pub(crate) names: HashMap<String, SnapId>,
+    pub(crate) jobs: BTreeMap<u32, JobRec>,
+    pub(crate) dirty_versions: BTreeSet<Label>,
+    pub(crate) dirty_snaps: BTreeSet<SnapId>,
+    pub(crate) dirty_jobs: BTreeSet<u32>,
+    pub(crate) dirty_addrs: HashSet<u64>,
+    pub(crate) changed: bool,
+    pub(crate) failed: bool,
+    pub(crate) next_job_turn: usize,
+    pub(crate) chunk_size: u64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Store(txn {}, {} snapshots, chunk {})",
+            self.sb.txn_id.0,
+            self.snaps.len(),
+            self.chunk_size
+        )
+    }
+}
+
+fn store_io(offset: u64) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io {
+        device: "store",
+        offset,
+        source,
+    }
+}
+
+fn origin_io(offset: u64) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io {
+        device: "origin",
+        offset,
+        source,
+    }
+}
+
+impl Store {
+    /// Format `dev` as an empty store for `origin` with chunks of `chunk_size` bytes.
+    /// Any earlier store on `dev` is forgotten.
+    pub fn format(
+        origin: Arc<dyn BlockDevice>,
+        dev: Arc<dyn BlockDevice>,
+        chunk_size: u32,
+        opts: StoreOptions,
+    ) -> Result<Store> {
+        if !valid_chunk_size(chunk_size) {
+            return Err(Error::Invalid(format!(
+                "chunk size {chunk_size} is not a power of two from {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}"
+            )));
+        }
+        if origin.is_empty() {
+            return Err(Error::Invalid("the origin is empty".into()));
+        }
+        let store_len = dev.len() / chunk_size as u64 * chunk_size as u64;
+        let mut alloc = Allocator::new(store_len, chunk_size);
+        // room for the empty trees plus the reserve, plus at least a few data chunks
+        if alloc.nr_free() < 8 + allocator_reserve_chunks(chunk_size) {
+            return Err(Error::Invalid(format!(
+                "a store device of {} bytes is too small for chunks of {chunk_size} bytes",
+                dev.len()
+            )));
+        }
+        // Forget any older store: zero both superblock slots first.
+        let zero = vec![0u8; BLOCK_SIZE as usize];
+        for slot in 0..NR_SUPERBLOCK_SLOTS {
+            dev.write_at(&zero, slot * BLOCK_SIZE)
+                .map_err(store_io(slot * BLOCK_SIZE))?;
+        }
+        dev.flush().map_err(store_io(0))?;
+        let mut cache = NodeCache::new(dev.clone(), opts.cache_bytes, TxnId(1));
+        let elements = Elements::create(&mut cache, &mut alloc)?;
+        let versions = Tree::create(&mut cache, &mut alloc, VERSIONS_TREE_TAG)?;
+        let snap_tree = Tree::create(&mut cache, &mut alloc, SNAPSHOTS_TREE_TAG)?;
+        let job_tree = Tree::create(&mut cache, &mut alloc, JOBS_TREE_TAG)?;
+        let sb = Superblock {
+            txn_id: TxnId(0),
+            uuid: new_uuid(),
+            chunk_size,
+            store_len,
+            origin_len: origin.len(),
+            clock: 1,
+            next_label: 1,
+            next_snap_id: 1,
+            next_job_id: 1,
+            elements_root: elements.root(),
+            versions_root: versions.root(),
+            snapshots_root: snap_tree.root(),
+            jobs_root: job_tree.root(),
+            needs_check: false,
+            clean_shutdown: false,
+            ro_compat: 0,
+        };
+        let mut s = Store {
+            origin,
+            dev,
+            sb,
+            cache,
+            alloc,
+            elements,
+            versions,
+            snap_tree,
+            job_tree,
+            vt: VersionTree::new(),
+            snaps: BTreeMap::new(),
+            names: HashMap::new(),
+            jobs: BTreeMap::new(),
+            dirty_versions: BTreeSet::new(),
+            dirty_snaps: BTreeSet::new(),
+            dirty_jobs: BTreeSet::new(),
+            dirty_addrs: HashSet::new(),
+            changed: true,
+            failed: false,
+            next_job_turn: 0,
+            chunk_size: chunk_size as u64,
+        };
+        s.commit()?;
+        Ok(s)
+    }
+
+    /// Open the store on `dev` for `origin`, checking that it was formatted for an
+    /// origin of this size and fits the device.
+    pub fn open(
+        origin: Arc<dyn BlockDevice>,
+        dev: Arc<dyn BlockDevice>,
+        opts: StoreOptions,
+    ) -> Result<Store> {
+        let sb = read_superblock(&*dev)?;
+        if sb.origin_len != origin.len() {
+            return Err(Error::Mismatch {
+                what: "origin size in bytes",
+                store: sb.origin_len,
+                given: origin.len(),
+            });
+        }
+        if sb.store_len > dev.len() {
+            return Err(Error::Mismatch {
+                what: "store device size in bytes",
+                store: sb.store_len,
+                given: dev.len(),
+            });
+        }
+        let mut cache = NodeCache::new(dev.clone(), opts.cache_bytes, TxnId(sb.txn_id.0 + 1));
+        let mut alloc = Allocator::new(sb.store_len, sb.chunk_size);
+        let elements = Elements::open(sb.elements_root);
+        let versions: Tree<u32, VersionRec> = Tree::open(sb.versions_root, VERSIONS_TREE_TAG);
+        let snap_tree: Tree<u32, SnapRecRaw> = Tree::open(sb.snapshots_root, SNAPSHOTS_TREE_TAG);
+        let job_tree: Tree<u32, JobRec> = Tree::open(sb.jobs_root, JOBS_TREE_TAG);
+
+        // Load the tables and rebuild the allocator from every committed reference.
+        let mut vt = VersionTree::new();
+        let chunk_size = sb.chunk_size as u64;
+        let nr_chunks = sb.store_len / chunk_size;
+        let bad_ref = |reason| {
+            Error::Corrupt(blockdev::Corrupt {
+                kind: blockdev::BlockKind::Reference,
+                block: BlockNr(0),
+                reason,
+            })
+        };
+        let mut labels_ok = true;
+        {
+            let a = &mut alloc;
+            versions.walk(
+                &mut cache,
+                &mut |b| a.mark_block(b).map_err(to_btree),
+                &mut |l, rec| {
+                    if *l == 0 || *l >= sb.next_label {
+                        labels_ok = false;
+                    }
+                    vt.load(Label(*l), rec.parent, rec.ghost, rec.ghost_since);
+                    Ok(())
+                },
+            )?;
+        }
+        if !labels_ok {
+            return Err(bad_ref(blockdev::Reason::BadField));
+        }
+        vt.link().map_err(|_| bad_ref(blockdev::Reason::BadField))?;
+        let mut snaps = BTreeMap::new();
+        {
+            let a = &mut alloc;
+            let mut bad = None;
+            snap_tree.walk(
+                &mut cache,
+                &mut |b| a.mark_block(b).map_err(to_btree),
+                &mut |id, raw| {
+                    match SnapRec::from_raw(raw) {
+                        Ok(r) => {
+                            snaps.insert(SnapId(*id), r);
+                        }
+                        Err(e) => bad = Some(e),
+                    }
+                    Ok(())
+                },
+            )?;
+            if let Some(r) = bad {
+                return Err(bad_ref(r));
+            }
+        }
+        let mut names = HashMap::new();
+        let mut labels_seen = HashSet::new();
+        for (id, r) in &snaps {
+            if !vt.contains(r.label)
+                || vt.is_ghost(r.label)
+                || !labels_seen.insert(r.label)
+                || names.insert(r.name.clone(), *id).is_some()
+                || id.0 >= sb.next_snap_id
+            {
+                return Err(bad_ref(blockdev::Reason::BadField));
+            }
+        }
+        let mut jobs = BTreeMap::new();
+        {
+            let a = &mut alloc;
+            job_tree.walk(
+                &mut cache,
+                &mut |b| a.mark_block(b).map_err(to_btree),
+                &mut |id, rec| {
+                    jobs.insert(*id, *rec);
+                    Ok(())
+                },
+            )?;
+        }
+        let mut runs: Vec<(u64, u32)> = Vec::new();
+        {
+            let a = &mut alloc;
+            let vt = &vt;
+            let runs = &mut runs;
+            elements.walk(
+                &mut cache,
+                &mut |b| a.mark_block(b).map_err(to_btree),
+                &mut |k, v| {
+                    if k.label.0 == 0 || !vt.contains(k.label) {
+                        return Err(to_btree(bad_ref(blockdev::Reason::BadField)));
+                    }
+                    if k.addr.0 + v.len as u64 > sb.origin_len.div_ceil(chunk_size) {
+                        return Err(to_btree(bad_ref(blockdev::Reason::OutOfRange)));
+                    }
+                    if let Ptr::Chunk(c) = v.ptr {
+                        if c.0 + v.len as u64 > nr_chunks {
+                            return Err(to_btree(bad_ref(blockdev::Reason::OutOfRange)));
+                        }
+                        runs.push((c.0, v.len));
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        for (c, len) in runs {
+            for i in 0..len as u64 {
+                alloc.mark_chunk(ChunkNr(c + i))?;
+            }
+        }
+        Ok(Store {
+            origin,
+            dev,
+            cache,
+            alloc,
+            elements,
+            versions,
+            snap_tree,
+            job_tree,
+            vt,
+            snaps,
+            names,
+            jobs,
+            dirty_versions: BTreeSet::new(),
+            dirty_snaps: BTreeSet::new(),
+            dirty_jobs: BTreeSet::new(),
+            dirty_addrs: HashSet::new(),
+            changed: false,
+            failed: false,
+            next_job_turn: 0,
+            chunk_size,
+            sb,
+        })
+    }
+
+    /// Chunk size in bytes.
+    pub fn chunk_size(&self) -> u64 {
+        self.chunk_size
+    }
+
+    /// Origin size in bytes (every device has this size).
+    pub fn size(&self) -> u64 {
+        self.sb.origin_len
+    }
+
+    /// The last committed transaction.
+    pub fn txn_id(&self) -> TxnId {
+        self.sb.txn_id
+    }
+
+    /// Whether a metadata write failed (the store refuses changes until reopened).
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Make every change so far durable (metadata and store data); returns the
+    /// committed transaction id.
+    pub fn commit(&mut self) -> Result<TxnId> {
+        if self.failed {
+            return Err(Error::PreviousIo);
+        }
+        let r = self.commit_inner();
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+
+    /// A FLUSH: the origin and the store are both durable when this returns.
+    pub fn flush(&mut self) -> Result<TxnId> {
+        self.origin.flush().map_err(origin_io(0))?;
+        self.commit()
+    }
+
+    fn commit_inner(&mut self) -> Result<TxnId> {
+        if !self.changed {
+            self.dev.flush().map_err(store_io(0))?;
+            return Ok(self.sb.txn_id);
+        }
+        for l in std::mem::take(&mut self.dirty_versions) {
+            if l.0 == 0 {
+                continue;
+            }
+            match self.vt.get(l) {
+                Some(v) => {
+                    let rec = VersionRec {
+                        parent: v.parent,
+                        ghost: v.ghost,
+                        ghost_since: v.ghost_since,
+                    };
+                    self.versions
+                        .insert(&mut self.cache, &mut self.alloc, l.0, rec)?;
+                }
+                _ => {
+                    self.versions.remove(&mut self.cache, &mut self.alloc, &l.0)?;
+                }
+            }
+        }
+        for id in std::mem::take(&mut self.dirty_snaps) {
+            match self.snaps.get(&id) {
+                Some(r) => {
+                    self.snap_tree
+                        .insert(&mut self.cache, &mut self.alloc, id.0, r.to_raw())?;
+                }
+                None => {
+                    self.snap_tree
+                        .remove(&mut self.cache, &mut self.alloc, &id.0)?;
+                }
+            }
+        }
+        for id in std::mem::take(&mut self.dirty_jobs) {
+            match self.jobs.get(&id) {
+                Some(j) => {
+                    self.job_tree.insert(&mut self.cache, &mut self.alloc, id, *j)?;
+                }
+                None => {
+                    self.job_tree.remove(&mut self.cache, &mut self.alloc, &id)?;
+                }
+            }
+        }
+        self.cache.write_dirty()?;
+        self.dev.flush().map_err(store_io(0))?;
+        let mut sb = self.sb.clone();
+        sb.txn_id = self.cache.txn();
+        sb.elements_root = self.elements.root();
+        sb.versions_root = self.versions.root();
+        sb.snapshots_root = self.snap_tree.root();
+        sb.jobs_root = self.job_tree.root();
+        write_superblock(&*self.dev, &sb)?;
+        self.dev.flush().map_err(store_io(0))?;
+        self.sb = sb;
+        self.alloc.commit();
+        self.dirty_addrs.clear();
+        self.cache.begin(TxnId(self.sb.txn_id.0 + 1));
+        self.changed = false;
+        Ok(self.sb.txn_id)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::PreviousIo);
+        }
+        Ok(())
+    }
+
+    /// Run `f`; if it fails after it may have changed metadata, latch the store.
+    fn latching<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.check_writable()?;
+        let r = f(self);
+        if let Err(e) = &r {
+            if !matches!(
+                e,
+                Error::NoSpace(Space::Data) | Error::Invalid(_) | Error::NoSuchSnapshot(_)
+            ) && !matches!(e, Error::Io { device: "origin", .. })
+            {
+                self.failed = true;
+            }
+        }
+        r
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.sb.clock += 1;
+        self.changed = true;
+        self.sb.clock
+    }
+
+    fn new_label(&mut self) -> Label {
+        let l = Label(self.sb.next_label);
+        self.sb.next_label += 1;
+        self.changed = true;
+        l
+    }
+
+    fn load_elems(&mut self, a: u64) -> Result<Elems> {
+        Ok(self
+            .elements
+            .at(&mut self.cache, Addr(a))?
+            .into_iter()
+            .collect())
+    }
+
+    /// Write back the elements of address `a`: `before` as loaded, `after` as decided.
+    /// Chunks named before (or allocated for this change, `new`) and not after are freed.
+    fn store_elems(&mut self, a: u64, before: &Elems, after: &Elems, new: &[ChunkNr]) -> Result<()> {
+        let mut changed = false;
+        for (l, p) in before {
+            if !after.contains_key(l) {
+                self.elements
+                    .remove(&mut self.cache, &mut self.alloc, Addr(a), *l)?;
+                changed = true;
+            } else if after.get(l) != Some(p) {
+                changed = true;
+            }
+        }
+        for (l, p) in after {
+            if before.get(l) != Some(p) {
+                self.elements
+                    .set(&mut self.cache, &mut self.alloc, Addr(a), *l, *p)?;
+                changed = true;
+            }
+        }
+        let kept: HashSet<ChunkNr> = after
+            .values()
+            .filter_map(|p| match p {
+                Ptr::Chunk(c) => Some(*c),
+                Ptr::Hole => None,
+            })
+            .collect();
+        for p in before.values() {
+            if let Ptr::Chunk(c) = p {
+                if !kept.contains(c) {
+                    self.alloc.free_chunk(*c);
+                }
+            }
+        }
+        for c in new {
+            if !kept.contains(c) {
+                self.alloc.free_chunk(*c);
+            }
+        }
+        if changed {
+            self.dirty_addrs.insert(a);
+            self.changed = true;
+        }
+        Ok(())
+    }
+
+    /// Bytes of origin chunk `a` (the last chunk may be short).
+    fn chunk_len(&self, a: u64) -> usize {
+        (self.sb.origin_len - a * self.chunk_size).min(self.chunk_size) as usize
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.sb.origin_len => Ok(()),
+            _ => Err(Error::Invalid(format!(
+                "I/O of {len} bytes at {offset} is past the end of a {}-byte device",
+                self.sb.origin_len
+            ))),
+        }
+    }
+
+    fn label_of(&self, id: SnapId) -> Result<Label> {
+        self.snaps
+            .get(&id)
+            .map(|r| r.label)
+            .ok_or_else(|| Error::NoSuchSnapshot(crate::error::snap_name(id)))
+    }
+}
+
+fn allocator_reserve_chunks(chunk_size: u32) -> u64 {
+    crate::allocator::META_RESERVE_BLOCKS.div_ceil(chunk_size as u64 / BLOCK_SIZE)
+}
+
+fn to_btree(e: Error) -> btree::Error {
+    match e {
+        Error::Corrupt(c) => btree::Error::Corrupt(c),
+        Error::Io { source, offset, .. } => btree::Error::Io {
+            block: BlockNr(offset / BLOCK_SIZE),
+            source,
+        },
+        _ => btree::Error::NoSpace,
+    }
+}
+
+fn new_uuid() -> [u8; 16] {
+    // Not cryptographic: distinguishes stores, nothing more.
+    let mut h = crc32fast::Hasher::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    h.update(&now.to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    let a = h.finalize();
+    let mut u = [0u8; 16];
+    for (i, b) in u.iter_mut().enumerate() {
+        *b = ((now >> ((i % 8) * 8)) as u8) ^ (a >> ((i % 4) * 8)) as u8;
+    }
+    u
+}

@@ -1,0 +1,142 @@
+//! Creating, deleting, holding and listing snapshots. Each change commits before it
+//! returns (with the origin flushed on create), so that what a snapshot captured and
+//! which versions are visible are always the same in memory and on disk.
+use super::{Dev, SnapInfo, Store};
+use crate::{
+    format::MAX_NAME_LEN,
+    tables::{validate_name, JobKind, JobRec, SnapRec},
+    Error, Result,
+};
+use blockdev::ids::{SnapId, TxnId};
+
+impl Store {
+    /// Create snapshot `name` of the origin (`parent = None`) or of snapshot
+    /// `parent`, stamped with `created` (seconds since the epoch). Durable on return.
+    pub fn create_snapshot(
+        &mut self,
+        name: &str,
+        parent: Option<SnapId>,
+        created: u64,
+    ) -> Result<SnapId> {
+        validate_name(name).map_err(Error::Invalid)?;
+        debug_assert!(name.len() <= MAX_NAME_LEN);
+        if self.names.contains_key(name) {
+            return Err(Error::NameTaken(name.to_owned()));
+        }
+        let parent_label = match parent {
+            Some(p) => Some(self.label_of(p)?),
+            None => None,
+        };
+        self.check_writable()?;
+        self.alloc.ensure(0)?;
+        // Everything the new snapshot captures must be durable.
+        self.flush()?;
+        self.latching(|s| {
+            let l = s.new_label();
+            match parent_label {
+                None => {
+                    if let Some(old) = s.vt.newest() {
+                        s.dirty_versions.insert(old);
+                    }
+                    s.vt.add_origin_snapshot(l);
+                }
+                Some(p) => s.vt.add_child(l, p),
+            }
+            s.dirty_versions.insert(l);
+            let id = SnapId(s.sb.next_snap_id);
+            s.sb.next_snap_id += 1;
+            s.snaps.insert(
+                id,
+                SnapRec {
+                    label: l,
+                    hold: false,
+                    created,
+                    parent,
+                    name: name.to_owned(),
+                },
+            );
+            s.names.insert(name.to_owned(), id);
+            s.dirty_snaps.insert(id);
+            s.changed = true;
+            s.commit()?;
+            Ok(id)
+        })
+    }
+
+    /// Delete a snapshot: it disappears at once (durable on return); its space comes
+    /// back as the background pass advances ([`Store::background_step`]).
+    pub fn delete_snapshot(&mut self, id: SnapId) -> Result<TxnId> {
+        let l = self.label_of(id)?;
+        self.check_writable()?;
+        self.latching(|s| {
+            let rec = s.snaps.remove(&id);
+            if let Some(r) = rec {
+                s.names.remove(&r.name);
+            }
+            s.dirty_snaps.insert(id);
+            let now = s.tick();
+            s.vt.make_ghost(l, now);
+            s.dirty_versions.insert(l);
+            let start = s.tick();
+            let job = s.sb.next_job_id;
+            s.sb.next_job_id += 1;
+            s.jobs.insert(
+                job,
+                JobRec {
+                    kind: JobKind::Delete,
+                    target: l,
+                    start,
+                    cursor: 0,
+                },
+            );
+            s.dirty_jobs.insert(job);
+            s.changed = true;
+            s.commit()
+        })
+    }
+
+    /// Mark a snapshot held (never pruned) or not. Durable on return.
+    pub fn set_hold(&mut self, id: SnapId, hold: bool) -> Result<TxnId> {
+        self.label_of(id)?;
+        self.latching(|s| {
+            if let Some(r) = s.snaps.get_mut(&id) {
+                r.hold = hold;
+            }
+            s.dirty_snaps.insert(id);
+            s.changed = true;
+            s.commit()
+        })
+    }
+
+    /// The snapshot called `name`.
+    pub fn lookup(&self, name: &str) -> Option<SnapId> {
+        self.names.get(name).copied()
+    }
+
+    /// Whether `dev` exists.
+    pub fn exists(&self, dev: Dev) -> bool {
+        match dev {
+            Dev::Origin => true,
+            Dev::Snap(id) => self.snaps.contains_key(&id),
+        }
+    }
+
+    /// Every snapshot, by id (creation order).
+    pub fn snapshots(&self) -> Vec<SnapInfo> {
+        self.snaps
+            .iter()
+            .map(|(id, r)| SnapInfo {
+                id: *id,
+                name: r.name.clone(),
+                created: r.created,
+                parent: r.parent.map(|p| {
+                    self.snaps
+                        .get(&p)
+                        .map_or_else(|| format!("#{} (deleted)", p.0), |x| x.name.clone())
+                }),
+                hold: r.hold,
+                label: r.label,
+            })
+            .collect()
+    }
+}
