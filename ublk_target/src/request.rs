@@ -38,6 +38,15 @@ impl Request {
             sys::UBLK_IO_OP_WRITE_ZEROES => Op::WriteZeroes,
             _ => return Err(libc::EOPNOTSUPP),
         };
+        if op == Op::Flush {
+            // A flush carries no range: blk-mq's flush request has sector (u64)-1.
+            return Ok(Request {
+                op,
+                offset: 0,
+                len_bytes: 0,
+                fua: false,
+            });
+        }
         let offset = start_sector.checked_mul(SECTOR_SIZE).ok_or(libc::EINVAL)?;
         Ok(Request {
             op,

@@ -38,6 +38,13 @@ trap cleanup EXIT
 [ -x "$bin" ] || { echo "memdisk binary not found at $bin (build it first)"; exit 1; }
 [ -c /dev/ublk-control ] || { echo "no /dev/ublk-control (modprobe ublk_drv)"; exit 1; }
 echo "kernel $(uname -r), memdisk $bin"
+dmesg -C || true
+# no_io_errors: the kernel logged no failed request on a ublk device since the last call.
+no_io_errors() {
+    local errs
+    errs=$(dmesg -c | grep -E 'error, dev ublkb|I/O error.*ublkb' || true)
+    [ -z "$errs" ] || { printf '%s\n' "$errs" | head -n 5; return 1; }
+}
 
 # start_memdisk NAME ARGS... : run memdisk in the background; sets pid and dev.
 start_memdisk() {
@@ -90,7 +97,8 @@ fio_common=(--direct=1 --ioengine=io_uring --iodepth=32 --verify=crc32c --verify
 
 # is_zero DEV OFFSET_MIB LEN_MIB: the range reads back as zeroes.
 is_zero() {
-    cmp -n $(($3 << 20)) <(dd if="$1" bs=1M skip="$2" count="$3" iflag=direct status=none) /dev/zero
+    # (no process substitution: the guest's devtmpfs has no /dev/fd)
+    dd if="$1" bs=1M skip="$2" count="$3" iflag=direct status=none | cmp -n $(($3 << 20)) - /dev/zero
 }
 # is_ff DEV OFFSET_MIB LEN_MIB: the range reads back as 0xff bytes.
 is_ff() {
@@ -131,6 +139,9 @@ check "zeroed range reads zero" is_zero "$dev" 5 1
 check "before the zeroed range untouched" is_ff "$dev" 3 2
 check "after the zeroed range untouched" is_ff "$dev" 6 2
 check "sync / flush" blockdev --flushbufs "$dev"
+check "write + fsync (FLUSH) succeeds" dd if=/dev/zero of="$dev" bs=4k count=1 seek=100 \
+    oflag=direct conv=fsync status=none
+check "no failed requests in the kernel log" no_io_errors
 stop_memdisk
 
 # ---------------------------------------------------------------------------
@@ -141,6 +152,7 @@ check "fio randwrite 4k verify on 4k device" timeout 600 fio --name=rw4k --filen
     --rw=randwrite --bs=4k --size=16M "${fio_common[@]}"
 check "512-byte O_DIRECT read refused" sh -c \
     "! dd if=$dev of=/dev/null bs=512 count=1 iflag=direct status=none"
+check "no failed requests in the kernel log" no_io_errors
 stop_memdisk
 
 # ---------------------------------------------------------------------------
@@ -156,14 +168,17 @@ check "$dev survives the daemon" test -b "$dev"
 dd if="$dev" of="$work/during.bin" bs=1M count=1 skip=20 iflag=direct status=none &
 ddpid=$!
 sleep 1
+check "I/O waits while no daemon serves the device" kill -0 "$ddpid"
 start_memdisk rec2 --file "$img" --recover "$id"
 check "recovered the same device" test "$dev" = "/dev/ublkb$id"
 check "I/O queued during the outage completes" wait_pid "$ddpid" 120
+check "and read its 1 MiB" test "$(stat -c %s "$work/during.bin")" = $((1 << 20))
 check "data written before kill -9 verifies" timeout 600 fio --name=pre --filename="$dev" \
     --rw=write --bs=64k --size=16M --direct=1 --ioengine=io_uring --iodepth=16 \
     --verify=crc32c --verify_only
 check "fio randwrite verify after recovery" timeout 600 fio --name=post --filename="$dev" \
     --rw=randwrite --bs=4k --size=8M --offset=32M "${fio_common[@]}"
+check "no failed requests in the kernel log" no_io_errors
 stop_memdisk
 
 check "no ublk devices left" sh -c '! ls /dev/ublkb* 2>/dev/null'
