@@ -59,6 +59,15 @@ impl Device {
         opts.check(size_bytes)?;
         ensure_ctrl_ring()?;
         let id = opts.dev_id.map_or(-1, |id| id as i32); // checked above
+        if id >= 0 && UblkCtrl::new_simple(id).is_ok() {
+            // libublk 0.4.8 quirk: when ADD_DEV fails, dropping the half-built control
+            // sends DEL_DEV for the id it asked for, deleting the device that already
+            // has it. Refuse taken ids up front (racy only against other creators).
+            return Err(Error::Ublk {
+                op: "add",
+                source: std::io::Error::from_raw_os_error(libc::EEXIST),
+            });
+        }
         let ctrl = UblkCtrlBuilder::default()
             .name(&opts.name)
             .id(id)
