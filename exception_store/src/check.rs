@@ -63,25 +63,27 @@ impl Store {
             let by_addr = &mut by_addr;
             let data = &mut data;
             let dups2 = &mut Vec::new();
-            self.elements.walk(&mut self.cache, &mut on_node, &mut |k, v| {
-                for i in 0..v.len as u64 {
-                    let a = Addr(k.addr.0 + i);
-                    let p = v.ptr_at(k.addr, a);
-                    if let Ptr::Chunk(c) = p {
-                        if !data.insert(c.0) {
-                            dups2.push(c.0);
+            self.elements
+                .walk(&mut self.cache, &mut on_node, &mut |k, v| {
+                    for i in 0..v.len as u64 {
+                        let a = Addr(k.addr.0 + i);
+                        let p = v.ptr_at(k.addr, a);
+                        if let Ptr::Chunk(c) = p {
+                            if !data.insert(c.0) {
+                                dups2.push(c.0);
+                            }
                         }
+                        by_addr.entry(a.0).or_default().push((k.label, p));
                     }
-                    by_addr.entry(a.0).or_default().push((k.label, p));
-                }
-                Ok(())
-            })?;
+                    Ok(())
+                })?;
             for c in dups2.iter() {
                 rep.errors.push(format!("data chunk {c} referenced twice"));
             }
         }
         for b in dups {
-            rep.errors.push(format!("metadata block {b} referenced twice"));
+            rep.errors
+                .push(format!("metadata block {b} referenced twice"));
         }
         rep.nr_meta_blocks = blocks.len() as u64;
         rep.nr_data_chunks = data.len() as u64;
@@ -90,28 +92,37 @@ impl Store {
         let pend_b: BTreeSet<u64> = pend_blocks.iter().map(|b| b.0).collect();
         for c in alloc_data.difference(&data) {
             if !pend_c.contains(c) {
-                rep.warnings.push(format!("data chunk {c} allocated but unreferenced (leak)"));
+                rep.warnings
+                    .push(format!("data chunk {c} allocated but unreferenced (leak)"));
             }
         }
         for c in data.difference(&alloc_data) {
-            rep.errors.push(format!("data chunk {c} referenced but not allocated"));
+            rep.errors
+                .push(format!("data chunk {c} referenced but not allocated"));
         }
         for b in alloc_blocks.difference(&blocks) {
             if !pend_b.contains(b) {
-                rep.warnings.push(format!("metadata block {b} allocated but unreferenced (leak)"));
+                rep.warnings.push(format!(
+                    "metadata block {b} allocated but unreferenced (leak)"
+                ));
             }
         }
         for b in blocks.difference(&alloc_blocks) {
-            rep.errors.push(format!("metadata block {b} referenced but not allocated"));
+            rep.errors
+                .push(format!("metadata block {b} referenced but not allocated"));
         }
         // labels and snapshots
         let mut seen_labels = BTreeSet::new();
         for s in self.snapshots() {
             if !self.vt.contains(s.label) || self.vt.is_ghost(s.label) {
-                rep.errors.push(format!("snapshot {} reads through dead label {}", s.name, s.label));
+                rep.errors.push(format!(
+                    "snapshot {} reads through dead label {}",
+                    s.name, s.label
+                ));
             }
             if !seen_labels.insert(s.label) {
-                rep.errors.push(format!("label {} used by two snapshots", s.label));
+                rep.errors
+                    .push(format!("label {} used by two snapshots", s.label));
             }
         }
         let quiescent = self.jobs.is_empty();
@@ -123,7 +134,8 @@ impl Store {
             let mut labels = BTreeSet::new();
             for (l, _) in elems {
                 if l.0 == 0 || !tree.contains(*l) {
-                    rep.errors.push(format!("element ({a}, {l}) names a dead label"));
+                    rep.errors
+                        .push(format!("element ({a}, {l}) names a dead label"));
                 }
                 if !labels.insert(*l) {
                     rep.errors.push(format!("two elements ({a}, {l})"));

@@ -39,11 +39,13 @@ pub mod check;
 mod error;
 pub mod format;
 pub mod rules;
+mod shared;
 mod store;
 pub mod superblock;
 pub mod tables;
 pub mod version_tree;
 
 pub use error::{Error, Result, Space};
+pub use shared::SharedStore;
 pub use store::{Dev, JobInfo, SnapInfo, Status, Store, StoreOptions};
 pub use tables::validate_name;

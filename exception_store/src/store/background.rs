@@ -50,7 +50,10 @@ impl Store {
         let Some(job) = self.jobs.get(&id).copied() else {
             return Ok(());
         };
-        match self.elements.next_populated(&mut self.cache, Addr(job.cursor))? {
+        match self
+            .elements
+            .next_populated(&mut self.cache, Addr(job.cursor))?
+        {
             Some(a) => {
                 let before = self.load_elems(a.0)?;
                 let mut after = before.clone();

@@ -49,12 +49,9 @@ impl Store {
             let n = (self.chunk_len(a) - off).min(buf.len() - done);
             let out = &mut buf[done..done + n];
             match label {
-                None => self
-                    .origin
-                    .read_at(out, pos)
-                    .map_err(origin_io(pos))?,
+                None => self.origin.read_at(out, pos).map_err(origin_io(pos))?,
                 Some(l) => {
-                    let e = self.load_elems(a)?;
+                    let e = self.load_elems_shared(a)?;
                     self.read_as(&e, l, a, off, out)?;
                 }
             }
@@ -129,9 +126,7 @@ impl Store {
                 if self.origin_prepare(offset, len)?.is_some() {
                     self.commit()?;
                 }
-                self.origin
-                    .discard(offset, len)
-                    .map_err(origin_io(offset))
+                self.origin.discard(offset, len).map_err(origin_io(offset))
             }
             Dev::Snap(id) => self.snap_write(id, offset, len, Payload::Discard),
         }
@@ -164,7 +159,9 @@ impl Store {
     /// [`origin_prepare`](Self::origin_prepare) for this range and the commit it asked for.
     pub fn origin_write_prepared(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.check_range(offset, data.len() as u64)?;
-        self.origin.write_at(data, offset).map_err(origin_io(offset))
+        self.origin
+            .write_at(data, offset)
+            .map_err(origin_io(offset))
     }
 
     fn copy_out(&mut self, a: u64) -> Result<()> {
@@ -216,7 +213,7 @@ impl Store {
                 other => other,
             };
             let whole = off == 0 && n == self.chunk_len(a);
-            if !(matches!(part, Payload::Discard) && !whole) {
+            if !matches!(part, Payload::Discard) || whole {
                 self.latching(|s| s.snap_write_chunk(id, a, off, n, part))?;
             }
             done += n as u64;
@@ -224,7 +221,14 @@ impl Store {
         Ok(())
     }
 
-    fn snap_write_chunk(&mut self, id: SnapId, a: u64, off: usize, n: usize, p: Payload) -> Result<()> {
+    fn snap_write_chunk(
+        &mut self,
+        id: SnapId,
+        a: u64,
+        off: usize,
+        n: usize,
+        p: Payload,
+    ) -> Result<()> {
         let t0 = self.label_of(id)?;
         self.alloc.ensure(1)?;
         let before = self.load_elems(a)?;

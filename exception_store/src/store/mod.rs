@@ -88,7 +88,14 @@ pub struct Store {
     pub(crate) failed: bool,
     pub(crate) next_job_turn: usize,
     pub(crate) chunk_size: u64,
+    /// Decoded element sets of recently used addresses (exact: invalidated whenever
+    /// an address's elements change).
+    pub(crate) elem_cache: lru::LruCache<u64, Arc<Elems>>,
+    pub(crate) elem_cache_len: usize,
 }
+
+/// Most elements held decoded in the per-address cache.
+const ELEM_CACHE_ELEMENTS: usize = 1 << 18;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -196,6 +203,8 @@ impl Store {
             failed: false,
             next_job_turn: 0,
             chunk_size: chunk_size as u64,
+            elem_cache: lru::LruCache::unbounded(),
+            elem_cache_len: 0,
         };
         s.commit()?;
         Ok(s)
@@ -357,7 +366,19 @@ impl Store {
             next_job_turn: 0,
             chunk_size,
             sb,
+            elem_cache: lru::LruCache::unbounded(),
+            elem_cache_len: 0,
         })
+    }
+
+    /// The origin device.
+    pub fn origin_device(&self) -> Arc<dyn BlockDevice> {
+        self.origin.clone()
+    }
+
+    /// Check that a range lies inside the devices.
+    pub fn check_origin_range(&self, offset: u64, len: u64) -> Result<()> {
+        self.check_range(offset, len)
     }
 
     /// Chunk size in bytes.
@@ -419,7 +440,8 @@ impl Store {
                         .insert(&mut self.cache, &mut self.alloc, l.0, rec)?;
                 }
                 _ => {
-                    self.versions.remove(&mut self.cache, &mut self.alloc, &l.0)?;
+                    self.versions
+                        .remove(&mut self.cache, &mut self.alloc, &l.0)?;
                 }
             }
         }
@@ -438,10 +460,12 @@ impl Store {
         for id in std::mem::take(&mut self.dirty_jobs) {
             match self.jobs.get(&id) {
                 Some(j) => {
-                    self.job_tree.insert(&mut self.cache, &mut self.alloc, id, *j)?;
+                    self.job_tree
+                        .insert(&mut self.cache, &mut self.alloc, id, *j)?;
                 }
                 None => {
-                    self.job_tree.remove(&mut self.cache, &mut self.alloc, &id)?;
+                    self.job_tree
+                        .remove(&mut self.cache, &mut self.alloc, &id)?;
                 }
             }
         }
@@ -478,8 +502,13 @@ impl Store {
             if !matches!(
                 e,
                 Error::NoSpace(Space::Data) | Error::Invalid(_) | Error::NoSuchSnapshot(_)
-            ) && !matches!(e, Error::Io { device: "origin", .. })
-            {
+            ) && !matches!(
+                e,
+                Error::Io {
+                    device: "origin",
+                    ..
+                }
+            ) {
                 self.failed = true;
             }
         }
@@ -500,16 +529,47 @@ impl Store {
     }
 
     fn load_elems(&mut self, a: u64) -> Result<Elems> {
-        Ok(self
-            .elements
-            .at(&mut self.cache, Addr(a))?
-            .into_iter()
-            .collect())
+        Ok((*self.load_elems_shared(a)?).clone())
+    }
+
+    /// The elements of address `a`, through the per-address cache.
+    fn load_elems_shared(&mut self, a: u64) -> Result<Arc<Elems>> {
+        if let Some(e) = self.elem_cache.get(&a) {
+            return Ok(e.clone());
+        }
+        let e: Arc<Elems> = Arc::new(
+            self.elements
+                .at(&mut self.cache, Addr(a))?
+                .into_iter()
+                .collect(),
+        );
+        self.elem_cache_len += e.len() + 1;
+        self.elem_cache.put(a, e.clone());
+        while self.elem_cache_len > ELEM_CACHE_ELEMENTS {
+            match self.elem_cache.pop_lru() {
+                Some((_, old)) => self.elem_cache_len -= old.len() + 1,
+                None => break,
+            }
+        }
+        Ok(e)
+    }
+
+    fn forget_elems(&mut self, a: u64) {
+        if let Some(old) = self.elem_cache.pop(&a) {
+            self.elem_cache_len -= old.len() + 1;
+        }
     }
 
     /// Write back the elements of address `a`: `before` as loaded, `after` as decided.
     /// Chunks named before (or allocated for this change, `new`) and not after are freed.
-    fn store_elems(&mut self, a: u64, before: &Elems, after: &Elems, new: &[ChunkNr]) -> Result<()> {
+    fn store_elems(
+        &mut self,
+        a: u64,
+        before: &Elems,
+        after: &Elems,
+        new: &[ChunkNr],
+    ) -> Result<()> {
+        self.forget_elems(a);
         let mut changed = false;
         for (l, p) in before {
             if !after.contains_key(l) {

@@ -1,0 +1,214 @@
+//! [`SharedStore`]: the store for many threads at once (the ublk queues, the control
+//! socket, the background worker), with group commit.
+//!
+//! # Origin writes
+//! An origin write runs in two halves. Under the store lock, [`Store::origin_prepare`]
+//! copies out what snapshots still read and says which transaction must be durable
+//! before the origin may change. Outside the lock the writer waits for that commit
+//! ([`SharedStore::wait_durable`]): the first waiter commits for everyone (group
+//! commit), the others sleep until it is done, so a burst of first writes costs one
+//! commit. Then the origin data is written, still outside the store lock.
+//!
+//! # The origin gate
+//! Origin writes hold the gate shared from prepare until their data is written;
+//! creating a snapshot holds it exclusively. So a snapshot never sees an origin write
+//! whose copy-out decision was taken before the snapshot existed.
+//!
+//! # Lock order
+//! origin gate, then store lock; the commit state lock is never held while taking
+//! another.
+use crate::{Dev, Result, Store};
+use blockdev::{
+    ids::{SnapId, TxnId},
+    BlockDevice,
+};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::Arc;
+
+#[derive(Debug)]
+struct CommitState {
+    durable: TxnId,
+    leader: bool,
+}
+
+/// See the module documentation.
+pub struct SharedStore {
+    store: Mutex<Store>,
+    origin: Arc<dyn BlockDevice>,
+    gate: RwLock<()>,
+    commit: Mutex<CommitState>,
+    done: Condvar,
+    size: u64,
+}
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedStore({} bytes)", self.size)
+    }
+}
+
+impl SharedStore {
+    /// Share an open store.
+    pub fn new(store: Store) -> Self {
+        let durable = store.txn_id();
+        let origin = store.origin_device();
+        let size = store.size();
+        SharedStore {
+            store: Mutex::new(store),
+            origin,
+            gate: RwLock::new(()),
+            commit: Mutex::new(CommitState {
+                durable,
+                leader: false,
+            }),
+            done: Condvar::new(),
+            size,
+        }
+    }
+
+    /// Size in bytes of every device.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The store itself, locked (for control operations and tests).
+    pub fn lock(&self) -> MutexGuard<'_, Store> {
+        self.store.lock()
+    }
+
+    /// Read from a device.
+    pub fn read(&self, dev: Dev, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.store.lock().read(dev, offset, buf)
+    }
+
+    /// Write to a device (origin writes follow the two-half protocol above).
+    pub fn write(&self, dev: Dev, offset: u64, data: &[u8]) -> Result<()> {
+        match dev {
+            Dev::Origin => {
+                let _g = self.gate.read();
+                let need = self
+                    .store
+                    .lock()
+                    .origin_prepare(offset, data.len() as u64)?;
+                if let Some(t) = need {
+                    self.wait_durable(t)?;
+                }
+                self.store
+                    .lock()
+                    .check_origin_range(offset, data.len() as u64)?;
+                self.origin
+                    .write_at(data, offset)
+                    .map_err(|source| crate::Error::Io {
+                        device: "origin",
+                        offset,
+                        source,
+                    })
+            }
+            Dev::Snap(_) => self.store.lock().write(dev, offset, data),
+        }
+    }
+
+    /// Write zeroes (see [`Store::write_zeroes`]).
+    pub fn write_zeroes(&self, dev: Dev, offset: u64, len: u64) -> Result<()> {
+        let _g = (dev == Dev::Origin).then(|| self.gate.read());
+        self.with_origin_commit(dev, offset, len, |s| s.write_zeroes(dev, offset, len))
+    }
+
+    /// Discard (see [`Store::discard`]).
+    pub fn discard(&self, dev: Dev, offset: u64, len: u64) -> Result<()> {
+        let _g = (dev == Dev::Origin).then(|| self.gate.read());
+        self.with_origin_commit(dev, offset, len, |s| s.discard(dev, offset, len))
+    }
+
+    /// For the rarer origin operations: prepare, group-commit, then run `f` (whose own
+    /// prepare then finds nothing left to commit).
+    fn with_origin_commit(
+        &self,
+        dev: Dev,
+        offset: u64,
+        len: u64,
+        f: impl FnOnce(&mut Store) -> Result<()>,
+    ) -> Result<()> {
+        if dev == Dev::Origin {
+            let need = self.store.lock().origin_prepare(offset, len)?;
+            if let Some(t) = need {
+                self.wait_durable(t)?;
+            }
+        }
+        f(&mut self.store.lock())
+    }
+
+    /// Wait until transaction `t` is durable, committing it if nobody else is.
+    pub fn wait_durable(&self, t: TxnId) -> Result<TxnId> {
+        let mut st = self.commit.lock();
+        loop {
+            if st.durable >= t {
+                return Ok(st.durable);
+            }
+            if !st.leader {
+                st.leader = true;
+                drop(st);
+                let r = self.store.lock().commit();
+                st = self.commit.lock();
+                st.leader = false;
+                if let Ok(d) = r {
+                    st.durable = st.durable.max(d);
+                }
+                self.done.notify_all();
+                r?;
+                continue;
+            }
+            self.done.wait(&mut st);
+        }
+    }
+
+    /// Commit everything so far (group commit with concurrent writers).
+    pub fn commit(&self) -> Result<TxnId> {
+        let t = self.store.lock().cache_txn();
+        self.wait_durable(t)
+    }
+
+    /// A FLUSH: origin and store durable.
+    pub fn flush(&self) -> Result<TxnId> {
+        self.origin.flush().map_err(|source| crate::Error::Io {
+            device: "origin",
+            offset: 0,
+            source,
+        })?;
+        self.commit()
+    }
+
+    /// Create a snapshot (exclusive with origin writes in flight).
+    pub fn create_snapshot(
+        &self,
+        name: &str,
+        parent: Option<SnapId>,
+        created: u64,
+    ) -> Result<SnapId> {
+        let _g = self.gate.write();
+        let mut s = self.store.lock();
+        let id = s.create_snapshot(name, parent, created)?;
+        self.note_durable(s.txn_id());
+        Ok(id)
+    }
+
+    /// Delete a snapshot.
+    pub fn delete_snapshot(&self, id: SnapId) -> Result<TxnId> {
+        let t = self.store.lock().delete_snapshot(id)?;
+        self.note_durable(t);
+        Ok(t)
+    }
+
+    fn note_durable(&self, t: TxnId) {
+        let mut st = self.commit.lock();
+        st.durable = st.durable.max(t);
+    }
+
+    /// Do some background work; returns whether more remains.
+    pub fn background_step(&self, budget: usize) -> Result<bool> {
+        self.store.lock().background_step(budget)
+    }
+}
+
+#[cfg(test)]
+mod tests;
