@@ -1,1 +1,132 @@
-fn main() {}
+//! `ublk-snapd`: serve an origin and its snapshots as ublk block devices.
+//! See `docs/cli.md`.
+use clap::Parser;
+use std::{path::PathBuf, process::ExitCode};
+use ublk_snapd::{
+    daemon::{self, Outcome, Readiness},
+    exit,
+    service::Config,
+    DEFAULT_RUN_DIR, DEFAULT_SOCKET,
+};
+use ublk_target::DeviceOptions;
+
+/// Serve an origin device and its snapshots as ublk block devices (/dev/ublkbN).
+///
+/// Without --foreground the daemon detaches and this command exits once the devices
+/// exist, printing the origin's device; with it, it prints the device and keeps
+/// running until SIGTERM or SIGINT.
+#[derive(Debug, Parser)]
+#[command(name = "ublk-snapd", version)]
+struct Args {
+    /// The origin: a file or block device.
+    #[arg(long, value_name = "PATH")]
+    origin: PathBuf,
+    /// The exception store (formatted with `snapctl format`).
+    #[arg(long, value_name = "PATH")]
+    store: PathBuf,
+    /// The control socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Stay in the foreground (logs on stderr).
+    #[arg(long)]
+    foreground: bool,
+    /// Queues (threads) per device.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    queues: u16,
+    /// Requests in flight per queue.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    queue_depth: u16,
+    /// Metadata cache, MiB.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    cache_mb: usize,
+    /// Where the state file for crash recovery lives.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_RUN_DIR)]
+    state_dir: PathBuf,
+    /// More logging (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less logging (errors only).
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(long = "daemon-child", hide = true)]
+    daemon_child: bool,
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.verbose, args.quiet);
+    if !args.foreground && !args.daemon_child {
+        return match daemon::detach() {
+            Ok(Outcome::Ready(dev)) => {
+                println!("{dev}");
+                ExitCode::SUCCESS
+            }
+            Ok(Outcome::Failed { code, message }) => {
+                eprintln!("ublk-snapd: {message}");
+                ExitCode::from(code)
+            }
+            Err(e) => {
+                eprintln!("ublk-snapd: {e}");
+                ExitCode::from(exit::exit_code([&e as &(dyn std::error::Error + 'static)]))
+            }
+        };
+    }
+    let ready = Readiness::new(args.daemon_child);
+    match run(&args, &ready) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = exit::exit_code(e.chain());
+            let msg = format!("{e:#}");
+            if !ready.failed(code, &msg) {
+                eprintln!("ublk-snapd: {msg}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(args: &Args, ready: &Readiness) -> anyhow::Result<()> {
+    let (origin, store, socket, state_dir) = (
+        absolute(&args.origin),
+        absolute(&args.store),
+        absolute(&args.socket),
+        absolute(&args.state_dir),
+    );
+    if ready.is_child() {
+        daemon::enter_child()?;
+    }
+    let cfg = Config {
+        origin,
+        store,
+        cache_bytes: args.cache_mb.saturating_mul(1 << 20),
+        device: DeviceOptions {
+            nr_queues: args.queues,
+            queue_depth: args.queue_depth,
+            user_recovery: true,
+            ..DeviceOptions::default()
+        },
+        state_dir: Some(state_dir),
+    };
+    daemon::serve(cfg, &socket, ready)?;
+    Ok(())
+}

@@ -1,1 +1,60 @@
-fn main() {}
+//! `snapctl`: manage ublk-snap stores and snapshots. See `docs/cli.md`.
+//!
+//! Each subcommand lives in `cmd/<name>.rs` and calls one library function or sends
+//! one request to `ublk-snapd`; output and exit codes are shared (`output.rs`).
+use clap::{Parser, Subcommand};
+use std::{path::PathBuf, process::ExitCode};
+use ublk_snapd::DEFAULT_SOCKET;
+
+mod cmd;
+mod output;
+
+/// Manage ublk-snap stores and snapshots.
+///
+/// `format` works offline (the daemon must not be running on the store); the other
+/// commands talk to ublk-snapd over its control socket. Exit codes: 0 ok, 2 usage,
+/// 3 I/O error, 4 corruption, 5 daemon not running, 6 no such snapshot, 7 conflict,
+/// 8 store full, 9 protocol error, 10 not implemented (see docs/cli.md).
+#[derive(Debug, Parser)]
+#[command(name = "snapctl", version)]
+struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print JSON (one object) instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    Format(cmd::format::Args),
+    Create(cmd::create::Args),
+    List(cmd::list::Args),
+    Status(cmd::status::Args),
+    Activate(cmd::activate::Args),
+    Deactivate(cmd::deactivate::Args),
+    Delete(cmd::delete::Args),
+    Merge(cmd::merge::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = output::Output::new(cli.json, cli.socket);
+    let r = match cli.cmd {
+        Cmd::Format(a) => cmd::format::run(a, &out),
+        Cmd::Create(a) => cmd::create::run(a, &out),
+        Cmd::List(a) => cmd::list::run(a, &out),
+        Cmd::Status(a) => cmd::status::run(a, &out),
+        Cmd::Activate(a) => cmd::activate::run(a, &out),
+        Cmd::Deactivate(a) => cmd::deactivate::run(a, &out),
+        Cmd::Delete(a) => cmd::delete::run(a, &out),
+        Cmd::Merge(a) => cmd::merge::run(a, &out),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => ExitCode::from(out.error(&e)),
+    }
+}

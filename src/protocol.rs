@@ -1,0 +1,351 @@
+//! The control protocol, version [`PROTOCOL_VERSION`]: JSON lines over a Unix socket.
+//!
+//! A client sends one [`Request`] per line (at most [`MAX_REQUEST_BYTES`] bytes with
+//! its newline, within [`REQUEST_READ_TIMEOUT`] of connecting or of the previous
+//! reply) and gets one [`Response`] line back. A connection may carry any number of
+//! requests. Replies to changes carry the store's transaction id (`txn_id`) after
+//! the change, which is durable when the reply is sent.
+//!
+//! ```text
+//! -> {"version":1,"op":"create","name":"before-upgrade"}
+//! <- {"version":1,"created":{"id":1,"name":"before-upgrade","created":1700000000,"parent":null,"txn_id":7}}
+//! -> {"version":1,"op":"activate","name":"nope"}
+//! <- {"version":1,"error":{"code":"no_such_snapshot","message":"no snapshot named \"nope\""}}
+//! ```
+//!
+//! A line that is not JSON, lacks `version`, names another version or an unknown
+//! `op` gets an `error` reply (`bad_request`, `unsupported_version`) and the
+//! connection stays open; a line over the size limit gets `too_large` and the
+//! connection is closed (the rest of the line cannot be told from the next request).
+//!
+//! # Compatibility
+//! New ops and new reply fields may be added within a version; clients ignore
+//! fields they do not know. Removing or changing a field needs a new version.
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The protocol version this library speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest request line, newline included.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Longest reply line a client accepts.
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+/// How long the daemon waits for (the rest of) a request line.
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the daemon lets one request run before answering `timeout` (the
+/// operation itself may still complete; `list` or `status` tells).
+pub const REQUEST_HANDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A request: the version and the operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Must be [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// What to do.
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+impl Request {
+    /// A request of this library's version.
+    pub fn new(op: Op) -> Self {
+        Request {
+            version: PROTOCOL_VERSION,
+            op,
+        }
+    }
+}
+
+/// The operations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Create snapshot `name` of the origin, or of snapshot `from`.
+    Create {
+        /// The new snapshot's name (unique).
+        name: String,
+        /// Take it of this snapshot instead of the origin.
+        #[serde(default)]
+        from: Option<String>,
+    },
+    /// Delete a snapshot (must not be active).
+    Delete {
+        /// Which.
+        name: String,
+    },
+    /// List the snapshots.
+    List,
+    /// Store and daemon status.
+    Status,
+    /// Give a snapshot a block device.
+    Activate {
+        /// Which.
+        name: String,
+    },
+    /// Remove a snapshot's block device.
+    Deactivate {
+        /// Which.
+        name: String,
+    },
+}
+
+/// A reply: the version and the outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// What happened.
+    #[serde(flatten)]
+    pub reply: Reply,
+}
+
+impl Response {
+    /// A reply of this library's version.
+    pub fn new(reply: Reply) -> Self {
+        Response {
+            version: PROTOCOL_VERSION,
+            reply,
+        }
+    }
+
+    /// An error reply.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(Reply::Error(ErrorReply {
+            code,
+            message: message.into(),
+        }))
+    }
+}
+
+/// The outcomes, one per op plus `error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// `create` succeeded.
+    Created(Created),
+    /// `delete` succeeded.
+    Deleted(Changed),
+    /// `list`.
+    List(List),
+    /// `status`.
+    Status(Status),
+    /// `activate` succeeded (or the snapshot was active already).
+    Activated(Activated),
+    /// `deactivate` succeeded.
+    Deactivated(Changed),
+    /// The request failed.
+    Error(ErrorReply),
+}
+
+/// A new snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    /// Its stable id.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Creation time, seconds since the epoch (as stored).
+    pub created: u64,
+    /// The snapshot it was taken of (`None`: the origin).
+    pub parent: Option<String>,
+    /// Transaction id after the change.
+    pub txn_id: u64,
+}
+
+/// A change to one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changed {
+    /// The snapshot.
+    pub name: String,
+    /// Transaction id after the change.
+    pub txn_id: u64,
+}
+
+/// An active snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activated {
+    /// The snapshot.
+    pub name: String,
+    /// Its block device, `/dev/ublkbN`.
+    pub device: String,
+    /// The store's transaction id.
+    pub txn_id: u64,
+}
+
+/// Every snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct List {
+    /// The store's transaction id.
+    pub txn_id: u64,
+    /// In creation order.
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// One snapshot, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Stable id.
+    pub id: u32,
+    /// Unique name.
+    pub name: String,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// The snapshot it was taken of (`None`: the origin).
+    pub parent: Option<String>,
+    /// Never pruned.
+    pub hold: bool,
+    /// Its block device while active.
+    pub device: Option<String>,
+}
+
+/// Store and daemon status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The daemon's pid.
+    pub pid: u32,
+    /// The origin's path.
+    pub origin: String,
+    /// The store's path.
+    pub store: String,
+    /// The origin's block device (`None` before it is started).
+    pub origin_device: Option<String>,
+    /// Size of every device, in bytes.
+    pub size_bytes: u64,
+    /// Chunk size in bytes.
+    pub chunk_size: u64,
+    /// Last committed transaction.
+    pub txn_id: u64,
+    /// Store space, in chunks.
+    pub usage: Usage,
+    /// Live snapshots.
+    pub nr_snapshots: usize,
+    /// Every device the daemon serves, origin first.
+    pub devices: Vec<ActiveDevice>,
+    /// Background passes and their progress.
+    pub jobs: Vec<Job>,
+    /// A metadata write failed: the store refuses changes until the daemon restarts.
+    pub failed: bool,
+}
+
+/// Store space, in chunks of `chunk_size` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Chunks on the store device.
+    pub nr_chunks: u64,
+    /// In use (data and metadata).
+    pub nr_used: u64,
+    /// Holding metadata.
+    pub nr_meta_chunks: u64,
+    /// Free.
+    pub nr_free: u64,
+}
+
+/// A device the daemon serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveDevice {
+    /// `None` for the origin, else the snapshot's name.
+    pub snapshot: Option<String>,
+    /// `/dev/ublkbN`.
+    pub device: String,
+}
+
+/// A background pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// "delete" or "cleanup".
+    pub kind: String,
+    /// Addresses visited.
+    pub cursor: u64,
+    /// Addresses in all.
+    pub total: u64,
+}
+
+/// A failed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// Its category (stable; scripts match on it).
+    pub code: ErrorCode,
+    /// For people.
+    pub message: String,
+}
+
+impl ErrorReply {
+    /// An error reply's body.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorReply {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Categories of failure. `snapctl` maps each to an exit code (see `docs/cli.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, not a known op, or missing fields.
+    BadRequest,
+    /// The request line is longer than [`MAX_REQUEST_BYTES`].
+    TooLarge,
+    /// The request did not arrive, or not finish, in time.
+    Timeout,
+    /// The request's `version` is not [`PROTOCOL_VERSION`].
+    UnsupportedVersion,
+    /// The peer is neither root nor the daemon's user.
+    PermissionDenied,
+    /// An argument is invalid (a bad name).
+    Invalid,
+    /// No such snapshot.
+    NoSuchSnapshot,
+    /// A snapshot of that name exists.
+    Exists,
+    /// In use (an active snapshot, background work).
+    Busy,
+    /// The snapshot is not active.
+    NotActive,
+    /// The store is full.
+    NoSpace,
+    /// A device failed.
+    Io,
+    /// The store's metadata is damaged.
+    Corrupt,
+    /// Reserved for a later version.
+    NotImplemented,
+    /// A bug.
+    Internal,
+}
+
+/// Parse one request line (without its newline). The version is checked before the
+/// op, so a request of another version gets `unsupported_version` even when its op
+/// is unknown here.
+pub fn parse_request(line: &[u8]) -> Result<Request, ErrorReply> {
+    let v: serde_json::Value = serde_json::from_slice(line)
+        .map_err(|e| ErrorReply::new(ErrorCode::BadRequest, format!("not JSON: {e}")))?;
+    let version = v
+        .get("version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| {
+            ErrorReply::new(
+                ErrorCode::BadRequest,
+                "the request has no numeric \"version\"",
+            )
+        })?;
+    if version != u64::from(PROTOCOL_VERSION) {
+        return Err(ErrorReply::new(
+            ErrorCode::UnsupportedVersion,
+            format!("protocol version {version} is not supported; this daemon speaks {PROTOCOL_VERSION}"),
+        ));
+    }
+    serde_json::from_value(v)
+        .map_err(|e| ErrorReply::new(ErrorCode::BadRequest, format!("bad request: {e}")))
+}
+
+/// One line of JSON, newline-terminated.
+pub fn to_line<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serializing these types cannot fail: no maps with non-string keys, no floats.
+    let mut v = serde_json::to_vec(msg).unwrap_or_else(|_| {
+        br#"{"version":1,"error":{"code":"internal","message":"unencodable reply"}}"#.to_vec()
+    });
+    v.push(b'\n');
+    v
+}

@@ -1,0 +1,396 @@
+//! [`Service`]: the daemon's core. It holds the store lock, the shared store, the
+//! activation table and the state file, and turns each protocol [`Op`] into a
+//! [`Reply`]. The socket ([`crate::control`]) and the devices' queues call into it
+//! from their own threads.
+//!
+//! # Concurrency
+//! Control operations are serialised by the activation table's lock, taken first;
+//! the store's own locks come after it. The I/O path never takes the table's lock.
+use crate::{
+    devices::Devices,
+    lock::StoreLock,
+    protocol::{self, Op, Reply, Response},
+    state::{ActiveSnapshot, State, StateFile, STATE_VERSION},
+    target::StoreTarget,
+    Error, Result,
+};
+use blockdev::{ids::SnapId, FileDevice};
+use exception_store::{Dev, SharedStore, Store, StoreOptions};
+use parking_lot::Mutex;
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+use ublk_target::{Device, DeviceOptions};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The origin file or block device.
+    pub origin: PathBuf,
+    /// The store file or block device.
+    pub store: PathBuf,
+    /// Metadata cache, bytes.
+    pub cache_bytes: usize,
+    /// Shape of every ublk device (its `dev_id` is ignored).
+    pub device: DeviceOptions,
+    /// Where the state file goes; `None`: no state file (tests).
+    pub state_dir: Option<PathBuf>,
+}
+
+/// See the module documentation.
+pub struct Service {
+    store: Arc<SharedStore>,
+    devices: Mutex<Devices>,
+    state: Option<StateFile>,
+    cfg: Config,
+    _lock: StoreLock,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("store", &self.cfg.store)
+            .finish()
+    }
+}
+
+impl Service {
+    /// Lock and open the store. Starts no device (see [`Service::start_devices`]).
+    pub fn open(cfg: Config) -> Result<Service> {
+        let lock = StoreLock::acquire(&cfg.store)?;
+        let origin = FileDevice::open(&cfg.origin).map_err(Error::io("open", &cfg.origin))?;
+        let dev = FileDevice::open(&cfg.store).map_err(Error::io("open", &cfg.store))?;
+        let store = Store::open(
+            Arc::new(origin),
+            Arc::new(dev),
+            StoreOptions {
+                cache_bytes: cfg.cache_bytes,
+            },
+        )?;
+        tracing::info!(
+            origin = %cfg.origin.display(),
+            store = %cfg.store.display(),
+            txn_id = store.txn_id().0,
+            "store opened"
+        );
+        let state = cfg
+            .state_dir
+            .as_deref()
+            .map(|d| StateFile::new(d, &cfg.store));
+        Ok(Service {
+            store: Arc::new(SharedStore::new(store)),
+            devices: Mutex::new(Devices::new()),
+            state,
+            cfg,
+            _lock: lock,
+        })
+    }
+
+    /// The shared store.
+    pub fn store(&self) -> &Arc<SharedStore> {
+        &self.store
+    }
+
+    /// Start the origin's device and, after a crash, take back (or recreate) the
+    /// devices the state file records. Returns the origin's `/dev/ublkbN`.
+    pub fn start_devices(&self) -> Result<String> {
+        let previous = self.state.as_ref().and_then(StateFile::load);
+        if let Some(p) = &previous {
+            tracing::warn!(
+                pid = p.pid,
+                "the previous daemon did not shut down cleanly; taking its devices back"
+            );
+        }
+        let mut devs = self.devices.lock();
+        let origin_id = previous.as_ref().and_then(|p| p.origin_dev_id);
+        let origin = self.bring_up(Dev::Origin, origin_id)?;
+        devs.insert(Dev::Origin, origin);
+        for s in previous.iter().flat_map(|p| &p.snapshots) {
+            let id = SnapId(s.id);
+            if !self.store.lock().exists(Dev::Snap(id)) {
+                tracing::warn!(name = %s.name, dev_id = s.dev_id, "recorded snapshot no longer exists");
+                continue;
+            }
+            match self.bring_up(Dev::Snap(id), Some(s.dev_id)) {
+                Ok(d) => devs.insert(Dev::Snap(id), d),
+                Err(e) => {
+                    tracing::error!(name = %s.name, error = %e, "cannot bring back snapshot device")
+                }
+            }
+        }
+        self.save_state(&devs);
+        devs.path(Dev::Origin)
+            .ok_or_else(|| Error::StartFailed("the origin device did not start".into()))
+    }
+
+    /// Stop every device, commit, and remove the state file.
+    pub fn shutdown(&self) -> Result<()> {
+        self.devices.lock().stop_all();
+        let r = self.store.flush();
+        if let Some(s) = &self.state {
+            s.remove();
+        }
+        let t = r?;
+        tracing::info!(txn_id = t.0, "clean shutdown");
+        Ok(())
+    }
+
+    /// Stop every device and commit, keeping the state file (a failed start).
+    pub fn abort(&self) {
+        self.devices.lock().stop_all();
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "final commit failed");
+        }
+    }
+
+    /// Answer one request.
+    pub fn handle(&self, op: Op) -> Response {
+        let r = match op {
+            Op::Create { name, from } => self.create(&name, from.as_deref()).map(Reply::Created),
+            Op::Delete { name } => self.delete(&name).map(Reply::Deleted),
+            Op::List => Ok(Reply::List(self.list())),
+            Op::Status => Ok(Reply::Status(self.status())),
+            Op::Activate { name } => self.activate(&name).map(Reply::Activated),
+            Op::Deactivate { name } => self.deactivate(&name).map(Reply::Deactivated),
+        };
+        match r {
+            Ok(reply) => Response::new(reply),
+            Err(e) => {
+                tracing::info!(error = %e, "request failed");
+                Response::error(e.code(), e.to_string())
+            }
+        }
+    }
+
+    fn lookup(&self, name: &str) -> Result<SnapId> {
+        self.store
+            .lock()
+            .lookup(name)
+            .ok_or_else(|| Error::NoSuchSnapshot(name.to_owned()))
+    }
+
+    fn txn(&self) -> u64 {
+        self.store.lock().txn_id().0
+    }
+
+    /// `create`.
+    pub fn create(&self, name: &str, from: Option<&str>) -> Result<protocol::Created> {
+        let _devs = self.devices.lock();
+        let parent = from.map(|p| self.lookup(p)).transpose()?;
+        let created = crate::now_secs();
+        let id = self.store.create_snapshot(name, parent, created)?;
+        tracing::info!(name, ?from, id = id.0, "snapshot created");
+        Ok(protocol::Created {
+            id: id.0,
+            name: name.to_owned(),
+            created,
+            parent: from.map(str::to_owned),
+            txn_id: self.txn(),
+        })
+    }
+
+    /// `delete`.
+    pub fn delete(&self, name: &str) -> Result<protocol::Changed> {
+        let devs = self.devices.lock();
+        let id = self.lookup(name)?;
+        if let Some(device) = devs.path(Dev::Snap(id)) {
+            return Err(Error::Active {
+                name: name.to_owned(),
+                device,
+            });
+        }
+        let t = self.store.delete_snapshot(id)?;
+        tracing::info!(name, id = id.0, "snapshot deleted");
+        Ok(protocol::Changed {
+            name: name.to_owned(),
+            txn_id: t.0,
+        })
+    }
+
+    /// `activate`.
+    pub fn activate(&self, name: &str) -> Result<protocol::Activated> {
+        let mut devs = self.devices.lock();
+        let id = self.lookup(name)?;
+        let dev = Dev::Snap(id);
+        if devs.get(dev).is_none() {
+            let device = self.bring_up(dev, None)?;
+            devs.insert(dev, device);
+            self.save_state(&devs);
+            tracing::info!(name, device = ?devs.path(dev), "snapshot activated");
+        }
+        Ok(protocol::Activated {
+            name: name.to_owned(),
+            device: devs.path(dev).unwrap_or_default(),
+            txn_id: self.txn(),
+        })
+    }
+
+    /// `deactivate`.
+    pub fn deactivate(&self, name: &str) -> Result<protocol::Changed> {
+        let mut devs = self.devices.lock();
+        let id = self.lookup(name)?;
+        let device = devs
+            .remove(Dev::Snap(id))
+            .ok_or_else(|| Error::NotActive(name.to_owned()))?;
+        let stopped = device.stop();
+        self.save_state(&devs);
+        stopped?;
+        let t = self.store.flush()?;
+        tracing::info!(name, "snapshot deactivated");
+        Ok(protocol::Changed {
+            name: name.to_owned(),
+            txn_id: t.0,
+        })
+    }
+
+    /// `list`.
+    pub fn list(&self) -> protocol::List {
+        let devs = self.devices.lock();
+        let s = self.store.lock();
+        protocol::List {
+            txn_id: s.txn_id().0,
+            snapshots: s
+                .snapshots()
+                .into_iter()
+                .map(|i| protocol::Snapshot {
+                    id: i.id.0,
+                    device: devs.path(Dev::Snap(i.id)),
+                    name: i.name,
+                    created: i.created,
+                    parent: i.parent,
+                    hold: i.hold,
+                })
+                .collect(),
+        }
+    }
+
+    /// `status`.
+    pub fn status(&self) -> protocol::Status {
+        let devs = self.devices.lock();
+        let s = self.store.lock();
+        let st = s.status();
+        let names: std::collections::HashMap<u32, String> = s
+            .snapshots()
+            .into_iter()
+            .map(|i| (i.id.0, i.name))
+            .collect();
+        protocol::Status {
+            pid: std::process::id(),
+            origin: self.cfg.origin.display().to_string(),
+            store: self.cfg.store.display().to_string(),
+            origin_device: devs.path(Dev::Origin),
+            size_bytes: st.origin_len,
+            chunk_size: st.chunk_size,
+            txn_id: st.txn_id.0,
+            usage: protocol::Usage {
+                nr_chunks: st.nr_chunks,
+                nr_used: st.nr_used,
+                nr_meta_chunks: st.nr_meta_chunks,
+                nr_free: st.nr_free,
+            },
+            nr_snapshots: st.nr_snapshots,
+            devices: devs
+                .iter()
+                .map(|(dev, d)| protocol::ActiveDevice {
+                    snapshot: match dev {
+                        Dev::Origin => None,
+                        Dev::Snap(id) => Some(
+                            names
+                                .get(&id.0)
+                                .cloned()
+                                .unwrap_or_else(|| format!("#{}", id.0)),
+                        ),
+                    },
+                    device: d.bdev_path().display().to_string(),
+                })
+                .collect(),
+            jobs: st
+                .jobs
+                .iter()
+                .map(|j| protocol::Job {
+                    kind: j.kind.to_owned(),
+                    cursor: j.cursor,
+                    total: j.total,
+                })
+                .collect(),
+            failed: st.failed,
+        }
+    }
+
+    /// Create (or take back) the ublk device of `dev`. With `recorded` (a device id
+    /// from the state file): if the kernel still has that device, recover it
+    /// (`UBLK_F_USER_RECOVERY`); else start a fresh one, with that id if it is free.
+    fn bring_up(&self, dev: Dev, recorded: Option<u32>) -> Result<Device> {
+        let target = Arc::new(StoreTarget::new(self.store.clone(), dev));
+        let opts = DeviceOptions {
+            dev_id: None,
+            ..self.cfg.device.clone()
+        };
+        if let Some(id) = recorded {
+            if kernel_has_device(id) {
+                match Device::recover(id, target.clone(), opts.clone()) {
+                    Ok(d) => {
+                        tracing::info!(?dev, dev_id = id, "device recovered");
+                        return Ok(d);
+                    }
+                    Err(e) => {
+                        tracing::error!(?dev, dev_id = id, error = %e, "recovery failed; starting a new device")
+                    }
+                }
+            } else {
+                let same = DeviceOptions {
+                    dev_id: Some(id),
+                    ..opts.clone()
+                };
+                match Device::start(target.clone(), same) {
+                    Ok(d) => return Ok(d),
+                    Err(e) => {
+                        tracing::warn!(?dev, dev_id = id, error = %e, "cannot reuse the device id")
+                    }
+                }
+            }
+        }
+        Ok(Device::start(target, opts)?)
+    }
+
+    fn save_state(&self, devs: &Devices) {
+        let Some(file) = &self.state else {
+            return;
+        };
+        let s = self.store.lock();
+        let state = State {
+            version: STATE_VERSION,
+            store: self.cfg.store.display().to_string(),
+            pid: std::process::id(),
+            origin_dev_id: devs.get(Dev::Origin).map(Device::dev_id),
+            snapshots: devs
+                .iter()
+                .filter_map(|(dev, d)| match dev {
+                    Dev::Origin => None,
+                    Dev::Snap(id) => Some(ActiveSnapshot {
+                        id: id.0,
+                        name: s
+                            .snapshots()
+                            .into_iter()
+                            .find(|i| i.id == id)
+                            .map(|i| i.name)
+                            .unwrap_or_default(),
+                        dev_id: d.dev_id(),
+                    }),
+                })
+                .collect(),
+        };
+        drop(s);
+        if let Err(e) = file.save(&state) {
+            tracing::error!(error = %e, "cannot write the state file; devices will not be recovered after a crash");
+        }
+    }
+}
+
+/// Whether the kernel has ublk device `id` (its char device exists from ADD_DEV to
+/// DEL_DEV, whether or not a daemon serves it).
+fn kernel_has_device(id: u32) -> bool {
+    Path::new(&format!("/sys/class/ublk-char/ublkc{id}")).exists()
+        || Path::new(&format!("/dev/ublkc{id}")).exists()
+}

@@ -1,0 +1,65 @@
+//! [`StoreTarget`]: one device of the store (the origin or a snapshot) as a ublk
+//! [`Target`].
+//!
+//! Store errors become errnos through [`exception_store::Error::errno`]; they are
+//! logged here because the kernel only sees the number.
+use exception_store::{Dev, SharedStore};
+use std::{io, sync::Arc};
+use ublk_target::Target;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct StoreTarget {
+    store: Arc<SharedStore>,
+    dev: Dev,
+}
+
+impl StoreTarget {
+    /// Serve `dev` of `store`.
+    pub fn new(store: Arc<SharedStore>, dev: Dev) -> Self {
+        StoreTarget { store, dev }
+    }
+
+    fn map<T>(
+        &self,
+        op: &'static str,
+        offset: u64,
+        r: exception_store::Result<T>,
+    ) -> io::Result<T> {
+        r.map_err(|e| {
+            tracing::warn!(dev = ?self.dev, op, offset, error = %e, "I/O failed");
+            io::Error::from_raw_os_error(e.errno())
+        })
+    }
+}
+
+impl Target for StoreTarget {
+    fn size_bytes(&self) -> u64 {
+        self.store.size()
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let r = self.store.read(self.dev, offset, buf);
+        self.map("read", offset, r)
+    }
+
+    fn write(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let r = self.store.write(self.dev, offset, buf);
+        self.map("write", offset, r)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        let r = self.store.flush();
+        self.map("flush", 0, r).map(drop)
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        let r = self.store.discard(self.dev, offset, len);
+        self.map("discard", offset, r)
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        let r = self.store.write_zeroes(self.dev, offset, len);
+        self.map("write_zeroes", offset, r)
+    }
+}

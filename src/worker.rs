@@ -1,0 +1,113 @@
+//! The background worker: one thread that advances background passes (deletes,
+//! cleanups) in small budgets and commits periodically, so that writes between
+//! FLUSHes do not pile up in memory and a crash loses at most a few seconds of
+//! unflushed (but never flushed) work.
+use exception_store::SharedStore;
+use parking_lot::{Condvar, Mutex};
+use std::{
+    sync::Arc,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+/// Address visits per background step (the store lock is held for one step).
+pub const STEP_BUDGET: usize = 32;
+/// How often the worker commits.
+pub const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+/// Pause between background steps, so I/O keeps the store lock most of the time.
+const STEP_PAUSE: Duration = Duration::from_millis(2);
+
+#[derive(Default)]
+struct Shared {
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// The running worker; [`Worker::stop`] (or drop) ends it.
+pub struct Worker {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Worker")
+    }
+}
+
+impl Worker {
+    /// Start the worker on `store`.
+    pub fn start(store: Arc<SharedStore>) -> std::io::Result<Worker> {
+        let shared = Arc::new(Shared::default());
+        let thread = std::thread::Builder::new()
+            .name("ublk-snapd-worker".into())
+            .spawn({
+                let shared = shared.clone();
+                move || run(&store, &shared)
+            })?;
+        Ok(Worker {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Ask the worker to end and wait for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        *self.shared.stop.lock() = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("background worker panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(store: &SharedStore, shared: &Shared) {
+    let mut next_commit = Instant::now() + COMMIT_INTERVAL;
+    let mut failed = false;
+    loop {
+        let busy = !failed && store.lock().has_background_work();
+        if busy {
+            match store.background_step(STEP_BUDGET) {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "background work failed; stopped until restart");
+                    failed = true;
+                }
+            }
+        }
+        if Instant::now() >= next_commit {
+            if let Err(e) = store.commit() {
+                if !failed {
+                    tracing::error!(error = %e, "periodic commit failed");
+                }
+                failed = true;
+            }
+            next_commit = Instant::now() + COMMIT_INTERVAL;
+        }
+        let pause = if busy {
+            STEP_PAUSE
+        } else {
+            next_commit.saturating_duration_since(Instant::now())
+        };
+        let mut stop = shared.stop.lock();
+        if *stop {
+            return;
+        }
+        shared.wake.wait_for(&mut stop, pause);
+        if *stop {
+            return;
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! `snapctl create`.
+use crate::output::Output;
+use ublk_snapd::{
+    client,
+    protocol::{Op, Reply},
+    Error,
+};
+
+/// Create a snapshot of the origin, or of another snapshot.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The new snapshot's name (unique; letters, digits and . _ : @ + -).
+    name: String,
+    /// Take it of this snapshot instead of the origin.
+    #[arg(long, value_name = "SNAPSHOT")]
+    from: Option<String>,
+}
+
+pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
+    match client::request(
+        &out.socket,
+        Op::Create {
+            name: a.name,
+            from: a.from,
+        },
+    )? {
+        Reply::Created(c) => out.emit(&c, || {
+            format!(
+                "created snapshot {} (id {}) of {}, transaction {}",
+                c.name,
+                c.id,
+                c.parent.as_deref().unwrap_or("the origin"),
+                c.txn_id
+            )
+        }),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// A reply of the wrong kind.
+pub fn unexpected(r: &Reply) -> anyhow::Error {
+    Error::Protocol(format!("unexpected reply {r:?}")).into()
+}

@@ -1,0 +1,40 @@
+//! `snapctl format`: make an empty store for an origin (offline).
+use crate::output::{bytes, Output};
+use std::path::PathBuf;
+use ublk_snapd::offline::{self, FormatOptions};
+
+/// Format a store for an origin (offline; refused while ublk-snapd serves the store).
+///
+/// Everything on the store is forgotten. The origin is only read (for its size).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The origin: a file or block device.
+    #[arg(long, value_name = "PATH")]
+    origin: PathBuf,
+    /// The store: a file or block device.
+    #[arg(long, value_name = "PATH")]
+    store: PathBuf,
+    /// Chunk size: a power of two from 4KiB to 1MiB (suffixes K, M, KiB, MiB).
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = offline::parse_size)]
+    chunk_size: u32,
+}
+
+pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
+    let f = offline::format(&FormatOptions {
+        origin: a.origin,
+        store: a.store,
+        chunk_size: a.chunk_size,
+    })?;
+    out.emit(&f, || {
+        format!(
+            "formatted {} for {} ({}): chunk size {}, {} chunks, {} free, transaction {}",
+            f.store,
+            f.origin,
+            bytes(f.size_bytes),
+            bytes(f.chunk_size),
+            f.nr_chunks,
+            f.nr_free,
+            f.txn_id
+        )
+    })
+}

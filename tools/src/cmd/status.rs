@@ -1,0 +1,92 @@
+//! `snapctl status`.
+use crate::{
+    cmd::create::unexpected,
+    output::{bytes, table, Output},
+};
+use ublk_snapd::{
+    client,
+    protocol::{Op, Reply},
+};
+
+/// Show the daemon's devices, the store's usage and background work.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
+    match client::request(&out.socket, Op::Status)? {
+        Reply::Status(s) => out.emit(&s, || {
+            let u = &s.usage;
+            let pct = |n: u64| {
+                if u.nr_chunks == 0 {
+                    0.0
+                } else {
+                    n as f64 * 100.0 / u.nr_chunks as f64
+                }
+            };
+            let mut t = format!(
+                "origin:         {} ({})\n\
+                 origin device:  {}\n\
+                 store:          {}\n\
+                 chunk size:     {}\n\
+                 store usage:    {} of {} chunks used ({:.1}%), {} metadata, {} free\n\
+                 transaction:    {}\n\
+                 snapshots:      {}\n\
+                 daemon pid:     {}\n",
+                s.origin,
+                bytes(s.size_bytes),
+                s.origin_device.as_deref().unwrap_or("-"),
+                s.store,
+                bytes(s.chunk_size),
+                u.nr_used,
+                u.nr_chunks,
+                pct(u.nr_used),
+                u.nr_meta_chunks,
+                u.nr_free,
+                s.txn_id,
+                s.nr_snapshots,
+                s.pid,
+            );
+            if s.failed {
+                t.push_str(
+                    "STORE FAILED:   a metadata write failed; changes are refused until restart\n",
+                );
+            }
+            t.push('\n');
+            let devs: Vec<Vec<String>> = s
+                .devices
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.snapshot.clone().unwrap_or_else(|| "(origin)".into()),
+                        d.device.clone(),
+                    ]
+                })
+                .collect();
+            t.push_str(&table(&["DEVICE OF", "PATH"], &devs));
+            if s.jobs.is_empty() {
+                t.push_str("\nbackground work: none\n");
+            } else {
+                t.push('\n');
+                let jobs: Vec<Vec<String>> = s
+                    .jobs
+                    .iter()
+                    .map(|j| {
+                        let p = if j.total == 0 {
+                            100.0
+                        } else {
+                            j.cursor as f64 * 100.0 / j.total as f64
+                        };
+                        vec![
+                            j.kind.clone(),
+                            format!("{}/{}", j.cursor, j.total),
+                            format!("{p:.1}%"),
+                        ]
+                    })
+                    .collect();
+                t.push_str(&table(&["BACKGROUND", "PROGRESS", "DONE"], &jobs));
+            }
+            t
+        }),
+        other => Err(unexpected(&other)),
+    }
+}
