@@ -166,3 +166,25 @@ impl Store {
         Ok(rep)
     }
 }
+
+impl Store {
+    /// Every metadata block the committed and open trees reference (for `dump` and
+    /// damage tests), sorted.
+    pub fn metadata_blocks(&mut self) -> Result<Vec<blockdev::ids::BlockNr>> {
+        let mut out = Vec::new();
+        let mut on_node = |b| {
+            out.push(b);
+            Ok(())
+        };
+        self.versions
+            .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
+        self.snap_tree
+            .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
+        self.job_tree
+            .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
+        self.elements
+            .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
+        out.sort();
+        Ok(out)
+    }
+}
