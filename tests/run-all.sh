@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# tests/run-all.sh — the whole test suite: the in-process tests of every crate, then
+# the kernel tests in a QEMU guest (tests/vm/run.sh). This is the README's test
+# command; .ci/run installs what it needs and calls it.
+#
+#   bash tests/run-all.sh            # everything
+#   SKIP_VM=1 bash tests/run-all.sh  # in-process tests only (prints that the VM part
+#                                    # was skipped and exits non-zero if CI=true)
+#
+# Exit status: 0 when every part passed. The last line reads "N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+export CARGO_TERM_COLOR=never
+passed=0
+failed=0
+failures=()
+
+part() { # part NAME COMMAND...
+    local name=$1; shift
+    echo "=== $name: $*"
+    local t0=$SECONDS
+    if "$@"; then
+        passed=$((passed + 1)); echo "=== $name: passed ($((SECONDS - t0)) s)"
+    else
+        failed=$((failed + 1)); failures+=("$name"); echo "=== $name: FAILED ($((SECONDS - t0)) s)"
+    fi
+}
+
+# 1. In-process: every crate, unit + integration + doc tests.
+part "cargo test" cargo test --workspace --all-targets
+part "doc tests" cargo test --workspace --doc
+
+# 2. Kernel: build the real binaries once, then boot a guest per script.
+if [ "${SKIP_VM:-0}" = 1 ]; then
+    echo "=== VM tests SKIPPED (SKIP_VM=1)"
+    [ "${CI:-}" = true ] && { echo "CI must not skip the VM tests"; failed=$((failed + 1)); }
+else
+    part "build binaries" cargo build --release --bins --examples
+    part "build ublk_target e2e" cargo test --release -p ublk_target --test e2e --no-run
+    e2e_bin=$(ls -t "$repo"/target/release/deps/e2e-* 2>/dev/null | grep -v '\.d$' | head -n 1)
+    export VM_OUT=${VM_OUT:-$repo/target/vm-out}
+    mkdir -p "$VM_OUT"
+    part "vm: smoke" bash tests/vm/run.sh tests/vm/smoke.sh
+    part "vm: ublk_target memdisk" bash tests/vm/run.sh ublk_target/tests/vm_memdisk.sh "$repo/target/release/examples/memdisk"
+    part "vm: ublk_target e2e" bash tests/vm/run.sh ublk_target/tests/vm_e2e.sh "$e2e_bin"
+    if [ -f tests/vm/e2e_daemon.sh ]; then
+        part "vm: daemon e2e" bash tests/vm/run.sh tests/vm/e2e_daemon.sh "$repo/target/release"
+    fi
+fi
+
+echo
+[ ${#failures[@]} -gt 0 ] && echo "failed parts: ${failures[*]}"
+echo "suite: $passed passed, $failed failed"
+[ "$failed" = 0 ]
