@@ -28,8 +28,7 @@ part() { # part NAME COMMAND...
 }
 
 # 1. In-process: every crate, unit + integration + doc tests.
-part "cargo test" cargo test --workspace --all-targets
-part "doc tests" cargo test --workspace --doc
+part "cargo test" cargo test --workspace
 
 # 2. Kernel: build the real binaries once, then boot a guest per script.
 if [ "${SKIP_VM:-0}" = 1 ]; then
