@@ -1,7 +1,9 @@
 //! Power loss at random points of random workloads.
 //!
-//! Each round runs random operations (origin and snapshot writes of any size,
-//! write-zeroes, discards, snapshot create and delete, background steps, flushes) on
+//! Each round runs random operations (origin and snapshot writes of any sector-aligned
+//! size and offset,
+//! write-zeroes, discards, snapshot create, delete and merge, background steps (delete
+//! passes and merge batches), flushes) on
 //! fault-injecting devices, cuts the power after a random number of device writes
 //! (store or origin), takes what the media would hold (unflushed writes dropped,
 //! kept, or torn at sector granularity), reopens, and checks the contract of the
@@ -77,6 +79,7 @@ enum Pending {
     None,
     Create { name: String, parent: Dev },
     Delete { id: Dev },
+    Merge { id: Dev },
 }
 
 impl Round {
@@ -120,8 +123,11 @@ impl Round {
         let size = self.s.size();
         let cs = self.s.chunk_size();
         let k = self.rng.gen_range(0..100);
-        let off = self.rng.gen_range(0..size);
-        let len = self.rng.gen_range(1..=(2 * cs)).min(size - off);
+        // Sector-aligned, like every I/O the kernel sends: a crash keeps or loses each
+        // write per sector, and sub-sector writes would make mixes no disk produces.
+        let s512 = SECTOR as u64;
+        let off = self.rng.gen_range(0..size / s512) * s512;
+        let len = (self.rng.gen_range(1..=(2 * cs / s512)) * s512).min(size - off);
         match k {
             0..=54 => {
                 let d = self.pick(false).unwrap_or(Dev::Origin);
@@ -172,7 +178,7 @@ impl Round {
                     self.allowed.collapse(&self.m, false);
                 }
             }
-            74..=79 => {
+            74..=77 => {
                 if let Some(d @ Dev::Snap(id)) = self.pick(true) {
                     *pending = Pending::Delete { id: d };
                     self.s.delete_snapshot(id)?;
@@ -180,6 +186,23 @@ impl Round {
                     self.m.devs.remove(&d);
                     self.names.remove(&d);
                     self.allowed.collapse(&self.m, true);
+                }
+            }
+            78..=79 => {
+                if let Some(d @ Dev::Snap(id)) = self.pick(true) {
+                    *pending = Pending::Merge { id: d };
+                    match self.s.merge_snapshot(id) {
+                        Ok(_) => {
+                            *pending = Pending::None;
+                            let c = self.m.devs.remove(&d).unwrap();
+                            self.m.devs.insert(Dev::Origin, c);
+                            self.names.remove(&d);
+                            self.allowed.map.remove(&Dev::Origin);
+                            self.allowed.collapse(&self.m, false);
+                        }
+                        Err(exception_store::Error::Busy(_)) => *pending = Pending::None,
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             80..=92 => {
@@ -237,6 +260,16 @@ impl Round {
                     self.m.devs.remove(&id);
                     self.names.remove(&id);
                     self.allowed.map.remove(&id);
+                }
+            }
+            Pending::Merge { id } => {
+                let name = &self.names[&id];
+                if s.lookup(name).is_none() {
+                    let c = self.m.devs.remove(&id).unwrap();
+                    self.m.devs.insert(Dev::Origin, c);
+                    self.names.remove(&id);
+                    let sets = self.allowed.map.remove(&id).unwrap();
+                    self.allowed.map.insert(Dev::Origin, sets);
                 }
             }
             Pending::None => {}

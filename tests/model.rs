@@ -1,6 +1,7 @@
 //! The store against the reference model of the design note (§1): random sequences of
 //! writes (any offset and length), write-zeroes, discards, snapshots of the origin and
-//! of snapshots, deletes with the background pass left half done, flushes and reopens.
+//! of snapshots, deletes with the background pass left half done, merges into the
+//! origin interleaved with all of these, flushes and reopens.
 //! After every step every live device must read exactly what the model says, and at
 //! the end (and at every reopen) `check` must find nothing.
 mod common;
@@ -34,6 +35,9 @@ enum Op {
     Delete {
         dev: usize,
     },
+    Merge {
+        dev: usize,
+    },
     Bg {
         n: usize,
     },
@@ -55,6 +59,7 @@ fn op(size: u64, cs: u64, snap_weight: u32) -> impl Strategy<Value = Op> {
         snap_weight => Just(Op::SnapOrigin),
         snap_weight => any::<usize>().prop_map(|dev| Op::SnapOf { dev }),
         2 => any::<usize>().prop_map(|dev| Op::Delete { dev }),
+        1 => any::<usize>().prop_map(|dev| Op::Merge { dev }),
         3 => (1usize..4).prop_map(|n| Op::Bg { n }),
         1 => Just(Op::Flush),
         1 => Just(Op::Reopen),
@@ -141,6 +146,18 @@ impl Run {
                 if let Some(Dev::Snap(id)) = self.pick_snap(dev) {
                     self.s.delete_snapshot(id).unwrap();
                     self.m.devs.remove(&Dev::Snap(id));
+                }
+            }
+            Op::Merge { dev } => {
+                if let Some(Dev::Snap(id)) = self.pick_snap(dev) {
+                    match self.s.merge_snapshot(id) {
+                        Ok(_) => {
+                            let c = self.m.devs.remove(&Dev::Snap(id)).unwrap();
+                            self.m.devs.insert(Dev::Origin, c);
+                        }
+                        Err(exception_store::Error::Busy(_)) => {}
+                        Err(e) => panic!("merge: {e}"),
+                    }
                 }
             }
             Op::Bg { n } => {

@@ -1,5 +1,5 @@
-//! Regression tests for the pitfalls of the design note (§6) that involve no merge:
-//! E1, E4 and E9, replayed on the real store, plus the same scripts with reopens.
+//! Regression tests for the pitfalls of the design note (§6), E1 to E9, replayed on
+//! the real store, plus variants with reopens.
 //! Each script is in the note's notation: the origin value at address `a` starts as
 //! `1000 + a`; `snapO X` snapshots the origin, `snap X Y` snapshots Y, `w D a v`
 //! writes value `v` over chunk `a` of device D, `z D a` write-zeroes it, `del X`
@@ -86,6 +86,14 @@ impl Script {
                     self.s.delete_snapshot(id).unwrap();
                     self.m.devs.remove(&Dev::Snap(id));
                 }
+                ["merge", x] => {
+                    let Dev::Snap(id) = self.names.remove(*x).unwrap() else {
+                        panic!()
+                    };
+                    self.s.merge_snapshot(id).unwrap();
+                    let c = self.m.devs.remove(&Dev::Snap(id)).unwrap();
+                    self.m.devs.insert(Dev::Origin, c);
+                }
                 ["bg"] => {
                     self.s.background_step(1).unwrap();
                 }
@@ -155,4 +163,52 @@ fn splits_holes_and_deletes_of_parents() {
         "snapO A; snap B A; snap C B; w A 0 1; w B 0 2; w C 1 3; z B 2; w O 2 9; del B; bg; \
          w A 2 4; del A; bg; reopen; w C 0 5; snapO D; w O 0 6; z O 1; del C",
     );
+}
+
+/// E2: the snapshot being merged must count as visible at addresses not merged yet;
+/// otherwise its parent's write overwrites in place an element it still needs, and the
+/// origin reads 11 instead of 1001.
+#[test]
+fn e2_merged_snapshot_stays_visible_until_merged() {
+    Script::new(2).run("snapO A; snap B A; w O 1 8; merge B; w A 1 11");
+    Script::new(2).run("snapO A; snap B A; w O 1 8; merge B; reopen; w A 1 11; bg");
+}
+
+/// E3: a delete pass still pending must not free what the merge needs: the origin
+/// reads 10, not 1001.
+#[test]
+fn e3_pending_delete_pass_does_not_free_merge_data() {
+    Script::new(2).run("snapO A; del A; snapO B; w B 1 10; merge B");
+    Script::new(2).run("snapO A; w O 0 3; del A; snapO B; w B 1 10; merge B; bg; bg; reopen");
+}
+
+/// E5: the reshape that ends another pass must not remove the version being merged.
+#[test]
+fn e5_reshape_spares_the_merging_version() {
+    Script::new(1).run("snapO A; snapO B; snapO C; del A; merge B");
+    Script::new(2).run("snapO A; w O 1 5; snapO B; snapO C; w O 1 6; del A; merge B; bg; bg");
+}
+
+/// E6: a label must not be reshaped (and reused) while its own pass runs. Labels are
+/// never reused here; the reshape guard is what this checks.
+#[test]
+fn e6_no_reshape_while_own_pass_runs() {
+    Script::new(1).run("snapO A; snap B A; del A; merge B; snapO C");
+    Script::new(2).run("snapO A; w O 1 4; snap B A; w B 0 2; del A; merge B; snapO C; w O 1 9");
+}
+
+/// E7: a snapshot of the origin taken during a merge must read the merged origin
+/// (1001, not 12).
+#[test]
+fn e7_snapshot_during_merge_sees_merged_origin() {
+    Script::new(2).run("snapO A; w O 1 12; merge A; snapO B");
+    Script::new(2).run("snapO A; w O 1 12; merge A; snapO B; w O 1 13; w B 0 1");
+}
+
+/// E8: an address merged ahead of the cursor (an origin write got there first) must
+/// never be merged again: the origin reads 0, not 1002.
+#[test]
+fn e8_address_merged_ahead_is_not_merged_again() {
+    Script::new(3).run("snapO A; merge A; z O 2");
+    Script::new(3).run("snapO A; w O 2 7; w O 0 6; merge A; z O 2; reopen; bg; w O 0 1");
 }

@@ -60,6 +60,8 @@ impl Store {
                 .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
             self.job_tree
                 .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
+            self.merged_tree
+                .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
             let by_addr = &mut by_addr;
             let data = &mut data;
             let dups2 = &mut Vec::new();
@@ -181,6 +183,8 @@ impl Store {
         self.snap_tree
             .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
         self.job_tree
+            .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
+        self.merged_tree
             .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
         self.elements
             .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;

@@ -35,7 +35,8 @@
 //! | 136 | 8 | jobs_root |
 //! | 144 | 4 | needs_check |
 //! | 148 | 4 | clean_shutdown |
-//! | 152 | .. | zero |
+//! | 152 | 8 | merged_root (addresses a merge did ahead of its cursor) |
+//! | 160 | .. | zero |
 
 /// Store magic ("UBLKSNAP" read as a little-endian u64).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"UBLKSNAP");
@@ -77,7 +78,8 @@ pub(crate) const SB_SNAPSHOTS_ROOT_OFFSET: usize = 128;
 pub(crate) const SB_JOBS_ROOT_OFFSET: usize = 136;
 pub(crate) const SB_NEEDS_CHECK_OFFSET: usize = 144;
 pub(crate) const SB_CLEAN_OFFSET: usize = 148;
-pub(crate) const SB_END: usize = 152;
+pub(crate) const SB_MERGED_ROOT_OFFSET: usize = 152;
+pub(crate) const SB_END: usize = 160;
 
 /// Tree tag of the version table.
 pub const VERSIONS_TREE_TAG: u8 = 2;
@@ -85,6 +87,8 @@ pub const VERSIONS_TREE_TAG: u8 = 2;
 pub const SNAPSHOTS_TREE_TAG: u8 = 3;
 /// Tree tag of the background job table.
 pub const JOBS_TREE_TAG: u8 = 4;
+/// Tree tag of the set of addresses merged ahead of the merge cursor.
+pub const MERGED_TREE_TAG: u8 = 5;
 
 /// Longest snapshot name, in bytes.
 pub const MAX_NAME_LEN: usize = 63;
@@ -105,6 +109,8 @@ pub const JOB_REC_SIZE: usize = 24;
 pub const JOB_DELETE: u32 = 1;
 /// Job kind: a cleanup pass (reshapes ghosts that became thin after another pass).
 pub const JOB_CLEANUP: u32 = 2;
+/// Job kind: a merge of a snapshot into the origin (target: the snapshot's label).
+pub const JOB_MERGE: u32 = 3;
 
 const _: () = assert!(SB_END <= BLOCK_SIZE as usize);
 const _: () = assert!(MIN_CHUNK_SIZE as u64 >= BLOCK_SIZE);

@@ -192,6 +192,15 @@ impl SharedStore {
         Ok(id)
     }
 
+    /// Start merging a snapshot into the origin (exclusive with origin writes in
+    /// flight, like creating a snapshot).
+    pub fn merge_snapshot(&self, id: SnapId) -> Result<TxnId> {
+        let _g = self.gate.write();
+        let t = self.store.lock().merge_snapshot(id)?;
+        self.note_durable(t);
+        Ok(t)
+    }
+
     /// Delete a snapshot.
     pub fn delete_snapshot(&self, id: SnapId) -> Result<TxnId> {
         let t = self.store.lock().delete_snapshot(id)?;

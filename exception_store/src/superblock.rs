@@ -39,6 +39,8 @@ pub struct Superblock {
     pub snapshots_root: BlockNr,
     /// Job table root.
     pub jobs_root: BlockNr,
+    /// Root of the set of addresses merged ahead of the merge cursor.
+    pub merged_root: BlockNr,
     /// Set when a metadata write failed: run `check` before trusting the store.
     pub needs_check: bool,
     /// Set by a clean shutdown, cleared by the first commit after open.
@@ -82,6 +84,7 @@ impl Superblock {
         le::put_u64(&mut b, SB_VERSIONS_ROOT_OFFSET, self.versions_root.0);
         le::put_u64(&mut b, SB_SNAPSHOTS_ROOT_OFFSET, self.snapshots_root.0);
         le::put_u64(&mut b, SB_JOBS_ROOT_OFFSET, self.jobs_root.0);
+        le::put_u64(&mut b, SB_MERGED_ROOT_OFFSET, self.merged_root.0);
         le::put_u32(&mut b, SB_NEEDS_CHECK_OFFSET, self.needs_check as u32);
         le::put_u32(&mut b, SB_CLEAN_OFFSET, self.clean_shutdown as u32);
         let c = crc32fast::hash(&b[4..]) ^ SUPERBLOCK_CSUM_SALT;
@@ -146,6 +149,7 @@ impl Superblock {
             versions_root: BlockNr(le::get_u64(b, SB_VERSIONS_ROOT_OFFSET)),
             snapshots_root: BlockNr(le::get_u64(b, SB_SNAPSHOTS_ROOT_OFFSET)),
             jobs_root: BlockNr(le::get_u64(b, SB_JOBS_ROOT_OFFSET)),
+            merged_root: BlockNr(le::get_u64(b, SB_MERGED_ROOT_OFFSET)),
             needs_check: le::get_u32(b, SB_NEEDS_CHECK_OFFSET) != 0,
             clean_shutdown: le::get_u32(b, SB_CLEAN_OFFSET) != 0,
             ro_compat: le::get_u32(b, SB_RO_COMPAT_OFFSET),
@@ -229,6 +233,7 @@ mod tests {
             versions_root: BlockNr(17),
             snapshots_root: BlockNr(18),
             jobs_root: BlockNr(19),
+            merged_root: BlockNr(20),
             needs_check: false,
             clean_shutdown: true,
             ro_compat: 0,

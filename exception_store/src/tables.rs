@@ -138,6 +138,8 @@ pub enum JobKind {
     Delete,
     /// A pass that lets thin ghosts be reshaped.
     Cleanup,
+    /// A merge of a snapshot into the origin.
+    Merge,
 }
 
 /// A row of the job table.
@@ -145,7 +147,7 @@ pub enum JobKind {
 pub struct JobRec {
     /// What it is.
     pub kind: JobKind,
-    /// The deleted label (0 for cleanup).
+    /// The deleted or merged label (0 for cleanup).
     pub target: Label,
     /// Logical time the pass began.
     pub start: u64,
@@ -162,6 +164,7 @@ impl Codec for JobRec {
             match self.kind {
                 JobKind::Delete => JOB_DELETE,
                 JobKind::Cleanup => JOB_CLEANUP,
+                JobKind::Merge => JOB_MERGE,
             },
         );
         le::put_u32(out, 4, self.target.0);
@@ -172,6 +175,7 @@ impl Codec for JobRec {
         let kind = match le::get_u32(b, 0) {
             JOB_DELETE => JobKind::Delete,
             JOB_CLEANUP => JobKind::Cleanup,
+            JOB_MERGE => JobKind::Merge,
             _ => return Err(Reason::BadField),
         };
         Ok(JobRec {

@@ -10,7 +10,6 @@
 //! removed (or their only child promoted); any other thin ghost gets a cleanup pass.
 use super::Store;
 use crate::{
-    rules::View,
     tables::{JobKind, JobRec},
     Result,
 };
@@ -50,15 +49,15 @@ impl Store {
         let Some(job) = self.jobs.get(&id).copied() else {
             return Ok(());
         };
+        if job.kind == JobKind::Merge {
+            return self.merge_batch(id, super::merge::MERGE_BATCH);
+        }
         match self
             .elements
             .next_populated(&mut self.cache, Addr(job.cursor))?
         {
             Some(a) => {
-                let before = self.load_elems(a.0)?;
-                let mut after = before.clone();
-                View::new(self.vt.prepare()).normalize(&mut after);
-                self.store_elems(a.0, &before, &after, &[])?;
+                self.normalize_at(a.0)?;
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.cursor = a.0 + 1;
                 }
@@ -75,7 +74,7 @@ impl Store {
 
     /// Remove or promote thin ghosts that a whole pass (begun at `start`) has seen as
     /// ghosts; schedule a cleanup pass for any other thin ghost.
-    fn reshape(&mut self, start: u64) {
+    pub(crate) fn reshape(&mut self, start: u64) {
         loop {
             let victim = self.vt.labels().find(|&l| {
                 let Some(v) = self.vt.get(l) else {

@@ -17,7 +17,7 @@
 //!   chunk is copied to a new one and the element moves (redirect on write).
 use super::{origin_io, store_io, Dev, Store};
 use crate::{
-    rules::{Elems, SnapWrite, View},
+    rules::{Elems, SnapWrite},
     Result,
 };
 use blockdev::ids::{Label, SnapId, TxnId};
@@ -48,7 +48,8 @@ impl Store {
             let off = (pos % cs) as usize;
             let n = (self.chunk_len(a) - off).min(buf.len() - done);
             let out = &mut buf[done..done + n];
-            match label {
+            // During a merge, origin addresses not merged yet read as the snapshot.
+            match label.or_else(|| self.merging_at(a)) {
                 None => self.origin.read_at(out, pos).map_err(origin_io(pos))?,
                 Some(l) => {
                     let e = self.load_elems_shared(a)?;
@@ -61,8 +62,15 @@ impl Store {
     }
 
     /// Read what version `l` sees at address `a` (given its elements `e`).
-    fn read_as(&mut self, e: &Elems, l: Label, a: u64, off: usize, out: &mut [u8]) -> Result<()> {
-        let r = View::new(self.vt.prepare()).reader(e, l);
+    pub(crate) fn read_as(
+        &mut self,
+        e: &Elems,
+        l: Label,
+        a: u64,
+        off: usize,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let r = self.view_at(a).reader(e, l);
         if r.0 == 0 {
             let pos = a * self.chunk_size + off as u64;
             return self.origin.read_at(out, pos).map_err(origin_io(pos));
@@ -144,6 +152,9 @@ impl Store {
         let (first, last) = (offset / cs, (offset + len - 1) / cs);
         let mut must_commit = false;
         for a in first..=last {
+            if self.merging_at(a).is_some() {
+                self.latching(|s| s.merge_address_now(a))?;
+            }
             self.latching(|s| s.copy_out(a))?;
             must_commit |= self.dirty_addrs.contains(&a);
         }
@@ -164,10 +175,10 @@ impl Store {
             .map_err(origin_io(offset))
     }
 
-    fn copy_out(&mut self, a: u64) -> Result<()> {
+    pub(crate) fn copy_out(&mut self, a: u64) -> Result<()> {
         let before = self.load_elems(a)?;
         let (top, ghost) = {
-            let view = View::new(self.vt.prepare());
+            let view = self.view_at(a);
             match view.origin_copy_out(&before) {
                 Some(t) => (t, !view.visible(t)),
                 None => return Ok(()),
@@ -194,7 +205,7 @@ impl Store {
         after.insert(top, Ptr::Chunk(c));
         if ghost {
             // The newest snapshot is a ghost whose delete pass may be past here.
-            View::new(self.vt.prepare()).normalize(&mut after);
+            self.view_at(a).normalize(&mut after);
         }
         self.store_elems(a, &before, &after, &[c])
     }
@@ -235,7 +246,7 @@ impl Store {
         let clen = self.chunk_len(a);
         let whole = off == 0 && n == clen;
         let to_hole = whole && !matches!(p, Payload::Data(_));
-        let plan = View::new(self.vt.prepare()).snapshot_write(&before, t0);
+        let plan = self.view_at(a).snapshot_write(&before, t0);
         let mut after = before.clone();
         let (target, relabelled) = match plan {
             SnapWrite::InPlace(x) => (x, false),

@@ -17,6 +17,7 @@
 //! snapshot commit before returning.
 mod background;
 mod data;
+mod merge;
 mod snapshots;
 mod status;
 
@@ -76,6 +77,10 @@ pub struct Store {
     pub(crate) versions: Tree<u32, VersionRec>,
     pub(crate) snap_tree: Tree<u32, SnapRecRaw>,
     pub(crate) job_tree: Tree<u32, JobRec>,
+    pub(crate) merged_tree: Tree<u64, u32>,
+    /// Addresses the running merge did ahead of its cursor (persisted in `merged_tree`).
+    pub(crate) merged_ahead: BTreeSet<u64>,
+    pub(crate) dirty_merged: BTreeSet<u64>,
     pub(crate) vt: VersionTree,
     pub(crate) snaps: BTreeMap<SnapId, SnapRec>,
     pub(crate) names: HashMap<String, SnapId>,
@@ -163,6 +168,7 @@ impl Store {
         let versions = Tree::create(&mut cache, &mut alloc, VERSIONS_TREE_TAG)?;
         let snap_tree = Tree::create(&mut cache, &mut alloc, SNAPSHOTS_TREE_TAG)?;
         let job_tree = Tree::create(&mut cache, &mut alloc, JOBS_TREE_TAG)?;
+        let merged_tree = Tree::create(&mut cache, &mut alloc, MERGED_TREE_TAG)?;
         let sb = Superblock {
             txn_id: TxnId(0),
             uuid: new_uuid(),
@@ -177,6 +183,7 @@ impl Store {
             versions_root: versions.root(),
             snapshots_root: snap_tree.root(),
             jobs_root: job_tree.root(),
+            merged_root: merged_tree.root(),
             needs_check: false,
             clean_shutdown: false,
             ro_compat: 0,
@@ -191,6 +198,9 @@ impl Store {
             versions,
             snap_tree,
             job_tree,
+            merged_tree,
+            merged_ahead: BTreeSet::new(),
+            dirty_merged: BTreeSet::new(),
             vt: VersionTree::new(),
             snaps: BTreeMap::new(),
             names: HashMap::new(),
@@ -238,6 +248,7 @@ impl Store {
         let versions: Tree<u32, VersionRec> = Tree::open(sb.versions_root, VERSIONS_TREE_TAG);
         let snap_tree: Tree<u32, SnapRecRaw> = Tree::open(sb.snapshots_root, SNAPSHOTS_TREE_TAG);
         let job_tree: Tree<u32, JobRec> = Tree::open(sb.jobs_root, JOBS_TREE_TAG);
+        let merged_tree: Tree<u64, u32> = Tree::open(sb.merged_root, MERGED_TREE_TAG);
 
         // Load the tables and rebuild the allocator from every committed reference.
         let mut vt = VersionTree::new();
@@ -314,6 +325,29 @@ impl Store {
                 },
             )?;
         }
+        let mut merged_ahead = BTreeSet::new();
+        {
+            let a = &mut alloc;
+            merged_tree.walk(
+                &mut cache,
+                &mut |b| a.mark_block(b).map_err(to_btree),
+                &mut |addr, _| {
+                    merged_ahead.insert(*addr);
+                    Ok(())
+                },
+            )?;
+        }
+        let merges = jobs
+            .values()
+            .filter(|j| j.kind == crate::tables::JobKind::Merge)
+            .count();
+        if merges > 1
+            || jobs
+                .values()
+                .any(|j| j.kind != crate::tables::JobKind::Cleanup && !vt.is_ghost(j.target))
+        {
+            return Err(bad_ref(blockdev::Reason::BadField));
+        }
         let mut runs: Vec<(u64, u32)> = Vec::new();
         {
             let a = &mut alloc;
@@ -353,6 +387,9 @@ impl Store {
             versions,
             snap_tree,
             job_tree,
+            merged_tree,
+            merged_ahead,
+            dirty_merged: BTreeSet::new(),
             vt,
             snaps,
             names,
@@ -469,6 +506,15 @@ impl Store {
                 }
             }
         }
+        for a in std::mem::take(&mut self.dirty_merged) {
+            if self.merged_ahead.contains(&a) {
+                self.merged_tree
+                    .insert(&mut self.cache, &mut self.alloc, a, 0)?;
+            } else {
+                self.merged_tree
+                    .remove(&mut self.cache, &mut self.alloc, &a)?;
+            }
+        }
         self.cache.write_dirty()?;
         self.dev.flush().map_err(store_io(0))?;
         let mut sb = self.sb.clone();
@@ -477,6 +523,7 @@ impl Store {
         sb.versions_root = self.versions.root();
         sb.snapshots_root = self.snap_tree.root();
         sb.jobs_root = self.job_tree.root();
+        sb.merged_root = self.merged_tree.root();
         write_superblock(&*self.dev, &sb)?;
         self.dev.flush().map_err(store_io(0))?;
         self.sb = sb;

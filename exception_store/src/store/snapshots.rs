@@ -29,6 +29,10 @@ impl Store {
         };
         self.check_writable()?;
         self.alloc.ensure(0)?;
+        if parent.is_none() {
+            // It must capture the merged origin (design note E7).
+            self.finish_merge()?;
+        }
         // Everything the new snapshot captures must be durable.
         self.flush()?;
         self.latching(|s| {

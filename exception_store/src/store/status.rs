@@ -23,7 +23,7 @@ pub struct SnapInfo {
 /// One background job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobInfo {
-    /// "delete" or "cleanup".
+    /// "delete", "cleanup" or "merge".
     pub kind: &'static str,
     /// Next address it will visit.
     pub cursor: u64,
@@ -86,6 +86,7 @@ impl Store {
                     kind: match j.kind {
                         JobKind::Delete => "delete",
                         JobKind::Cleanup => "cleanup",
+                        JobKind::Merge => "merge",
                     },
                     cursor: j.cursor.min(total),
                     total,

@@ -1,0 +1,215 @@
+//! Merging a snapshot into the origin (design note §3, "Merge S into the origin").
+//!
+//! From the moment [`Store::merge_snapshot`] returns, the origin reads what S read: S
+//! becomes a ghost that still counts as visible at every address the merge has not
+//! reached, and origin reads of those addresses come from S. The background merge then
+//! visits every address that has elements, in order, in batches:
+//!
+//! 1. for each address where S reads an element: copy the origin out for the other
+//!    versions that still read it (exactly as an origin write does), then **commit**;
+//! 2. write S's data over the origin, then **flush the origin**;
+//! 3. advance the persistent cursor past the batch and apply the delete rules at each
+//!    address (S no longer counts there, so its chunks are freed or handed down), then
+//!    **commit**.
+//!
+//! A crash redoes the interrupted batch from step 1, which is idempotent: the copy-outs
+//! of step 1 are committed before step 2 overwrites anything, and S's elements are
+//! freed only by the commit that also moves the cursor. An origin write to an address
+//! not merged yet merges that address first, alone, and records it in a persistent
+//! set, so the cursor never merges it again (design note E8).
+use super::Store;
+use crate::{
+    rules::View,
+    tables::{JobKind, JobRec},
+    Error, Result,
+};
+use blockdev::ids::{Addr, Label, SnapId, TxnId};
+
+/// Addresses merged per batch (three durability points per batch).
+pub const MERGE_BATCH: usize = 64;
+
+impl Store {
+    /// The running merge, if any: (job id, job).
+    pub(crate) fn merge_job(&self) -> Option<(u32, JobRec)> {
+        self.jobs
+            .iter()
+            .find(|(_, j)| j.kind == JobKind::Merge)
+            .map(|(i, j)| (*i, *j))
+    }
+
+    /// The label being merged, if address `a` is not merged yet.
+    pub(crate) fn merging_at(&self, a: u64) -> Option<Label> {
+        let (_, j) = self.merge_job()?;
+        (a >= j.cursor && !self.merged_ahead.contains(&a)).then_some(j.target)
+    }
+
+    /// The rules' view of the version tree at address `a`.
+    pub(crate) fn view_at(&mut self, a: u64) -> View<'_> {
+        let merging = self.merging_at(a);
+        View {
+            anc: self.vt.prepare(),
+            merging,
+        }
+    }
+
+    /// Whether a merge is running.
+    pub fn is_merging(&self) -> bool {
+        self.merge_job().is_some()
+    }
+
+    /// Merge snapshot `id` into the origin: the origin reads what it read, at once
+    /// (durable on return); the snapshot disappears; every other snapshot keeps what
+    /// it read. The copy runs in the background ([`Store::background_step`]).
+    pub fn merge_snapshot(&mut self, id: SnapId) -> Result<TxnId> {
+        let l = self.label_of(id)?;
+        if self.is_merging() {
+            return Err(Error::Busy(
+                "a merge is already running; one merge at a time".into(),
+            ));
+        }
+        self.check_writable()?;
+        self.alloc.ensure(0)?;
+        self.latching(|s| {
+            if let Some(r) = s.snaps.remove(&id) {
+                s.names.remove(&r.name);
+            }
+            s.dirty_snaps.insert(id);
+            let now = s.tick();
+            s.vt.make_ghost(l, now);
+            s.dirty_versions.insert(l);
+            let start = s.tick();
+            let job = s.sb.next_job_id;
+            s.sb.next_job_id += 1;
+            s.jobs.insert(
+                job,
+                JobRec {
+                    kind: JobKind::Merge,
+                    target: l,
+                    start,
+                    cursor: 0,
+                },
+            );
+            s.dirty_jobs.insert(job);
+            s.changed = true;
+            s.commit()
+        })
+    }
+
+    /// Run the merge to its end now (a snapshot of the origin must see the merged
+    /// origin, design note E7).
+    pub fn finish_merge(&mut self) -> Result<()> {
+        while let Some((id, _)) = self.merge_job() {
+            self.latching(|s| s.merge_batch(id, MERGE_BATCH))?;
+        }
+        Ok(())
+    }
+
+    /// Merge up to `batch` addresses (steps 1-3 of the module documentation).
+    pub(crate) fn merge_batch(&mut self, id: u32, batch: usize) -> Result<()> {
+        let Some(job) = self.jobs.get(&id).copied() else {
+            return Ok(());
+        };
+        let mut addrs = Vec::new();
+        let mut cur = job.cursor;
+        while addrs.len() < batch {
+            match self.elements.next_populated(&mut self.cache, Addr(cur))? {
+                Some(a) => {
+                    if !self.merged_ahead.contains(&a.0) {
+                        addrs.push(a.0);
+                    }
+                    cur = a.0 + 1;
+                }
+                None => break,
+            }
+        }
+        let Some(&last) = addrs.last() else {
+            return self.end_merge(id, job);
+        };
+        for &a in &addrs {
+            self.merge_copy_out(a, job.target)?;
+        }
+        self.commit()?;
+        for &a in &addrs {
+            self.merge_write_origin(a, job.target)?;
+        }
+        self.flush_origin()?;
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.cursor = last + 1;
+        }
+        self.dirty_jobs.insert(id);
+        self.changed = true;
+        for &a in &addrs {
+            self.normalize_at(a)?;
+        }
+        self.commit()?;
+        Ok(())
+    }
+
+    /// Merge address `a` ahead of the cursor (an origin write is about to change it).
+    pub(crate) fn merge_address_now(&mut self, a: u64) -> Result<()> {
+        let Some(s) = self.merging_at(a) else {
+            return Ok(());
+        };
+        self.merge_copy_out(a, s)?;
+        self.commit()?;
+        self.merge_write_origin(a, s)?;
+        self.flush_origin()?;
+        self.merged_ahead.insert(a);
+        self.dirty_merged.insert(a);
+        self.changed = true;
+        self.normalize_at(a)?;
+        self.commit()?;
+        Ok(())
+    }
+
+    fn reads_element(&mut self, a: u64, s: Label) -> Result<bool> {
+        let e = self.load_elems_shared(a)?;
+        Ok(self.view_at(a).reader(&e, s).0 != 0)
+    }
+
+    /// Step 1: copy the origin out for the other readers, if S reads an element here.
+    fn merge_copy_out(&mut self, a: u64, s: Label) -> Result<()> {
+        if self.reads_element(a, s)? {
+            self.copy_out(a)?;
+        }
+        Ok(())
+    }
+
+    /// Step 2: S's data over the origin.
+    fn merge_write_origin(&mut self, a: u64, s: Label) -> Result<()> {
+        let e = self.load_elems_shared(a)?;
+        if self.view_at(a).reader(&e, s).0 == 0 {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; self.chunk_len(a)];
+        self.read_as(&e, s, a, 0, &mut buf)?;
+        let pos = a * self.chunk_size;
+        self.origin
+            .write_at(&buf, pos)
+            .map_err(super::origin_io(pos))
+    }
+
+    /// Apply the delete rules at `a` (with S counted only where not merged).
+    pub(crate) fn normalize_at(&mut self, a: u64) -> Result<()> {
+        let before = self.load_elems(a)?;
+        let mut after = before.clone();
+        self.view_at(a).normalize(&mut after);
+        self.store_elems(a, &before, &after, &[])
+    }
+
+    fn flush_origin(&mut self) -> Result<()> {
+        self.origin.flush().map_err(super::origin_io(0))
+    }
+
+    fn end_merge(&mut self, id: u32, job: JobRec) -> Result<()> {
+        self.jobs.remove(&id);
+        self.dirty_jobs.insert(id);
+        for a in std::mem::take(&mut self.merged_ahead) {
+            self.dirty_merged.insert(a);
+        }
+        self.changed = true;
+        self.reshape(job.start);
+        self.commit()?;
+        Ok(())
+    }
+}
