@@ -38,6 +38,7 @@ pub mod allocator;
 pub mod check;
 mod error;
 pub mod format;
+pub mod retention;
 pub mod rules;
 mod shared;
 mod store;
@@ -47,5 +48,5 @@ pub mod version_tree;
 
 pub use error::{Error, Result, Space};
 pub use shared::SharedStore;
-pub use store::{Dev, JobInfo, SnapInfo, Status, Store, StoreOptions};
+pub use store::{Dev, JobInfo, SnapInfo, SpacePolicy, Status, Store, StoreOptions};
 pub use tables::validate_name;

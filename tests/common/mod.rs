@@ -117,5 +117,6 @@ impl Harness {
 pub fn opts() -> StoreOptions {
     StoreOptions {
         cache_bytes: 256 * 1024,
+        ..StoreOptions::default()
     }
 }

@@ -45,7 +45,7 @@ impl Store {
         Ok(())
     }
 
-    fn pass_step(&mut self, id: u32) -> Result<()> {
+    pub(crate) fn pass_step(&mut self, id: u32) -> Result<()> {
         let Some(job) = self.jobs.get(&id).copied() else {
             return Ok(());
         };

@@ -15,7 +15,7 @@
 //!   address has no uncommitted element change (then the committed and the in-memory
 //!   readers are the same, because visibility changes commit at once). Otherwise the
 //!   chunk is copied to a new one and the element moves (redirect on write).
-use super::{origin_io, store_io, Dev, Store};
+use super::{origin_io, store_io, Dev, SpacePolicy, Store};
 use crate::{
     rules::{Elems, SnapWrite},
     Result,
@@ -184,7 +184,11 @@ impl Store {
                 None => return Ok(()),
             }
         };
-        self.alloc.ensure(1)?;
+        if self.alloc.ensure(1 + self.opts.min_free_chunks).is_err() {
+            self.make_room(1)?;
+            // The deletes may have changed this address; decide again.
+            return self.copy_out(a);
+        }
         let c = self.alloc.alloc_chunk()?;
         let n = self.chunk_len(a);
         let mut buf = vec![0u8; n];
@@ -241,7 +245,7 @@ impl Store {
         p: Payload,
     ) -> Result<()> {
         let t0 = self.label_of(id)?;
-        self.alloc.ensure(1)?;
+        self.alloc.ensure(1 + self.opts.min_free_chunks)?;
         let before = self.load_elems(a)?;
         let clen = self.chunk_len(a);
         let whole = off == 0 && n == clen;
@@ -285,7 +289,7 @@ impl Store {
             Payload::Data(d) => buf[off..off + n].copy_from_slice(d),
             _ => buf[off..off + n].fill(0),
         }
-        self.alloc.ensure(1)?;
+        self.alloc.ensure(1 + self.opts.min_free_chunks)?;
         let c = self.alloc.alloc_chunk()?;
         let pos = c.0 * self.chunk_size;
         if let Err(e) = self.dev.write_at(&buf, pos) {
@@ -294,6 +298,51 @@ impl Store {
         }
         after.insert(target, Ptr::Chunk(c));
         self.store_elems(a, &before, &after, &[c])
+    }
+
+    /// The space policy: free room for `need` chunks (plus the min-free guard) by
+    /// deleting the oldest unheld snapshots, or fail with `NoSpace`.
+    fn make_room(&mut self, need: u64) -> Result<()> {
+        let want = need + self.opts.min_free_chunks;
+        loop {
+            let full = match self.alloc.ensure(want) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if self.opts.space_policy != SpacePolicy::DeleteOldest {
+                tracing::warn!("store full: origin write fails with ENOSPC (policy: fail)");
+                return Err(full);
+            }
+            let victim = self
+                .snaps
+                .iter()
+                .filter(|(_, r)| !r.hold)
+                .min_by_key(|(id, r)| (r.created, **id))
+                .map(|(id, r)| (*id, r.name.clone()));
+            let Some((id, name)) = victim else {
+                tracing::warn!("store full and every snapshot is held: ENOSPC");
+                return Err(full);
+            };
+            tracing::warn!(snapshot = %name, "store full: deleting the oldest unheld snapshot");
+            self.delete_snapshot(id)?;
+            self.auto_deleted += 1;
+            while self
+                .jobs
+                .values()
+                .any(|j| j.kind != crate::tables::JobKind::Merge)
+            {
+                let ids: Vec<u32> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.kind != crate::tables::JobKind::Merge)
+                    .map(|(i, _)| *i)
+                    .collect();
+                for i in ids {
+                    self.latching(|s| s.pass_step(i))?;
+                }
+            }
+            self.commit()?;
+        }
     }
 
     /// Implicit split: `t` becomes a ghost parent, the device moves to a new leaf.

@@ -51,17 +51,35 @@ pub enum Dev {
     Snap(SnapId),
 }
 
+/// What to do when an origin write needs a chunk and the store is full (or would go
+/// under `min_free_chunks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpacePolicy {
+    /// Fail the origin write with ENOSPC; nothing is written, nothing is lost.
+    #[default]
+    Fail,
+    /// Delete the oldest snapshots that are not held, one at a time, reclaiming their
+    /// space, until the write fits; fail with ENOSPC when only held ones are left.
+    DeleteOldest,
+}
+
 /// Tunables of an open store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Memory for cached metadata nodes, in bytes.
     pub cache_bytes: usize,
+    /// What a full store does to origin writes.
+    pub space_policy: SpacePolicy,
+    /// Chunks kept free: writes that would use them act as if the store were full.
+    pub min_free_chunks: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_bytes: 64 << 20,
+            space_policy: SpacePolicy::Fail,
+            min_free_chunks: 0,
         }
     }
 }
@@ -97,6 +115,9 @@ pub struct Store {
     /// an address's elements change).
     pub(crate) elem_cache: lru::LruCache<u64, Arc<Elems>>,
     pub(crate) elem_cache_len: usize,
+    pub(crate) opts: StoreOptions,
+    /// Snapshots deleted by the space policy since open.
+    pub(crate) auto_deleted: u64,
 }
 
 /// Most elements held decoded in the per-address cache.
@@ -164,6 +185,7 @@ impl Store {
         }
         dev.flush().map_err(store_io(0))?;
         let mut cache = NodeCache::new(dev.clone(), opts.cache_bytes, TxnId(1));
+        let opts = opts.clone();
         let elements = Elements::create(&mut cache, &mut alloc)?;
         let versions = Tree::create(&mut cache, &mut alloc, VERSIONS_TREE_TAG)?;
         let snap_tree = Tree::create(&mut cache, &mut alloc, SNAPSHOTS_TREE_TAG)?;
@@ -215,6 +237,8 @@ impl Store {
             chunk_size: chunk_size as u64,
             elem_cache: lru::LruCache::unbounded(),
             elem_cache_len: 0,
+            opts,
+            auto_deleted: 0,
         };
         s.commit()?;
         Ok(s)
@@ -405,6 +429,8 @@ impl Store {
             sb,
             elem_cache: lru::LruCache::unbounded(),
             elem_cache_len: 0,
+            opts,
+            auto_deleted: 0,
         })
     }
 

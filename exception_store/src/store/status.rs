@@ -62,6 +62,12 @@ pub struct Status {
     pub cache_hits: u64,
     /// Metadata cache misses since open.
     pub cache_misses: u64,
+    /// What a full store does.
+    pub space_policy: super::SpacePolicy,
+    /// Chunks kept free by the min-free guard.
+    pub min_free_chunks: u64,
+    /// Snapshots deleted by the space policy since open.
+    pub auto_deleted: u64,
 }
 
 impl Store {
@@ -96,6 +102,9 @@ impl Store {
             cache_nodes: cs.nr_cached,
             cache_hits: cs.hits,
             cache_misses: cs.misses,
+            space_policy: self.opts.space_policy,
+            min_free_chunks: self.opts.min_free_chunks,
+            auto_deleted: self.auto_deleted,
         }
     }
 }
