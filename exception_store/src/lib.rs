@@ -36,6 +36,7 @@
 
 pub mod allocator;
 pub mod check;
+pub mod dump;
 mod error;
 pub mod format;
 pub mod retention;
