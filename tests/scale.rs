@@ -11,7 +11,12 @@ const CS: u64 = 4096;
 const N: u64 = 10_000;
 
 fn val(v: u64) -> Vec<u8> {
-    v.to_le_bytes().iter().copied().cycle().take(CS as usize).collect()
+    v.to_le_bytes()
+        .iter()
+        .copied()
+        .cycle()
+        .take(CS as usize)
+        .collect()
 }
 
 fn read_val(s: &mut Store, d: Dev, a: u64) -> u64 {
@@ -39,7 +44,9 @@ fn ten_thousand_snapshots_of_one_origin() {
     let mut at_create: Vec<(Dev, Vec<u64>)> = Vec::new();
     let mut next = 1_000_000u64;
     for i in 0..N {
-        let id = s.create_snapshot(&format!("auto-{i:05}"), None, i * 300).unwrap();
+        let id = s
+            .create_snapshot(&format!("auto-{i:05}"), None, i * 300)
+            .unwrap();
         if i % 500 == 0 || i + 1 == N {
             at_create.push((Dev::Snap(id), origin.clone()));
         }
@@ -58,10 +65,15 @@ fn ten_thousand_snapshots_of_one_origin() {
         }
     }
     assert_eq!(s.snapshots().len() as u64, N);
-    let check = |s: &mut Store, at_create: &[(Dev, Vec<u64>)], expect: &BTreeMap<Dev, BTreeMap<u64, u64>>| {
+    let check = |s: &mut Store,
+                 at_create: &[(Dev, Vec<u64>)],
+                 expect: &BTreeMap<Dev, BTreeMap<u64, u64>>| {
         for (d, snap_origin) in at_create {
             for a in 0..nr_addr {
-                let want = expect[d].get(&a).copied().unwrap_or(snap_origin[a as usize]);
+                let want = expect[d]
+                    .get(&a)
+                    .copied()
+                    .unwrap_or(snap_origin[a as usize]);
                 assert_eq!(read_val(s, *d, a), want, "{d:?} address {a}");
             }
         }
@@ -88,7 +100,11 @@ fn ten_thousand_snapshots_of_one_origin() {
     s.run_background(256).unwrap();
     check(&mut s, &at_create, &expect);
     let rep = s.check().unwrap();
-    assert!(rep.is_clean(), "{:?}", &rep.errors[..rep.errors.len().min(5)]);
+    assert!(
+        rep.is_clean(),
+        "{:?}",
+        &rep.errors[..rep.errors.len().min(5)]
+    );
     let mut s = h.reopen();
     assert_eq!(s.snapshots().len() as u64, N - 100);
     check(&mut s, &at_create, &expect);
