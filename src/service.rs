@@ -66,6 +66,7 @@ impl Service {
             Arc::new(dev),
             StoreOptions {
                 cache_bytes: cfg.cache_bytes,
+                ..StoreOptions::default()
             },
         )?;
         tracing::info!(
@@ -127,7 +128,7 @@ impl Service {
     /// Stop every device, commit, and remove the state file.
     pub fn shutdown(&self) -> Result<()> {
         self.devices.lock().stop_all();
-        let r = self.store.flush();
+        let r = crate::target::flush(&self.store);
         if let Some(s) = &self.state {
             s.remove();
         }
@@ -139,7 +140,7 @@ impl Service {
     /// Stop every device and commit, keeping the state file (a failed start).
     pub fn abort(&self) {
         self.devices.lock().stop_all();
-        if let Err(e) = self.store.flush() {
+        if let Err(e) = crate::target::flush(&self.store) {
             tracing::error!(error = %e, "final commit failed");
         }
     }
@@ -236,7 +237,7 @@ impl Service {
         let stopped = device.stop();
         self.save_state(&devs);
         stopped?;
-        let t = self.store.flush()?;
+        let t = crate::target::flush(&self.store)?;
         tracing::info!(name, "snapshot deactivated");
         Ok(protocol::Changed {
             name: name.to_owned(),

@@ -7,6 +7,22 @@ use exception_store::{Dev, SharedStore};
 use std::{io, sync::Arc};
 use ublk_target::Target;
 
+/// A FLUSH: the origin, then a commit of the store (which fsyncs it even when no
+/// metadata changed). The origin is flushed outside the store lock.
+///
+/// This does not use `SharedStore::flush`/`commit`: with nothing changed since the
+/// last commit, their group-commit wait never ends (the commit returns the last
+/// transaction id, which stays below the open one they wait for).
+pub fn flush(store: &SharedStore) -> exception_store::Result<blockdev::ids::TxnId> {
+    let origin = store.lock().origin_device();
+    origin.flush().map_err(|source| exception_store::Error::Io {
+        device: "origin",
+        offset: 0,
+        source,
+    })?;
+    store.lock().commit()
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct StoreTarget {
@@ -49,7 +65,7 @@ impl Target for StoreTarget {
     }
 
     fn flush(&self) -> io::Result<()> {
-        let r = self.store.flush();
+        let r = flush(&self.store);
         self.map("flush", 0, r).map(drop)
     }
 
