@@ -148,7 +148,12 @@ impl SharedStore {
             if !st.leader {
                 st.leader = true;
                 drop(st);
-                let r = self.store.lock().commit();
+                let r = {
+                    let mut s = self.store.lock();
+                    // t may already be durable (another path committed it); a commit
+                    // with nothing to write still flushes the store.
+                    s.commit()
+                };
                 st = self.commit.lock();
                 st.leader = false;
                 if let Ok(d) = r {
@@ -164,7 +169,7 @@ impl SharedStore {
 
     /// Commit everything so far (group commit with concurrent writers).
     pub fn commit(&self) -> Result<TxnId> {
-        let t = self.store.lock().cache_txn();
+        let t = self.store.lock().needed_txn();
         self.wait_durable(t)
     }
 

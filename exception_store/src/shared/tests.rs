@@ -42,3 +42,23 @@ fn concurrent_first_writes_share_commits_and_snapshots_stay_intact() {
     let rep = shared.lock().check().unwrap();
     assert!(rep.is_clean(), "{rep:?}");
 }
+
+#[test]
+fn flush_with_nothing_to_commit_returns() {
+    let origin = Arc::new(MemDevice::new(64 * 4096));
+    let dev = Arc::new(MemDevice::new(4096 * 4096));
+    let s = Store::format(origin, dev, 4096, StoreOptions::default()).unwrap();
+    let shared = SharedStore::new(s);
+    let t0 = shared.flush().unwrap();
+    assert_eq!(shared.flush().unwrap(), t0);
+    shared.write(Dev::Origin, 0, &[1; 4096]).unwrap();
+    assert_eq!(
+        shared.commit().unwrap(),
+        t0,
+        "no snapshot: an origin write changes no metadata"
+    );
+    let id = shared.create_snapshot("a", None, 0).unwrap();
+    shared.write(Dev::Snap(id), 0, &[2; 4096]).unwrap();
+    assert!(shared.flush().unwrap() > t0);
+    assert_eq!(shared.commit().unwrap(), shared.lock().txn_id());
+}

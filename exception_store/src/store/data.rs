@@ -166,6 +166,16 @@ impl Store {
         self.cache.txn()
     }
 
+    /// The transaction that must be durable for every change so far to be: the open
+    /// one if anything changed since the last commit, else the last committed one.
+    pub fn needed_txn(&self) -> TxnId {
+        if self.changed {
+            self.cache.txn()
+        } else {
+            self.sb.txn_id
+        }
+    }
+
     /// Second half of an origin write: the data itself. Call only after
     /// [`origin_prepare`](Self::origin_prepare) for this range and the commit it asked for.
     pub fn origin_write_prepared(&mut self, offset: u64, data: &[u8]) -> Result<()> {

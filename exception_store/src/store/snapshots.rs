@@ -1,5 +1,5 @@
 //! Creating, deleting, holding and listing snapshots. Each change commits before it
-//! returns (with the origin flushed on create), so that what a snapshot captured and
+//! returns (with the origin flushed first on create), so that what a snapshot captured and
 //! which versions are visible are always the same in memory and on disk.
 use super::{Dev, SnapInfo, Store};
 use crate::{
@@ -33,8 +33,13 @@ impl Store {
             // It must capture the merged origin (design note E7).
             self.finish_merge()?;
         }
-        // Everything the new snapshot captures must be durable.
-        self.flush()?;
+        // Everything the new snapshot captures must be durable: the origin now, the
+        // store's data and metadata with the commit that links the new version.
+        self.origin.flush().map_err(|source| Error::Io {
+            device: "origin",
+            offset: 0,
+            source,
+        })?;
         self.latching(|s| {
             let l = s.new_label();
             match parent_label {
