@@ -3,10 +3,14 @@
 # real kernel, run as root in the VM guest:
 #
 #   CARGO_TARGET_DIR=/tmp/target-daemon cargo build --release -p ublk-snapd -p tools
-#   bash tests/vm/run.sh tests/vm/e2e_daemon.sh /run/host/tmp/target-daemon/release
+#   mkdir -p /tmp/e2e-bin && cp /tmp/target-daemon/release/{ublk-snapd,snapctl} /tmp/e2e-bin/
+#   VM_MEM=3G bash tests/vm/run.sh tests/vm/e2e_daemon.sh /run/host/tmp/e2e-bin
 #
 # BIN_DIR holds the ublk-snapd and snapctl binaries (default: $UBLK_SNAP_BIN, else
-# /run/host/tmp/target-daemon/release, the host's /tmp as the guest sees it).
+# /run/host/tmp/e2e-bin, the host's /tmp as the guest sees it). Copy them out of the
+# target dir: a cargo build on the host during the run (cargo test relinks the
+# binaries with test features) replaces them under the guest, which then crashes
+# in ld.so when it starts the daemon again.
 #
 # It checks: format; daemon start (daemon mode, readiness); a second daemon and an
 # online format are refused; mkfs.ext4 + files on the origin; a snapshot (frozen
@@ -17,7 +21,7 @@
 # Any mismatch exits non-zero.
 set -Eeuo pipefail
 
-BIN=${1:-${UBLK_SNAP_BIN:-/run/host/tmp/target-daemon/release}}
+BIN=${1:-${UBLK_SNAP_BIN:-/run/host/tmp/e2e-bin}}
 SNAPD=$BIN/ublk-snapd
 SNAPCTL=$BIN/snapctl
 W=${E2E_DIR:-/tmp/e2e-daemon}
