@@ -15,11 +15,13 @@ use ublk_target::Target;
 /// transaction id, which stays below the open one they wait for).
 pub fn flush(store: &SharedStore) -> exception_store::Result<blockdev::ids::TxnId> {
     let origin = store.lock().origin_device();
-    origin.flush().map_err(|source| exception_store::Error::Io {
-        device: "origin",
-        offset: 0,
-        source,
-    })?;
+    origin
+        .flush()
+        .map_err(|source| exception_store::Error::Io {
+            device: "origin",
+            offset: 0,
+            source,
+        })?;
     store.lock().commit()
 }
 

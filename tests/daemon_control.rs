@@ -20,7 +20,7 @@ use ublk_snapd::{
 };
 
 struct Fixture {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     socket: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<thread::JoinHandle<()>>,
@@ -93,7 +93,7 @@ fn start(limits: Limits) -> Fixture {
     });
     ready_rx.recv().unwrap();
     Fixture {
-        dir,
+        _dir: dir,
         socket,
         stop: Some(tx),
         server: Some(server),

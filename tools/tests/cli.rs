@@ -23,7 +23,10 @@ fn golden(name: &str, actual: &str) {
     }
     let want = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
-    assert_eq!(actual, want, "{name}: --help changed (UPDATE_GOLDEN=1 to accept)");
+    assert_eq!(
+        actual, want,
+        "{name}: --help changed (UPDATE_GOLDEN=1 to accept)"
+    );
 }
 
 #[test]
@@ -43,7 +46,10 @@ fn help_is_golden() {
     ] {
         let out = snapctl(&[cmd, "--help"]);
         assert_eq!(out.status.code(), Some(0), "{cmd}");
-        golden(&format!("snapctl-{cmd}"), &String::from_utf8_lossy(&out.stdout));
+        golden(
+            &format!("snapctl-{cmd}"),
+            &String::from_utf8_lossy(&out.stdout),
+        );
     }
 }
 
@@ -58,7 +64,15 @@ fn usage_errors_exit_2() {
     assert_eq!(code(&["create"]), 2);
     assert_eq!(code(&["format", "--origin", "x"]), 2);
     assert_eq!(
-        code(&["format", "--origin", "x", "--store", "y", "--chunk-size", "12Q"]),
+        code(&[
+            "format",
+            "--origin",
+            "x",
+            "--store",
+            "y",
+            "--chunk-size",
+            "12Q"
+        ]),
         2
     );
 }
@@ -101,15 +115,43 @@ fn format_offline_and_refused_when_locked() {
     sparse(&o, 8 << 20);
     sparse(&s, 16 << 20);
     let (os, ss) = (o.to_str().unwrap(), s.to_str().unwrap());
-    let out = snapctl(&["--json", "format", "--origin", os, "--store", ss, "--chunk-size", "16K"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = snapctl(&[
+        "--json",
+        "format",
+        "--origin",
+        os,
+        "--store",
+        ss,
+        "--chunk-size",
+        "16K",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["chunk_size"], 16384);
     assert_eq!(v["size_bytes"], 8 << 20);
     // bad chunk size: usage
-    assert_eq!(code(&["format", "--origin", os, "--store", ss, "--chunk-size", "3K"]), 2);
+    assert_eq!(
+        code(&[
+            "format",
+            "--origin",
+            os,
+            "--store",
+            ss,
+            "--chunk-size",
+            "3K"
+        ]),
+        2
+    );
     // missing origin: I/O
-    assert_eq!(code(&["format", "--origin", "/nonexistent/o", "--store", ss]), 3);
+    assert_eq!(
+        code(&["format", "--origin", "/nonexistent/o", "--store", ss]),
+        3
+    );
     // a daemon (here: the lock it takes) holds the store: conflict
     let _lock = ublk_snapd::lock::StoreLock::acquire(&s).unwrap();
     assert_eq!(code(&["format", "--origin", os, "--store", ss]), 7);
