@@ -14,7 +14,10 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::{sync::Arc, time::Instant};
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -63,7 +66,14 @@ fn main() {
     println!("rolling: {n} snapshots every 5 min (simulated), {writes} origin 4K writes between, 1 GiB origin, 64 KiB chunks, cache {cache_mib} MiB");
     println!(
         "{:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
-        "snaps", "create p50", "create p99", "create max", "write p50", "write p99", "list", "RSS MiB"
+        "snaps",
+        "create p50",
+        "create p99",
+        "create max",
+        "write p50",
+        "write p99",
+        "list",
+        "RSS MiB"
     );
     let (mut creates, mut ws) = (Vec::new(), Vec::new());
     let mut baseline_p99 = None;
@@ -98,7 +108,10 @@ fn main() {
         if (i + 1) % block == 0 || i + 1 == total {
             let t = Instant::now();
             let list = sh.lock().snapshots();
-            let rendered: usize = list.iter().map(|s| format!("{} {} {}\n", s.name, s.created, s.hold).len()).sum();
+            let rendered: usize = list
+                .iter()
+                .map(|s| format!("{} {} {}\n", s.name, s.created, s.hold).len())
+                .sum();
             let list_ms = t.elapsed().as_secs_f64() * 1e3;
             let w99 = pct(&mut ws, 0.99);
             if baseline_p99.is_none() {
