@@ -7,22 +7,10 @@ use exception_store::{Dev, SharedStore};
 use std::{io, sync::Arc};
 use ublk_target::Target;
 
-/// A FLUSH: the origin, then a commit of the store (which fsyncs it even when no
-/// metadata changed). The origin is flushed outside the store lock.
-///
-/// This does not use `SharedStore::flush`/`commit`: with nothing changed since the
-/// last commit, their group-commit wait never ends (the commit returns the last
-/// transaction id, which stays below the open one they wait for).
+/// A FLUSH: the origin, then a (group) commit of the store; see
+/// [`SharedStore::flush`].
 pub fn flush(store: &SharedStore) -> exception_store::Result<blockdev::ids::TxnId> {
-    let origin = store.lock().origin_device();
-    origin
-        .flush()
-        .map_err(|source| exception_store::Error::Io {
-            device: "origin",
-            offset: 0,
-            source,
-        })?;
-    store.lock().commit()
+    store.flush()
 }
 
 /// See the module documentation.

@@ -88,7 +88,7 @@ fn run(store: &SharedStore, shared: &Shared) {
             }
         }
         if Instant::now() >= next_commit {
-            if let Err(e) = store.lock().commit() {
+            if let Err(e) = store.commit() {
                 if !failed {
                     tracing::error!(error = %e, "periodic commit failed");
                 }
