@@ -123,6 +123,7 @@ fn run(args: &Args, ready: &Readiness) -> anyhow::Result<()> {
             nr_queues: args.queues,
             queue_depth: args.queue_depth,
             user_recovery: true,
+            user_recovery_reissue: true,
             ..DeviceOptions::default()
         },
         state_dir: Some(state_dir),

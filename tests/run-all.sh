@@ -43,9 +43,11 @@ else
     part "vm: smoke" bash tests/vm/run.sh tests/vm/smoke.sh
     part "vm: ublk_target memdisk" bash tests/vm/run.sh ublk_target/tests/vm_memdisk.sh "$repo/target/release/examples/memdisk"
     part "vm: ublk_target e2e" bash tests/vm/run.sh ublk_target/tests/vm_e2e.sh "$e2e_bin"
-    if [ -f tests/vm/e2e_daemon.sh ]; then
-        part "vm: daemon e2e" bash tests/vm/run.sh tests/vm/e2e_daemon.sh "$repo/target/release"
-    fi
+    # the guest runs copies, so that nothing on the host can relink them mid-run
+    bindir="$VM_OUT/bin"
+    mkdir -p "$bindir"
+    cp target/release/ublk-snapd target/release/snapctl "$bindir/"
+    part "vm: daemon e2e" env VM_MEM=3G bash tests/vm/run.sh tests/vm/e2e_daemon.sh "$bindir"
 fi
 
 echo

@@ -24,6 +24,11 @@ pub struct DeviceOptions {
     /// Create with `UBLK_F_USER_RECOVERY`: after the daemon dies the device waits,
     /// queued, for [`crate::Device::recover`] instead of failing I/O.
     pub user_recovery: bool,
+    /// With `user_recovery`: also `UBLK_F_USER_RECOVERY_REISSUE`, so requests in flight
+    /// when the daemon died are sent again to the recovered daemon instead of failing
+    /// with EIO. Only for targets whose requests are idempotent (ublk-snap's are: a
+    /// write is redone from the committed state).
+    pub user_recovery_reissue: bool,
     /// Largest single read or write, in bytes (a page multiple); one buffer per tag.
     pub io_buf_bytes: u32,
     /// Discard granularity in bytes (a multiple of `logical_block_size`).
@@ -41,6 +46,7 @@ impl Default for DeviceOptions {
             logical_block_size: 512,
             name: "ublk-snap".to_string(),
             user_recovery: false,
+            user_recovery_reissue: false,
             io_buf_bytes: 512 << 10,
             discard_granularity: 4096,
             bdev_timeout: Duration::from_secs(10),
@@ -83,10 +89,12 @@ impl DeviceOptions {
 
     /// The `ctrl_flags` passed to ADD_DEV.
     pub(crate) fn ctrl_flags(&self) -> u64 {
-        if self.user_recovery {
-            u64::from(sys::UBLK_F_USER_RECOVERY)
-        } else {
-            0
+        match (self.user_recovery, self.user_recovery_reissue) {
+            (true, true) => {
+                u64::from(sys::UBLK_F_USER_RECOVERY) | u64::from(sys::UBLK_F_USER_RECOVERY_REISSUE)
+            }
+            (true, false) => u64::from(sys::UBLK_F_USER_RECOVERY),
+            _ => 0,
         }
     }
 }
