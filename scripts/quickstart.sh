@@ -29,7 +29,7 @@ if ! dpkg-query -W -f='${Status}' libclang-dev 2>/dev/null | grep -q 'install ok
 fi
 
 echo "== building (release)"
-cargo build --release --bins -q
+cargo build --release --workspace --bins -q
 bin=$(pwd)/target/release
 
 mkdir -p "$dir"

@@ -35,7 +35,7 @@ if [ "${SKIP_VM:-0}" = 1 ]; then
     echo "=== VM tests SKIPPED (SKIP_VM=1)"
     [ "${CI:-}" = true ] && { echo "CI must not skip the VM tests"; failed=$((failed + 1)); }
 else
-    part "build binaries" cargo build --release --bins --examples
+    part "build binaries" cargo build --release --workspace --bins --examples
     part "build ublk_target e2e" cargo test --release -p ublk_target --test e2e --no-run
     e2e_bin=$(ls -t "$repo"/target/release/deps/e2e-* 2>/dev/null | grep -v '\.d$' | head -n 1)
     export VM_OUT=${VM_OUT:-$repo/target/vm-out}
@@ -46,7 +46,7 @@ else
     # the guest runs copies, so that nothing on the host can relink them mid-run
     bindir="$VM_OUT/bin"
     mkdir -p "$bindir"
-    cp target/release/ublk-snapd target/release/snapctl "$bindir/"
+    cp target/release/ublk-snapd target/release/snapctl "$bindir/" || { echo "binaries missing"; failed=$((failed + 1)); }
     part "vm: daemon e2e" env VM_MEM=3G bash tests/vm/run.sh tests/vm/e2e_daemon.sh "$bindir"
 fi
 
