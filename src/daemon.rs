@@ -163,7 +163,8 @@ pub fn serve(cfg: Config, socket: &Path, ready: &Readiness) -> Result<()> {
             return Err(e);
         }
     };
-    let worker = Worker::start(service.store().clone()).map_err(Error::io("start", "the worker"));
+    let worker = Worker::start(service.store().clone(), service.progress().clone())
+        .map_err(Error::io("start", "the worker"));
     let worker = match worker {
         Ok(w) => w,
         Err(e) => {

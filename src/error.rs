@@ -40,6 +40,9 @@ pub enum Error {
         /// Its device.
         device: String,
     },
+    /// An argument is invalid.
+    #[error("{0}")]
+    Invalid(String),
     /// The snapshot has no device.
     #[error("snapshot {0:?} is not active")]
     NotActive(String),
@@ -82,6 +85,7 @@ impl Error {
             Error::Locked { .. } | Error::Active { .. } => ErrorCode::Busy,
             Error::NoSuchSnapshot(_) => ErrorCode::NoSuchSnapshot,
             Error::NotActive(_) => ErrorCode::NotActive,
+            Error::Invalid(_) => ErrorCode::Invalid,
             Error::NotRunning { .. } => ErrorCode::Io,
             Error::Protocol(_) => ErrorCode::BadRequest,
             Error::Remote { code, .. } => *code,

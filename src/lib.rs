@@ -14,6 +14,8 @@
 //! - [`devices`]: the activation table, `Dev` -> running ublk device.
 //! - [`target`]: a ublk target over the shared store.
 //! - [`worker`]: background passes and the periodic commit.
+//! - [`progress`]: rates and ETAs of background jobs for `status`.
+//! - [`report`]: `check` and `dump` results as plain data (offline and online).
 //! - [`lock`]: the store lock that refuses a second daemon (and an online `format`).
 //! - [`state`]: the state file that lets a restarted daemon take its devices back.
 //! - [`daemon`]: daemon mode and its readiness pipe.
@@ -35,7 +37,9 @@ mod error;
 pub mod exit;
 pub mod lock;
 pub mod offline;
+pub mod progress;
 pub mod protocol;
+pub mod report;
 pub mod service;
 pub mod state;
 pub mod target;

@@ -1,10 +1,11 @@
 //! `ublk-snapd`: serve an origin and its snapshots as ublk block devices.
 //! See `docs/cli.md`.
 use clap::Parser;
+use exception_store::SpacePolicy;
 use std::{path::PathBuf, process::ExitCode};
 use ublk_snapd::{
     daemon::{self, Outcome, Readiness},
-    exit,
+    exit, offline,
     service::Config,
     DEFAULT_RUN_DIR, DEFAULT_SOCKET,
 };
@@ -39,6 +40,14 @@ struct Args {
     /// Metadata cache, MiB.
     #[arg(long, value_name = "N", default_value_t = 64)]
     cache_mb: usize,
+    /// What a full store does to origin writes: fail them with ENOSPC, or delete the
+    /// oldest snapshots that are not held until the write fits.
+    #[arg(long, value_name = "POLICY", default_value = "fail", value_parser = parse_space_policy)]
+    space_policy: SpacePolicy,
+    /// Store space kept free (e.g. 1G): origin writes that would use it act as if the
+    /// store were full. Rounded up to whole chunks.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = offline::parse_size_u64)]
+    min_free: u64,
     /// Where the state file for crash recovery lives.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_RUN_DIR)]
     state_dir: PathBuf,
@@ -50,6 +59,14 @@ struct Args {
     quiet: bool,
     #[arg(long = "daemon-child", hide = true)]
     daemon_child: bool,
+}
+
+fn parse_space_policy(s: &str) -> Result<SpacePolicy, String> {
+    match s {
+        "fail" => Ok(SpacePolicy::Fail),
+        "delete-oldest" => Ok(SpacePolicy::DeleteOldest),
+        _ => Err(format!("{s:?}: use fail or delete-oldest")),
+    }
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
@@ -127,6 +144,8 @@ fn run(args: &Args, ready: &Readiness) -> anyhow::Result<()> {
             ..DeviceOptions::default()
         },
         state_dir: Some(state_dir),
+        space_policy: args.space_policy,
+        min_free_bytes: args.min_free,
     };
     daemon::serve(cfg, &socket, ready)?;
     Ok(())

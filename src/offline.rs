@@ -1,6 +1,14 @@
-//! Operations on a store with no daemon running: `format`. Each takes the store
-//! lock first, so it is refused while a daemon serves the store.
-use crate::{lock::StoreLock, Error, Result};
+//! Operations on a store with no daemon running: `format`, `check`, `dump`. Each
+//! takes the store lock first, so it is refused while a daemon serves the store.
+//!
+//! `check` and `dump` open the store without its origin ([`Store::open_offline`])
+//! and never commit: they write nothing (the device is opened read-write only
+//! because `FileDevice` has no read-only mode for stores).
+use crate::{
+    lock::StoreLock,
+    report::{CheckReport, DumpReport},
+    Error, Result,
+};
 use blockdev::FileDevice;
 use exception_store::{Store, StoreOptions};
 use std::{path::PathBuf, sync::Arc};
@@ -59,9 +67,35 @@ pub fn format(opts: &FormatOptions) -> Result<Formatted> {
     })
 }
 
+fn open_offline(path: &std::path::Path) -> Result<(StoreLock, Store)> {
+    let lock = StoreLock::acquire(path)?;
+    let dev = FileDevice::open(path).map_err(Error::io("open", path))?;
+    let store = Store::open_offline(Arc::new(dev))?;
+    Ok((lock, store))
+}
+
+/// Check a store offline (see [`Store::check`]). An `Err` means it could not be opened
+/// or walked (corruption, I/O); problems found are in the report.
+pub fn check(store: &std::path::Path) -> Result<CheckReport> {
+    let (_lock, mut s) = open_offline(store)?;
+    let r = s.check()?;
+    Ok(CheckReport::new(r, s.txn_id().0))
+}
+
+/// Dump a store offline (see [`Store::dump`]).
+pub fn dump(store: &std::path::Path, elements: bool) -> Result<DumpReport> {
+    let (_lock, mut s) = open_offline(store)?;
+    Ok(s.dump(elements)?.into())
+}
+
 /// Parse a size: digits with an optional suffix `K`, `KiB`, `M`, `MiB` (binary, case
 /// insensitive; a trailing `B` is allowed). For clap.
 pub fn parse_size(s: &str) -> std::result::Result<u32, String> {
+    parse_size_u64(s).and_then(|v| u32::try_from(v).map_err(|_| format!("{s:?} is too large")))
+}
+
+/// Like [`parse_size`], also with `G`/`GiB` and `T`/`TiB`, as a `u64`.
+pub fn parse_size_u64(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -70,9 +104,10 @@ pub fn parse_size(s: &str) -> std::result::Result<u32, String> {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K or M)")),
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M, G or T)")),
     };
     n.checked_mul(mult)
-        .and_then(|v| u32::try_from(v).ok())
         .ok_or_else(|| format!("{s:?} is too large"))
 }

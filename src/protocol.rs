@@ -87,6 +87,69 @@ pub enum Op {
         /// Which.
         name: String,
     },
+    /// Start merging a snapshot (inactive) into the origin; the snapshot disappears at
+    /// once and the copy runs in the background (a `merge` job in `status`).
+    Merge {
+        /// Which.
+        name: String,
+    },
+    /// Mark a snapshot held: `prune` and the space policy never delete it.
+    Hold {
+        /// Which.
+        name: String,
+    },
+    /// Clear a snapshot's hold.
+    Release {
+        /// Which.
+        name: String,
+    },
+    /// Delete the snapshots a retention policy does not keep (never held or active ones).
+    Prune {
+        /// The policy (at least one rule).
+        policy: PrunePolicy,
+        /// Only snapshots whose name starts with this are considered (`None`: all).
+        #[serde(default)]
+        prefix: Option<String>,
+        /// Report what would be deleted, delete nothing.
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Check the store's metadata (under the store lock; read-only).
+    Check,
+    /// Dump the store's metadata.
+    Dump {
+        /// Include every element (can be large).
+        #[serde(default)]
+        elements: bool,
+    },
+}
+
+/// A retention policy: how many snapshots each rule keeps (0: the rule is off). A
+/// snapshot is kept if any rule keeps it. See `exception_store::retention`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrunePolicy {
+    /// The newest N.
+    #[serde(default)]
+    pub keep_last: usize,
+    /// The newest of each of the last N hours (UTC).
+    #[serde(default)]
+    pub hourly: usize,
+    /// The newest of each of the last N days (UTC).
+    #[serde(default)]
+    pub daily: usize,
+    /// The newest of each of the last N weeks (Monday to Sunday, UTC).
+    #[serde(default)]
+    pub weekly: usize,
+    /// The newest of each of the last N months (UTC).
+    #[serde(default)]
+    pub monthly: usize,
+}
+
+impl PrunePolicy {
+    /// Whether no rule is set (such a policy is refused: it would keep nothing).
+    pub fn is_empty(&self) -> bool {
+        *self == PrunePolicy::default()
+    }
 }
 
 /// A reply: the version and the outcome.
@@ -133,6 +196,18 @@ pub enum Reply {
     Activated(Activated),
     /// `deactivate` succeeded.
     Deactivated(Changed),
+    /// `merge` started (the snapshot is gone; the copy runs in the background).
+    Merging(Changed),
+    /// `hold` succeeded.
+    Held(Changed),
+    /// `release` succeeded.
+    Released(Changed),
+    /// `prune` ran (or, with `dry_run`, would run).
+    Pruned(Pruned),
+    /// `check`.
+    Checked(crate::report::CheckReport),
+    /// `dump`.
+    Dump(crate::report::DumpReport),
     /// The request failed.
     Error(ErrorReply),
 }
@@ -225,6 +300,50 @@ pub struct Status {
     pub jobs: Vec<Job>,
     /// A metadata write failed: the store refuses changes until the daemon restarts.
     pub failed: bool,
+    /// What a full store does to origin writes: "fail" or "delete-oldest".
+    #[serde(default)]
+    pub space_policy: String,
+    /// Chunks the min-free guard keeps free.
+    #[serde(default)]
+    pub min_free_chunks: u64,
+    /// Snapshots the space policy deleted since the daemon started.
+    #[serde(default)]
+    pub auto_deleted: u64,
+}
+
+/// What `prune` deleted (or would delete) and what it skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pruned {
+    /// Nothing was deleted: this is what would be.
+    pub dry_run: bool,
+    /// Deleted (or to be deleted), oldest first.
+    pub deleted: Vec<PrunedSnapshot>,
+    /// Snapshots the policy did not keep but that were left alone, and held ones.
+    pub skipped: Vec<Skipped>,
+    /// Snapshots considered and kept by the policy.
+    pub kept: usize,
+    /// Transaction id after the change.
+    pub txn_id: u64,
+}
+
+/// A snapshot `prune` deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrunedSnapshot {
+    /// Its id.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Its creation time, seconds since the epoch.
+    pub created: u64,
+}
+
+/// A snapshot `prune` left alone, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Its name.
+    pub name: String,
+    /// "held", or "active as /dev/ublkbN".
+    pub reason: String,
 }
 
 /// Store space, in chunks of `chunk_size` bytes.
@@ -252,12 +371,18 @@ pub struct ActiveDevice {
 /// A background pass.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
-    /// "delete" or "cleanup".
+    /// "merge", "delete" or "cleanup".
     pub kind: String,
-    /// Addresses visited.
+    /// Addresses (chunks of the origin) visited.
     pub cursor: u64,
     /// Addresses in all.
     pub total: u64,
+    /// Recent progress, addresses per second (`None` until measured).
+    #[serde(default)]
+    pub rate: Option<u64>,
+    /// Estimated seconds to completion at that rate.
+    #[serde(default)]
+    pub eta_secs: Option<u64>,
 }
 
 /// A failed request.
@@ -299,7 +424,7 @@ pub enum ErrorCode {
     NoSuchSnapshot,
     /// A snapshot of that name exists.
     Exists,
-    /// In use (an active snapshot, background work).
+    /// In use (an active snapshot, background work such as a running merge).
     Busy,
     /// The snapshot is not active.
     NotActive,

@@ -9,13 +9,15 @@
 use crate::{
     devices::Devices,
     lock::StoreLock,
+    progress::Progress,
     protocol::{self, Op, Reply, Response},
+    report::{CheckReport, DumpReport},
     state::{ActiveSnapshot, State, StateFile, STATE_VERSION},
     target::StoreTarget,
     Error, Result,
 };
 use blockdev::{ids::SnapId, FileDevice};
-use exception_store::{Dev, SharedStore, Store, StoreOptions};
+use exception_store::{retention, Dev, SharedStore, SpacePolicy, Store, StoreOptions};
 use parking_lot::Mutex;
 use std::{
     path::{Path, PathBuf},
@@ -24,7 +26,7 @@ use std::{
 use ublk_target::{Device, DeviceOptions};
 
 /// How to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Config {
     /// The origin file or block device.
     pub origin: PathBuf,
@@ -36,6 +38,11 @@ pub struct Config {
     pub device: DeviceOptions,
     /// Where the state file goes; `None`: no state file (tests).
     pub state_dir: Option<PathBuf>,
+    /// What a full store does to origin writes.
+    pub space_policy: SpacePolicy,
+    /// Store space kept free (rounded up to whole chunks): origin writes that would
+    /// use it act as if the store were full.
+    pub min_free_bytes: u64,
 }
 
 /// See the module documentation.
@@ -43,6 +50,7 @@ pub struct Service {
     store: Arc<SharedStore>,
     devices: Mutex<Devices>,
     state: Option<StateFile>,
+    progress: Arc<Progress>,
     cfg: Config,
     _lock: StoreLock,
 }
@@ -61,18 +69,22 @@ impl Service {
         let lock = StoreLock::acquire(&cfg.store)?;
         let origin = FileDevice::open(&cfg.origin).map_err(Error::io("open", &cfg.origin))?;
         let dev = FileDevice::open(&cfg.store).map_err(Error::io("open", &cfg.store))?;
+        let chunk_size = u64::from(exception_store::superblock::read_superblock(&dev)?.chunk_size);
         let store = Store::open(
             Arc::new(origin),
             Arc::new(dev),
             StoreOptions {
                 cache_bytes: cfg.cache_bytes,
-                ..StoreOptions::default()
+                space_policy: cfg.space_policy,
+                min_free_chunks: cfg.min_free_bytes.div_ceil(chunk_size.max(1)),
             },
         )?;
         tracing::info!(
             origin = %cfg.origin.display(),
             store = %cfg.store.display(),
             txn_id = store.txn_id().0,
+            space_policy = ?cfg.space_policy,
+            min_free_chunks = store.status().min_free_chunks,
             "store opened"
         );
         let state = cfg
@@ -83,6 +95,7 @@ impl Service {
             store: Arc::new(SharedStore::new(store)),
             devices: Mutex::new(Devices::new()),
             state,
+            progress: Arc::default(),
             cfg,
             _lock: lock,
         })
@@ -91,6 +104,11 @@ impl Service {
     /// The shared store.
     pub fn store(&self) -> &Arc<SharedStore> {
         &self.store
+    }
+
+    /// The progress estimates the worker feeds and `status` reads.
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
     }
 
     /// Start the origin's device and, after a crash, take back (or recreate) the
@@ -154,6 +172,18 @@ impl Service {
             Op::Status => Ok(Reply::Status(self.status())),
             Op::Activate { name } => self.activate(&name).map(Reply::Activated),
             Op::Deactivate { name } => self.deactivate(&name).map(Reply::Deactivated),
+            Op::Merge { name } => self.merge(&name).map(Reply::Merging),
+            Op::Hold { name } => self.hold(&name, true).map(Reply::Held),
+            Op::Release { name } => self.hold(&name, false).map(Reply::Released),
+            Op::Prune {
+                policy,
+                prefix,
+                dry_run,
+            } => self
+                .prune(&policy, prefix.as_deref(), dry_run)
+                .map(Reply::Pruned),
+            Op::Check => self.check().map(Reply::Checked),
+            Op::Dump { elements } => self.dump(elements).map(Reply::Dump),
         };
         match r {
             Ok(reply) => Response::new(reply),
@@ -207,6 +237,127 @@ impl Service {
             name: name.to_owned(),
             txn_id: t.0,
         })
+    }
+
+    /// `merge`: refused while the snapshot is active (deactivate it first: its device
+    /// would go away under a mounted filesystem).
+    pub fn merge(&self, name: &str) -> Result<protocol::Changed> {
+        let devs = self.devices.lock();
+        let id = self.lookup(name)?;
+        if let Some(device) = devs.path(Dev::Snap(id)) {
+            return Err(Error::Active {
+                name: name.to_owned(),
+                device,
+            });
+        }
+        let t = self.store.merge_snapshot(id)?;
+        tracing::info!(name, id = id.0, txn_id = t.0, "merge started");
+        Ok(protocol::Changed {
+            name: name.to_owned(),
+            txn_id: t.0,
+        })
+    }
+
+    /// `hold` and `release`.
+    pub fn hold(&self, name: &str, hold: bool) -> Result<protocol::Changed> {
+        let _devs = self.devices.lock();
+        let id = self.lookup(name)?;
+        let t = self.store.lock().set_hold(id, hold)?;
+        tracing::info!(name, hold, "snapshot hold changed");
+        Ok(protocol::Changed {
+            name: name.to_owned(),
+            txn_id: t.0,
+        })
+    }
+
+    /// `prune`: computed and carried out under the activation table's lock, so two
+    /// overlapping runs are serialised and the second sees what the first deleted.
+    /// Held snapshots are never candidates; active ones are skipped and reported.
+    pub fn prune(
+        &self,
+        policy: &protocol::PrunePolicy,
+        prefix: Option<&str>,
+        dry_run: bool,
+    ) -> Result<protocol::Pruned> {
+        if policy.is_empty() {
+            return Err(Error::Invalid(
+                "a prune policy needs at least one rule (keep-last, hourly, daily, weekly, monthly)"
+                    .into(),
+            ));
+        }
+        let devs = self.devices.lock();
+        let snaps: Vec<_> = self
+            .store
+            .lock()
+            .snapshots()
+            .into_iter()
+            .filter(|s| prefix.map_or(true, |p| s.name.starts_with(p)))
+            .collect();
+        let p = retention::Policy {
+            last: policy.keep_last,
+            hourly: policy.hourly,
+            daily: policy.daily,
+            weekly: policy.weekly,
+            monthly: policy.monthly,
+        };
+        let victims = retention::victims(&snaps, &p);
+        let mut skipped: Vec<protocol::Skipped> = snaps
+            .iter()
+            .filter(|s| s.hold)
+            .map(|s| protocol::Skipped {
+                name: s.name.clone(),
+                reason: "held".into(),
+            })
+            .collect();
+        let mut deleted = Vec::new();
+        for id in &victims {
+            let Some(s) = snaps.iter().find(|s| s.id == *id) else {
+                continue;
+            };
+            if let Some(device) = devs.path(Dev::Snap(*id)) {
+                skipped.push(protocol::Skipped {
+                    name: s.name.clone(),
+                    reason: format!("active as {device}"),
+                });
+                continue;
+            }
+            if !dry_run {
+                match self.store.delete_snapshot(*id) {
+                    Ok(_) => tracing::info!(name = %s.name, id = id.0, "snapshot pruned"),
+                    // gone already (a merge, the space policy): not an error
+                    Err(exception_store::Error::NoSuchSnapshot(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            deleted.push(protocol::PrunedSnapshot {
+                id: id.0,
+                name: s.name.clone(),
+                created: s.created,
+            });
+        }
+        let considered = snaps.iter().filter(|s| !s.hold).count();
+        Ok(protocol::Pruned {
+            dry_run,
+            kept: considered - victims.len(),
+            deleted,
+            skipped,
+            txn_id: self.txn(),
+        })
+    }
+
+    /// `check`: commit, then check the store under its lock (I/O waits meanwhile).
+    pub fn check(&self) -> Result<CheckReport> {
+        let _devs = self.devices.lock();
+        self.store.commit()?;
+        let mut s = self.store.lock();
+        let r = s.check()?;
+        Ok(CheckReport::new(r, s.txn_id().0))
+    }
+
+    /// `dump`.
+    pub fn dump(&self, elements: bool) -> Result<DumpReport> {
+        let _devs = self.devices.lock();
+        Ok(self.store.lock().dump(elements)?.into())
     }
 
     /// `activate`.
@@ -309,13 +460,19 @@ impl Service {
             jobs: st
                 .jobs
                 .iter()
-                .map(|j| protocol::Job {
+                .zip(self.progress.estimates(&st.jobs))
+                .map(|(j, (rate, eta_secs))| protocol::Job {
                     kind: j.kind.to_owned(),
                     cursor: j.cursor,
                     total: j.total,
+                    rate,
+                    eta_secs,
                 })
                 .collect(),
             failed: st.failed,
+            space_policy: space_policy_name(st.space_policy).into(),
+            min_free_chunks: st.min_free_chunks,
+            auto_deleted: st.auto_deleted,
         }
     }
 
@@ -386,6 +543,14 @@ impl Service {
         if let Err(e) = file.save(&state) {
             tracing::error!(error = %e, "cannot write the state file; devices will not be recovered after a crash");
         }
+    }
+}
+
+/// The name of a space policy, as `--space-policy` and `status` spell it.
+pub fn space_policy_name(p: SpacePolicy) -> &'static str {
+    match p {
+        SpacePolicy::Fail => "fail",
+        SpacePolicy::DeleteOldest => "delete-oldest",
     }
 }
 

@@ -1,7 +1,10 @@
 //! The background worker: one thread that advances background passes (deletes,
 //! cleanups) in small budgets and commits periodically, so that writes between
 //! FLUSHes do not pile up in memory and a crash loses at most a few seconds of
-//! unflushed (but never flushed) work.
+//! unflushed (but never flushed) work. About once a second it samples the jobs'
+//! progress for [`Progress`] (the ETA in `status`) and logs snapshots the space
+//! policy deleted.
+use crate::progress::{Progress, SAMPLE_INTERVAL};
 use exception_store::SharedStore;
 use parking_lot::{Condvar, Mutex};
 use std::{
@@ -37,13 +40,13 @@ impl std::fmt::Debug for Worker {
 
 impl Worker {
     /// Start the worker on `store`.
-    pub fn start(store: Arc<SharedStore>) -> std::io::Result<Worker> {
+    pub fn start(store: Arc<SharedStore>, progress: Arc<Progress>) -> std::io::Result<Worker> {
         let shared = Arc::new(Shared::default());
         let thread = std::thread::Builder::new()
             .name("ublk-snapd-worker".into())
             .spawn({
                 let shared = shared.clone();
-                move || run(&store, &shared)
+                move || run(&store, &progress, &shared)
             })?;
         Ok(Worker {
             shared,
@@ -73,10 +76,31 @@ impl Drop for Worker {
     }
 }
 
-fn run(store: &SharedStore, shared: &Shared) {
+/// Sample the jobs for the ETA; log new automatic deletions.
+fn observe(store: &SharedStore, progress: &Progress, auto_deleted: &mut u64) {
+    let st = store.lock().status();
+    progress.observe(&st.jobs, Instant::now());
+    if st.auto_deleted > *auto_deleted {
+        tracing::warn!(
+            deleted = st.auto_deleted - *auto_deleted,
+            total = st.auto_deleted,
+            nr_free = st.nr_free,
+            "the space policy deleted the oldest unheld snapshots to make room"
+        );
+        *auto_deleted = st.auto_deleted;
+    }
+}
+
+fn run(store: &SharedStore, progress: &Progress, shared: &Shared) {
     let mut next_commit = Instant::now() + COMMIT_INTERVAL;
+    let mut next_sample = Instant::now();
+    let mut auto_deleted = 0;
     let mut failed = false;
     loop {
+        if Instant::now() >= next_sample {
+            observe(store, progress, &mut auto_deleted);
+            next_sample = Instant::now() + SAMPLE_INTERVAL;
+        }
         let busy = !failed && store.lock().has_background_work();
         if busy {
             match store.background_step(STEP_BUDGET) {
@@ -99,7 +123,9 @@ fn run(store: &SharedStore, shared: &Shared) {
         let pause = if busy {
             STEP_PAUSE
         } else {
-            next_commit.saturating_duration_since(Instant::now())
+            next_commit
+                .min(next_sample)
+                .saturating_duration_since(Instant::now())
         };
         let mut stop = shared.stop.lock();
         if *stop {

@@ -64,6 +64,7 @@ fn config(origin: PathBuf, store: PathBuf) -> Config {
         cache_bytes: 4 << 20,
         device: Default::default(),
         state_dir: None,
+        ..Config::default()
     }
 }
 

@@ -11,10 +11,11 @@ mod output;
 
 /// Manage ublk-snap stores and snapshots.
 ///
-/// `format` works offline (the daemon must not be running on the store); the other
-/// commands talk to ublk-snapd over its control socket. Exit codes: 0 ok, 2 usage,
-/// 3 I/O error, 4 corruption, 5 daemon not running, 6 no such snapshot, 7 conflict,
-/// 8 store full, 9 protocol error, 10 not implemented (see docs/cli.md).
+/// `format`, and `check` and `dump` with --store, work offline (the daemon must not
+/// be running on the store); the other commands talk to ublk-snapd over its control
+/// socket. Exit codes: 0 ok, 1 check found problems, 2 usage, 3 I/O error,
+/// 4 corruption, 5 daemon not running, 6 no such snapshot, 7 conflict, 8 store full,
+/// 9 protocol error (see docs/cli.md).
 #[derive(Debug, Parser)]
 #[command(name = "snapctl", version)]
 struct Cli {
@@ -38,23 +39,35 @@ enum Cmd {
     Deactivate(cmd::deactivate::Args),
     Delete(cmd::delete::Args),
     Merge(cmd::merge::Args),
+    Hold(cmd::hold::Args),
+    Release(cmd::hold::ReleaseArgs),
+    Prune(cmd::prune::Args),
+    Check(cmd::check::Args),
+    Dump(cmd::dump::Args),
+    SystemdUnits(cmd::systemd_units::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = output::Output::new(cli.json, cli.socket);
     let r = match cli.cmd {
-        Cmd::Format(a) => cmd::format::run(a, &out),
-        Cmd::Create(a) => cmd::create::run(a, &out),
-        Cmd::List(a) => cmd::list::run(a, &out),
-        Cmd::Status(a) => cmd::status::run(a, &out),
-        Cmd::Activate(a) => cmd::activate::run(a, &out),
-        Cmd::Deactivate(a) => cmd::deactivate::run(a, &out),
-        Cmd::Delete(a) => cmd::delete::run(a, &out),
-        Cmd::Merge(a) => cmd::merge::run(a, &out),
+        Cmd::Format(a) => cmd::format::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Create(a) => cmd::create::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::List(a) => cmd::list::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Status(a) => cmd::status::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Activate(a) => cmd::activate::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Deactivate(a) => cmd::deactivate::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Delete(a) => cmd::delete::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Merge(a) => cmd::merge::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Hold(a) => cmd::hold::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Release(a) => cmd::hold::release(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Prune(a) => cmd::prune::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Check(a) => cmd::check::run(a, &out).map(ExitCode::from),
+        Cmd::Dump(a) => cmd::dump::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::SystemdUnits(a) => cmd::systemd_units::run(a, &out).map(|()| ExitCode::SUCCESS),
     };
     match r {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => ExitCode::from(out.error(&e)),
     }
 }

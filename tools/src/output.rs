@@ -18,6 +18,11 @@ impl Output {
         Output { json, socket }
     }
 
+    /// Whether `--json` was given.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
     /// Print `value` as JSON, or the text `human` builds.
     pub fn emit<T: Serialize>(
         &self,
@@ -118,4 +123,18 @@ pub fn bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// Seconds as `1h02m`, `3m05s` or `12s`.
+pub fn duration(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs / 60 % 60),
+    }
+}
+
+/// Seconds since the epoch as `YYYYmmdd-HHMMSS` UTC (automatic snapshot names).
+pub fn utc_compact(secs: u64) -> String {
+    utc(secs).replace(['-', ':'], "").replace(' ', "-")
 }

@@ -1,5 +1,5 @@
 //! `snapctl create`.
-use crate::output::Output;
+use crate::output::{utc_compact, Output};
 use ublk_snapd::{
     client,
     protocol::{Op, Reply},
@@ -10,20 +10,23 @@ use ublk_snapd::{
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The new snapshot's name (unique; letters, digits and . _ : @ + -).
-    name: String,
+    #[arg(required_unless_present = "auto_name", conflicts_with = "auto_name")]
+    name: Option<String>,
+    /// Name it PREFIX-YYYYmmdd-HHMMSS (the current time, UTC) instead.
+    #[arg(long, value_name = "PREFIX")]
+    auto_name: Option<String>,
     /// Take it of this snapshot instead of the origin.
     #[arg(long, value_name = "SNAPSHOT")]
     from: Option<String>,
 }
 
 pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
-    match client::request(
-        &out.socket,
-        Op::Create {
-            name: a.name,
-            from: a.from,
-        },
-    )? {
+    let name = match (a.name, a.auto_name) {
+        (Some(n), _) => n,
+        (None, Some(p)) => format!("{p}-{}", utc_compact(ublk_snapd::now_secs())),
+        (None, None) => return Err(Error::Invalid("give a NAME or --auto-name".into()).into()),
+    };
+    match client::request(&out.socket, Op::Create { name, from: a.from })? {
         Reply::Created(c) => out.emit(&c, || {
             format!(
                 "created snapshot {} (id {}) of {}, transaction {}",

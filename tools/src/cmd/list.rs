@@ -24,11 +24,15 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
                         s.name.clone(),
                         utc(s.created),
                         s.parent.clone().unwrap_or_else(|| "origin".into()),
+                        if s.hold { "held" } else { "-" }.into(),
                         s.device.clone().unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect();
-            table(&["ID", "NAME", "CREATED (UTC)", "FROM", "DEVICE"], &rows)
+            table(
+                &["ID", "NAME", "CREATED (UTC)", "FROM", "HOLD", "DEVICE"],
+                &rows,
+            )
         }),
         other => Err(unexpected(&other)),
     }

@@ -1,14 +1,102 @@
-//! `snapctl merge`: reserved; specified in a later issue.
-use crate::output::Output;
-use ublk_snapd::Error;
+//! `snapctl merge`: merge a snapshot into the origin, optionally waiting for the copy.
+use crate::{
+    cmd::create::unexpected,
+    output::{duration, Output},
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::{
+    io::IsTerminal,
+    time::{Duration, Instant},
+};
+use ublk_snapd::{
+    client,
+    protocol::{Job, Op, Reply},
+    Error,
+};
 
-/// Merge a snapshot back into the origin (reserved: not implemented yet).
+/// How often `--wait` asks the daemon for progress.
+const POLL: Duration = Duration::from_secs(1);
+/// How often `--wait` prints a progress line when stderr is not a terminal.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// Merge a snapshot into the origin: the origin reads what the snapshot read.
+///
+/// The snapshot disappears at once and the origin reads its data from then on; the
+/// copy onto the origin runs in the background (`snapctl status` shows it). The
+/// snapshot must not be active. Unmount the origin's filesystem first, or remount it
+/// after the merge starts: its page cache still holds the old data.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The snapshot.
     name: String,
+    /// Wait until the copy is finished, showing progress on stderr.
+    #[arg(long)]
+    wait: bool,
 }
 
-pub fn run(_a: Args, _out: &Output) -> anyhow::Result<()> {
-    Err(Error::NotImplemented("snapctl merge").into())
+pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
+    let c = match client::request(&out.socket, Op::Merge { name: a.name })? {
+        Reply::Merging(c) => c,
+        other => return Err(unexpected(&other)),
+    };
+    if a.wait {
+        wait(out)?;
+        return out.emit(&c, || format!("merged snapshot {} into the origin", c.name));
+    }
+    out.emit(&c, || {
+        format!(
+            "merging snapshot {} into the origin, transaction {} (progress: snapctl status)",
+            c.name, c.txn_id
+        )
+    })
+}
+
+fn merge_job(out: &Output) -> anyhow::Result<Option<Job>> {
+    match client::request(&out.socket, Op::Status)? {
+        Reply::Status(s) if s.failed => Err(Error::Protocol(
+            "the store failed during the merge (see the daemon's log); restart the daemon to resume it"
+                .into(),
+        )
+        .into()),
+        Reply::Status(s) => Ok(s.jobs.into_iter().find(|j| j.kind == "merge")),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn eta(j: &Job) -> String {
+    j.eta_secs
+        .map_or_else(|| "ETA unknown".into(), |s| format!("ETA {}", duration(s)))
+}
+
+/// Poll `status` until no merge job is left.
+fn wait(out: &Output) -> anyhow::Result<()> {
+    let bar = (std::io::stderr().is_terminal() && !out.json()).then(|| {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template("merge [{bar:40}] {pos}/{len} chunks, {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    });
+    let mut last_line: Option<Instant> = None;
+    while let Some(j) = merge_job(out)? {
+        match &bar {
+            Some(b) => {
+                b.set_length(j.total);
+                b.set_position(j.cursor);
+                b.set_message(eta(&j));
+            }
+            None if last_line.map_or(true, |t| t.elapsed() >= LINE_EVERY) => {
+                eprintln!("merge: {}/{} chunks, {}", j.cursor, j.total, eta(&j));
+                last_line = Some(Instant::now());
+            }
+            None => {}
+        }
+        std::thread::sleep(POLL);
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! `snapctl status`.
 use crate::{
     cmd::create::unexpected,
-    output::{bytes, table, Output},
+    output::{bytes, duration, table, Output},
 };
 use ublk_snapd::{
     client,
@@ -31,6 +31,7 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
                  store usage:    {} of {} chunks used ({:.1}%), {} metadata, {} free\n\
                  transaction:    {}\n\
                  snapshots:      {}\n\
+                 space policy:   {}, min free {} chunks, {} snapshots deleted automatically\n\
                  daemon pid:     {}\n",
                 s.origin,
                 bytes(s.size_bytes),
@@ -44,6 +45,9 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
                 u.nr_free,
                 s.txn_id,
                 s.nr_snapshots,
+                s.space_policy,
+                s.min_free_chunks,
+                s.auto_deleted,
                 s.pid,
             );
             if s.failed {
@@ -80,10 +84,15 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
                             j.kind.clone(),
                             format!("{}/{}", j.cursor, j.total),
                             format!("{p:.1}%"),
+                            j.rate.map_or_else(|| "-".into(), |r| format!("{r}/s")),
+                            j.eta_secs.map_or_else(|| "-".into(), duration),
                         ]
                     })
                     .collect();
-                t.push_str(&table(&["BACKGROUND", "PROGRESS", "DONE"], &jobs));
+                t.push_str(&table(
+                    &["BACKGROUND", "PROGRESS", "DONE", "RATE", "ETA"],
+                    &jobs,
+                ));
             }
             t
         }),
