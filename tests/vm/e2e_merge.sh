@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# tests/vm/e2e_merge.sh [BIN_DIR] - merge, hold and prune end to end on a real kernel,
+# run as root in the VM guest:
+#
+#   CARGO_TARGET_DIR=/tmp/target-merge cargo build --release -p ublk-snapd -p tools
+#   mkdir -p /tmp/merge-bin && cp /tmp/target-merge/release/{ublk-snapd,snapctl} /tmp/merge-bin/
+#   VM_MEM=3G bash tests/vm/run.sh tests/vm/e2e_merge.sh /run/host/tmp/merge-bin
+#
+# BIN_DIR holds copies of ublk-snapd and snapctl (see e2e_daemon.sh for why copies).
+# It checks: ext4 on the origin; s1 (frozen) and, after changing files, s2; merging an
+# active snapshot is refused (exit 7); `snapctl merge s1 --wait` while the origin is
+# mounted, then umount + remount (the page cache held the old data): every file
+# matches s1's checksums; s2 (active, mounted ro) still matches its own; prune
+# --dry-run lists, hold protects, prune deletes; check online and offline; e2fsck.
+set -Eeuo pipefail
+
+BIN=${1:-${UBLK_SNAP_BIN:-/run/host/tmp/merge-bin}}
+SNAPD=$BIN/ublk-snapd
+SNAPCTL=$BIN/snapctl
+W=${E2E_DIR:-/tmp/e2e-merge}
+OUT=${VM_OUT:-$W}
+ORIGIN=$W/origin.img
+STORE=$W/store.img
+SOCK=$W/run/snapd.sock
+STATE=$W/run
+LOG=$OUT/ublk-snapd-merge.log
+T0=$(date +%s)
+
+step() { printf '\n== [%ss] %s\n' "$(($(date +%s) - T0))" "$*"; }
+ok() { printf '   ok: %s\n' "$*"; }
+fail() {
+    trap - ERR
+    printf 'FAIL: %s\n' "$*"
+    echo "--- last lines of $LOG"
+    tail -n 40 "$LOG" 2>/dev/null || true
+    echo "--- kernel log"
+    dmesg | tail -n 20 || true
+    exit 1
+}
+trap 'fail "command failed at line $LINENO: $BASH_COMMAND"' ERR
+ctl() { "$SNAPCTL" --socket "$SOCK" "$@"; }
+expect_rc() {
+    local want=$1 rc=0
+    shift
+    "$@" >/dev/null 2>&1 || rc=$?
+    [ "$rc" = "$want" ] || fail "'$*' exited $rc, expected $want"
+    ok "'$*' -> exit $rc"
+}
+start_daemon() {
+    "$SNAPD" --origin "$ORIGIN" --store "$STORE" --socket "$SOCK" --state-dir "$STATE" \
+        --queues 1 --queue-depth 32 2>>"$LOG"
+}
+daemon_pid() { ctl --json status | jq -r .pid; }
+sums() { (cd "$1" && find . -type f ! -path './lost+found/*' -print0 | sort -z | xargs -0 -r sha256sum) >"$2"; }
+verify() { # verify DIR SUMS WHAT: exactly the files of SUMS, with those contents
+    (cd "$1" && sha256sum --quiet -c "$2") || fail "$3: checksum mismatch"
+    sums "$1" "$W/now.sums"
+    cmp -s <(cut -c67- "$2") <(cut -c67- "$W/now.sums") || fail "$3: not the same set of files"
+    ok "$3: $(wc -l <"$2") files match"
+}
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+names() { ctl --json list | jq -r '[.snapshots[].name] | join(",")'; }
+
+[ -x "$SNAPD" ] && [ -x "$SNAPCTL" ] || fail "binaries not found in $BIN"
+for t in mkfs.ext4 e2fsck jq fsfreeze sha256sum; do command -v $t >/dev/null || fail "$t missing"; done
+rm -rf "$W"
+mkdir -p "$W" /mnt/origin /mnt/s2
+: >"$LOG"
+echo "binaries: $BIN; work dir: $W; daemon log: $LOG; kernel $(uname -r)"
+
+step "format, start, mkfs.ext4, files"
+truncate -s 256M "$ORIGIN"
+truncate -s 512M "$STORE"
+ctl format --origin "$ORIGIN" --store "$STORE"
+ODEV=$(start_daemon) || fail "ublk-snapd did not start"
+mkfs.ext4 -q -F "$ODEV"
+mount "$ODEV" /mnt/origin
+mkdir -p /mnt/origin/dir
+for i in $(seq 1 16); do head -c $((i * 41 * 1024 + i)) /dev/urandom >/mnt/origin/f$i; done
+head -c 8M /dev/urandom >/mnt/origin/dir/big
+echo hello >/mnt/origin/dir/small
+sync
+sums /mnt/origin "$W/s1.sums"
+ok "$(wc -l <"$W/s1.sums") files"
+
+step "snapshot s1 (frozen), change files, snapshot s2 (frozen), change again"
+fsfreeze -f /mnt/origin
+ctl create s1 || { fsfreeze -u /mnt/origin; fail "create s1"; }
+fsfreeze -u /mnt/origin
+for i in $(seq 1 6); do head -c 30000 /dev/urandom >/mnt/origin/f$i; done
+rm -f /mnt/origin/f7 /mnt/origin/dir/small
+head -c 2M /dev/urandom | dd of=/mnt/origin/dir/big bs=1M seek=2 conv=notrunc status=none
+head -c 3M /dev/urandom >/mnt/origin/new
+sync
+sums /mnt/origin "$W/s2.sums"
+fsfreeze -f /mnt/origin
+ctl create s2 || { fsfreeze -u /mnt/origin; fail "create s2"; }
+fsfreeze -u /mnt/origin
+head -c 1M /dev/urandom >/mnt/origin/after-s2
+rm -f /mnt/origin/f8
+sync
+cmp -s "$W/s1.sums" "$W/s2.sums" && fail "the origin did not change"
+S2DEV=$(ctl activate s2)
+mount -o ro "$S2DEV" /mnt/s2
+verify /mnt/s2 "$W/s2.sums" "s2 before the merge"
+
+step "merging an active snapshot is refused"
+expect_rc 7 ctl merge s2
+expect_rc 6 ctl merge nosuch
+
+step "merge s1 --wait while the origin is mounted, then remount"
+ctl merge s1 --wait 2>"$W/merge-progress.txt"
+cat "$W/merge-progress.txt"
+grep -q '^merge: [0-9]*/[0-9]* chunks' "$W/merge-progress.txt" || echo "note: the merge finished before a progress line"
+[ "$(ctl --json status | jq '[.jobs[] | select(.kind=="merge")] | length')" = 0 ] || fail "merge job left after --wait"
+[ "$(names)" = s2 ] || fail "after the merge: snapshots $(names), want s2"
+ok "s1 merged and gone"
+umount /mnt/origin
+drop_caches
+e2fsck -fn "$ODEV" >"$W/fsck.txt" 2>&1 || { cat "$W/fsck.txt"; fail "e2fsck on the merged origin"; }
+ok "e2fsck -fn clean on the merged origin"
+mount "$ODEV" /mnt/origin
+verify /mnt/origin "$W/s1.sums" "origin after merge"
+verify /mnt/s2 "$W/s2.sums" "s2 after the merge"
+ctl status
+
+step "hold and prune"
+for n in a1 a2 a3; do ctl create --auto-name "$n" >/dev/null; sleep 1; done
+ctl create keep-me
+ctl hold keep-me
+ctl list
+[ "$(ctl --json list | jq -r '.snapshots[] | select(.name=="keep-me") | .hold')" = true ] || fail "keep-me not held"
+expect_rc 2 ctl prune
+ctl prune --keep-last 1 --dry-run | tee "$W/dry.txt"
+grep -q "would delete" "$W/dry.txt" || fail "dry run lists nothing"
+grep -q "skipped keep-me: held" "$W/dry.txt" || fail "dry run does not report the held snapshot"
+grep -q "skipped s2: active" "$W/dry.txt" || fail "dry run does not skip the active s2"
+BEFORE=$(names)
+[ "$(names)" = "$BEFORE" ] || fail "a dry run deleted something"
+ctl --json prune --keep-last 1 | tee "$W/prune.json"
+# unheld: s2 (active), a1-*, a2-*, a3-* -> keep a3-*, skip s2, delete a1-*, a2-*
+[ "$(jq -r '[.deleted[].name | sub("-[0-9-]*$"; "")] | join(",")' "$W/prune.json")" = a1,a2 ] \
+    || fail "prune deleted $(jq -c '[.deleted[].name]' "$W/prune.json"), want a1-*, a2-*"
+[[ "$(names)" =~ ^s2,a3-[0-9]{8}-[0-9]{6},keep-me$ ]] || fail "after prune: $(names)"
+ok "prune kept the newest, the held and the active snapshot"
+ctl --json prune --keep-last 1 | jq -e '.deleted | length == 0' >/dev/null || fail "a second prune deleted more"
+ok "a second run deletes nothing"
+ctl release keep-me
+ctl prune --keep-last 1 --prefix keep
+[[ "$(names)" =~ ^s2,a3-[0-9]{8}-[0-9]{6},keep-me$ ]] || fail "prune --prefix keep deleted something"
+ok "release and --prefix behave"
+
+step "check online and offline, shutdown"
+ctl check
+umount /mnt/s2 /mnt/origin
+ctl deactivate s2
+PID=$(daemon_pid)
+expect_rc 7 ctl check --store "$STORE"
+kill -TERM "$PID"
+for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.2; done
+kill -0 "$PID" 2>/dev/null && fail "daemon still running after SIGTERM"
+ctl check --store "$STORE"
+ctl dump --store "$STORE" | head -n 30
+e2fsck -fn "$ORIGIN" >"$W/fsck2.txt" 2>&1 || { cat "$W/fsck2.txt"; fail "e2fsck on the origin file"; }
+ok "e2fsck -fn clean on the origin file after shutdown"
+echo
+echo "e2e_merge: all checks passed in $(($(date +%s) - T0)) s"
