@@ -43,6 +43,12 @@ fn help_is_golden() {
         "deactivate",
         "delete",
         "merge",
+        "hold",
+        "release",
+        "prune",
+        "check",
+        "dump",
+        "systemd-units",
     ] {
         let out = snapctl(&[cmd, "--help"]);
         assert_eq!(out.status.code(), Some(0), "{cmd}");
@@ -89,6 +95,12 @@ fn no_daemon_exits_5_with_a_json_error() {
         &["activate", "x"],
         &["deactivate", "x"],
         &["delete", "x"],
+        &["merge", "x"],
+        &["hold", "x"],
+        &["release", "x"],
+        &["prune", "--keep-last", "1"],
+        &["check"],
+        &["dump"],
     ] {
         let mut args = vec!["--socket", sock];
         args.extend_from_slice(cmd);
@@ -100,8 +112,81 @@ fn no_daemon_exits_5_with_a_json_error() {
 }
 
 #[test]
-fn merge_is_reserved() {
-    assert_eq!(code(&["merge", "x"]), 10);
+fn prune_without_a_rule_is_a_usage_error() {
+    // refused before any request: a typo cannot delete everything
+    assert_eq!(code(&["--socket", "/nonexistent.sock", "prune"]), 2);
+    assert_eq!(code(&["prune", "--dry-run"]), 2);
+    assert_eq!(code(&["prune", "--keep-last", "x"]), 2);
+}
+
+#[test]
+fn systemd_units_are_shell_free_and_validated() {
+    let out = snapctl(&[
+        "--json",
+        "systemd-units",
+        "--every",
+        "5min",
+        "--snapctl",
+        "/usr/bin/snapctl",
+        "--prune",
+        "--hourly 24 --daily 7",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let svc = v["service"].as_str().unwrap();
+    assert!(svc.contains("ExecStart=/usr/bin/snapctl create --auto-name auto\n"));
+    assert!(svc.contains("ExecStart=/usr/bin/snapctl prune --prefix auto- --hourly 24 --daily 7\n"));
+    assert!(v["timer"]
+        .as_str()
+        .unwrap()
+        .contains("OnUnitActiveSec=5min\n"));
+    // no rule, a typo, or an unsafe word: usage
+    assert_eq!(code(&["systemd-units", "--prune", "--dry-run"]), 2);
+    assert_eq!(code(&["systemd-units", "--prune", "--kep-last 3"]), 2);
+    assert_eq!(code(&["systemd-units", "--every", "5 min"]), 2);
+    assert_eq!(code(&["systemd-units", "--prefix", "bad name"]), 2);
+    // --dir writes the two files
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert_eq!(
+        code(&["systemd-units", "--snapctl", "/bin/snapctl", "--dir", d]),
+        0
+    );
+    assert!(dir.path().join("ublk-snap-snapshot.service").exists());
+    assert!(dir.path().join("ublk-snap-snapshot.timer").exists());
+}
+
+#[test]
+fn check_and_dump_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, s) = (dir.path().join("o.img"), dir.path().join("s.img"));
+    sparse(&o, 8 << 20);
+    sparse(&s, 16 << 20);
+    let (os, ss) = (o.to_str().unwrap(), s.to_str().unwrap());
+    assert_eq!(code(&["format", "--origin", os, "--store", ss]), 0);
+    let out = snapctl(&["check", "--store", ss]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": clean"));
+    let out = snapctl(&["--json", "dump", "--store", ss, "--elements"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["superblock"]["chunk_size"], 65536);
+    assert!(v["elements"].is_array());
+    // a missing store: I/O; a store that is not one (zeros): corruption
+    assert_eq!(code(&["check", "--store", "/nonexistent/s"]), 3);
+    let z = dir.path().join("zero.img");
+    sparse(&z, 16 << 20);
+    assert_eq!(code(&["check", "--store", z.to_str().unwrap()]), 4);
+    assert_eq!(code(&["dump", "--store", z.to_str().unwrap()]), 4);
+    // a daemon (its lock) holds the store: conflict
+    let _lock = ublk_snapd::lock::StoreLock::acquire(&s).unwrap();
+    assert_eq!(code(&["check", "--store", ss]), 7);
+    assert_eq!(code(&["dump", "--store", ss]), 7);
 }
 
 fn sparse(path: &Path, len: u64) {
