@@ -30,7 +30,14 @@ part() { # part NAME COMMAND...
 # 1. In-process: every crate, unit + integration + doc tests.
 part "cargo test" cargo test --workspace
 
-# 2. Kernel: build the real binaries once, then boot a guest per script.
+# 2. Fuzzing: every on-disk decoder and the control protocol parser, bounded time.
+if [ "${SKIP_FUZZ:-0}" = 1 ]; then
+    echo "=== fuzz SKIPPED (SKIP_FUZZ=1)"
+else
+    part "fuzz" bash tests/fuzz.sh
+fi
+
+# 3. Kernel: build the real binaries once, then boot a guest per script.
 if [ "${SKIP_VM:-0}" = 1 ]; then
     echo "=== VM tests SKIPPED (SKIP_VM=1)"
     [ "${CI:-}" = true ] && { echo "CI must not skip the VM tests"; failed=$((failed + 1)); }
