@@ -27,6 +27,11 @@ part() { # part NAME COMMAND...
     fi
 }
 
+# 0. Lints: formatting, clippy, rustdoc links.
+part "fmt" cargo fmt --all -- --check
+part "clippy" cargo clippy --workspace --all-targets -- -D warnings
+part "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
+
 # 1. In-process: every crate, unit + integration + doc tests.
 part "cargo test" cargo test --workspace
 

@@ -63,7 +63,7 @@ impl VersionTree {
         }
     }
 
-    /// Insert a version loaded from the table (children are linked by [`link`]).
+    /// Insert a version loaded from the table (children are linked by [`Self::link`]).
     pub fn load(&mut self, l: Label, parent: Label, ghost: bool, ghost_since: u64) {
         let i = l.0 as usize;
         if self.nodes.len() <= i {
