@@ -40,6 +40,14 @@ pub enum Error {
         /// Its device.
         device: String,
     },
+    /// A device is open exclusively by someone else (a mounted filesystem).
+    #[error("{device} is in use (mounted?): {why}")]
+    InUse {
+        /// The device.
+        device: String,
+        /// What needs it unused.
+        why: &'static str,
+    },
     /// An argument is invalid.
     #[error("{0}")]
     Invalid(String),
@@ -82,7 +90,7 @@ impl Error {
         match self {
             Error::Store(e) => Self::code_of_store(e),
             Error::Ublk(_) | Error::Io { .. } => ErrorCode::Io,
-            Error::Locked { .. } | Error::Active { .. } => ErrorCode::Busy,
+            Error::Locked { .. } | Error::Active { .. } | Error::InUse { .. } => ErrorCode::Busy,
             Error::NoSuchSnapshot(_) => ErrorCode::NoSuchSnapshot,
             Error::NotActive(_) => ErrorCode::NotActive,
             Error::Invalid(_) => ErrorCode::Invalid,

@@ -240,7 +240,10 @@ impl Service {
     }
 
     /// `merge`: refused while the snapshot is active (deactivate it first: its device
-    /// would go away under a mounted filesystem).
+    /// would go away under a mounted filesystem), and while the origin's device is
+    /// open exclusively (a mounted filesystem): the origin's contents change under
+    /// it, and its cached metadata, written back at unmount, would corrupt the
+    /// merged filesystem.
     pub fn merge(&self, name: &str) -> Result<protocol::Changed> {
         let devs = self.devices.lock();
         let id = self.lookup(name)?;
@@ -249,6 +252,14 @@ impl Service {
                 name: name.to_owned(),
                 device,
             });
+        }
+        if let Some(device) = devs.path(Dev::Origin) {
+            if exclusively_open(&device) {
+                return Err(Error::InUse {
+                    device,
+                    why: "unmount the origin before merging into it",
+                });
+            }
         }
         let t = self.store.merge_snapshot(id)?;
         tracing::info!(name, id = id.0, txn_id = t.0, "merge started");
@@ -291,7 +302,7 @@ impl Service {
             .lock()
             .snapshots()
             .into_iter()
-            .filter(|s| prefix.map_or(true, |p| s.name.starts_with(p)))
+            .filter(|s| s.name.starts_with(prefix.unwrap_or("")))
             .collect();
         let p = retention::Policy {
             last: policy.keep_last,
@@ -543,6 +554,20 @@ impl Service {
         if let Err(e) = file.save(&state) {
             tracing::error!(error = %e, "cannot write the state file; devices will not be recovered after a crash");
         }
+    }
+}
+
+/// Whether someone holds the block device `path` open exclusively (a mounted
+/// filesystem does): our own `O_EXCL` open then fails with EBUSY.
+fn exclusively_open(path: &str) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(path)
+    {
+        Ok(_) => false,
+        Err(e) => e.raw_os_error() == Some(libc::EBUSY),
     }
 }
 

@@ -23,8 +23,8 @@ const LINE_EVERY: Duration = Duration::from_secs(5);
 ///
 /// The snapshot disappears at once and the origin reads its data from then on; the
 /// copy onto the origin runs in the background (`snapctl status` shows it). The
-/// snapshot must not be active. Unmount the origin's filesystem first, or remount it
-/// after the merge starts: its page cache still holds the old data.
+/// snapshot must not be active, and the origin must not be mounted (its stale cached
+/// metadata would be written over the merged filesystem); mount it again at once.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The snapshot.
@@ -87,7 +87,7 @@ fn wait(out: &Output) -> anyhow::Result<()> {
                 b.set_position(j.cursor);
                 b.set_message(eta(&j));
             }
-            None if last_line.map_or(true, |t| t.elapsed() >= LINE_EVERY) => {
+            None if last_line.is_none_or(|t| t.elapsed() >= LINE_EVERY) => {
                 eprintln!("merge: {}/{} chunks, {}", j.cursor, j.total, eta(&j));
                 last_line = Some(Instant::now());
             }
