@@ -47,7 +47,7 @@ fn wire_format_is_stable() {
 
 #[test]
 fn bad_requests_get_error_codes() {
-    let cases: [(&[u8], ErrorCode); 8] = [
+    let cases: [(&[u8], ErrorCode); 9] = [
         (b"", ErrorCode::BadRequest),
         (b"not json", ErrorCode::BadRequest),
         (b"[1,2]", ErrorCode::BadRequest),
@@ -58,9 +58,10 @@ fn bad_requests_get_error_codes() {
             ErrorCode::UnsupportedVersion,
         ),
         (
-            br#"{"version":1,"op":"merge","name":"x"}"#,
+            br#"{"version":1,"op":"frobnicate","name":"x"}"#,
             ErrorCode::BadRequest,
         ),
+        (br#"{"version":1,"op":"merge"}"#, ErrorCode::BadRequest),
         (br#"{"version":1,"op":"create"}"#, ErrorCode::BadRequest),
     ];
     for (line, code) in cases {
