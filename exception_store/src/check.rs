@@ -54,14 +54,7 @@ impl Store {
                 }
                 Ok(())
             };
-            self.versions
-                .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
-            self.snap_tree
-                .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
-            self.job_tree
-                .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
-            self.merged_tree
-                .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
+            self.walk_table_nodes(&mut on_node)?;
             let by_addr = &mut by_addr;
             let data = &mut data;
             let dups2 = &mut Vec::new();
@@ -178,17 +171,27 @@ impl Store {
             out.push(b);
             Ok(())
         };
-        self.versions
-            .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
-        self.snap_tree
-            .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
-        self.job_tree
-            .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
-        self.merged_tree
-            .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
+        self.walk_table_nodes(&mut on_node)?;
         self.elements
             .walk(&mut self.cache, &mut on_node, &mut |_, _| Ok(()))?;
         out.sort();
         Ok(out)
+    }
+
+    /// Visit every node of the small trees (versions, snapshots, jobs, merged-ahead
+    /// set), verifying each.
+    fn walk_table_nodes(
+        &mut self,
+        on_node: &mut dyn FnMut(blockdev::ids::BlockNr) -> btree::Result<()>,
+    ) -> Result<()> {
+        self.versions
+            .walk(&mut self.cache, on_node, &mut |_, _| Ok(()))?;
+        self.snap_tree
+            .walk(&mut self.cache, on_node, &mut |_, _| Ok(()))?;
+        self.job_tree
+            .walk(&mut self.cache, on_node, &mut |_, _| Ok(()))?;
+        self.merged_tree
+            .walk(&mut self.cache, on_node, &mut |_, _| Ok(()))?;
+        Ok(())
     }
 }

@@ -69,30 +69,7 @@ impl Store {
         }
         self.check_writable()?;
         self.alloc.ensure(0)?;
-        self.latching(|s| {
-            if let Some(r) = s.snaps.remove(&id) {
-                s.names.remove(&r.name);
-            }
-            s.dirty_snaps.insert(id);
-            let now = s.tick();
-            s.vt.make_ghost(l, now);
-            s.dirty_versions.insert(l);
-            let start = s.tick();
-            let job = s.sb.next_job_id;
-            s.sb.next_job_id += 1;
-            s.jobs.insert(
-                job,
-                JobRec {
-                    kind: JobKind::Merge,
-                    target: l,
-                    start,
-                    cursor: 0,
-                },
-            );
-            s.dirty_jobs.insert(job);
-            s.changed = true;
-            s.commit()
-        })
+        self.latching(|s| s.retire(id, l, JobKind::Merge))
     }
 
     /// Run the merge to its end now (a snapshot of the origin must see the merged

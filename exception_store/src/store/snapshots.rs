@@ -77,31 +77,40 @@ impl Store {
     pub fn delete_snapshot(&mut self, id: SnapId) -> Result<TxnId> {
         let l = self.label_of(id)?;
         self.check_writable()?;
-        self.latching(|s| {
-            let rec = s.snaps.remove(&id);
-            if let Some(r) = rec {
-                s.names.remove(&r.name);
-            }
-            s.dirty_snaps.insert(id);
-            let now = s.tick();
-            s.vt.make_ghost(l, now);
-            s.dirty_versions.insert(l);
-            let start = s.tick();
-            let job = s.sb.next_job_id;
-            s.sb.next_job_id += 1;
-            s.jobs.insert(
-                job,
-                JobRec {
-                    kind: JobKind::Delete,
-                    target: l,
-                    start,
-                    cursor: 0,
-                },
-            );
-            s.dirty_jobs.insert(job);
-            s.changed = true;
-            s.commit()
-        })
+        self.latching(|s| s.retire(id, l, JobKind::Delete))
+    }
+
+    /// Take snapshot `id` (on label `l`) away from users at once: its label becomes a
+    /// ghost and a background job of `kind` (a delete pass or a merge) is queued for
+    /// it; commits before returning.
+    pub(crate) fn retire(
+        &mut self,
+        id: SnapId,
+        l: blockdev::ids::Label,
+        kind: JobKind,
+    ) -> Result<TxnId> {
+        if let Some(r) = self.snaps.remove(&id) {
+            self.names.remove(&r.name);
+        }
+        self.dirty_snaps.insert(id);
+        let now = self.tick();
+        self.vt.make_ghost(l, now);
+        self.dirty_versions.insert(l);
+        let start = self.tick();
+        let job = self.sb.next_job_id;
+        self.sb.next_job_id += 1;
+        self.jobs.insert(
+            job,
+            JobRec {
+                kind,
+                target: l,
+                start,
+                cursor: 0,
+            },
+        );
+        self.dirty_jobs.insert(job);
+        self.changed = true;
+        self.commit()
     }
 
     /// Mark a snapshot held (never pruned) or not. Durable on return.
