@@ -9,7 +9,7 @@
 # 256 MiB store, the daemon, a snapshot s0 of the origin (activated) and a
 # writable snapshot w1 (activated).  Then KILLS times:
 #   1. fio randwrite 4k, direct I/O, --verify=crc32c --do_verify=0 --fsync=16
-#      --verify_state_save=1 on the origin device and on w1's device, in the
+#      --verify_state_save=1 --rate_iops=,1500 on the origin device and on w1's device, in the
 #      background;
 #   2. sleep 1-4 s (random), kill -9 the daemon, restart it (it recovers the same
 #      devices from its state file; in-flight requests are reissued);
@@ -34,6 +34,9 @@ SOCK=$W/run/snapd.sock
 STATE=$W/run
 LOG=$OUT/ublk-snapd-soak.log
 FIO_SIZE=${SOAK_FIO_SIZE:-32M}
+# write rate cap per device so the writers are still running at the kill (sleep <= 4 s):
+# 32 MiB of 4k blocks at 1500 IOPS take >= 5.5 s
+FIO_RATE=${SOAK_FIO_RATE_IOPS:-1500}
 T0=$(date +%s)
 
 fail() {
@@ -89,9 +92,9 @@ echo "setup: origin $ODEV, s0 $S0DEV, w1 $W1DEV, origin sha256 ${SUM0:0:16}... (
 for i in $(seq 1 "$KILLS"); do
     TI=$(date +%s)
     rm -f ./*-verify.state
-    fio_job orig "$ODEV" "$i" --do_verify=0 --fsync=16 >"$W/fio-orig-w.txt" 2>&1 &
+    fio_job orig "$ODEV" "$i" --do_verify=0 --fsync=16 --rate_iops=,"$FIO_RATE" >"$W/fio-orig-w.txt" 2>&1 &
     FO=$!
-    fio_job w1 "$W1DEV" "$((i + 100000))" --do_verify=0 --fsync=16 >"$W/fio-w1-w.txt" 2>&1 &
+    fio_job w1 "$W1DEV" "$((i + 100000))" --do_verify=0 --fsync=16 --rate_iops=,"$FIO_RATE" >"$W/fio-w1-w.txt" 2>&1 &
     FW=$!
     PID=$(daemon_pid)
     SLEEP=$((RANDOM % 4 + 1))
