@@ -18,6 +18,15 @@
 #      devices: every block fio wrote must read back with a valid crc32c header;
 #   5. s0's sha256 must equal the origin's original sha256;
 #   6. `snapctl check` (online) must exit 0.
+# KNOWN LIMITS (2026-11-23): fio's verify state counts every acknowledged write, also
+# those after the last completed fsync, which a kill -9 may legitimately lose (the
+# device has a volatile write cache, "write back"). On w1 this showed up as
+# "fio verify on w1 failed ... bad magic header" in iteration 1 of 2 of 4 runs; it
+# may be such a lost unflushed write or a real bug -- not yet told apart.
+# SOAK_DSYNC=1 adds --sync=dsync (every write flushed before it completes, so every
+# acknowledged write must survive): in the one run tried, the daemon restarted after
+# the first kill never became ready (log stopped at "device 0 flags 0 created") --
+# a recovery hang with flush/FUA writes in flight, to investigate.
 # One line per iteration, "soak_kill: N kills survived" at the end; exits non-zero
 # on the first failure, saying what failed.
 set -Eeuo pipefail
@@ -63,7 +72,7 @@ fio_job() {
     shift 3
     fio --name="$name" --filename="$dev" --size="$FIO_SIZE" --bs=4k --rw=randwrite \
         --direct=1 --ioengine=io_uring --iodepth=8 --randseed="$seed" \
-        --verify=crc32c --verify_fatal=1 --verify_state_save=1 \
+        ${SOAK_DSYNC:+--sync=dsync} --verify=crc32c --verify_fatal=1 --verify_state_save=1 \
         --output-format=terse "$@"
 }
 
@@ -87,7 +96,7 @@ S0DEV=$(ctl activate s0)
 ctl create w1 >/dev/null
 W1DEV=$(ctl activate w1)
 [ "$(sha256sum <"$S0DEV" | cut -d' ' -f1)" = "$SUM0" ] || fail "s0 differs from the origin pattern at the start"
-echo "setup: origin $ODEV, s0 $S0DEV, w1 $W1DEV, origin sha256 ${SUM0:0:16}... ($(($(date +%s) - T0)) s)"
+echo "setup: origin $ODEV, s0 $S0DEV, w1 $W1DEV, origin sha256 ${SUM0:0:16}..., write_cache $(cat /sys/block/"${W1DEV#/dev/}"/queue/write_cache 2>/dev/null) ($(($(date +%s) - T0)) s)"
 
 for i in $(seq 1 "$KILLS"); do
     TI=$(date +%s)
