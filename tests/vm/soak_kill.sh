@@ -21,7 +21,7 @@
 # KNOWN LIMITS (2026-11-23): fio's verify state counts every acknowledged write, also
 # those after the last completed fsync, which a kill -9 may legitimately lose (the
 # device has a volatile write cache, "write back"). On w1 this showed up as
-# "fio verify on w1 failed ... bad magic header" in iteration 1 of 2 of 4 runs; it
+# "fio verify on w1 failed ... bad magic header" in iteration 1 of 2 of 5 runs; it
 # may be such a lost unflushed write or a real bug -- not yet told apart.
 # SOAK_DSYNC=1 adds --sync=dsync (every write flushed before it completes, so every
 # acknowledged write must survive): in the one run tried, the daemon restarted after
