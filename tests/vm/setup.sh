@@ -4,7 +4,8 @@
 # Idempotent; run as root on Debian bookworm.  It
 #   1. adds the bookworm-backports apt suite if it is missing,
 #   2. installs QEMU (from backports), fio, e2fsprogs, kmod, busybox-static,
-#      cpio, xz-utils and libclang-dev,
+#      cpio, xz-utils and libclang-dev (and, for the VM benchmark, dmsetup,
+#      thin-provisioning-tools, jq and python3),
 #   3. downloads the newest linux-image-6.12.*+deb12-amd64 from backports
 #      and unpacks it (no install) into $VM_CACHE/kernel, then runs depmod,
 #   4. builds $VM_CACHE/initramfs.cpio.gz: static busybox, the modules needed
@@ -83,6 +84,9 @@ EOF
 
 # Packages from the regular suites, and those we want from backports.
 pkgs=(fio e2fsprogs kmod busybox-static cpio xz-utils zstd libclang-dev ca-certificates)
+# The VM benchmark (benches/vm/run.sh, tests/vm/bench_fio.sh): device-mapper stacks,
+# dm-thin's metadata tools, and jq/python3 to read fio's output.
+pkgs+=(dmsetup thin-provisioning-tools jq python3)
 bpo_pkgs=(qemu-system-x86)
 
 need_update=0
