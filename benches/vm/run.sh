@@ -56,6 +56,8 @@ fi
 rm -rf "$bin"
 mkdir -p "$bin" "$out"
 cp "$target/release/ublk-snapd" "$target/release/snapctl" /tmp/rublk/bin/rublk "$bin/"
+# a copy of the guest script too, so that editing the tree during a run changes nothing
+cp "$repo/tests/vm/bench_fio.sh" "$bin/"
 {
     echo "ublk-snap commit $commit (git archive HEAD, release build)"
     echo "host $(uname -r), $(nproc) cores, $(qemu-system-x86_64 --version | head -n1)"
@@ -69,7 +71,7 @@ export VM_PASS_ENV="BENCH_RUNTIME BENCH_DEV_MIB BENCH_ONLY BENCH_UBLK_SNAPS BENC
 for r in $(seq 1 "$runs"); do
     log "run $r of $runs (fresh guest), results in $out"
     start=$(date +%s)
-    bash "$repo/tests/vm/run.sh" "$repo/tests/vm/bench_fio.sh" /run/host/tmp/bench-bin "$r"
+    bash "$repo/tests/vm/run.sh" "$bin/bench_fio.sh" /run/host/tmp/bench-bin "$r"
     cp "$out/vm-console.log" "$out/vm-console-$r.log" 2>/dev/null || true
     log "run $r took $(($(date +%s) - start)) s"
 done
