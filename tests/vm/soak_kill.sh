@@ -59,8 +59,26 @@ fail() {
 }
 trap 'fail "command failed at line $LINENO: $BASH_COMMAND"' ERR
 ctl() { "$SNAPCTL" --socket "$SOCK" "$@"; }
+# diag: kernel stacks of the daemon's and fio's threads, in-flight counts, dmesg
+diag() {
+    local p t
+    for p in $(pgrep -f 'ublk-snapd|fio' || true); do
+        echo "--- pid $p: $(tr '\0' ' ' </proc/"$p"/cmdline 2>/dev/null | head -c 120)"
+        for t in /proc/"$p"/task/*; do
+            echo "  task ${t##*/} $(cat "$t"/comm 2>/dev/null) $(cat "$t"/wchan 2>/dev/null)"
+            sed 's/^/    /' "$t"/stack 2>/dev/null | head -n 12
+        done
+    done
+    for b in /sys/block/ublkb*; do echo "$b inflight: $(cat "$b"/inflight 2>/dev/null)"; done
+    for b in /sys/kernel/debug/block/ublkb*; do
+        grep -H . "$b"/hctx*/busy "$b"/hctx*/dispatch "$b"/requeue_list "$b"/state 2>/dev/null | head -n 20
+    done
+    echo w >/proc/sysrq-trigger 2>/dev/null || true   # every blocked task's stack
+    dmesg | tail -n 200
+}
+# start_daemon [TIMEOUT]: prints the origin device once the daemon is ready
 start_daemon() {
-    "$SNAPD" --origin "$ORIGIN" --store "$STORE" --socket "$SOCK" --state-dir "$STATE" \
+    timeout "${1:-0}" "$SNAPD" --origin "$ORIGIN" --store "$STORE" --socket "$SOCK" --state-dir "$STATE" \
         --queues 2 --queue-depth 32 2>>"$LOG"
 }
 daemon_pid() { ctl --json status | jq -r .pid; }
@@ -111,7 +129,8 @@ for i in $(seq 1 "$KILLS"); do
     kill -0 "$FO" 2>/dev/null || kill -0 "$FW" 2>/dev/null || echo "   note: iteration $i: fio already done before the kill"
     kill -9 "$PID"
     while kill -0 "$PID" 2>/dev/null; do sleep 0.1; done
-    NDEV=$(start_daemon) || fail "iteration $i: restart failed"
+    NDEV=$(start_daemon "${SOAK_RESTART_TIMEOUT:-90}") \
+        || { diag; fail "iteration $i: restart failed or timed out"; }
     [ "$NDEV" = "$ODEV" ] || fail "iteration $i: origin came back as $NDEV, was $ODEV"
     [ "$(snap_dev s0)" = "$S0DEV" ] && [ "$(snap_dev w1)" = "$W1DEV" ] \
         || fail "iteration $i: snapshot devices not recovered: $(ctl list)"

@@ -15,8 +15,14 @@ pub(crate) fn device_params(opts: &DeviceOptions, size_bytes: u64) -> sys::ublk_
         len: std::mem::size_of::<sys::ublk_params>() as u32,
         types: sys::UBLK_PARAM_TYPE_BASIC | sys::UBLK_PARAM_TYPE_DISCARD,
         basic: sys::ublk_param_basic {
-            // A write cache: the kernel sends FLUSH, and turns FUA into a post-flush.
-            attrs: sys::UBLK_ATTR_VOLATILE_CACHE,
+            // A write cache: the kernel sends FLUSH. FUA is served (a write with
+            // UBLK_IO_F_FUA is followed by a full flush before it completes), so the
+            // kernel passes FUA down instead of emulating it with a post-flush. That
+            // also matters for user recovery: on Linux 6.12 a write parked between its
+            // data and its post-flush counts as in flight forever once the queue is
+            // quiesced, and recovery after a daemon crash never finishes
+            // (tests/vm/soak_kill.sh with SOAK_DSYNC=1 hung in START_USER_RECOVERY).
+            attrs: sys::UBLK_ATTR_VOLATILE_CACHE | sys::UBLK_ATTR_FUA,
             logical_bs_shift: lbs_shift,
             physical_bs_shift: pbs_shift,
             io_opt_shift: pbs_shift,
@@ -55,6 +61,8 @@ mod tests {
         assert_eq!(p.basic.max_sectors, (512 << 10) / 512);
         assert_ne!(p.types & sys::UBLK_PARAM_TYPE_DISCARD, 0);
         assert_eq!(p.discard.max_discard_segments, 1);
+        assert_ne!(p.basic.attrs & sys::UBLK_ATTR_FUA, 0);
+        assert_ne!(p.basic.attrs & sys::UBLK_ATTR_VOLATILE_CACHE, 0);
         let p = device_params(&DeviceOptions::default(), 1 << 20);
         assert_eq!(p.basic.logical_bs_shift, 9);
     }
