@@ -9,6 +9,17 @@
 //! commit), the others sleep until it is done, so a burst of first writes costs one
 //! commit. Then the origin data is written, still outside the store lock.
 //!
+//! # Snapshot writes
+//! A snapshot write that changes metadata (a first write to a shared chunk, a hole,
+//! a relabel) completes only once that change is committed, by the same group
+//! commit. The reason is the daemon, not power loss: after `kill -9` the kernel keeps
+//! the device and its filesystem alive (user recovery) and keeps sending FLUSHes, and
+//! a FLUSH promises that every write completed before it is durable. A completed
+//! write whose chunk mapping lived only in the dead process's memory would be lost
+//! silently. Data written with `pwrite` survives the process (page cache); with its
+//! mapping committed too, a killed daemon loses no completed write at all. Writes
+//! into chunks the snapshot already owns change no metadata and do not wait.
+//!
 //! # The origin gate
 //! Origin writes hold the gate shared from prepare until their data is written;
 //! creating a snapshot holds it exclusively. So a snapshot never sees an origin write
@@ -104,7 +115,14 @@ impl SharedStore {
                         source,
                     })
             }
-            Dev::Snap(_) => self.store.lock().write(dev, offset, data),
+            Dev::Snap(_) => {
+                let need = {
+                    let mut s = self.store.lock();
+                    s.write(dev, offset, data)?;
+                    s.uncommitted_in(offset, data.len() as u64)
+                };
+                self.wait_for(need)
+            }
         }
     }
 
@@ -120,8 +138,9 @@ impl SharedStore {
         self.with_origin_commit(dev, offset, len, |s| s.discard(dev, offset, len))
     }
 
-    /// For the rarer origin operations: prepare, group-commit, then run `f` (whose own
-    /// prepare then finds nothing left to commit).
+    /// For the rarer operations: on the origin, prepare, group-commit, then run `f`
+    /// (whose own prepare then finds nothing left to commit); on a snapshot, run `f`
+    /// and wait for the commit of what it changed (see "Snapshot writes").
     fn with_origin_commit(
         &self,
         dev: Dev,
@@ -131,11 +150,23 @@ impl SharedStore {
     ) -> Result<()> {
         if dev == Dev::Origin {
             let need = self.store.lock().origin_prepare(offset, len)?;
-            if let Some(t) = need {
-                self.wait_durable(t)?;
-            }
+            self.wait_for(need)?;
+            return f(&mut self.store.lock());
         }
-        f(&mut self.store.lock())
+        let need = {
+            let mut s = self.store.lock();
+            f(&mut s)?;
+            s.uncommitted_in(offset, len)
+        };
+        self.wait_for(need)
+    }
+
+    /// [`wait_durable`](Self::wait_durable) when a transaction is named.
+    fn wait_for(&self, need: Option<TxnId>) -> Result<()> {
+        match need {
+            Some(t) => self.wait_durable(t).map(drop),
+            None => Ok(()),
+        }
     }
 
     /// Wait until transaction `t` is durable, committing it if nobody else is.

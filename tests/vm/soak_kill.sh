@@ -18,15 +18,12 @@
 #      devices: every block fio wrote must read back with a valid crc32c header;
 #   5. s0's sha256 must equal the origin's original sha256;
 #   6. `snapctl check` (online) must exit 0.
-# KNOWN LIMITS (2026-11-23): fio's verify state counts every acknowledged write, also
-# those after the last completed fsync, which a kill -9 may legitimately lose (the
-# device has a volatile write cache, "write back"). On w1 this showed up as
-# "fio verify on w1 failed ... bad magic header" in iteration 1 of 2 of 5 runs; it
-# may be such a lost unflushed write or a real bug -- not yet told apart.
-# SOAK_DSYNC=1 adds --sync=dsync (every write flushed before it completes, so every
-# acknowledged write must survive): in the one run tried, the daemon restarted after
-# the first kill never became ready (log stopped at "device 0 flags 0 created") --
-# a recovery hang with flush/FUA writes in flight, to investigate.
+# SOAK_DSYNC=1 adds --sync=dsync (every write is FUA). Every acknowledged write must
+# survive a kill -9, flushed or not: the kernel keeps the device alive across the
+# restart, so a lost completed write would be silent corruption (docs/architecture.md,
+# "A killed daemon is not a power loss").
+# SOAK_RESTART_TIMEOUT (default 90 s): a restart that is not ready by then fails the
+# run after printing the blocked tasks' stacks and blk-mq state.
 # One line per iteration, "soak_kill: N kills survived" at the end; exits non-zero
 # on the first failure, saying what failed.
 set -Eeuo pipefail

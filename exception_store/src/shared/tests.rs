@@ -62,3 +62,74 @@ fn flush_with_nothing_to_commit_returns() {
     assert!(shared.flush().unwrap() > t0);
     assert_eq!(shared.commit().unwrap(), shared.lock().txn_id());
 }
+
+/// kill -9 of the daemon: the process's memory is gone, every write it made to the
+/// devices is kept (the page cache survives the process; a `MemDevice` keeps every
+/// write). Whatever a device read before, it reads after reopening.
+#[test]
+fn a_killed_process_loses_no_completed_write() {
+    let cs = 4096u64;
+    let origin = Arc::new(MemDevice::new(32 * cs));
+    let dev = Arc::new(MemDevice::new(4096 * cs));
+    let s = Store::format(
+        origin.clone(),
+        dev.clone(),
+        cs as u32,
+        StoreOptions::default(),
+    )
+    .unwrap();
+    let shared = SharedStore::new(s);
+    for a in 0..32u64 {
+        shared
+            .write(Dev::Origin, a * cs, &vec![a as u8; cs as usize])
+            .unwrap();
+    }
+    let s1 = shared.create_snapshot("s1", None, 0).unwrap();
+    let s2 = shared.create_snapshot("s2", Some(s1), 0).unwrap();
+    let t = shared.lock().txn_id();
+    // an origin copy-out, first writes to shared chunks (allocate, split), partial
+    // writes, holes, a discard, then a steady write into a chunk already owned
+    shared
+        .write(Dev::Origin, 11 * cs, &vec![0xEE; cs as usize])
+        .unwrap();
+    shared
+        .write(Dev::Snap(s1), 3 * cs, &vec![0xA1; cs as usize])
+        .unwrap();
+    shared
+        .write(Dev::Snap(s2), 3 * cs + 512, &[0xB2; 1024])
+        .unwrap();
+    shared
+        .write(Dev::Snap(s2), 5 * cs + 100, &[0xB5; 7])
+        .unwrap();
+    shared.write_zeroes(Dev::Snap(s1), 7 * cs, cs).unwrap();
+    shared.discard(Dev::Snap(s2), 9 * cs, cs).unwrap();
+    shared.write(Dev::Snap(s1), 3 * cs + 8, &[0xC3; 8]).unwrap();
+    assert!(
+        shared.lock().txn_id() > t,
+        "metadata-changing writes committed"
+    );
+    let t2 = shared.lock().txn_id();
+    shared.write(Dev::Snap(s2), 3 * cs, &[0xD3; 16]).unwrap();
+    assert_eq!(
+        shared.lock().txn_id(),
+        t2,
+        "a write into a chunk the snapshot owns (mapping committed) commits nothing"
+    );
+    let devs = [Dev::Origin, Dev::Snap(s1), Dev::Snap(s2)];
+    let image = |sh: &SharedStore| -> Vec<Vec<u8>> {
+        devs.iter()
+            .map(|&d| {
+                let mut b = vec![0u8; 32 * cs as usize];
+                sh.read(d, 0, &mut b).unwrap();
+                b
+            })
+            .collect()
+    };
+    let before = image(&shared);
+    drop(shared); // no commit, no flush: the process is gone
+    let reopened = Store::open(origin, dev, StoreOptions::default()).unwrap();
+    let after = image(&SharedStore::new(reopened));
+    for (i, d) in devs.iter().enumerate() {
+        assert!(before[i] == after[i], "{d:?} lost a completed write");
+    }
+}

@@ -161,6 +161,21 @@ impl Store {
         Ok(must_commit.then(|| self.cache_txn()))
     }
 
+    /// The transaction that must commit before a completed write to `offset..+len`
+    /// survives losing this process's memory: the open one when an address the range
+    /// touches changed since the last commit (its element, hence where the data
+    /// lives, is not on disk yet), else none.
+    pub fn uncommitted_in(&self, offset: u64, len: u64) -> Option<TxnId> {
+        if len == 0 || self.dirty_addrs.is_empty() {
+            return None;
+        }
+        let cs = self.chunk_size;
+        let (first, last) = (offset / cs, (offset + len - 1) / cs);
+        (first..=last)
+            .any(|a| self.dirty_addrs.contains(&a))
+            .then(|| self.cache_txn())
+    }
+
     /// The transaction now open.
     pub fn cache_txn(&self) -> TxnId {
         self.cache.txn()
