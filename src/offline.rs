@@ -1,17 +1,25 @@
-//! Operations on a store with no daemon running: `format`, `check`, `dump`. Each
-//! takes the store lock first, so it is refused while a daemon serves the store.
+//! Operations on a store with no daemon running: `format`, `check`, `check
+//! --repair`, `dump`. Each takes the store lock first, so it is refused while a daemon
+//! serves the store.
 //!
 //! `check` and `dump` open the store without its origin ([`Store::open_offline`])
 //! and never commit: they write nothing (the device is opened read-write only
-//! because `FileDevice` has no read-only mode for stores).
+//! because `FileDevice` has no read-only mode for stores). `check --repair`
+//! ([`repair`]) writes only to finish unfinished background passes, and the origin
+//! only to finish a merge.
 use crate::{
     lock::StoreLock,
-    report::{CheckReport, DumpReport},
+    report::{CheckReport, DumpReport, RepairReport},
     Error, Result,
 };
-use blockdev::FileDevice;
-use exception_store::{Store, StoreOptions};
-use std::{path::PathBuf, sync::Arc};
+use blockdev::{BlockDevice, FileDevice};
+use exception_store::{repair as store_repair, Store, StoreOptions};
+use std::{
+    fs::{File, OpenOptions},
+    os::unix::fs::{FileTypeExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 /// What `format` needs.
 #[derive(Debug, Clone)]
@@ -80,6 +88,65 @@ pub fn check(store: &std::path::Path) -> Result<CheckReport> {
     let (_lock, mut s) = open_offline(store)?;
     let r = s.check()?;
     Ok(CheckReport::new(r, s.txn_id().0))
+}
+
+/// What `check --repair` needs.
+#[derive(Debug, Clone)]
+pub struct RepairOptions {
+    /// The store.
+    pub store: PathBuf,
+    /// The origin: needed only to finish a merge (which writes it).
+    pub origin: Option<PathBuf>,
+    /// Check and say what would be done; write nothing.
+    pub dry_run: bool,
+}
+
+/// Repair a store offline (see [`exception_store::repair`]): refused while a daemon
+/// holds the store ([`Error::Locked`]); with an origin that is a block device in use
+/// (mounted), refused with [`Error::InUse`]. Errors the check finds are in the report
+/// (nothing written); an `Err` means the store could not be opened or walked, or an
+/// unfinished merge needs the origin.
+pub fn repair(opts: &RepairOptions) -> Result<RepairReport> {
+    let _lock = StoreLock::acquire(&opts.store)?;
+    let dev = FileDevice::open(&opts.store).map_err(Error::io("open", &opts.store))?;
+    let mut _claim = None;
+    let origin: Option<Arc<dyn BlockDevice>> = match &opts.origin {
+        Some(p) => {
+            _claim = claim_block_device(p)?;
+            let o = FileDevice::open_with(p, !opts.dry_run).map_err(Error::io("open", p))?;
+            Some(Arc::new(o))
+        }
+        None => None,
+    };
+    let r = store_repair::repair(
+        Arc::new(dev),
+        origin,
+        store_repair::RepairOptions {
+            dry_run: opts.dry_run,
+        },
+    )?;
+    Ok(RepairReport::new(r, opts.dry_run, opts.origin.is_some()))
+}
+
+/// Hold a block device exclusively (`O_EXCL`: refused while it is mounted or claimed),
+/// so that a merge never writes under a mounted filesystem. Regular files: nothing.
+fn claim_block_device(path: &Path) -> Result<Option<File>> {
+    let meta = std::fs::metadata(path).map_err(Error::io("open", path))?;
+    if !meta.file_type().is_block_device() {
+        return Ok(None);
+    }
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(path)
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(Error::InUse {
+            device: path.display().to_string(),
+            why: "repairing a merge writes the origin",
+        }),
+        Err(e) => Err(Error::io("open", path)(e)),
+    }
 }
 
 /// Dump a store offline (see [`Store::dump`]).

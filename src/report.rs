@@ -1,7 +1,7 @@
 //! The serializable forms of the store's `check` report and `dump`, shared by the
 //! offline tools ([`crate::offline`]) and the online `check` / `dump` ops of
 //! [`crate::protocol`], so both print the same thing.
-use exception_store::{check, dump};
+use exception_store::{check, dump, repair};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -35,6 +35,69 @@ impl CheckReport {
             nr_meta_blocks: r.nr_meta_blocks,
             nr_data_chunks: r.nr_data_chunks,
             txn_id,
+        }
+    }
+}
+
+/// What `check --repair` found and did (see [`exception_store::repair`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairReport {
+    /// `nothing_to_do`, `would_repair` (dry run), `repaired`, or `refused` (the check
+    /// found errors; nothing was written).
+    pub outcome: String,
+    /// Nothing was to be written.
+    pub dry_run: bool,
+    /// The store is clean now (the check after repairing, else the first one).
+    pub clean: bool,
+    /// Unfinished background passes found (finished when `outcome` is `repaired`).
+    pub passes: Vec<RepairPass>,
+    /// Leaked data chunks and metadata blocks the check found: 0 after an open (free
+    /// space is not stored; `open` rebuilds it from the trees), so never anything to
+    /// repair.
+    pub leaked: u64,
+    /// The check of the store as found.
+    pub before: CheckReport,
+    /// The check of the store reopened after repairing (`repaired` only).
+    pub after: Option<CheckReport>,
+}
+
+/// An unfinished background pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairPass {
+    /// "delete", "cleanup" or "merge".
+    pub kind: String,
+    /// The deleted or merged label (0 for cleanup).
+    pub target: u32,
+    /// The next address it would have visited.
+    pub cursor: u64,
+    /// Addresses of the origin.
+    pub total: u64,
+    /// A merge, with no origin given: it cannot be finished without one.
+    pub needs_origin: bool,
+}
+
+impl RepairReport {
+    /// From the store's repair; `dry_run` and whether an origin was given, as asked.
+    pub fn new(r: repair::Repair, dry_run: bool, have_origin: bool) -> Self {
+        let clean = r.is_clean();
+        RepairReport {
+            outcome: r.outcome.name().to_owned(),
+            dry_run,
+            clean,
+            passes: r
+                .passes
+                .iter()
+                .map(|p| RepairPass {
+                    kind: p.kind.to_owned(),
+                    target: p.target.0,
+                    cursor: p.cursor,
+                    total: p.total,
+                    needs_origin: p.kind == "merge" && !have_origin,
+                })
+                .collect(),
+            leaked: r.before.nr_leaked_chunks + r.before.nr_leaked_blocks,
+            before: CheckReport::new(r.before, r.txn_before.0),
+            after: r.after.map(|a| CheckReport::new(a, r.txn_after.0)),
         }
     }
 }

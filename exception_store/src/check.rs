@@ -2,7 +2,9 @@
 //! checksum, magic, own block number and transaction, key order and bounds, tables),
 //! plus what only a whole walk can tell:
 //! - every allocated chunk and block is referenced exactly once (no leak, no double
-//!   reference), compared with the live allocator of the open store;
+//!   reference), compared with the live allocator of the open store. The allocator
+//!   is not stored: `open` rebuilds it from the trees, so a leak can only show in a
+//!   store that has been running (an online check), never right after an open;
 //! - no element names a label outside the version tree, or label 0;
 //! - every snapshot reads through a live, non-ghost label, one snapshot per label;
 //! - with no background work pending: every ghost has two or more children, and every
@@ -27,6 +29,10 @@ pub struct Report {
     pub nr_meta_blocks: u64,
     /// Data chunks referenced.
     pub nr_data_chunks: u64,
+    /// Data chunks allocated but referenced by nothing (each also a warning).
+    pub nr_leaked_chunks: u64,
+    /// Metadata blocks allocated but referenced by nothing (each also a warning).
+    pub nr_leaked_blocks: u64,
 }
 
 impl Report {
@@ -87,6 +93,7 @@ impl Store {
         let pend_b: BTreeSet<u64> = pend_blocks.iter().map(|b| b.0).collect();
         for c in alloc_data.difference(&data) {
             if !pend_c.contains(c) {
+                rep.nr_leaked_chunks += 1;
                 rep.warnings
                     .push(format!("data chunk {c} allocated but unreferenced (leak)"));
             }
@@ -97,6 +104,7 @@ impl Store {
         }
         for b in alloc_blocks.difference(&blocks) {
             if !pend_b.contains(b) {
+                rep.nr_leaked_blocks += 1;
                 rep.warnings.push(format!(
                     "metadata block {b} allocated but unreferenced (leak)"
                 ));

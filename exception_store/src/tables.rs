@@ -142,6 +142,17 @@ pub enum JobKind {
     Merge,
 }
 
+impl JobKind {
+    /// "delete", "cleanup" or "merge", as reports name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::Delete => "delete",
+            JobKind::Cleanup => "cleanup",
+            JobKind::Merge => "merge",
+        }
+    }
+}
+
 /// A row of the job table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobRec {

@@ -11,8 +11,8 @@ mod output;
 
 /// Manage ublk-snap stores and snapshots.
 ///
-/// `format`, and `check` and `dump` with --store, work offline (the daemon must not
-/// be running on the store); the other commands talk to ublk-snapd over its control
+/// `format`, and `check` (and `check --repair`) and `dump` with --store, work offline
+/// (the daemon must not be running on the store); the other commands talk to ublk-snapd over its control
 /// socket. Exit codes: 0 ok, 1 check found problems, 2 usage, 3 I/O error,
 /// 4 corruption, 5 daemon not running, 6 no such snapshot, 7 conflict, 8 store full,
 /// 9 protocol error (see docs/cli.md).

@@ -1,6 +1,5 @@
 //! What the store reports about itself: usage, snapshots, background work.
 use super::Store;
-use crate::tables::JobKind;
 use blockdev::ids::{Label, SnapId, TxnId};
 
 /// One snapshot, as listed.
@@ -89,11 +88,7 @@ impl Store {
                 .jobs
                 .values()
                 .map(|j| JobInfo {
-                    kind: match j.kind {
-                        JobKind::Delete => "delete",
-                        JobKind::Cleanup => "cleanup",
-                        JobKind::Merge => "merge",
-                    },
+                    kind: j.kind.name(),
                     cursor: j.cursor.min(total),
                     total,
                 })

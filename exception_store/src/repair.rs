@@ -1,0 +1,179 @@
+//! `check --repair`: finish offline what can be finished safely; refuse anything that
+//! could lose data.
+//!
+//! [`repair`] opens the store, runs [`Store::check`], and then:
+//! - **Corruption** that prevents opening or walking the store (a bad checksum, a
+//!   block out of order, a chunk referenced twice ...): the `Err` of the open or the
+//!   check is returned; nothing is written.
+//! - **Errors** in the check's report (an element naming a dead label, a thin ghost
+//!   with no pass pending, ...): [`Outcome::Refused`]; nothing is written. Repair never
+//!   guesses which of two conflicting records is right.
+//! - **Unfinished background passes** (delete, cleanup, merge): their cursors are
+//!   persistent (the job table), and the daemon finishes them by itself once it runs.
+//!   Repair runs them to their end now, with the daemon's own code
+//!   ([`Store::run_background`]), committing every [`REPAIR_BATCH`] address visits,
+//!   so an interrupted repair resumes like an interrupted pass. Delete and cleanup
+//!   passes change metadata only. A merge also writes the merged snapshot's data over
+//!   the origin, so it needs the origin device: without one, repair fails with
+//!   [`Error::Invalid`] before writing anything.
+//! - **Leaked chunks and blocks**: nothing to write. The allocator is not stored; `open`
+//!   rebuilds it from the committed trees, so a chunk nothing references is free at
+//!   the next open and an offline check never reports a leak.
+//! - **Orphaned elements** (a warning: an element no visible version reads) are kept
+//!   and reported: if the version tree were damaged, their data could be what it lost.
+//!
+//! After running passes, repair reopens the store from the device and checks it again
+//! ([`Repair::after`]). A dry run stops after the first check and writes nothing; so
+//! does a store with nothing to repair.
+use crate::{check::Report, tables::JobKind, Error, Result, Store, StoreOptions};
+use blockdev::{
+    ids::{Label, TxnId},
+    BlockDevice,
+};
+use std::sync::Arc;
+
+/// Address visits of background work per commit while repairing.
+pub const REPAIR_BATCH: usize = 1024;
+
+/// What [`repair`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RepairOptions {
+    /// Check and plan only; write nothing.
+    pub dry_run: bool,
+}
+
+/// How a repair ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to repair; nothing was written.
+    NothingToDo,
+    /// Dry run: [`Repair::passes`] would be finished; nothing was written.
+    WouldRepair,
+    /// The passes were finished and committed; [`Repair::after`] is the new check.
+    Repaired,
+    /// The check found errors ([`Repair::before`]); nothing was written.
+    Refused,
+}
+
+impl Outcome {
+    /// `nothing_to_do`, `would_repair`, `repaired` or `refused`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::NothingToDo => "nothing_to_do",
+            Outcome::WouldRepair => "would_repair",
+            Outcome::Repaired => "repaired",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+/// An unfinished background pass, as found before repairing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pass {
+    /// "delete", "cleanup" or "merge".
+    pub kind: &'static str,
+    /// The deleted or merged label (0 for a cleanup pass).
+    pub target: Label,
+    /// The next address it would visit.
+    pub cursor: u64,
+    /// Addresses of the origin (the cursor's end).
+    pub total: u64,
+}
+
+/// What [`repair`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repair {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The check of the store as found.
+    pub before: Report,
+    /// The transaction found.
+    pub txn_before: TxnId,
+    /// Unfinished passes found (finished unless refused or a dry run).
+    pub passes: Vec<Pass>,
+    /// The check of the store reopened after repairing ([`Outcome::Repaired`] only).
+    pub after: Option<Report>,
+    /// The last committed transaction when repair returned.
+    pub txn_after: TxnId,
+}
+
+impl Repair {
+    /// The check that describes the store as it is now: `after` if repaired, else
+    /// `before`.
+    pub fn current(&self) -> &Report {
+        self.after.as_ref().unwrap_or(&self.before)
+    }
+
+    /// Whether the store is now clean (neither errors nor warnings).
+    pub fn is_clean(&self) -> bool {
+        self.outcome != Outcome::Refused && self.current().is_clean()
+    }
+}
+
+fn open(dev: &Arc<dyn BlockDevice>, origin: &Option<Arc<dyn BlockDevice>>) -> Result<Store> {
+    match origin {
+        Some(o) => Store::open(o.clone(), dev.clone(), StoreOptions::default()),
+        None => Store::open_offline(dev.clone()),
+    }
+}
+
+/// Check the store on `dev` and finish what can be finished safely (see the module
+/// documentation). `origin` is needed only to finish a merge; without it the store is
+/// opened as [`Store::open_offline`] does. The caller must make sure nothing else uses
+/// the devices (the daemon's store lock).
+pub fn repair(
+    dev: Arc<dyn BlockDevice>,
+    origin: Option<Arc<dyn BlockDevice>>,
+    opts: RepairOptions,
+) -> Result<Repair> {
+    let mut s = open(&dev, &origin)?;
+    let before = s.check()?;
+    let txn_before = s.txn_id();
+    let total = s.size().div_ceil(s.chunk_size());
+    let passes: Vec<Pass> = s
+        .jobs
+        .values()
+        .map(|j| Pass {
+            kind: j.kind.name(),
+            target: j.target,
+            cursor: j.cursor.min(total),
+            total,
+        })
+        .collect();
+    let mut rep = Repair {
+        outcome: Outcome::NothingToDo,
+        before,
+        txn_before,
+        passes,
+        after: None,
+        txn_after: txn_before,
+    };
+    if !rep.before.errors.is_empty() {
+        rep.outcome = Outcome::Refused;
+        return Ok(rep);
+    }
+    if rep.passes.is_empty() {
+        return Ok(rep);
+    }
+    if opts.dry_run {
+        rep.outcome = Outcome::WouldRepair;
+        return Ok(rep);
+    }
+    if origin.is_none() && s.jobs.values().any(|j| j.kind == JobKind::Merge) {
+        return Err(Error::Invalid(
+            "an unfinished merge writes the merged snapshot's data over the origin: \
+             repairing it needs the origin device"
+                .into(),
+        ));
+    }
+    s.run_background(REPAIR_BATCH)?;
+    drop(s);
+    let mut s = open(&dev, &origin)?;
+    rep.after = Some(s.check()?);
+    rep.txn_after = s.txn_id();
+    rep.outcome = Outcome::Repaired;
+    Ok(rep)
+}
+
+#[cfg(test)]
+mod tests;
