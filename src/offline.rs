@@ -103,7 +103,7 @@ pub struct RepairOptions {
 
 /// Repair a store offline (see [`exception_store::repair`]): refused while a daemon
 /// holds the store ([`Error::Locked`]); with an origin that is a block device in use
-/// (mounted), refused with [`Error::InUse`]. Errors the check finds are in the report
+/// (mounted), refused with [`Error::InUse`] (a dry run opens it read-only, unclaimed). Errors the check finds are in the report
 /// (nothing written); an `Err` means the store could not be opened or walked, or an
 /// unfinished merge needs the origin.
 pub fn repair(opts: &RepairOptions) -> Result<RepairReport> {
@@ -112,7 +112,9 @@ pub fn repair(opts: &RepairOptions) -> Result<RepairReport> {
     let mut _claim = None;
     let origin: Option<Arc<dyn BlockDevice>> = match &opts.origin {
         Some(p) => {
-            _claim = claim_block_device(p)?;
+            if !opts.dry_run {
+                _claim = claim_block_device(p)?;
+            }
             let o = FileDevice::open_with(p, !opts.dry_run).map_err(Error::io("open", p))?;
             Some(Arc::new(o))
         }
