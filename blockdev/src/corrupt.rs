@@ -60,9 +60,41 @@ pub struct Corrupt {
     pub reason: Reason,
 }
 
+impl fmt::Display for BlockKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BlockKind::Superblock => "superblock",
+            BlockKind::Node => "B-tree node",
+            BlockKind::Reference => "reference",
+        })
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::BadChecksum => f.write_str("checksum mismatch"),
+            Reason::BadMagic => f.write_str("bad magic (not written by ublk-snap)"),
+            Reason::WrongBlockNr { found } => {
+                write!(f, "holds block {found} (a misdirected write)")
+            }
+            Reason::TxnFromFuture { found } => {
+                write!(f, "written by transaction {found}, newer than its parent")
+            }
+            Reason::KeysOutOfOrder => f.write_str("keys out of order"),
+            Reason::BadEntryCount => f.write_str("entry count does not fit the block"),
+            Reason::TooDeep => f.write_str("tree deeper than any written"),
+            Reason::BadField => f.write_str("a field holds a value no writer produces"),
+            Reason::OutOfRange => f.write_str("reference outside the device"),
+            Reason::DoubleReference => f.write_str("referenced twice"),
+            Reason::Unsupported => f.write_str("unsupported format version or feature"),
+        }
+    }
+}
+
 impl fmt::Display for Corrupt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} block {}: {:?}", self.kind, self.block, self.reason)
+        write!(f, "{} at block {}: {}", self.kind, self.block, self.reason)
     }
 }
 

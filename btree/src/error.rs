@@ -17,7 +17,7 @@ pub enum Error {
     },
     /// A metadata block failed verification.
     #[error("corrupt metadata: {0}")]
-    Corrupt(#[from] Corrupt),
+    Corrupt(Corrupt),
     /// No free block for metadata.
     #[error("out of metadata space")]
     NoSpace,
@@ -25,3 +25,11 @@ pub enum Error {
 
 /// Result of the B-tree layer.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+// By hand rather than `#[from]`: the message already shows the block, and a `source`
+// would make `{:#}` print it twice.
+impl From<Corrupt> for Error {
+    fn from(c: Corrupt) -> Self {
+        Error::Corrupt(c)
+    }
+}

@@ -38,7 +38,7 @@ pub enum Error {
     },
     /// Metadata failed verification; nothing was served from it.
     #[error("corrupt store: {0}")]
-    Corrupt(#[from] Corrupt),
+    Corrupt(Corrupt),
     /// The store is full.
     #[error("exception store out of {0} space")]
     NoSpace(Space),
@@ -109,3 +109,11 @@ pub fn snap_name(id: SnapId) -> String {
 
 /// Result of the exception store.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+// By hand rather than `#[from]`: the message already shows the block, and a `source`
+// would make `{:#}` print it twice.
+impl From<Corrupt> for Error {
+    fn from(c: Corrupt) -> Self {
+        Error::Corrupt(c)
+    }
+}

@@ -1,0 +1,107 @@
+//! Bad input at the daemon's edges, through `Service::open` (what `ublk-snapd` runs
+//! before it creates any device): an origin that shrank or grew since `format`, a
+//! truncated store, a store formatted for another origin, a file that is no store.
+//! Each is refused with an error that names the problem and maps to a documented
+//! exit code, and neither file changes by a byte. (A read-only origin needs a
+//! read-only mount or device, which root on the host cannot make: the VM test
+//! `tests/vm/e2e_daemon.sh` covers it.)
+use std::path::{Path, PathBuf};
+use ublk_snapd::{
+    exit,
+    offline::{self, FormatOptions},
+    service::{Config, Service},
+};
+
+fn files(dir: &Path, origin_len: u64) -> (PathBuf, PathBuf) {
+    let origin = dir.join("origin.img");
+    let store = dir.join("store.img");
+    let pattern: Vec<u8> = (0..origin_len).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&origin, pattern).unwrap();
+    std::fs::File::create(&store)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    offline::format(&FormatOptions {
+        origin: origin.clone(),
+        store: store.clone(),
+        chunk_size: 64 << 10,
+    })
+    .unwrap();
+    (origin, store)
+}
+
+fn config(origin: &Path, store: &Path) -> Config {
+    Config {
+        origin: origin.to_path_buf(),
+        store: store.to_path_buf(),
+        cache_bytes: 4 << 20,
+        state_dir: None,
+        ..Config::default()
+    }
+}
+
+/// Open must fail, with `want` in the message and exit code `code`, leaving both
+/// files byte-identical.
+fn refused(origin: &Path, store: &Path, want: &str, code: u8) {
+    let before = (
+        std::fs::read(origin).unwrap(),
+        std::fs::read(store).unwrap(),
+    );
+    let err = match Service::open(config(origin, store)) {
+        Ok(_) => panic!("opened, expected an error containing {want:?}"),
+        Err(e) => anyhow::Error::from(e),
+    };
+    let msg = format!("{err:#}");
+    assert!(msg.contains(want), "{msg:?} does not say {want:?}");
+    assert_eq!(exit::exit_code(err.chain()), code, "exit code for {msg:?}");
+    let after = (
+        std::fs::read(origin).unwrap(),
+        std::fs::read(store).unwrap(),
+    );
+    assert!(before.0 == after.0, "the origin changed");
+    assert!(before.1 == after.1, "the store changed");
+}
+
+#[test]
+fn an_origin_that_shrank_or_grew_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, store) = files(dir.path(), 4 << 20);
+    assert!(
+        Service::open(config(&origin, &store)).is_ok(),
+        "the good pair opens"
+    );
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&origin)
+        .unwrap();
+    f.set_len(3 << 20).unwrap();
+    refused(&origin, &store, "origin size", exit::USAGE);
+    f.set_len(5 << 20).unwrap();
+    refused(&origin, &store, "origin size", exit::USAGE);
+}
+
+#[test]
+fn a_truncated_or_foreign_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, store) = files(dir.path(), 4 << 20);
+    // formatted for another origin (of another size)
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (origin2, _) = files(&other, 2 << 20);
+    refused(&origin2, &store, "origin size", exit::USAGE);
+    // truncated
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&store)
+        .unwrap();
+    f.set_len(1 << 20).unwrap();
+    refused(&origin, &store, "store", exit::USAGE);
+    // not a store at all
+    std::fs::write(&store, vec![0x5a; 1 << 20]).unwrap();
+    refused(
+        &origin,
+        &store,
+        "superblock at block 0: bad magic",
+        exit::CORRUPT,
+    );
+}
