@@ -17,7 +17,9 @@ use blockdev::{
 use btree::elements::Ptr;
 use std::{collections::BTreeMap, io, sync::Arc};
 
-/// A stand-in origin for offline tools: zeros, read-only.
+/// A stand-in origin for offline tools: it has the recorded size, and every read or
+/// write fails. (Reading zeros instead would let a tool that copies from the origin,
+/// a copy-out or a merge step, silently store zeros for a snapshot.)
 #[derive(Debug)]
 struct AbsentOrigin(u64);
 
@@ -27,8 +29,10 @@ impl BlockDevice for AbsentOrigin {
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         blockdev::check_range(self.0, offset, buf.len() as u64)?;
-        buf.fill(0);
-        Ok(())
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the origin is not open (offline tool)",
+        ))
     }
     fn write_at(&self, _: &[u8], _: u64) -> io::Result<()> {
         Err(io::Error::new(

@@ -12,7 +12,7 @@
 # binaries with test features) replaces them under the guest, which then crashes
 # in ld.so when it starts the daemon again.
 #
-# It checks: format; daemon start (daemon mode, readiness); a second daemon and an
+# It checks: format; a read-only origin refused (exit 3, store unchanged); daemon start (daemon mode, readiness); a second daemon and an
 # online format are refused; mkfs.ext4 + files on the origin; a snapshot (frozen
 # fs) verified file by file after the origin changed; a snapshot of a snapshot,
 # written to, both verified; fio --verify=crc32c on the origin and on a writable
@@ -97,6 +97,22 @@ truncate -s 512M "$STORE"
 ctl format --origin "$ORIGIN" --store "$STORE"
 expect_rc 2 ctl format --origin "$ORIGIN" --store "$STORE" --chunk-size 3K
 expect_rc 5 ctl status
+
+step "a read-only origin is refused, nothing written"
+mkdir -p /mnt/ro
+mount -t tmpfs -o size=64M tmpfs /mnt/ro
+truncate -s 16M /mnt/ro/origin.img
+truncate -s 64M "$W/ro-store.img"
+ctl format --origin /mnt/ro/origin.img --store "$W/ro-store.img" >/dev/null
+mount -o remount,ro /mnt/ro
+RO_SUM=$(sha256sum <"$W/ro-store.img")
+RO_ERR=$("$SNAPD" --foreground --origin /mnt/ro/origin.img --store "$W/ro-store.img" \
+    --socket "$W/ro.sock" --state-dir "$W/ro-run" 2>&1) && fail "ublk-snapd served a read-only origin"
+case $RO_ERR in *"Read-only file system"*) ;; *) fail "unclear error for a read-only origin: $RO_ERR" ;; esac
+expect_rc 3 "$SNAPD" --foreground --origin /mnt/ro/origin.img --store "$W/ro-store.img" --socket "$W/ro.sock" --state-dir "$W/ro-run"
+[ "$(sha256sum <"$W/ro-store.img")" = "$RO_SUM" ] || fail "the refused daemon changed the store"
+umount /mnt/ro
+ok "read-only origin: ${RO_ERR##*: }"
 
 step "start the daemon (daemon mode)"
 ODEV=$(start_daemon) || fail "ublk-snapd did not start"
