@@ -163,7 +163,11 @@ pub fn serve(cfg: Config, socket: &Path, ready: &Readiness) -> Result<()> {
             return Err(e);
         }
     };
-    let worker = Worker::start(service.store().clone(), service.progress().clone())
+    let tick: Box<dyn Fn() + Send> = {
+        let s = service.clone();
+        Box::new(move || s.start_deferred_merge())
+    };
+    let worker = Worker::start(service.store().clone(), service.progress().clone(), tick)
         .map_err(Error::io("start", "the worker"));
     let worker = match worker {
         Ok(w) => w,

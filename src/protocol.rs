@@ -92,6 +92,10 @@ pub enum Op {
     Merge {
         /// Which.
         name: String,
+        /// When the origin device is in use (a mounted filesystem), start the merge
+        /// when it is next closed (or at a clean shutdown) instead of refusing.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        deferred: bool,
     },
     /// Mark a snapshot held: `prune` and the space policy never delete it.
     Hold {
@@ -198,6 +202,9 @@ pub enum Reply {
     Deactivated(Changed),
     /// `merge` started (the snapshot is gone; the copy runs in the background).
     Merging(Changed),
+    /// `merge --deferred` while the origin is in use: the merge starts when the origin
+    /// device is next closed (see `Status::deferred_merge`).
+    MergeDeferred(Changed),
     /// `hold` succeeded.
     Held(Changed),
     /// `release` succeeded.
@@ -298,6 +305,9 @@ pub struct Status {
     pub devices: Vec<ActiveDevice>,
     /// Background passes and their progress.
     pub jobs: Vec<Job>,
+    /// A merge waiting for the origin device to be closed (`merge --deferred`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_merge: Option<String>,
     /// A metadata write failed: the store refuses changes until the daemon restarts.
     pub failed: bool,
     /// What a full store does to origin writes: "fail" or "delete-oldest".

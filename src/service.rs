@@ -51,6 +51,8 @@ pub struct Service {
     devices: Mutex<Devices>,
     state: Option<StateFile>,
     progress: Arc<Progress>,
+    /// A merge waiting for the origin device to be closed (`merge --deferred`).
+    deferred_merge: Mutex<Option<SnapId>>,
     cfg: Config,
     _lock: StoreLock,
 }
@@ -96,6 +98,7 @@ impl Service {
             devices: Mutex::new(Devices::new()),
             state,
             progress: Arc::default(),
+            deferred_merge: Mutex::new(None),
             cfg,
             _lock: lock,
         })
@@ -122,6 +125,10 @@ impl Service {
             );
         }
         let mut devs = self.devices.lock();
+        if let Some(id) = previous.as_ref().and_then(|p| p.deferred_merge) {
+            tracing::info!(id, "a merge is still deferred until the origin is closed");
+            *self.deferred_merge.lock() = Some(SnapId(id));
+        }
         let origin_id = previous.as_ref().and_then(|p| p.origin_dev_id);
         let origin = self.bring_up(Dev::Origin, origin_id)?;
         devs.insert(Dev::Origin, origin);
@@ -146,6 +153,9 @@ impl Service {
     /// Stop every device, commit, and remove the state file.
     pub fn shutdown(&self) -> Result<()> {
         self.devices.lock().stop_all();
+        // With the origin's device gone nobody has it mounted: like LVM, a deferred
+        // merge starts now, and its copy resumes with the next daemon.
+        self.start_deferred_merge();
         let r = crate::target::flush(&self.store);
         if let Some(s) = &self.state {
             s.remove();
@@ -172,7 +182,10 @@ impl Service {
             Op::Status => Ok(Reply::Status(self.status())),
             Op::Activate { name } => self.activate(&name).map(Reply::Activated),
             Op::Deactivate { name } => self.deactivate(&name).map(Reply::Deactivated),
-            Op::Merge { name } => self.merge(&name).map(Reply::Merging),
+            Op::Merge { name, deferred } => self.merge(&name, deferred).map(|m| match m {
+                Merge::Started(c) => Reply::Merging(c),
+                Merge::Deferred(c) => Reply::MergeDeferred(c),
+            }),
             Op::Hold { name } => self.hold(&name, true).map(Reply::Held),
             Op::Release { name } => self.hold(&name, false).map(Reply::Released),
             Op::Prune {
@@ -240,11 +253,14 @@ impl Service {
     }
 
     /// `merge`: refused while the snapshot is active (deactivate it first: its device
-    /// would go away under a mounted filesystem), and while the origin's device is
-    /// open exclusively (a mounted filesystem): the origin's contents change under
-    /// it, and its cached metadata, written back at unmount, would corrupt the
-    /// merged filesystem.
-    pub fn merge(&self, name: &str) -> Result<protocol::Changed> {
+    /// would vanish under its users). While the origin device is open exclusively (a
+    /// mounted filesystem) it is refused too, or with `deferred` recorded and started
+    /// by [`start_deferred_merge`](Self::start_deferred_merge) once the origin is
+    /// closed: merging under a mounted filesystem would have it write its stale cache
+    /// over the merged data (the filesystem must see the change as a new disk). The
+    /// origin is held open exclusively while the merge starts, so nobody mounts it
+    /// in between.
+    pub fn merge(&self, name: &str, deferred: bool) -> Result<Merge> {
         let devs = self.devices.lock();
         let id = self.lookup(name)?;
         if let Some(device) = devs.path(Dev::Snap(id)) {
@@ -253,20 +269,99 @@ impl Service {
                 device,
             });
         }
-        if let Some(device) = devs.path(Dev::Origin) {
-            if exclusively_open(&device) {
-                return Err(Error::InUse {
-                    device,
-                    why: "unmount the origin before merging into it",
-                });
-            }
-        }
+        let claim = match devs.path(Dev::Origin) {
+            Some(device) => match claim_exclusive(&device) {
+                Claim::Held(f) => Some(f),
+                Claim::Busy if deferred => {
+                    let mut d = self.deferred_merge.lock();
+                    if d.is_some_and(|other| other != id) {
+                        return Err(Error::InUse {
+                            device,
+                            why: "another merge is already deferred until it is closed",
+                        });
+                    }
+                    *d = Some(id);
+                    drop(d);
+                    self.save_state(&devs);
+                    tracing::info!(name, "merge deferred until the origin device is closed");
+                    return Ok(Merge::Deferred(protocol::Changed {
+                        name: name.to_owned(),
+                        txn_id: self.store.lock().txn_id().0,
+                    }));
+                }
+                Claim::Busy => {
+                    return Err(Error::InUse {
+                        device,
+                        why: "unmount the origin before merging into it, or use merge --deferred",
+                    })
+                }
+                Claim::Unknown => None,
+            },
+            None => None,
+        };
         let t = self.store.merge_snapshot(id)?;
+        drop(claim);
+        let was_deferred = {
+            let mut d = self.deferred_merge.lock();
+            let was = *d == Some(id);
+            if was {
+                *d = None;
+            }
+            was
+        };
+        if was_deferred {
+            self.save_state(&devs);
+        }
         tracing::info!(name, id = id.0, txn_id = t.0, "merge started");
-        Ok(protocol::Changed {
+        Ok(Merge::Started(protocol::Changed {
             name: name.to_owned(),
             txn_id: t.0,
-        })
+        }))
+    }
+
+    /// Start the deferred merge, if there is one and the origin device is no longer
+    /// in use (the worker calls this about once a second; a clean shutdown calls it
+    /// once the devices are gone). A deferred merge whose snapshot was deleted is
+    /// dropped; one whose snapshot is active waits until it is deactivated.
+    pub fn start_deferred_merge(&self) {
+        let devs = self.devices.lock();
+        let Some(id) = *self.deferred_merge.lock() else {
+            return;
+        };
+        let name = self
+            .store
+            .lock()
+            .snapshots()
+            .into_iter()
+            .find(|i| i.id == id)
+            .map(|i| i.name);
+        let Some(name) = name else {
+            tracing::warn!(
+                id = id.0,
+                "the snapshot of the deferred merge is gone; merge dropped"
+            );
+            *self.deferred_merge.lock() = None;
+            self.save_state(&devs);
+            return;
+        };
+        if devs.get(Dev::Snap(id)).is_some() {
+            return;
+        }
+        let claim = match devs.path(Dev::Origin) {
+            Some(device) => match claim_exclusive(&device) {
+                Claim::Held(f) => Some(f),
+                Claim::Busy => return,
+                Claim::Unknown => None,
+            },
+            None => None,
+        };
+        match self.store.merge_snapshot(id) {
+            Ok(t) => tracing::info!(name, txn_id = t.0, "deferred merge started"),
+            Err(e) => tracing::error!(name, error = %e, "deferred merge failed to start; dropped"),
+        }
+        drop(claim);
+        *self.deferred_merge.lock() = None;
+        self.save_state(&devs);
     }
 
     /// `hold` and `release`.
@@ -480,6 +575,10 @@ impl Service {
                     eta_secs,
                 })
                 .collect(),
+            deferred_merge: self
+                .deferred_merge
+                .lock()
+                .and_then(|id| names.get(&id.0).cloned()),
             failed: st.failed,
             space_policy: space_policy_name(st.space_policy).into(),
             min_free_chunks: st.min_free_chunks,
@@ -549,6 +648,7 @@ impl Service {
                     }),
                 })
                 .collect(),
+            deferred_merge: self.deferred_merge.lock().map(|id| id.0),
         };
         drop(s);
         if let Err(e) = file.save(&state) {
@@ -557,17 +657,39 @@ impl Service {
     }
 }
 
-/// Whether someone holds the block device `path` open exclusively (a mounted
-/// filesystem does): our own `O_EXCL` open then fails with EBUSY.
-fn exclusively_open(path: &str) -> bool {
+/// The outcome of `merge`.
+#[derive(Debug)]
+pub enum Merge {
+    /// The origin reads the snapshot's data from now on.
+    Started(protocol::Changed),
+    /// Recorded: it starts when the origin device is closed.
+    Deferred(protocol::Changed),
+}
+
+/// What an exclusive open of a block device found.
+enum Claim {
+    /// Ours until the file is dropped: nobody can mount it meanwhile.
+    Held(std::fs::File),
+    /// Someone holds it exclusively (a mounted filesystem does): EBUSY.
+    Busy,
+    /// The open failed otherwise (logged); nobody is known to hold it.
+    Unknown,
+}
+
+/// Open the block device `path` with `O_EXCL`.
+fn claim_exclusive(path: &str) -> Claim {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_EXCL)
         .open(path)
     {
-        Ok(_) => false,
-        Err(e) => e.raw_os_error() == Some(libc::EBUSY),
+        Ok(f) => Claim::Held(f),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Claim::Busy,
+        Err(e) => {
+            tracing::warn!(path, error = %e, "cannot open the device exclusively");
+            Claim::Unknown
+        }
     }
 }
 

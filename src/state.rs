@@ -30,6 +30,9 @@ pub struct State {
     pub origin_dev_id: Option<u32>,
     /// Active snapshots.
     pub snapshots: Vec<ActiveSnapshot>,
+    /// The snapshot id of a merge deferred until the origin is closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_merge: Option<u32>,
 }
 
 /// An active snapshot's device.

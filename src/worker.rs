@@ -39,14 +39,19 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    /// Start the worker on `store`.
-    pub fn start(store: Arc<SharedStore>, progress: Arc<Progress>) -> std::io::Result<Worker> {
+    /// Start the worker on `store`; `tick` runs about once a second on its thread
+    /// (the daemon starts a deferred merge from it).
+    pub fn start(
+        store: Arc<SharedStore>,
+        progress: Arc<Progress>,
+        tick: Box<dyn Fn() + Send>,
+    ) -> std::io::Result<Worker> {
         let shared = Arc::new(Shared::default());
         let thread = std::thread::Builder::new()
             .name("ublk-snapd-worker".into())
             .spawn({
                 let shared = shared.clone();
-                move || run(&store, &progress, &shared)
+                move || run(&store, &progress, &*tick, &shared)
             })?;
         Ok(Worker {
             shared,
@@ -91,7 +96,7 @@ fn observe(store: &SharedStore, progress: &Progress, auto_deleted: &mut u64) {
     }
 }
 
-fn run(store: &SharedStore, progress: &Progress, shared: &Shared) {
+fn run(store: &SharedStore, progress: &Progress, tick: &dyn Fn(), shared: &Shared) {
     let mut next_commit = Instant::now() + COMMIT_INTERVAL;
     let mut next_sample = Instant::now();
     let mut auto_deleted = 0;
@@ -99,6 +104,7 @@ fn run(store: &SharedStore, progress: &Progress, shared: &Shared) {
     loop {
         if Instant::now() >= next_sample {
             observe(store, progress, &mut auto_deleted);
+            tick();
             next_sample = Instant::now() + SAMPLE_INTERVAL;
         }
         let busy = !failed && store.lock().has_background_work();

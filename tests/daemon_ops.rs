@@ -204,18 +204,33 @@ fn merge_restores_the_origin_and_keeps_other_snapshots() {
         remote_code(request(
             &s,
             Op::Merge {
-                name: "nope".into()
+                name: "nope".into(),
+                deferred: false,
             }
         )),
         ErrorCode::NoSuchSnapshot
     );
     // No worker yet: the merge job stays, and a second merge is refused.
-    match request(&s, Op::Merge { name: "s1".into() }).unwrap() {
+    match request(
+        &s,
+        Op::Merge {
+            name: "s1".into(),
+            deferred: true,
+        },
+    )
+    .unwrap()
+    {
         Reply::Merging(c) => assert_eq!(c.name, "s1"),
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        remote_code(request(&s, Op::Merge { name: "s2".into() })),
+        remote_code(request(
+            &s,
+            Op::Merge {
+                name: "s2".into(),
+                deferred: false,
+            }
+        )),
         ErrorCode::Busy
     );
     match request(&s, Op::Status).unwrap() {
@@ -235,7 +250,12 @@ fn merge_restores_the_origin_and_keeps_other_snapshots() {
     assert_eq!(names(&s), vec![("s2".to_owned(), false)]);
     let _ = s1;
 
-    let worker = Worker::start(svc.store().clone(), Arc::new(Progress::default())).unwrap();
+    let worker = Worker::start(
+        svc.store().clone(),
+        Arc::new(Progress::default()),
+        Box::new(|| {}),
+    )
+    .unwrap();
     wait_no_jobs(&s);
     worker.stop();
     assert_eq!(read_all(&svc, Dev::Origin), v1);

@@ -11,7 +11,8 @@
 # active snapshot is refused (exit 7), and so is merging while the origin is mounted
 # (exit 7: a first version of this test merged under the mounted filesystem, and the
 # unmount wrote its stale bitmaps over the merged one, which e2fsck then flagged);
-# umount, `snapctl merge s1 --wait`, e2fsck, mount: every file matches s1's
+# `snapctl merge s1 --deferred` while mounted is recorded (status shows it) and starts
+# at the umount (`merge --deferred --wait` follows it), e2fsck, mount: every file matches s1's
 # checksums; s2 (active, mounted ro throughout) still matches its own; prune
 # --dry-run lists, hold protects, prune deletes; check online and offline; e2fsck.
 set -Eeuo pipefail
@@ -112,12 +113,25 @@ step "merging an active snapshot is refused"
 expect_rc 7 ctl merge s2
 expect_rc 6 ctl merge nosuch
 
-step "merge s1 --wait (refused while the origin is mounted), then mount"
+step "merge s1 while the origin is mounted: refused, or --deferred until the unmount"
 expect_rc 7 ctl merge s1
 [[ "$(names)" == s1,s2 ]] || fail "a refused merge changed the snapshots: $(names)"
+ctl merge s1 --deferred
+[ "$(ctl --json status | jq -r .deferred_merge)" = s1 ] || fail "status does not show the deferred merge"
+[[ "$(names)" == s1,s2 ]] || fail "a deferred merge started under the mounted filesystem: $(names)"
+echo "written while the merge waits" >/mnt/origin/during-deferral
+sync
+sleep 2
+[ "$(ctl --json status | jq -r .deferred_merge)" = s1 ] || fail "the deferred merge started while mounted"
+ok "deferred while mounted; the origin stays writable"
+# merge --wait follows the deferred merge: it waits for the unmount, then the copy
+ctl merge s1 --deferred --wait 2>"$W/merge-progress.txt" &
+WAITER=$!
+sleep 1
 umount /mnt/origin
-ctl merge s1 --wait 2>"$W/merge-progress.txt"
+wait "$WAITER" || fail "merge --deferred --wait failed"
 cat "$W/merge-progress.txt"
+grep -q 'waiting for the origin device to be closed' "$W/merge-progress.txt" || fail "--wait did not report the deferral"
 grep -q '^merge: [0-9]*/[0-9]* chunks' "$W/merge-progress.txt" || echo "note: the merge finished before a progress line"
 [ "$(ctl --json status | jq '[.jobs[] | select(.kind=="merge")] | length')" = 0 ] || fail "merge job left after --wait"
 [ "$(names)" = s2 ] || fail "after the merge: snapshots $(names), want s2"

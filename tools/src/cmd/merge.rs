@@ -25,6 +25,8 @@ const LINE_EVERY: Duration = Duration::from_secs(5);
 /// copy onto the origin runs in the background (`snapctl status` shows it). The
 /// snapshot must not be active, and the origin must not be mounted (its stale cached
 /// metadata would be written over the merged filesystem); mount it again at once.
+/// With `--deferred`, a merge asked for while the origin is mounted starts as soon as
+/// it is unmounted (or when the daemon shuts down cleanly), as LVM does.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The snapshot.
@@ -32,11 +34,20 @@ pub struct Args {
     /// Wait until the copy is finished, showing progress on stderr.
     #[arg(long)]
     wait: bool,
+    /// If the origin is in use (mounted), start the merge when it is next closed
+    /// instead of refusing.
+    #[arg(long)]
+    deferred: bool,
 }
 
 pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
-    let c = match client::request(&out.socket, Op::Merge { name: a.name })? {
-        Reply::Merging(c) => c,
+    let op = Op::Merge {
+        name: a.name,
+        deferred: a.deferred,
+    };
+    let (c, deferred) = match client::request(&out.socket, op)? {
+        Reply::Merging(c) => (c, false),
+        Reply::MergeDeferred(c) => (c, true),
         other => return Err(unexpected(&other)),
     };
     if a.wait {
@@ -44,21 +55,33 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
         return out.emit(&c, || format!("merged snapshot {} into the origin", c.name));
     }
     out.emit(&c, || {
-        format!(
-            "merging snapshot {} into the origin, transaction {} (progress: snapctl status)",
-            c.name, c.txn_id
-        )
+        if deferred {
+            format!(
+                "merge of snapshot {} deferred: it starts when the origin device is closed \
+                 (unmount it) or the daemon shuts down cleanly (snapctl status shows it)",
+                c.name
+            )
+        } else {
+            format!(
+                "merging snapshot {} into the origin, transaction {} (progress: snapctl status)",
+                c.name, c.txn_id
+            )
+        }
     })
 }
 
-fn merge_job(out: &Output) -> anyhow::Result<Option<Job>> {
+/// What `status` says of merges: one deferred (by name), and the running job.
+fn merge_state(out: &Output) -> anyhow::Result<(Option<String>, Option<Job>)> {
     match client::request(&out.socket, Op::Status)? {
         Reply::Status(s) if s.failed => Err(Error::Protocol(
             "the store failed during the merge (see the daemon's log); restart the daemon to resume it"
                 .into(),
         )
         .into()),
-        Reply::Status(s) => Ok(s.jobs.into_iter().find(|j| j.kind == "merge")),
+        Reply::Status(s) => Ok((
+            s.deferred_merge,
+            s.jobs.into_iter().find(|j| j.kind == "merge"),
+        )),
         other => Err(unexpected(&other)),
     }
 }
@@ -80,7 +103,20 @@ fn wait(out: &Output) -> anyhow::Result<()> {
         b
     });
     let mut last_line: Option<Instant> = None;
-    while let Some(j) = merge_job(out)? {
+    let mut said_deferred = false;
+    loop {
+        let j = match merge_state(out)? {
+            (Some(name), _) => {
+                if !said_deferred {
+                    eprintln!("merge of {name}: waiting for the origin device to be closed");
+                    said_deferred = true;
+                }
+                std::thread::sleep(POLL);
+                continue;
+            }
+            (None, Some(j)) => j,
+            (None, None) => break,
+        };
         match &bar {
             Some(b) => {
                 b.set_length(j.total);
