@@ -121,7 +121,7 @@ guest; runs are one after the other, never two guests of this benchmark at once.
 
 ```sh
 sudo bash benches/vm/run.sh 2      # 2 runs, each a fresh guest (about 15-20 min each)
-BENCH_REPORT_ONLY=target/bench-vm/DATE bash benches/vm/run.sh   # report only
+BENCH_REPORT_ONLY=benches/vm/results-20261123 bash benches/vm/run.sh   # report only (raw results of this report)
 ```
 
 `benches/vm/run.sh` builds `ublk-snapd` and `snapctl` (release) in `/tmp/target-bench`,
