@@ -88,7 +88,27 @@ impl SharedStore {
     }
 
     /// Read from a device.
+    ///
+    /// Origin reads outside a merge are the origin's bytes: they are checked under the
+    /// store lock and read without it, so they neither wait for nor hold up the other
+    /// queues. (A merge that starts meanwhile is ordered after such a read: it read the
+    /// origin as it was before the merge, as one concurrent with any write may.)
     pub fn read(&self, dev: Dev, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if dev == Dev::Origin {
+            let s = self.store.lock();
+            if !s.is_merging() {
+                s.check_range(offset, buf.len() as u64)?;
+                drop(s);
+                return self
+                    .origin
+                    .read_at(buf, offset)
+                    .map_err(|source| crate::Error::Io {
+                        device: "origin",
+                        offset,
+                        source,
+                    });
+            }
+        }
         self.store.lock().read(dev, offset, buf)
     }
 
