@@ -37,6 +37,11 @@ struct Args {
     /// Requests in flight per queue.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
     queue_depth: u16,
+    /// Worker threads per queue: up to N requests of a queue are served at once (a
+    /// request waiting for a commit does not stall the others); 0 serves them one at
+    /// a time on the queue's own thread. At most --queue-depth.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(0..=4096))]
+    workers_per_queue: u16,
     /// Metadata cache, MiB.
     #[arg(long, value_name = "N", default_value_t = 64)]
     cache_mb: usize,
@@ -139,6 +144,7 @@ fn run(args: &Args, ready: &Readiness) -> anyhow::Result<()> {
         device: DeviceOptions {
             nr_queues: args.queues,
             queue_depth: args.queue_depth,
+            workers_per_queue: args.workers_per_queue.min(args.queue_depth),
             user_recovery: true,
             user_recovery_reissue: true,
             ..DeviceOptions::default()

@@ -140,7 +140,8 @@ impl Device {
             .name(format!("ublk{dev_id}-ctrl"))
             .spawn({
                 let ctrl = Arc::clone(&ctrl);
-                move || run_daemon(&ctrl, target, params, tx)
+                let workers = opts.workers_per_queue;
+                move || run_daemon(&ctrl, target, params, workers, tx)
             })?;
         let mut device = Device {
             ctrl,
@@ -207,6 +208,7 @@ fn run_daemon(
     ctrl: &UblkCtrl,
     target: Arc<dyn Target>,
     params: sys::ublk_params,
+    workers: u16,
     tx: mpsc::SyncSender<Result<()>>,
 ) {
     if let Err(e) = ensure_ctrl_ring() {
@@ -214,6 +216,7 @@ fn run_daemon(
         return;
     }
     let failure = SetupFailure::default();
+    let workers = usize::from(workers);
     let size_bytes = params.basic.dev_sectors * SECTOR_SIZE;
     let tgt_init = move |dev: &mut UblkDev| {
         dev.tgt.dev_size = size_bytes;
@@ -222,7 +225,7 @@ fn run_daemon(
     };
     let queue_fn = {
         let failure = Arc::clone(&failure);
-        move |qid: u16, dev: &UblkDev| queue::run(qid, dev, &*target, &failure)
+        move |qid: u16, dev: &UblkDev| queue::run(qid, dev, &target, workers, &failure)
     };
     let started_tx = tx.clone();
     let on_started = move |_: &UblkCtrl| {

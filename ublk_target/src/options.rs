@@ -35,6 +35,12 @@ pub struct DeviceOptions {
     pub discard_granularity: u32,
     /// How long [`crate::Device::start`] waits for `/dev/ublkbN` to appear.
     pub bdev_timeout: Duration,
+    /// Worker threads per queue. 0: the queue thread serves each request itself, one
+    /// at a time. N > 0: the queue thread hands requests to N workers and completes
+    /// them as they finish (an eventfd read on the queue's io_uring wakes it), so up
+    /// to N requests of the queue are served at once: a request waiting for a commit
+    /// no longer stalls the others, and concurrent first writes share one commit.
+    pub workers_per_queue: u16,
 }
 
 impl Default for DeviceOptions {
@@ -50,6 +56,7 @@ impl Default for DeviceOptions {
             io_buf_bytes: 512 << 10,
             discard_granularity: 4096,
             bdev_timeout: Duration::from_secs(10),
+            workers_per_queue: 0,
         }
     }
 }
@@ -77,6 +84,9 @@ impl DeviceOptions {
         let lbs_mask = self.logical_block_size - 1;
         if self.discard_granularity == 0 || self.discard_granularity & lbs_mask != 0 {
             return bad("discard_granularity must be a multiple of logical_block_size");
+        }
+        if self.workers_per_queue > self.queue_depth {
+            return bad("workers_per_queue must not exceed queue_depth");
         }
         if self.dev_id.is_some_and(|id| i32::try_from(id).is_err()) {
             return bad("dev_id out of range");
@@ -111,7 +121,14 @@ mod tests {
     #[test]
     fn rejects() {
         let ok = DeviceOptions::default();
-        let cases: [(DeviceOptions, u64); 7] = [
+        let cases: [(DeviceOptions, u64); 8] = [
+            (
+                DeviceOptions {
+                    workers_per_queue: 65,
+                    ..ok.clone()
+                },
+                1 << 20,
+            ),
             (
                 DeviceOptions {
                     logical_block_size: 1024,
