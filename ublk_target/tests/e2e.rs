@@ -58,31 +58,38 @@ fn write_read_through_the_kernel() -> Result<(), Box<dyn std::error::Error>> {
     if !have_ublk("write_read_through_the_kernel") {
         return Ok(());
     }
-    let target = Arc::new(MemTarget::new(32 << 20)?);
-    let opts = DeviceOptions {
-        nr_queues: 2,
-        queue_depth: 16,
-        ..DeviceOptions::default()
-    };
-    let dev = Device::start(target.clone(), opts)?;
-    let f = open_direct(&dev)?;
-    let mut a = Aligned::new(1 << 20);
-    let buf = a.buf(1 << 20);
-    stamp(buf, 0x5eed, 256);
-    f.write_all_at(buf, 1 << 20)?;
-    f.sync_all()?;
+    // Inline queues, and queues offloading to worker threads.
+    for workers in [0u16, 3] {
+        let target = Arc::new(MemTarget::new(32 << 20)?);
+        let opts = DeviceOptions {
+            nr_queues: 2,
+            queue_depth: 16,
+            workers_per_queue: workers,
+            ..DeviceOptions::default()
+        };
+        let dev = Device::start(target.clone(), opts)?;
+        let f = open_direct(&dev)?;
+        let mut a = Aligned::new(1 << 20);
+        let buf = a.buf(1 << 20);
+        stamp(buf, 0x5eed + u64::from(workers), 256);
+        f.write_all_at(buf, 1 << 20)?;
+        f.sync_all()?;
 
-    // The target saw exactly what was written ...
-    let mut seen = vec![0u8; 1 << 20];
-    target.read(1 << 20, &mut seen)?;
-    assert!(seen == *buf, "target content differs from what was written");
-    // ... and the kernel reads it back.
-    let mut b = Aligned::new(1 << 20);
-    let back = b.buf(1 << 20);
-    f.read_exact_at(back, 1 << 20)?;
-    assert!(back == &seen[..], "read back differs");
-    drop(f);
-    dev.stop()?;
+        // The target saw exactly what was written ...
+        let mut seen = vec![0u8; 1 << 20];
+        target.read(1 << 20, &mut seen)?;
+        assert!(
+            seen == *buf,
+            "workers {workers}: target content differs from what was written"
+        );
+        // ... and the kernel reads it back.
+        let mut b = Aligned::new(1 << 20);
+        let back = b.buf(1 << 20);
+        f.read_exact_at(back, 1 << 20)?;
+        assert!(back == &seen[..], "workers {workers}: read back differs");
+        drop(f);
+        dev.stop()?;
+    }
     Ok(())
 }
 
