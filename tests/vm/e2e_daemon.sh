@@ -31,57 +31,12 @@ STORE=$W/store.img
 SOCK=$W/run/snapd.sock
 STATE=$W/run
 LOG=$OUT/ublk-snapd.log
-T0=$(date +%s)
-
-step() { printf '\n== [%ss] %s\n' "$(($(date +%s) - T0))" "$*"; }
-ok() { printf '   ok: %s\n' "$*"; }
-fail() {
-    trap - ERR
-    printf 'FAIL: %s\n' "$*"
-    echo "--- last lines of $LOG"
-    tail -n 40 "$LOG" 2>/dev/null || true
-    echo "--- kernel log"
-    dmesg | tail -n 20 || true
-    exit 1
-}
-# watchdog SECS: if this script is still running after SECS, dump where everything
-# waits (daemon threads' kernel stacks, blocked tasks) to help debug a hang
-watchdog() {
-    (
-        sleep "$1"
-        echo "!!! watchdog: still running after $1 s; dumping state"
-        ps -eo pid,stat,wchan:30,args | grep -v ' \[' | head -40
-        for p in $(pgrep -x ublk-snapd); do
-            for t in /proc/$p/task/*; do
-                echo "--- $p/$(basename "$t") $(cat "$t/comm") wchan=$(cat "$t/wchan")"
-                cat "$t/stack" 2>/dev/null | head -8
-            done
-        done
-        echo w >/proc/sysrq-trigger 2>/dev/null && dmesg | tail -n 60
-    ) &
-}
-trap 'fail "command failed at line $LINENO: $BASH_COMMAND"' ERR
-ctl() { "$SNAPCTL" --socket "$SOCK" "$@"; }
-# expect_rc CODE CMD...: CMD must exit with CODE
-expect_rc() {
-    local want=$1 rc=0
-    shift
-    "$@" >/dev/null 2>&1 || rc=$?
-    [ "$rc" = "$want" ] || fail "'$*' exited $rc, expected $want"
-    ok "'$*' -> exit $rc"
-}
-start_daemon() {
-    "$SNAPD" --origin "$ORIGIN" --store "$STORE" --socket "$SOCK" --state-dir "$STATE" \
-        --queues 2 --queue-depth 32 2>>"$LOG"
-}
-daemon_pid() { ctl --json status | jq -r .pid; }
-# sums DIR FILE: sha256 of every regular file under DIR, relative paths, sorted
-sums() { (cd "$1" && find . -type f ! -path './lost+found/*' -print0 | sort -z | xargs -0 -r sha256sum) >"$2"; }
+# shellcheck source=tests/vm/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 verify() { # verify DIR SUMS WHAT
     (cd "$1" && sha256sum --quiet -c "$2") || fail "$3: checksum mismatch"
     ok "$3: $(wc -l <"$2") files match"
 }
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 [ -x "$SNAPD" ] && [ -x "$SNAPCTL" ] || fail "binaries not found in $BIN"
 for t in mkfs.ext4 fio jq fsfreeze sha256sum; do command -v $t >/dev/null || fail "$t missing"; done

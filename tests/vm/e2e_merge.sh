@@ -27,34 +27,9 @@ STORE=$W/store.img
 SOCK=$W/run/snapd.sock
 STATE=$W/run
 LOG=$OUT/ublk-snapd-merge.log
-T0=$(date +%s)
-
-step() { printf '\n== [%ss] %s\n' "$(($(date +%s) - T0))" "$*"; }
-ok() { printf '   ok: %s\n' "$*"; }
-fail() {
-    trap - ERR
-    printf 'FAIL: %s\n' "$*"
-    echo "--- last lines of $LOG"
-    tail -n 40 "$LOG" 2>/dev/null || true
-    echo "--- kernel log"
-    dmesg | tail -n 20 || true
-    exit 1
-}
-trap 'fail "command failed at line $LINENO: $BASH_COMMAND"' ERR
-ctl() { "$SNAPCTL" --socket "$SOCK" "$@"; }
-expect_rc() {
-    local want=$1 rc=0
-    shift
-    "$@" >/dev/null 2>&1 || rc=$?
-    [ "$rc" = "$want" ] || fail "'$*' exited $rc, expected $want"
-    ok "'$*' -> exit $rc"
-}
-start_daemon() {
-    "$SNAPD" --origin "$ORIGIN" --store "$STORE" --socket "$SOCK" --state-dir "$STATE" \
-        --queues 1 --queue-depth 32 2>>"$LOG"
-}
-daemon_pid() { ctl --json status | jq -r .pid; }
-sums() { (cd "$1" && find . -type f ! -path './lost+found/*' -print0 | sort -z | xargs -0 -r sha256sum) >"$2"; }
+DAEMON_QUEUES=1
+# shellcheck source=tests/vm/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 verify() { # verify DIR SUMS WHAT: exactly the files of SUMS, with those contents
     (cd "$1" && sha256sum --quiet -c "$2") || fail "$3: checksum mismatch"
     sums "$1" "$W/now.sums"
@@ -63,7 +38,6 @@ verify() { # verify DIR SUMS WHAT: exactly the files of SUMS, with those content
     diff "$W/want.list" "$W/have.list" || fail "$3: not the same set of files (diff above)"
     ok "$3: $(wc -l <"$2") files match"
 }
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 names() { ctl --json list | jq -r '[.snapshots[].name] | join(",")'; }
 
 [ -x "$SNAPD" ] && [ -x "$SNAPCTL" ] || fail "binaries not found in $BIN"

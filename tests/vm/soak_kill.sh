@@ -43,42 +43,8 @@ FIO_SIZE=${SOAK_FIO_SIZE:-32M}
 # write rate cap per device so the writers are still running at the kill (sleep <= 4 s):
 # 32 MiB of 4k blocks at 1500 IOPS take >= 5.5 s
 FIO_RATE=${SOAK_FIO_RATE_IOPS:-1500}
-T0=$(date +%s)
-
-fail() {
-    trap - ERR
-    printf 'FAIL: %s\n' "$*"
-    echo "--- last lines of $LOG"
-    tail -n 40 "$LOG" 2>/dev/null || true
-    echo "--- kernel log"
-    dmesg | tail -n 20 || true
-    exit 1
-}
-trap 'fail "command failed at line $LINENO: $BASH_COMMAND"' ERR
-ctl() { "$SNAPCTL" --socket "$SOCK" "$@"; }
-# diag: kernel stacks of the daemon's and fio's threads, in-flight counts, dmesg
-diag() {
-    local p t
-    for p in $(pgrep -f 'ublk-snapd|fio' || true); do
-        echo "--- pid $p: $(tr '\0' ' ' </proc/"$p"/cmdline 2>/dev/null | head -c 120)"
-        for t in /proc/"$p"/task/*; do
-            echo "  task ${t##*/} $(cat "$t"/comm 2>/dev/null) $(cat "$t"/wchan 2>/dev/null)"
-            sed 's/^/    /' "$t"/stack 2>/dev/null | head -n 12
-        done
-    done
-    for b in /sys/block/ublkb*; do echo "$b inflight: $(cat "$b"/inflight 2>/dev/null)"; done
-    for b in /sys/kernel/debug/block/ublkb*; do
-        grep -H . "$b"/hctx*/busy "$b"/hctx*/dispatch "$b"/requeue_list "$b"/state 2>/dev/null | head -n 20
-    done
-    echo w >/proc/sysrq-trigger 2>/dev/null || true   # every blocked task's stack
-    dmesg | tail -n 200
-}
-# start_daemon [TIMEOUT]: prints the origin device once the daemon is ready
-start_daemon() {
-    timeout "${1:-0}" "$SNAPD" --origin "$ORIGIN" --store "$STORE" --socket "$SOCK" --state-dir "$STATE" \
-        --queues 2 --queue-depth 32 2>>"$LOG"
-}
-daemon_pid() { ctl --json status | jq -r .pid; }
+# shellcheck source=tests/vm/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 snap_dev() { ctl --json list | jq -r --arg n "$1" '.snapshots[] | select(.name==$n) | .device'; }
 # fio_job NAME DEV SEED EXTRA...: the write job's parameters; the verify pass uses the
 # same ones (the verify state file is <cwd>/local-NAME-0-verify.state)
