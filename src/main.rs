@@ -40,9 +40,14 @@ struct Args {
     /// Worker threads per queue: up to N requests of a queue are served at once (a
     /// request waiting for a commit does not stall the others); 0 serves them one at
     /// a time on the queue's own thread. At most --queue-depth. Measured not to pay
-    /// yet (tests/vm/bench_workers.sh), hence 0 by default.
+    /// yet (tests/vm/bench_queue.sh), hence 0 by default.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=4096))]
     workers_per_queue: u16,
+    /// How origin reads outside a merge are done: `uring` reads the origin file with
+    /// the queue's io_uring (many in flight per queue), `sync` with a blocking pread
+    /// on the queue (or worker) thread.
+    #[arg(long, value_name = "HOW", default_value = "uring", value_parser = ["uring", "sync"])]
+    origin_reads: String,
     /// Metadata cache, MiB.
     #[arg(long, value_name = "N", default_value_t = 64)]
     cache_mb: usize,
@@ -153,6 +158,7 @@ fn run(args: &Args, ready: &Readiness) -> anyhow::Result<()> {
         state_dir: Some(state_dir),
         space_policy: args.space_policy,
         min_free_bytes: args.min_free,
+        uring_reads: args.origin_reads == "uring",
     };
     daemon::serve(cfg, &socket, ready)?;
     Ok(())

@@ -43,6 +43,9 @@ pub struct Config {
     /// Store space kept free (rounded up to whole chunks): origin writes that would
     /// use it act as if the store were full.
     pub min_free_bytes: u64,
+    /// Origin reads outside a merge go to the origin's descriptor through each queue's
+    /// io_uring instead of a blocking `pread` ([`StoreTarget::new`]).
+    pub uring_reads: bool,
 }
 
 /// See the module documentation.
@@ -214,6 +217,18 @@ impl Service {
             .ok_or_else(|| Error::NoSuchSnapshot(name.to_owned()))
     }
 
+    /// [`lookup`](Self::lookup), refused while the snapshot is active.
+    fn lookup_inactive(&self, devs: &Devices, name: &str) -> Result<SnapId> {
+        let id = self.lookup(name)?;
+        match devs.path(Dev::Snap(id)) {
+            Some(device) => Err(Error::Active {
+                name: name.to_owned(),
+                device,
+            }),
+            None => Ok(id),
+        }
+    }
+
     fn txn(&self) -> u64 {
         self.store.lock().txn_id().0
     }
@@ -237,19 +252,10 @@ impl Service {
     /// `delete`.
     pub fn delete(&self, name: &str) -> Result<protocol::Changed> {
         let devs = self.devices.lock();
-        let id = self.lookup(name)?;
-        if let Some(device) = devs.path(Dev::Snap(id)) {
-            return Err(Error::Active {
-                name: name.to_owned(),
-                device,
-            });
-        }
+        let id = self.lookup_inactive(&devs, name)?;
         let t = self.store.delete_snapshot(id)?;
         tracing::info!(name, id = id.0, "snapshot deleted");
-        Ok(protocol::Changed {
-            name: name.to_owned(),
-            txn_id: t.0,
-        })
+        Ok(changed(name, t.0))
     }
 
     /// `merge`: refused while the snapshot is active (deactivate it first: its device
@@ -262,13 +268,7 @@ impl Service {
     /// in between.
     pub fn merge(&self, name: &str, deferred: bool) -> Result<Merge> {
         let devs = self.devices.lock();
-        let id = self.lookup(name)?;
-        if let Some(device) = devs.path(Dev::Snap(id)) {
-            return Err(Error::Active {
-                name: name.to_owned(),
-                device,
-            });
-        }
+        let id = self.lookup_inactive(&devs, name)?;
         let claim = match devs.path(Dev::Origin) {
             Some(device) => match claim_exclusive(&device) {
                 Claim::Held(f) => Some(f),
@@ -284,10 +284,7 @@ impl Service {
                     drop(d);
                     self.save_state(&devs);
                     tracing::info!(name, "merge deferred until the origin device is closed");
-                    return Ok(Merge::Deferred(protocol::Changed {
-                        name: name.to_owned(),
-                        txn_id: self.store.lock().txn_id().0,
-                    }));
+                    return Ok(Merge::Deferred(changed(name, self.txn())));
                 }
                 Claim::Busy => {
                     return Err(Error::InUse {
@@ -313,10 +310,7 @@ impl Service {
             self.save_state(&devs);
         }
         tracing::info!(name, id = id.0, txn_id = t.0, "merge started");
-        Ok(Merge::Started(protocol::Changed {
-            name: name.to_owned(),
-            txn_id: t.0,
-        }))
+        Ok(Merge::Started(changed(name, t.0)))
     }
 
     /// Start the deferred merge, if there is one and the origin device is no longer
@@ -370,10 +364,7 @@ impl Service {
         let id = self.lookup(name)?;
         let t = self.store.lock().set_hold(id, hold)?;
         tracing::info!(name, hold, "snapshot hold changed");
-        Ok(protocol::Changed {
-            name: name.to_owned(),
-            txn_id: t.0,
-        })
+        Ok(changed(name, t.0))
     }
 
     /// `prune`: computed and carried out under the activation table's lock, so two
@@ -496,10 +487,7 @@ impl Service {
         stopped?;
         let t = crate::target::flush(&self.store)?;
         tracing::info!(name, "snapshot deactivated");
-        Ok(protocol::Changed {
-            name: name.to_owned(),
-            txn_id: t.0,
-        })
+        Ok(changed(name, t.0))
     }
 
     /// `list`.
@@ -590,7 +578,11 @@ impl Service {
     /// from the state file): if the kernel still has that device, recover it
     /// (`UBLK_F_USER_RECOVERY`); else start a fresh one, with that id if it is free.
     fn bring_up(&self, dev: Dev, recorded: Option<u32>) -> Result<Device> {
-        let target = Arc::new(StoreTarget::new(self.store.clone(), dev));
+        let target = Arc::new(StoreTarget::new(
+            self.store.clone(),
+            dev,
+            self.cfg.uring_reads,
+        ));
         let opts = DeviceOptions {
             dev_id: None,
             ..self.cfg.device.clone()
@@ -664,6 +656,14 @@ pub enum Merge {
     Started(protocol::Changed),
     /// Recorded: it starts when the origin device is closed.
     Deferred(protocol::Changed),
+}
+
+/// The reply of a request that changed snapshot `name`.
+fn changed(name: &str, txn_id: u64) -> protocol::Changed {
+    protocol::Changed {
+        name: name.to_owned(),
+        txn_id,
+    }
 }
 
 /// What an exclusive open of a block device found.

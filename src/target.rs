@@ -18,12 +18,19 @@ pub fn flush(store: &SharedStore) -> exception_store::Result<blockdev::ids::TxnI
 pub struct StoreTarget {
     store: Arc<SharedStore>,
     dev: Dev,
+    uring_reads: bool,
 }
 
 impl StoreTarget {
-    /// Serve `dev` of `store`.
-    pub fn new(store: Arc<SharedStore>, dev: Dev) -> Self {
-        StoreTarget { store, dev }
+    /// Serve `dev` of `store`; with `uring_reads`, origin reads outside a merge are
+    /// read from the origin's descriptor by the queue's io_uring
+    /// ([`Target::direct_read`]).
+    pub fn new(store: Arc<SharedStore>, dev: Dev, uring_reads: bool) -> Self {
+        StoreTarget {
+            store,
+            dev,
+            uring_reads,
+        }
     }
 
     fn map<T>(
@@ -62,6 +69,13 @@ impl Target for StoreTarget {
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         let r = self.store.discard(self.dev, offset, len);
         self.map("discard", offset, r)
+    }
+
+    fn direct_read(&self, offset: u64, len: u64) -> Option<std::os::fd::RawFd> {
+        match self.dev {
+            Dev::Origin if self.uring_reads => self.store.origin_direct_read(offset, len),
+            _ => None,
+        }
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {

@@ -80,6 +80,8 @@ fn every_failed_write_or_flush_is_an_error_and_loses_nothing_flushed() {
     let (_, w1, f1) = dev.counts();
     let (nw, nf) = (w1 - w0, f1 - f0);
     assert!(nw > 100 && nf > 40, "{nw} writes, {nf} flushes");
+    // the campaign's figure (README "Measured"): `cargo test --test faults -- --nocapture`
+    eprintln!("faults: failing each of {nw} store writes and {nf} flushes in turn");
     for (kind, n) in (0..nw)
         .map(|n| ("write", n))
         .chain((0..nf).map(|n| ("flush", n)))

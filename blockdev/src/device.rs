@@ -27,6 +27,13 @@ pub trait BlockDevice: fmt::Debug + Send + Sync {
         let _ = (offset, len);
         Ok(())
     }
+    /// The descriptor whose bytes at the same offsets are this device's, for callers
+    /// that read it asynchronously (io_uring) instead of through
+    /// [`read_at`](Self::read_at); `None` where there is none (memory, fault
+    /// injection). Valid as long as the device.
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// Check that `[offset, offset + len)` lies inside a device of `dev_len` bytes.
@@ -55,6 +62,9 @@ impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
     }
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         (**self).discard(offset, len)
+    }
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        (**self).raw_fd()
     }
 }
 

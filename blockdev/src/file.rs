@@ -86,6 +86,10 @@ impl BlockDevice for FileDevice {
     fn len(&self) -> u64 {
         self.len
     }
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.file.as_raw_fd())
+    }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         check_range(self.len, offset, buf.len() as u64)?;
         self.file.read_exact_at(buf, offset)

@@ -112,6 +112,19 @@ impl SharedStore {
         self.store.lock().read(dev, offset, buf)
     }
 
+    /// Where an origin read of `offset..+len` may read the origin's bytes itself,
+    /// asynchronously: the origin's descriptor and the same offset, when no merge is
+    /// running (then origin reads are the origin's bytes, as in [`read`](Self::read))
+    /// and the origin has a descriptor. `None`: read through [`read`](Self::read).
+    pub fn origin_direct_read(&self, offset: u64, len: u64) -> Option<std::os::fd::RawFd> {
+        let s = self.store.lock();
+        if s.is_merging() || s.check_range(offset, len).is_err() {
+            return None;
+        }
+        drop(s);
+        self.origin.raw_fd()
+    }
+
     /// Write to a device (origin writes follow the two-half protocol above).
     pub fn write(&self, dev: Dev, offset: u64, data: &[u8]) -> Result<()> {
         match dev {

@@ -9,6 +9,13 @@
 //! own io_uring (a target I/O in libublk's terms), so the queue thread wakes, and
 //! commits every finished request from its own thread, as io_uring requires.
 //!
+//! # Direct reads
+//! In inline mode, a read the target can hand over as "these bytes of this
+//! descriptor" ([`Target::direct_read`]; ublk-snap's origin outside a merge) is not
+//! served on the thread: it goes to the queue's own io_uring as a read into the tag's
+//! buffer and is committed when its completion arrives, so a queue keeps many such
+//! reads in flight instead of one blocking `pread` at a time.
+//!
 //! # The I/O buffers
 //! A tag's buffer belongs to the request of that tag from its fetch until its
 //! commit: the kernel copies into it before the fetch completes (writes) and out of
@@ -30,7 +37,7 @@ use parking_lot::Mutex;
 
 use crate::{
     error::ublk_to_io,
-    request::{serve, Request},
+    request::{serve, Op, Request},
     Error, Target,
 };
 
@@ -40,6 +47,8 @@ pub(crate) type SetupFailure = Arc<Mutex<Option<Error>>>;
 /// The `op` of the eventfd read in its target-I/O user data (any value; only one
 /// kind of target I/O exists).
 const EVENTFD_OP: u32 = 1;
+/// The `op` of a direct read ([`Target::direct_read`]) in its target-I/O user data.
+const DIRECT_READ_OP: u32 = 2;
 
 /// Serve queue `qid` of `dev` until the device stops. Runs on the queue's thread.
 pub(crate) fn run(
@@ -79,12 +88,31 @@ pub(crate) fn run(
         "ublk queue serving"
     );
     if workers == 0 {
-        queue.wait_and_handle_io(|q: &UblkQueue, tag: u16, _ctx: &UblkIOCtx| {
-            let buf = bufs[usize::from(tag)].as_mut_slice();
-            let res = match decode(q, tag) {
-                Ok(req) => serve(&**target, &req, buf),
-                Err(errno) => -errno,
+        // Reads in flight on the ring: their lengths, by tag.
+        let mut direct: Vec<Option<u32>> = vec![None; bufs.len()];
+        queue.wait_and_handle_io(|q: &UblkQueue, tag: u16, ctx: &UblkIOCtx| {
+            if ctx.is_tgt_io() {
+                // A direct read finished: all of it, or the request fails.
+                let want = direct.get_mut(usize::from(tag)).and_then(Option::take);
+                let res = match (want, ctx.result()) {
+                    (Some(n), r) if r >= 0 && r as u32 == n => r,
+                    (Some(_), r) if r < 0 => r,
+                    (Some(_), _) => -libc::EIO,
+                    (None, _) => return,
+                };
+                complete(q, &bufs, tag, res);
+                return;
+            }
+            let req = match decode(q, tag) {
+                Ok(req) => req,
+                Err(errno) => return complete(q, &bufs, tag, -errno),
             };
+            let buf = bufs[usize::from(tag)].as_mut_slice();
+            if let Some(n) = submit_direct_read(q, &**target, &req, tag, buf) {
+                direct[usize::from(tag)] = Some(n);
+                return;
+            }
+            let res = serve(&**target, &req, buf);
             complete(q, &bufs, tag, res);
         });
     } else if let Err(e) = offloaded(&queue, &mut bufs, &mut efd_counter, target, workers) {
@@ -96,6 +124,35 @@ pub(crate) fn run(
         });
     }
     tracing::debug!(qid, dev_id = dev.dev_info.dev_id, "ublk queue stopped");
+}
+
+/// Submit `req` as a read of the target's descriptor on the queue's ring, if it is a
+/// read the target allows that for ([`Target::direct_read`]); returns its length.
+/// The buffer is the tag's, which nothing else touches until the tag is committed.
+fn submit_direct_read(
+    q: &UblkQueue,
+    target: &dyn Target,
+    req: &Request,
+    tag: u16,
+    buf: &mut [u8],
+) -> Option<u32> {
+    if req.op != Op::Read {
+        return None;
+    }
+    let n = u32::try_from(req.len_bytes).ok()?;
+    let buf = buf.get_mut(..n as usize)?;
+    let fd = target.direct_read(req.offset, req.len_bytes)?;
+    let sqe = opcode::Read::new(types::Fd(fd), buf.as_mut_ptr(), n)
+        .offset(req.offset)
+        .build()
+        .user_data(UblkIOCtx::build_user_data(tag, DIRECT_READ_OP, 0, true));
+    match q.ublk_submit_sqe_sync(sqe) {
+        Ok(()) => Some(n),
+        Err(e) => {
+            tracing::warn!(qid = q.get_qid(), tag, error = %e, "direct read not submitted; reading synchronously");
+            None
+        }
+    }
 }
 
 fn decode(q: &UblkQueue, tag: u16) -> Result<Request, i32> {

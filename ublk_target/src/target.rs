@@ -28,4 +28,12 @@ pub trait Target: Send + Sync + 'static {
     fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Later reads of the range return zeroes.
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// A descriptor whose bytes at `offset..offset + len` are exactly what
+    /// [`read`](Self::read) would return now, so the queue may read it with io_uring
+    /// instead (no thread blocked, many reads in flight). The descriptor must stay
+    /// open as long as the target. `None` (the default): call `read`.
+    fn direct_read(&self, offset: u64, len: u64) -> Option<std::os::fd::RawFd> {
+        let _ = (offset, len);
+        None
+    }
 }
