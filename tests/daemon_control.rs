@@ -1,111 +1,29 @@
 //! The control server against a real store on temporary files: requests, bad
 //! requests, slow clients, and the store lock. Needs no kernel (no ublk device is
 //! created: `activate` fails cleanly without `/dev/ublk-control`).
+mod common;
+
+use common::daemon::{config, files, remote_code, Fixture, CHUNK};
 use std::{
     io::{BufRead, BufReader, Write},
     os::unix::net::UnixStream,
-    path::{Path, PathBuf},
-    sync::Arc,
-    thread,
     time::{Duration, Instant},
 };
 use ublk_snapd::{
     client::{request, Client},
-    control::{self, Limits},
+    control::Limits,
     lock::StoreLock,
     offline::{self, FormatOptions},
     protocol::{ErrorCode, Op, Reply, Response, MAX_REQUEST_BYTES},
-    service::{Config, Service},
+    service::Service,
     Error,
 };
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<thread::JoinHandle<()>>,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.server.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-fn files(dir: &Path) -> (PathBuf, PathBuf) {
-    let origin = dir.join("origin.img");
-    let store = dir.join("store.img");
-    std::fs::File::create(&origin)
-        .unwrap()
-        .set_len(8 << 20)
-        .unwrap();
-    std::fs::File::create(&store)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    offline::format(&FormatOptions {
-        origin: origin.clone(),
-        store: store.clone(),
-        chunk_size: 64 << 10,
-    })
-    .unwrap();
-    (origin, store)
-}
-
-fn config(origin: PathBuf, store: PathBuf) -> Config {
-    Config {
-        origin,
-        store,
-        cache_bytes: 4 << 20,
-        device: Default::default(),
-        state_dir: None,
-        ..Config::default()
-    }
-}
+const ORIGIN_LEN: u64 = 8 << 20;
+const STORE_LEN: u64 = 16 << 20;
 
 fn start(limits: Limits) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let (origin, store) = files(dir.path());
-    let service = Arc::new(Service::open(config(origin, store)).unwrap());
-    let socket = dir.path().join("ctl.sock");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let sock_path = socket.clone();
-    let server = thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let sock = control::bind(&sock_path).unwrap();
-            ready_tx.send(()).unwrap();
-            let s = service.clone();
-            let handler: control::Handler = Arc::new(move |op| s.handle(op));
-            control::serve(sock, handler, limits, async {
-                let _ = rx.await;
-            })
-            .await;
-        });
-    });
-    ready_rx.recv().unwrap();
-    Fixture {
-        _dir: dir,
-        socket,
-        stop: Some(tx),
-        server: Some(server),
-    }
-}
-
-fn remote_code(r: Result<Reply, Error>) -> ErrorCode {
-    match r {
-        Err(Error::Remote { code, .. }) => code,
-        other => panic!("expected an error reply, got {other:?}"),
-    }
+    Fixture::start(ORIGIN_LEN, STORE_LEN, limits)
 }
 
 #[test]
@@ -149,8 +67,8 @@ fn create_list_status_delete() {
         panic!()
     };
     assert_eq!(st.nr_snapshots, 2);
-    assert_eq!(st.size_bytes, 8 << 20);
-    assert_eq!(st.chunk_size, 64 << 10);
+    assert_eq!(st.size_bytes, ORIGIN_LEN);
+    assert_eq!(st.chunk_size, CHUNK);
     assert_eq!(st.txn_id, c2.txn_id);
     assert!(st.devices.is_empty());
 
@@ -280,10 +198,10 @@ fn a_silent_client_is_timed_out_while_others_are_served() {
 #[test]
 fn the_lock_refuses_a_second_opener() {
     let dir = tempfile::tempdir().unwrap();
-    let (origin, store) = files(dir.path());
-    let first = Service::open(config(origin.clone(), store.clone())).unwrap();
+    let (origin, store) = files(dir.path(), ORIGIN_LEN, STORE_LEN);
+    let first = Service::open(config(&origin, &store)).unwrap();
     assert!(matches!(
-        Service::open(config(origin.clone(), store.clone())),
+        Service::open(config(&origin, &store)),
         Err(Error::Locked { .. })
     ));
     assert!(matches!(
@@ -293,7 +211,7 @@ fn the_lock_refuses_a_second_opener() {
     let fmt = offline::format(&FormatOptions {
         origin: origin.clone(),
         store: store.clone(),
-        chunk_size: 64 << 10,
+        chunk_size: CHUNK as u32,
     });
     assert!(matches!(fmt, Err(Error::Locked { .. })));
     assert_eq!(

@@ -5,39 +5,21 @@
 //! exit code, and neither file changes by a byte. (A read-only origin needs a
 //! read-only mount or device, which root on the host cannot make: the VM test
 //! `tests/vm/e2e_daemon.sh` covers it.)
-use std::path::{Path, PathBuf};
-use ublk_snapd::{
-    exit,
-    offline::{self, FormatOptions},
-    service::{Config, Service},
-};
+mod common;
 
+use common::daemon::{config, format_store};
+use std::path::{Path, PathBuf};
+use ublk_snapd::{exit, service::Service};
+
+const STORE_LEN: u64 = 16 << 20;
+
+/// An origin of `origin_len` bytes of a pattern and a store formatted for it.
 fn files(dir: &Path, origin_len: u64) -> (PathBuf, PathBuf) {
     let origin = dir.join("origin.img");
-    let store = dir.join("store.img");
     let pattern: Vec<u8> = (0..origin_len).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&origin, pattern).unwrap();
-    std::fs::File::create(&store)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    offline::format(&FormatOptions {
-        origin: origin.clone(),
-        store: store.clone(),
-        chunk_size: 64 << 10,
-    })
-    .unwrap();
+    let store = format_store(dir, &origin, STORE_LEN);
     (origin, store)
-}
-
-fn config(origin: &Path, store: &Path) -> Config {
-    Config {
-        origin: origin.to_path_buf(),
-        store: store.to_path_buf(),
-        cache_bytes: 4 << 20,
-        state_dir: None,
-        ..Config::default()
-    }
 }
 
 /// Open must fail, with `want` in the message and exit code `code`, leaving both

@@ -1,137 +1,31 @@
 //! merge, hold/release, prune, check and dump through the control server, against a
 //! real store on temporary files, with the background worker running. Needs no
 //! kernel (data goes through the shared store, not a ublk device).
+mod common;
+
+use common::daemon::{remote_code, Fixture, CHUNK};
 use exception_store::Dev;
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     sync::Arc,
     thread,
     time::{Duration, Instant},
 };
 use ublk_snapd::{
     client::request,
-    control::{self, Limits},
-    offline::{self, FormatOptions},
+    control::Limits,
+    offline,
     progress::Progress,
     protocol::{ErrorCode, Op, PrunePolicy, Reply},
-    service::{Config, Service},
+    service::Service,
     worker::Worker,
     Error,
 };
 
-const CHUNK: u64 = 64 << 10;
 const ORIGIN_LEN: u64 = 8 << 20;
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    service: Option<Arc<Service>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<thread::JoinHandle<()>>,
-}
-
-impl Fixture {
-    fn service(&self) -> &Arc<Service> {
-        self.service.as_ref().unwrap()
-    }
-    fn store_path(&self) -> PathBuf {
-        self.dir.path().join("store.img")
-    }
-    fn origin_path(&self) -> PathBuf {
-        self.dir.path().join("origin.img")
-    }
-    /// Stop the server and drop the service (releasing the store lock).
-    fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.server.take() {
-            t.join().unwrap();
-        }
-        if let Some(s) = self.service.take() {
-            s.shutdown().unwrap();
-        }
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.server.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn files(dir: &Path) -> (PathBuf, PathBuf) {
-    let origin = dir.join("origin.img");
-    let store = dir.join("store.img");
-    std::fs::File::create(&origin)
-        .unwrap()
-        .set_len(ORIGIN_LEN)
-        .unwrap();
-    std::fs::File::create(&store)
-        .unwrap()
-        .set_len(32 << 20)
-        .unwrap();
-    offline::format(&FormatOptions {
-        origin: origin.clone(),
-        store: store.clone(),
-        chunk_size: CHUNK as u32,
-    })
-    .unwrap();
-    (origin, store)
-}
-
 fn start() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let (origin, store) = files(dir.path());
-    let service = Arc::new(
-        Service::open(Config {
-            origin,
-            store,
-            cache_bytes: 4 << 20,
-            ..Config::default()
-        })
-        .unwrap(),
-    );
-    let socket = dir.path().join("ctl.sock");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let sock_path = socket.clone();
-    let s = service.clone();
-    let server = thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let sock = control::bind(&sock_path).unwrap();
-            ready_tx.send(()).unwrap();
-            let handler: control::Handler = Arc::new(move |op| s.handle(op));
-            control::serve(sock, handler, Limits::default(), async {
-                let _ = rx.await;
-            })
-            .await;
-        });
-    });
-    ready_rx.recv().unwrap();
-    Fixture {
-        dir,
-        socket,
-        service: Some(service),
-        stop: Some(tx),
-        server: Some(server),
-    }
-}
-
-fn remote_code(r: Result<Reply, Error>) -> ErrorCode {
-    match r {
-        Err(Error::Remote { code, .. }) => code,
-        other => panic!("expected an error reply, got {other:?}"),
-    }
+    Fixture::start(ORIGIN_LEN, 32 << 20, Limits::default())
 }
 
 fn create(s: &Path, name: &str) -> u32 {

@@ -1,7 +1,10 @@
 //! Shared helpers of the store's integration tests: a harness that opens a store on
 //! in-memory or fault-injecting devices, and the reference model of the design note's
-//! contract (a plain map from device to its bytes).
+//! contract (a plain map from device to its bytes). [`daemon`]: the daemon tests'
+//! fixture.
 #![allow(dead_code)]
+
+pub mod daemon;
 
 use blockdev::{BlockDevice, FaultyDevice};
 use exception_store::{Dev, Store, StoreOptions};
