@@ -1,9 +1,9 @@
 //! `snapctl activate`.
-use crate::{cmd::create::unexpected, output::Output};
-use ublk_snapd::{
-    client,
-    protocol::{Op, Reply},
+use crate::{
+    cmd::{pick, request_one},
+    output::Output,
 };
+use ublk_snapd::protocol::Op;
 
 /// Give a snapshot a block device and print its path.
 #[derive(Debug, clap::Args)]
@@ -13,8 +13,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
-    match client::request(&out.socket, Op::Activate { name: a.name })? {
-        Reply::Activated(c) => out.emit(&c, || c.device.clone()),
-        other => Err(unexpected(&other)),
-    }
+    request_one(out, Op::Activate { name: a.name }, pick!(Activated), |c| {
+        c.device.clone()
+    })
 }

@@ -1,7 +1,9 @@
 //! `snapctl create`.
-use crate::output::{utc_compact, Output};
+use crate::{
+    cmd::{pick, request_one},
+    output::{utc_compact, Output},
+};
 use ublk_snapd::{
-    client,
     protocol::{Op, Reply},
     Error,
 };
@@ -26,8 +28,11 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
         (None, Some(p)) => format!("{p}-{}", utc_compact(ublk_snapd::now_secs())),
         (None, None) => return Err(Error::Invalid("give a NAME or --auto-name".into()).into()),
     };
-    match client::request(&out.socket, Op::Create { name, from: a.from })? {
-        Reply::Created(c) => out.emit(&c, || {
+    request_one(
+        out,
+        Op::Create { name, from: a.from },
+        pick!(Created),
+        |c| {
             format!(
                 "created snapshot {} (id {}) of {}, transaction {}",
                 c.name,
@@ -35,9 +40,8 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
                 c.parent.as_deref().unwrap_or("the origin"),
                 c.txn_id
             )
-        }),
-        other => Err(unexpected(&other)),
-    }
+        },
+    )
 }
 
 /// A reply of the wrong kind.

@@ -1,9 +1,9 @@
 //! `snapctl deactivate`.
-use crate::{cmd::create::unexpected, output::Output};
-use ublk_snapd::{
-    client,
-    protocol::{Op, Reply},
+use crate::{
+    cmd::{pick, request_one},
+    output::Output,
 };
+use ublk_snapd::protocol::Op;
 
 /// Remove a snapshot's block device (unmount it first).
 #[derive(Debug, clap::Args)]
@@ -13,10 +13,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
-    match client::request(&out.socket, Op::Deactivate { name: a.name })? {
-        Reply::Deactivated(c) => out.emit(&c, || {
-            format!("deactivated snapshot {}, transaction {}", c.name, c.txn_id)
-        }),
-        other => Err(unexpected(&other)),
-    }
+    request_one(
+        out,
+        Op::Deactivate { name: a.name },
+        pick!(Deactivated),
+        |c| format!("deactivated snapshot {}, transaction {}", c.name, c.txn_id),
+    )
 }

@@ -1,9 +1,9 @@
 //! `snapctl delete`.
-use crate::{cmd::create::unexpected, output::Output};
-use ublk_snapd::{
-    client,
-    protocol::{Op, Reply},
+use crate::{
+    cmd::{pick, request_one},
+    output::Output,
 };
+use ublk_snapd::protocol::Op;
 
 /// Delete a snapshot (it must not be active); its space comes back in the background.
 #[derive(Debug, clap::Args)]
@@ -13,10 +13,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
-    match client::request(&out.socket, Op::Delete { name: a.name })? {
-        Reply::Deleted(c) => out.emit(&c, || {
-            format!("deleted snapshot {}, transaction {}", c.name, c.txn_id)
-        }),
-        other => Err(unexpected(&other)),
-    }
+    request_one(out, Op::Delete { name: a.name }, pick!(Deleted), |c| {
+        format!("deleted snapshot {}, transaction {}", c.name, c.txn_id)
+    })
 }

@@ -1,9 +1,9 @@
 //! `snapctl hold` and `snapctl release`.
-use crate::{cmd::create::unexpected, output::Output};
-use ublk_snapd::{
-    client,
-    protocol::{Op, Reply},
+use crate::{
+    cmd::{pick, request_one},
+    output::Output,
 };
+use ublk_snapd::protocol::Op;
 
 /// Hold a snapshot: `prune` and the space policy never delete it.
 #[derive(Debug, clap::Args)]
@@ -20,22 +20,16 @@ pub struct ReleaseArgs {
 }
 
 pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
-    match client::request(&out.socket, Op::Hold { name: a.name })? {
-        Reply::Held(c) => out.emit(&c, || {
-            format!("snapshot {} is held, transaction {}", c.name, c.txn_id)
-        }),
-        other => Err(unexpected(&other)),
-    }
+    request_one(out, Op::Hold { name: a.name }, pick!(Held), |c| {
+        format!("snapshot {} is held, transaction {}", c.name, c.txn_id)
+    })
 }
 
 pub fn release(a: ReleaseArgs, out: &Output) -> anyhow::Result<()> {
-    match client::request(&out.socket, Op::Release { name: a.name })? {
-        Reply::Released(c) => out.emit(&c, || {
-            format!(
-                "snapshot {} is no longer held, transaction {}",
-                c.name, c.txn_id
-            )
-        }),
-        other => Err(unexpected(&other)),
-    }
+    request_one(out, Op::Release { name: a.name }, pick!(Released), |c| {
+        format!(
+            "snapshot {} is no longer held, transaction {}",
+            c.name, c.txn_id
+        )
+    })
 }
