@@ -36,7 +36,7 @@ use blockdev::{
     ids::{Addr, BlockNr, ChunkNr, Label, SnapId, TxnId},
     BlockDevice,
 };
-use btree::{elements::Elements, elements::Ptr, NodeCache, Tree};
+use btree::{elements::Elements, elements::Ptr, Codec, NodeCache, Tree};
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
@@ -133,6 +133,28 @@ impl std::fmt::Debug for Store {
             self.chunk_size
         )
     }
+}
+
+/// Bring `tree` up to date at the `dirty` keys: each gets the value `value` finds for
+/// it, or is removed when there is none.
+fn persist<K: Codec + Ord, V: Codec>(
+    tree: &mut Tree<K, V>,
+    cache: &mut NodeCache,
+    alloc: &mut Allocator,
+    dirty: impl IntoIterator<Item = K>,
+    mut value: impl FnMut(&K) -> Option<V>,
+) -> Result<()> {
+    for k in dirty {
+        match value(&k) {
+            Some(v) => {
+                tree.insert(cache, alloc, k, v)?;
+            }
+            None => {
+                tree.remove(cache, alloc, &k)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn store_io(offset: u64) -> impl FnOnce(std::io::Error) -> Error {
@@ -488,59 +510,30 @@ impl Store {
             self.dev.flush().map_err(store_io(0))?;
             return Ok(self.sb.txn_id);
         }
-        for l in std::mem::take(&mut self.dirty_versions) {
-            if l.0 == 0 {
-                continue;
-            }
-            match self.vt.get(l) {
-                Some(v) => {
-                    let rec = VersionRec {
-                        parent: v.parent,
-                        ghost: v.ghost,
-                        ghost_since: v.ghost_since,
-                    };
-                    self.versions
-                        .insert(&mut self.cache, &mut self.alloc, l.0, rec)?;
-                }
-                _ => {
-                    self.versions
-                        .remove(&mut self.cache, &mut self.alloc, &l.0)?;
-                }
-            }
-        }
-        for id in std::mem::take(&mut self.dirty_snaps) {
-            match self.snaps.get(&id) {
-                Some(r) => {
-                    self.snap_tree
-                        .insert(&mut self.cache, &mut self.alloc, id.0, r.to_raw())?;
-                }
-                None => {
-                    self.snap_tree
-                        .remove(&mut self.cache, &mut self.alloc, &id.0)?;
-                }
-            }
-        }
-        for id in std::mem::take(&mut self.dirty_jobs) {
-            match self.jobs.get(&id) {
-                Some(j) => {
-                    self.job_tree
-                        .insert(&mut self.cache, &mut self.alloc, id, *j)?;
-                }
-                None => {
-                    self.job_tree
-                        .remove(&mut self.cache, &mut self.alloc, &id)?;
-                }
-            }
-        }
-        for a in std::mem::take(&mut self.dirty_merged) {
-            if self.merged_ahead.contains(&a) {
-                self.merged_tree
-                    .insert(&mut self.cache, &mut self.alloc, a, 0)?;
-            } else {
-                self.merged_tree
-                    .remove(&mut self.cache, &mut self.alloc, &a)?;
-            }
-        }
+        let (cache, alloc) = (&mut self.cache, &mut self.alloc);
+        let versions = std::mem::take(&mut self.dirty_versions);
+        let versions = versions.into_iter().filter(|l| l.0 != 0).map(|l| l.0);
+        persist(&mut self.versions, cache, alloc, versions, |&l| {
+            self.vt.get(Label(l)).map(|v| VersionRec {
+                parent: v.parent,
+                ghost: v.ghost,
+                ghost_since: v.ghost_since,
+            })
+        })?;
+        let snaps = std::mem::take(&mut self.dirty_snaps)
+            .into_iter()
+            .map(|id| id.0);
+        persist(&mut self.snap_tree, cache, alloc, snaps, |&id| {
+            self.snaps.get(&SnapId(id)).map(SnapRec::to_raw)
+        })?;
+        let jobs = std::mem::take(&mut self.dirty_jobs);
+        persist(&mut self.job_tree, cache, alloc, jobs, |id| {
+            self.jobs.get(id).copied()
+        })?;
+        let merged = std::mem::take(&mut self.dirty_merged);
+        persist(&mut self.merged_tree, cache, alloc, merged, |a| {
+            self.merged_ahead.contains(a).then_some(0)
+        })?;
         self.cache.write_dirty()?;
         self.dev.flush().map_err(store_io(0))?;
         let mut sb = self.sb.clone();
