@@ -155,9 +155,13 @@ impl<'a> View<'a> {
 
     /// The label an origin write must copy the old data to first, if any visible
     /// version still reads the origin here: the newest snapshot of the origin.
+    ///
+    /// The cheap test comes first: once the newest snapshot has an element here (the
+    /// steady state after a copy-out), nothing is copied whatever the other elements
+    /// are, and the heirs of the origin (a walk over every element) are not counted.
     pub fn origin_copy_out(&self, e: &Elems) -> Option<Label> {
         let top = self.anc.tree().newest()?;
-        (self.heirs(e, Label(0)) > 0 && !e.contains_key(&top)).then_some(top)
+        (!e.contains_key(&top) && self.heirs(e, Label(0)) > 0).then_some(top)
     }
 
     /// What a write by version `t` needs.

@@ -206,7 +206,7 @@ impl Store {
                 self.latching(|s| s.merge_address_now(a))?;
             }
             self.latching(|s| s.copy_out(a))?;
-            must_commit |= self.dirty_addrs.contains(&a);
+            must_commit |= !self.dirty_addrs.is_empty() && self.dirty_addrs.contains(&a);
         }
         Ok(must_commit.then(|| self.cache_txn()))
     }
@@ -251,14 +251,24 @@ impl Store {
     }
 
     pub(crate) fn copy_out(&mut self, a: u64) -> Result<()> {
-        let before = self.load_elems(a)?;
+        // No snapshot of the origin: nothing to copy (`origin_copy_out` says the
+        // same), so skip loading the elements.
+        if self.vt.newest().is_none() {
+            return Ok(());
+        }
+        // Decide on the cached element set itself; copy it only when it changes. In
+        // the steady state (the newest snapshot already has its element here) this
+        // is one cache lookup and one map lookup, whatever the number of snapshots.
+        let shared = self.load_elems_shared(a)?;
         let (top, ghost) = {
             let view = self.view_at(a);
-            match view.origin_copy_out(&before) {
+            match view.origin_copy_out(&shared) {
                 Some(t) => (t, !view.visible(t)),
                 None => return Ok(()),
             }
         };
+        let before: Elems = (*shared).clone();
+        drop(shared);
         if self.alloc.ensure(1 + self.opts.min_free_chunks).is_err() {
             self.make_room(1)?;
             // The deletes may have changed this address; decide again.
@@ -433,5 +443,116 @@ impl Store {
         self.dirty_versions.insert(t2);
         self.dirty_snaps.insert(id);
         t2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Dev, Store, StoreOptions};
+    use blockdev::{ids::Addr, MemDevice};
+    use std::sync::Arc;
+
+    const CS: u64 = 4096;
+
+    fn store() -> Store {
+        let origin = Arc::new(MemDevice::new(64 * CS));
+        let dev = Arc::new(MemDevice::new(1024 * CS));
+        Store::format(origin, dev, CS as u32, StoreOptions::default()).unwrap()
+    }
+
+    fn read(s: &mut Store, dev: Dev, a: u64) -> u8 {
+        let mut b = [0u8; 1];
+        s.read(dev, a * CS + 7, &mut b).unwrap();
+        b[0]
+    }
+
+    fn write(s: &mut Store, dev: Dev, a: u64, v: u8) {
+        s.write(dev, a * CS, &[v; CS as usize]).unwrap();
+    }
+
+    /// Every address in the per-address element cache holds exactly what the tree
+    /// holds (the cache is filled by `store_elems` with its `after`).
+    fn cache_matches_tree(s: &mut Store) {
+        let cached: Vec<(u64, Vec<_>)> = s
+            .elem_cache
+            .iter()
+            .map(|(a, e)| (*a, e.iter().map(|(l, p)| (*l, *p)).collect()))
+            .collect();
+        for (a, e) in cached {
+            let tree = s.elements.at(&mut s.cache, Addr(a)).unwrap();
+            assert_eq!(e, tree, "address {a}: cached elements differ from the tree");
+        }
+    }
+
+    /// The steady-state fast path (the newest snapshot already has its element, the
+    /// element set cached by the copy-out) must not outlive a new snapshot: the next
+    /// origin write copies the old data out again, for the new snapshot only.
+    #[test]
+    fn a_steady_address_copies_out_again_for_a_new_snapshot() {
+        let mut s = store();
+        write(&mut s, Dev::Origin, 3, 1);
+        let s1 = s.create_snapshot("s1", None, 1).unwrap();
+        write(&mut s, Dev::Origin, 3, 2); // copy-out of 1 for s1
+        write(&mut s, Dev::Origin, 3, 3); // steady: nothing to copy
+        assert!(s.origin_prepare(3 * CS, CS).unwrap().is_none());
+        let s2 = s.create_snapshot("s2", None, 2).unwrap();
+        // Now the cached set lacks the new newest snapshot: a copy-out is due.
+        assert!(s.origin_prepare(3 * CS, CS).unwrap().is_some());
+        s.commit().unwrap();
+        write(&mut s, Dev::Origin, 3, 4);
+        write(&mut s, Dev::Origin, 3, 5); // steady again
+        assert_eq!(read(&mut s, Dev::Snap(s1), 3), 1);
+        assert_eq!(read(&mut s, Dev::Snap(s2), 3), 3);
+        assert_eq!(read(&mut s, Dev::Origin, 3), 5);
+        cache_matches_tree(&mut s);
+        // The same after a reopen (nothing cached, everything from the tree).
+        let (origin, dev) = (s.origin.clone(), s.dev.clone());
+        s.commit().unwrap();
+        drop(s);
+        let mut s = Store::open(origin, dev, StoreOptions::default()).unwrap();
+        assert_eq!(read(&mut s, Dev::Snap(s1), 3), 1);
+        assert_eq!(read(&mut s, Dev::Snap(s2), 3), 3);
+        assert_eq!(read(&mut s, Dev::Origin, 3), 5);
+    }
+
+    /// The element cache stays exact through every kind of element change: copy-outs
+    /// (also into extents of neighbouring addresses), snapshot writes (in place,
+    /// split, relabel), deletes with their pass, holes, and a merge.
+    #[test]
+    fn the_element_cache_stays_exact_through_element_changes() {
+        let mut s = store();
+        for a in 0..8 {
+            write(&mut s, Dev::Origin, a, a as u8);
+        }
+        let s1 = s.create_snapshot("s1", None, 1).unwrap();
+        for a in 0..8 {
+            write(&mut s, Dev::Origin, a, 10 + a as u8); // one extent for s1
+        }
+        cache_matches_tree(&mut s);
+        let s2 = s.create_snapshot("s2", Some(s1), 2).unwrap();
+        write(&mut s, Dev::Snap(s1), 2, 20); // split: s2 keeps s1's data
+        write(&mut s, Dev::Snap(s2), 4, 21);
+        write(&mut s, Dev::Snap(s2), 4, 22); // in place
+        cache_matches_tree(&mut s);
+        let s3 = s.create_snapshot("s3", None, 3).unwrap();
+        for a in [1, 3, 5] {
+            write(&mut s, Dev::Origin, a, 30 + a as u8);
+        }
+        s.write_zeroes(Dev::Snap(s3), 6 * CS, CS).unwrap(); // a hole
+        cache_matches_tree(&mut s);
+        s.delete_snapshot(s1).unwrap();
+        s.run_background(4).unwrap();
+        cache_matches_tree(&mut s);
+        write(&mut s, Dev::Snap(s2), 2, 23);
+        s.merge_snapshot(s3).unwrap();
+        write(&mut s, Dev::Origin, 5, 40); // merges address 5 first
+        s.run_background(4).unwrap();
+        cache_matches_tree(&mut s);
+        for (a, want) in [(0u64, 0u8), (2, 23), (4, 22), (5, 5)] {
+            assert_eq!(read(&mut s, Dev::Snap(s2), a), want, "s2 at {a}");
+        }
+        for (a, want) in [(1u64, 11u8), (5, 40), (6, 0), (7, 17)] {
+            assert_eq!(read(&mut s, Dev::Origin, a), want, "origin at {a}");
+        }
     }
 }

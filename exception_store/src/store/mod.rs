@@ -609,15 +609,22 @@ impl Store {
                 .into_iter()
                 .collect(),
         );
+        self.remember_elems(a, e.clone());
+        Ok(e)
+    }
+
+    /// Put the exact element set of address `a` in the per-address cache.
+    fn remember_elems(&mut self, a: u64, e: Arc<Elems>) {
         self.elem_cache_len += e.len() + 1;
-        self.elem_cache.put(a, e.clone());
+        if let Some(old) = self.elem_cache.put(a, e) {
+            self.elem_cache_len -= old.len() + 1;
+        }
         while self.elem_cache_len > ELEM_CACHE_ELEMENTS {
             match self.elem_cache.pop_lru() {
                 Some((_, old)) => self.elem_cache_len -= old.len() + 1,
                 None => break,
             }
         }
-        Ok(e)
     }
 
     fn forget_elems(&mut self, a: u64) {
@@ -628,6 +635,11 @@ impl Store {
 
     /// Write back the elements of address `a`: `before` as loaded, `after` as decided.
     /// Chunks named before (or allocated for this change, `new`) and not after are freed.
+    ///
+    /// `before` must be the address's element set as loaded, unchanged since: once
+    /// the tree holds `after`, `after` is what a load would return, so it goes into
+    /// the per-address cache and the next write to this address (the steady state
+    /// after a copy-out) finds it there. On an error the address is left uncached.
     fn store_elems(
         &mut self,
         a: u64,
@@ -676,6 +688,7 @@ impl Store {
             self.dirty_addrs.insert(a);
             self.changed = true;
         }
+        self.remember_elems(a, Arc::new(after.clone()));
         Ok(())
     }
 
