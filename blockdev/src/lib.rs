@@ -6,6 +6,7 @@
 //! - `FaultyDevice` (feature `testing`): wraps an in-memory image, fails chosen I/Os,
 //!   and simulates power loss: everything written since the last flush may be lost,
 //!   whole or torn at sector granularity.
+//! - `pattern` (feature `testing`): deterministic test data.
 //!
 //! Also the unit newtypes shared by every crate ([`ids`]), little-endian helpers for
 //! on-disk encoding ([`le`]) and the one corruption type ([`Corrupt`]).
@@ -33,6 +34,8 @@ mod file;
 pub mod ids;
 pub mod le;
 mod mem;
+#[cfg(feature = "testing")]
+mod pattern;
 
 pub use corrupt::{BlockKind, Corrupt, Reason};
 pub use device::{check_range, BlockDevice};
@@ -40,6 +43,8 @@ pub use device::{check_range, BlockDevice};
 pub use faulty::{CrashMode, FaultPlan, FaultyDevice};
 pub use file::FileDevice;
 pub use mem::MemDevice;
+#[cfg(feature = "testing")]
+pub use pattern::pattern;
 
 /// The sector size: the unit of atomicity assumed of the media (see `docs/format.md`).
 pub const SECTOR_SIZE: u64 = 512;

@@ -1,17 +1,9 @@
 //! snapctl as a program: golden `--help` texts and exit codes (no daemon, no kernel).
 //! Regenerate the golden files with `UPDATE_GOLDEN=1 cargo test -p tools`.
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output},
-};
+mod common;
 
-fn snapctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_snapctl"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
+use common::snapctl;
+use std::path::{Path, PathBuf};
 
 fn golden(name: &str, actual: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -2,25 +2,20 @@
 //! files left with unfinished background passes (a delete, a merge) by a store closed
 //! before its passes ran; every device must read the same before and after, and
 //! anything refused must leave the files byte-identical.
+mod common;
+
 use blockdev::{BlockDevice, FileDevice};
+use common::snapctl;
 use exception_store::{Dev, Store, StoreOptions};
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Output,
     sync::Arc,
 };
 
 const CS: u32 = 16 << 10;
 const ORIGIN_LEN: u64 = 1 << 20;
-
-fn snapctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_snapctl"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
 
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -33,15 +28,7 @@ fn json(out: &Output) -> serde_json::Value {
 }
 
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    blockdev::pattern(seed, len)
 }
 
 struct Files {

@@ -10,15 +10,7 @@ const CS: u32 = 4096;
 const NR_ADDRS: u64 = 64;
 
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    blockdev::pattern(seed, len)
 }
 
 /// Every device's bytes, by name ("" for the origin).
