@@ -269,46 +269,32 @@ impl Service {
     pub fn merge(&self, name: &str, deferred: bool) -> Result<Merge> {
         let devs = self.devices.lock();
         let id = self.lookup_inactive(&devs, name)?;
-        let claim = match devs.path(Dev::Origin) {
-            Some(device) => match claim_exclusive(&device) {
-                Claim::Held(f) => Some(f),
-                Claim::Busy if deferred => {
-                    let mut d = self.deferred_merge.lock();
-                    if d.is_some_and(|other| other != id) {
-                        return Err(Error::InUse {
-                            device,
-                            why: "another merge is already deferred until it is closed",
-                        });
-                    }
-                    *d = Some(id);
-                    drop(d);
-                    self.save_state(&devs);
-                    tracing::info!(name, "merge deferred until the origin device is closed");
-                    return Ok(Merge::Deferred(changed(name, self.txn())));
-                }
-                Claim::Busy => {
+        let claim = match claim_origin(&devs) {
+            Ok(claim) => claim,
+            Err(device) if deferred => {
+                let mut d = self.deferred_merge.lock();
+                if d.is_some_and(|other| other != id) {
                     return Err(Error::InUse {
                         device,
-                        why: "unmount the origin before merging into it, or use merge --deferred",
-                    })
+                        why: "another merge is already deferred until it is closed",
+                    });
                 }
-                Claim::Unknown => None,
-            },
-            None => None,
+                *d = Some(id);
+                drop(d);
+                self.save_state(&devs);
+                tracing::info!(name, "merge deferred until the origin device is closed");
+                return Ok(Merge::Deferred(changed(name, self.txn())));
+            }
+            Err(device) => {
+                return Err(Error::InUse {
+                    device,
+                    why: "unmount the origin before merging into it, or use merge --deferred",
+                })
+            }
         };
         let t = self.store.merge_snapshot(id)?;
         drop(claim);
-        let was_deferred = {
-            let mut d = self.deferred_merge.lock();
-            let was = *d == Some(id);
-            if was {
-                *d = None;
-            }
-            was
-        };
-        if was_deferred {
-            self.save_state(&devs);
-        }
+        self.clear_deferred(&devs, id);
         tracing::info!(name, id = id.0, txn_id = t.0, "merge started");
         Ok(Merge::Started(changed(name, t.0)))
     }
@@ -334,28 +320,36 @@ impl Service {
                 id = id.0,
                 "the snapshot of the deferred merge is gone; merge dropped"
             );
-            *self.deferred_merge.lock() = None;
-            self.save_state(&devs);
+            self.clear_deferred(&devs, id);
             return;
         };
         if devs.get(Dev::Snap(id)).is_some() {
             return;
         }
-        let claim = match devs.path(Dev::Origin) {
-            Some(device) => match claim_exclusive(&device) {
-                Claim::Held(f) => Some(f),
-                Claim::Busy => return,
-                Claim::Unknown => None,
-            },
-            None => None,
+        let Ok(claim) = claim_origin(&devs) else {
+            return;
         };
         match self.store.merge_snapshot(id) {
             Ok(t) => tracing::info!(name, txn_id = t.0, "deferred merge started"),
             Err(e) => tracing::error!(name, error = %e, "deferred merge failed to start; dropped"),
         }
         drop(claim);
-        *self.deferred_merge.lock() = None;
-        self.save_state(&devs);
+        self.clear_deferred(&devs, id);
+    }
+
+    /// Forget the deferred merge if it is `id`'s, and record that in the state file.
+    fn clear_deferred(&self, devs: &Devices, id: SnapId) {
+        let cleared = {
+            let mut d = self.deferred_merge.lock();
+            let was = *d == Some(id);
+            if was {
+                *d = None;
+            }
+            was
+        };
+        if cleared {
+            self.save_state(devs);
+        }
     }
 
     /// `hold` and `release`.
@@ -674,6 +668,20 @@ enum Claim {
     Busy,
     /// The open failed otherwise (logged); nobody is known to hold it.
     Unknown,
+}
+
+/// Hold the origin's device exclusively while a merge starts, so nobody mounts it
+/// meanwhile: `Ok(None)` when it has no device or could not be opened for another
+/// reason than being in use; `Err(device)` when it is in use (mounted).
+fn claim_origin(devs: &Devices) -> std::result::Result<Option<std::fs::File>, String> {
+    let Some(device) = devs.path(Dev::Origin) else {
+        return Ok(None);
+    };
+    match claim_exclusive(&device) {
+        Claim::Held(f) => Ok(Some(f)),
+        Claim::Busy => Err(device),
+        Claim::Unknown => Ok(None),
+    }
 }
 
 /// Open the block device `path` with `O_EXCL`.
