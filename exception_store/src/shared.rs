@@ -97,7 +97,7 @@ impl SharedStore {
         if dev == Dev::Origin {
             let s = self.store.lock();
             if !s.is_merging() {
-                s.check_range(offset, buf.len() as u64)?;
+                s.check_origin_range(offset, buf.len() as u64)?;
                 drop(s);
                 return self
                     .origin
@@ -118,7 +118,7 @@ impl SharedStore {
     /// and the origin has a descriptor. `None`: read through [`read`](Self::read).
     pub fn origin_direct_read(&self, offset: u64, len: u64) -> Option<std::os::fd::RawFd> {
         let s = self.store.lock();
-        if s.is_merging() || s.check_range(offset, len).is_err() {
+        if s.is_merging() || s.check_origin_range(offset, len).is_err() {
             return None;
         }
         drop(s);
@@ -137,9 +137,7 @@ impl SharedStore {
                 if let Some(t) = need {
                     self.wait_durable(t)?;
                 }
-                self.store
-                    .lock()
-                    .check_origin_range(offset, data.len() as u64)?;
+                // origin_prepare checked the range
                 self.origin
                     .write_at(data, offset)
                     .map_err(|source| crate::Error::Io {

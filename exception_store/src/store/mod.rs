@@ -697,7 +697,7 @@ impl Store {
         (self.sb.origin_len - a * self.chunk_size).min(self.chunk_size) as usize
     }
 
-    pub(crate) fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+    fn check_range(&self, offset: u64, len: u64) -> Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.sb.origin_len => Ok(()),
             _ => Err(Error::Invalid(format!(
