@@ -51,6 +51,9 @@ pub struct RepairReport {
     pub clean: bool,
     /// Unfinished background passes found (finished when `outcome` is `repaired`).
     pub passes: Vec<RepairPass>,
+    /// The label index disagreed with the elements (and nothing else was wrong): it
+    /// is rebuilt from them (when `outcome` is `repaired`).
+    pub rebuild_label_index: bool,
     /// Leaked data chunks and metadata blocks the check found: 0 after an open (free
     /// space is not stored; `open` rebuilds it from the trees), so never anything to
     /// repair.
@@ -95,6 +98,7 @@ impl RepairReport {
                     needs_origin: p.kind == "merge" && !have_origin,
                 })
                 .collect(),
+            rebuild_label_index: r.rebuild_label_index,
             leaked: r.before.nr_leaked_chunks + r.before.nr_leaked_blocks,
             before: CheckReport::new(r.before, r.txn_before.0),
             after: r.after.map(|a| CheckReport::new(a, r.txn_after.0)),

@@ -156,6 +156,18 @@ fn e9_delete_pass_applies_to_every_ghost_element() {
     Script::new(3).run("snapO A; snapO B; w B 0 4; w O 2 5; del A; bg; reopen; bg; bg; w O 2 6");
 }
 
+/// A delete pass visits only where its labels hold elements (the label index), so it
+/// must watch the deleted version's ghost ancestors too: here A splits (its old label
+/// G becomes a ghost parent of X, Y and A's new label), X writes its own data, and
+/// G's element at 0 is read by Y alone. Deleting Y must free it although Y itself
+/// holds nothing there; G keeps two children, so no cleanup pass would.
+#[test]
+fn delete_pass_watches_ghost_ancestors() {
+    Script::new(2).run("snapO A; w A 0 1; snap X A; snap Y A; w A 0 2; w X 0 3; del Y");
+    Script::new(2)
+        .run("snapO A; w A 0 1; snap X A; snap Y A; w A 0 2; w X 0 3; w O 1 5; del Y; bg; reopen");
+}
+
 /// Snapshots of snapshots, implicit splits and write-zeroes interleaved with deletes.
 #[test]
 fn splits_holes_and_deletes_of_parents() {

@@ -288,6 +288,31 @@ impl Elements {
         Ok(found)
     }
 
+    /// The lowest address in `from..to` where a label `wanted` accepts holds an
+    /// element (one range scan over the addresses, however many labels they carry).
+    pub fn next_of_labels(
+        &self,
+        cache: &mut NodeCache,
+        from: Addr,
+        to: Addr,
+        wanted: &dyn Fn(Label) -> bool,
+    ) -> Result<Option<Addr>> {
+        let mut found = None;
+        self.tree
+            .range_from(cache, &Self::scan_start(from), &mut |k, v| {
+                if k.addr >= to {
+                    return false;
+                }
+                // keys ascend by address, so the first match is the lowest address
+                if k.addr.0 + v.len as u64 > from.0 && wanted(k.label) {
+                    found = Some(Addr(k.addr.0.max(from.0)));
+                    return false;
+                }
+                true
+            })?;
+        Ok(found)
+    }
+
     /// Visit every node block and every extent (for space rebuild and `check`).
     pub fn walk(
         &self,

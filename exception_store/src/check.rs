@@ -6,6 +6,7 @@
 //!   is not stored: `open` rebuilds it from the trees, so a leak can only show in a
 //!   store that has been running (an online check), never right after an open;
 //! - no element names a label outside the version tree, or label 0;
+//! - the label index holds exactly the counts the elements give (`crate::label_index`);
 //! - every snapshot reads through a live, non-ghost label, one snapshot per label;
 //! - with no background work pending: every ghost has two or more children, and every
 //!   element is read by some visible version (no orphaned element).
@@ -33,6 +34,9 @@ pub struct Report {
     pub nr_leaked_chunks: u64,
     /// Metadata blocks allocated but referenced by nothing (each also a warning).
     pub nr_leaked_blocks: u64,
+    /// Entries where the label index disagrees with the elements (each also an
+    /// error; `check --repair` rebuilds the index when these are the only errors).
+    pub nr_index_errors: u64,
 }
 
 impl Report {
@@ -156,6 +160,35 @@ impl Store {
                 }
             }
         }
+        // the label index against the elements
+        let mut expected = crate::label_index::Counts::new();
+        for (a, elems) in &by_addr {
+            for (l, _) in elems {
+                crate::label_index::count_extent(&mut expected, *l, *a, 1);
+            }
+        }
+        let mut found = crate::label_index::Counts::new();
+        self.label_index
+            .walk(&mut self.cache, &mut |_| Ok(()), &mut |k, n| {
+                found.insert(*k, *n);
+                Ok(())
+            })?;
+        if found != expected {
+            let keys: BTreeSet<_> = found.keys().chain(expected.keys()).copied().collect();
+            for k in keys {
+                let (f, e) = (found.get(&k), expected.get(&k));
+                if f != e {
+                    rep.nr_index_errors += 1;
+                    rep.errors.push(format!(
+                        "label index: label {} region {} counts {} addresses, the elements {}",
+                        k.label,
+                        k.region,
+                        f.copied().unwrap_or(0),
+                        e.copied().unwrap_or(0)
+                    ));
+                }
+            }
+        }
         if quiescent {
             for l in tree.labels() {
                 if l.0 != 0 && tree.is_ghost(l) && tree.children(l).len() < 2 {
@@ -186,8 +219,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Visit every node of the small trees (versions, snapshots, jobs, merged-ahead
-    /// set), verifying each.
+    /// Visit every node of the other trees (versions, snapshots, jobs, merged-ahead
+    /// set, label index), verifying each.
     fn walk_table_nodes(
         &mut self,
         on_node: &mut dyn FnMut(blockdev::ids::BlockNr) -> btree::Result<()>,
@@ -199,6 +232,8 @@ impl Store {
         self.job_tree
             .walk(&mut self.cache, on_node, &mut |_, _| Ok(()))?;
         self.merged_tree
+            .walk(&mut self.cache, on_node, &mut |_, _| Ok(()))?;
+        self.label_index
             .walk(&mut self.cache, on_node, &mut |_, _| Ok(()))?;
         Ok(())
     }

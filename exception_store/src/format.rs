@@ -36,12 +36,16 @@
 //! | 144 | 4 | needs_check |
 //! | 148 | 4 | clean_shutdown |
 //! | 152 | 8 | merged_root (addresses a merge did ahead of its cursor) |
-//! | 160 | .. | zero |
+//! | 160 | 8 | label_index_root (format version 2; 0 in version 1) |
+//! | 168 | .. | zero |
 
 /// Store magic ("UBLKSNAP" read as a little-endian u64).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"UBLKSNAP");
-/// Format version; bumped only for incompatible changes (see docs/format.md).
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written; bumped only for incompatible changes (see docs/format.md).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build opens (and upgrades to [`FORMAT_VERSION`] at
+/// its first commit: version 1 lacks the label index, which `open` builds).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Size of a metadata block.
 pub const BLOCK_SIZE: u64 = btree::format::BLOCK_SIZE as u64;
 /// Kind tag of a superblock ("VPSB").
@@ -79,7 +83,8 @@ pub(crate) const SB_JOBS_ROOT_OFFSET: usize = 136;
 pub(crate) const SB_NEEDS_CHECK_OFFSET: usize = 144;
 pub(crate) const SB_CLEAN_OFFSET: usize = 148;
 pub(crate) const SB_MERGED_ROOT_OFFSET: usize = 152;
-pub(crate) const SB_END: usize = 160;
+pub(crate) const SB_LABEL_INDEX_ROOT_OFFSET: usize = 160;
+pub(crate) const SB_END: usize = 168;
 
 /// Tree tag of the version table.
 pub const VERSIONS_TREE_TAG: u8 = 2;
@@ -89,6 +94,8 @@ pub const SNAPSHOTS_TREE_TAG: u8 = 3;
 pub const JOBS_TREE_TAG: u8 = 4;
 /// Tree tag of the set of addresses merged ahead of the merge cursor.
 pub const MERGED_TREE_TAG: u8 = 5;
+/// Tree tag of the label index (`crate::label_index`).
+pub const LABEL_INDEX_TREE_TAG: u8 = 6;
 
 /// Longest snapshot name, in bytes.
 pub const MAX_NAME_LEN: usize = 63;

@@ -39,6 +39,7 @@ pub mod check;
 pub mod dump;
 mod error;
 pub mod format;
+pub mod label_index;
 pub mod repair;
 pub mod retention;
 pub mod rules;

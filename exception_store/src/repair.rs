@@ -8,6 +8,10 @@
 //! - **Errors** in the check's report (an element naming a dead label, a thin ghost
 //!   with no pass pending, ...): [`Outcome::Refused`]; nothing is written. Repair never
 //!   guesses which of two conflicting records is right.
+//! - **A label index that disagrees with the elements**, when that is the only error:
+//!   the index is derived data (the elements are authoritative), so repair builds a
+//!   new one from the elements and commits it before anything else
+//!   ([`Repair::rebuild_label_index`]). Passes never run on a wrong index.
 //! - **Unfinished background passes** (delete, cleanup, merge): their cursors are
 //!   persistent (the job table), and the daemon finishes them by itself once it runs.
 //!   Repair runs them to their end now, with the daemon's own code
@@ -25,7 +29,12 @@
 //! After running passes, repair reopens the store from the device and checks it again
 //! ([`Repair::after`]). A dry run stops after the first check and writes nothing; so
 //! does a store with nothing to repair.
-use crate::{check::Report, tables::JobKind, Error, Result, Store, StoreOptions};
+use crate::{
+    check::Report,
+    label_index::{count_extent, Counts, LabelIndex},
+    tables::JobKind,
+    Error, Result, Store, StoreOptions,
+};
 use blockdev::{
     ids::{Label, TxnId},
     BlockDevice,
@@ -91,6 +100,9 @@ pub struct Repair {
     pub txn_before: TxnId,
     /// Unfinished passes found (finished unless refused or a dry run).
     pub passes: Vec<Pass>,
+    /// The label index disagreed with the elements, and nothing else was wrong: it
+    /// is rebuilt (unless a dry run).
+    pub rebuild_label_index: bool,
     /// The check of the store reopened after repairing ([`Outcome::Repaired`] only).
     pub after: Option<Report>,
     /// The last committed transaction when repair returned.
@@ -140,19 +152,22 @@ pub fn repair(
             total,
         })
         .collect();
+    let index_only =
+        !before.errors.is_empty() && before.errors.len() as u64 == before.nr_index_errors;
     let mut rep = Repair {
         outcome: Outcome::NothingToDo,
         before,
         txn_before,
         passes,
+        rebuild_label_index: index_only,
         after: None,
         txn_after: txn_before,
     };
-    if !rep.before.errors.is_empty() {
+    if !rep.before.errors.is_empty() && !index_only {
         rep.outcome = Outcome::Refused;
         return Ok(rep);
     }
-    if rep.passes.is_empty() {
+    if rep.passes.is_empty() && !index_only {
         return Ok(rep);
     }
     if opts.dry_run {
@@ -166,6 +181,10 @@ pub fn repair(
                 .into(),
         ));
     }
+    if index_only {
+        s.rebuild_label_index()?;
+        s.commit()?;
+    }
     s.run_background(REPAIR_BATCH)?;
     drop(s);
     let mut s = open(&dev, &origin)?;
@@ -173,6 +192,22 @@ pub fn repair(
     rep.txn_after = s.txn_id();
     rep.outcome = Outcome::Repaired;
     Ok(rep)
+}
+
+impl Store {
+    /// Replace the label index by one counted from the elements. The old index's
+    /// blocks are no longer referenced: free at the next open.
+    pub(crate) fn rebuild_label_index(&mut self) -> Result<()> {
+        let mut counts = Counts::new();
+        self.elements
+            .walk(&mut self.cache, &mut |_| Ok(()), &mut |k, v| {
+                count_extent(&mut counts, k.label, k.addr.0, v.len as u64);
+                Ok(())
+            })?;
+        self.label_index = LabelIndex::build(&mut self.cache, &mut self.alloc, &counts)?;
+        self.changed = true;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,9 @@ pub struct Superblock {
     pub jobs_root: BlockNr,
     /// Root of the set of addresses merged ahead of the merge cursor.
     pub merged_root: BlockNr,
+    /// Root of the label index; block 0 (never a node) when read from a version 1
+    /// store, which has none: `open` builds it.
+    pub label_index_root: BlockNr,
     /// Set when a metadata write failed: run `check` before trusting the store.
     pub needs_check: bool,
     /// Set by a clean shutdown, cleared by the first commit after open.
@@ -85,6 +88,7 @@ impl Superblock {
         le::put_u64(&mut b, SB_SNAPSHOTS_ROOT_OFFSET, self.snapshots_root.0);
         le::put_u64(&mut b, SB_JOBS_ROOT_OFFSET, self.jobs_root.0);
         le::put_u64(&mut b, SB_MERGED_ROOT_OFFSET, self.merged_root.0);
+        le::put_u64(&mut b, SB_LABEL_INDEX_ROOT_OFFSET, self.label_index_root.0);
         le::put_u32(&mut b, SB_NEEDS_CHECK_OFFSET, self.needs_check as u32);
         le::put_u32(&mut b, SB_CLEAN_OFFSET, self.clean_shutdown as u32);
         let c = crc32fast::hash(&b[4..]) ^ SUPERBLOCK_CSUM_SALT;
@@ -108,11 +112,18 @@ impl Superblock {
             return Err(bad(slot, Reason::WrongBlockNr { found }));
         }
         let version = le::get_u32(b, SB_VERSION_OFFSET);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::Unsupported(format!(
-                "format version {version} (this build reads {FORMAT_VERSION})"
+                "format version {version} (this build reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
             )));
         }
+        let label_index_root = match version {
+            1 => BlockNr(0),
+            _ => match le::get_u64(b, SB_LABEL_INDEX_ROOT_OFFSET) {
+                0 => return Err(bad(slot, Reason::BadField)),
+                r => BlockNr(r),
+            },
+        };
         let incompat = le::get_u32(b, SB_INCOMPAT_OFFSET);
         if incompat != 0 {
             return Err(Error::Unsupported(format!(
@@ -150,6 +161,7 @@ impl Superblock {
             snapshots_root: BlockNr(le::get_u64(b, SB_SNAPSHOTS_ROOT_OFFSET)),
             jobs_root: BlockNr(le::get_u64(b, SB_JOBS_ROOT_OFFSET)),
             merged_root: BlockNr(le::get_u64(b, SB_MERGED_ROOT_OFFSET)),
+            label_index_root,
             needs_check: le::get_u32(b, SB_NEEDS_CHECK_OFFSET) != 0,
             clean_shutdown: le::get_u32(b, SB_CLEAN_OFFSET) != 0,
             ro_compat: le::get_u32(b, SB_RO_COMPAT_OFFSET),
@@ -234,6 +246,7 @@ mod tests {
             snapshots_root: BlockNr(18),
             jobs_root: BlockNr(19),
             merged_root: BlockNr(20),
+            label_index_root: BlockNr(21),
             needs_check: false,
             clean_shutdown: true,
             ro_compat: 0,
@@ -247,11 +260,49 @@ mod tests {
         assert_eq!(Superblock::decode(&b, 1).unwrap(), sb);
         // Golden: the first 40 bytes of this superblock. A layout change fails here.
         let hex: String = b[4..40].iter().map(|x| format!("{x:02x}")).collect();
-        // kind "VPSB", slot 1, txn 7, magic "UBLKSNAP", format version 1
+        // kind "VPSB", slot 1, txn 7, magic "UBLKSNAP", format version 2
         assert_eq!(
             hex,
-            "565053420100000000000000070000000000000055424c4b534e41500100000000000000"
+            "565053420100000000000000070000000000000055424c4b534e41500200000000000000"
         );
+    }
+
+    /// A version 1 block as that format wrote it: this block with version 1 and no
+    /// label index root.
+    fn version1(sb: &Superblock) -> Vec<u8> {
+        let mut b = sb.encode();
+        le::put_u32(&mut b, SB_VERSION_OFFSET, 1);
+        le::put_u64(&mut b, SB_LABEL_INDEX_ROOT_OFFSET, 0);
+        let c = crc32fast::hash(&b[4..]) ^ SUPERBLOCK_CSUM_SALT;
+        le::put_u32(&mut b, 0, c);
+        b
+    }
+
+    #[test]
+    fn version1_decodes_without_a_label_index() {
+        let sb = sample();
+        let got = Superblock::decode(&version1(&sb), 1).unwrap();
+        assert_eq!(got.label_index_root, BlockNr(0));
+        assert_eq!(got.elements_root, sb.elements_root);
+    }
+
+    #[test]
+    fn version2_without_a_label_index_is_refused() {
+        let mut sb = sample();
+        sb.label_index_root = BlockNr(0);
+        assert!(Superblock::decode(&sb.encode(), 1).is_err());
+    }
+
+    #[test]
+    fn newer_versions_are_unsupported() {
+        let mut b = sample().encode();
+        le::put_u32(&mut b, SB_VERSION_OFFSET, FORMAT_VERSION + 1);
+        let c = crc32fast::hash(&b[4..]) ^ SUPERBLOCK_CSUM_SALT;
+        le::put_u32(&mut b, 0, c);
+        assert!(matches!(
+            Superblock::decode(&b, 1),
+            Err(Error::Unsupported(_))
+        ));
     }
 
     #[test]

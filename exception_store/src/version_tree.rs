@@ -40,6 +40,8 @@ struct Tour {
 #[derive(Debug, Clone)]
 pub struct VersionTree {
     nodes: Vec<Option<Version>>,
+    /// The ghost labels (kept with `nodes`).
+    ghosts: std::collections::BTreeSet<Label>,
     tour: Option<Tour>,
 }
 
@@ -59,6 +61,7 @@ impl VersionTree {
                 ghost: false,
                 ghost_since: 0,
             })],
+            ghosts: Default::default(),
             tour: None,
         }
     }
@@ -75,6 +78,11 @@ impl VersionTree {
             ghost,
             ghost_since,
         });
+        if ghost {
+            self.ghosts.insert(l);
+        } else {
+            self.ghosts.remove(&l);
+        }
         self.tour = None;
     }
 
@@ -121,6 +129,11 @@ impl VersionTree {
             .enumerate()
             .filter(|(_, v)| v.is_some())
             .map(|(i, _)| Label(i as u32))
+    }
+
+    /// Every ghost label, ascending.
+    pub fn ghosts(&self) -> impl Iterator<Item = Label> + '_ {
+        self.ghosts.iter().copied()
     }
 
     /// Number of live labels, the origin included.
@@ -192,6 +205,7 @@ impl VersionTree {
         let v = self.get_mut(l);
         v.ghost = true;
         v.ghost_since = now;
+        self.ghosts.insert(l);
         self.tour = None;
     }
 
@@ -213,6 +227,7 @@ impl VersionTree {
             _ => {}
         }
         self.nodes[l.0 as usize] = None;
+        self.ghosts.remove(&l);
         self.tour = None;
     }
 

@@ -48,6 +48,17 @@ fn elements_match_a_per_address_model_and_coalesce() {
             let next = e.next_populated(&mut cache, Addr(a)).unwrap();
             let want_next = model.keys().map(|(x, _)| *x).find(|x| *x >= a).map(Addr);
             assert_eq!(next, want_next);
+            // the next address in a..a+40 where label 2 or 4 has an element
+            let wanted = |l: Label| l.0 == 2 || l.0 == 4;
+            let got = e
+                .next_of_labels(&mut cache, Addr(a), Addr(a + 40), &wanted)
+                .unwrap();
+            let want = model
+                .keys()
+                .filter(|(x, l)| *x >= a && *x < a + 40 && (*l == 2 || *l == 4))
+                .map(|(x, _)| Addr(*x))
+                .min();
+            assert_eq!(got, want, "labels from {a}");
         }
         // extents actually formed
         let mut extents = 0;

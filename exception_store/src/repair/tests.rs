@@ -226,3 +226,44 @@ fn refuses_corrupt_metadata() {
         assert_eq!(img.counts().1, 0, "no write at all");
     }
 }
+
+#[test]
+fn rebuilds_a_label_index_that_disagrees_with_the_elements() {
+    for with_pass in [false, true] {
+        let (o, dev) = (origin(), mem(8 << 20));
+        let mut s = build(o.clone(), dev.clone());
+        if with_pass {
+            let id = s.lookup("s1").unwrap();
+            s.delete_snapshot(id).unwrap();
+        }
+        let want = contents(&mut s);
+        // Damage the index as a bug would: a region the label does not hold, and a
+        // count off by one.
+        let l = s.snapshots()[0].label;
+        s.label_index
+            .adjust(&mut s.cache, &mut s.alloc, l, 50 * 64, 1)
+            .unwrap();
+        let l2 = s.snapshots()[1].label;
+        s.label_index
+            .adjust(&mut s.cache, &mut s.alloc, l2, 0, 1)
+            .unwrap();
+        s.changed = true;
+        s.commit().unwrap();
+        drop(s);
+
+        let img = dev.to_vec();
+        let r = repair(dev.clone(), None, RepairOptions { dry_run: true }).unwrap();
+        assert_eq!(r.outcome, Outcome::WouldRepair, "{r:?}");
+        assert!(r.rebuild_label_index);
+        assert_eq!(r.before.nr_index_errors, 2, "{r:?}");
+        assert_eq!(dev.to_vec(), img, "dry run: nothing written");
+
+        let r = repair(dev.clone(), None, RepairOptions::default()).unwrap();
+        assert_eq!(r.outcome, Outcome::Repaired, "{r:?}");
+        assert!(r.is_clean(), "{r:?}");
+        let mut s = Store::open(o.clone(), dev.clone(), StoreOptions::default()).unwrap();
+        assert!(!s.has_background_work());
+        assert!(s.check().unwrap().is_clean());
+        assert_eq!(contents(&mut s), want, "with_pass {with_pass}");
+    }
+}

@@ -253,14 +253,23 @@ impl Store {
     pub(crate) fn copy_out(&mut self, a: u64) -> Result<()> {
         // No snapshot of the origin: nothing to copy (`origin_copy_out` says the
         // same), so skip loading the elements.
-        if self.vt.newest().is_none() {
+        let Some(newest) = self.vt.newest() else {
             return Ok(());
-        }
+        };
         // Decide on the cached element set itself; copy it only when it changes. In
         // the steady state (the newest snapshot already has its element here) this
         // is one cache lookup and one map lookup, whatever the number of snapshots.
         let shared = self.load_elems_shared(a)?;
-        let (top, ghost) = {
+        if shared.contains_key(&newest) {
+            // every version lies below the newest snapshot: none reads the origin
+            return Ok(());
+        }
+        let (top, ghost) = if !self.vt.is_ghost(newest) || self.merging_at(a) == Some(newest) {
+            // A visible newest snapshot reads the origin here itself: what
+            // `origin_copy_out` decides, without the ancestor queries (whose tour is
+            // rebuilt after every snapshot create, in time linear in the versions).
+            (newest, false)
+        } else {
             let view = self.view_at(a);
             match view.origin_copy_out(&shared) {
                 Some(t) => (t, !view.visible(t)),

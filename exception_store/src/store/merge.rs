@@ -185,7 +185,7 @@ impl Store {
             self.dirty_merged.insert(a);
         }
         self.changed = true;
-        self.reshape(job.start);
+        self.reshape(job.start)?;
         self.commit()?;
         Ok(())
     }

@@ -26,6 +26,7 @@ pub use status::{JobInfo, SnapInfo, Status};
 use crate::{
     allocator::Allocator,
     format::*,
+    label_index::{self, LabelIndex},
     rules::Elems,
     superblock::{read_superblock, valid_chunk_size, write_superblock, Superblock},
     tables::{JobRec, SnapRec, SnapRecRaw, VersionRec},
@@ -96,6 +97,8 @@ pub struct Store {
     pub(crate) snap_tree: Tree<u32, SnapRecRaw>,
     pub(crate) job_tree: Tree<u32, JobRec>,
     pub(crate) merged_tree: Tree<u64, u32>,
+    /// Where each label holds elements (kept with every element change).
+    pub(crate) label_index: LabelIndex,
     /// Addresses the running merge did ahead of its cursor (persisted in `merged_tree`).
     pub(crate) merged_ahead: BTreeSet<u64>,
     pub(crate) dirty_merged: BTreeSet<u64>,
@@ -213,6 +216,7 @@ impl Store {
         let snap_tree = Tree::create(&mut cache, &mut alloc, SNAPSHOTS_TREE_TAG)?;
         let job_tree = Tree::create(&mut cache, &mut alloc, JOBS_TREE_TAG)?;
         let merged_tree = Tree::create(&mut cache, &mut alloc, MERGED_TREE_TAG)?;
+        let label_index = LabelIndex::create(&mut cache, &mut alloc)?;
         let sb = Superblock {
             txn_id: TxnId(0),
             uuid: new_uuid(),
@@ -228,6 +232,7 @@ impl Store {
             snapshots_root: snap_tree.root(),
             jobs_root: job_tree.root(),
             merged_root: merged_tree.root(),
+            label_index_root: label_index.root(),
             needs_check: false,
             clean_shutdown: false,
             ro_compat: 0,
@@ -243,6 +248,7 @@ impl Store {
             snap_tree,
             job_tree,
             merged_tree,
+            label_index,
             merged_ahead: BTreeSet::new(),
             dirty_merged: BTreeSet::new(),
             vt: VersionTree::new(),
@@ -395,10 +401,14 @@ impl Store {
             return Err(bad_ref(blockdev::Reason::BadField));
         }
         let mut runs: Vec<(u64, u32)> = Vec::new();
+        // A version 1 store has no label index: count it from the elements.
+        let upgrade = sb.label_index_root.0 == 0;
+        let mut counts = label_index::Counts::new();
         {
             let a = &mut alloc;
             let vt = &vt;
             let runs = &mut runs;
+            let counts = &mut counts;
             elements.walk(
                 &mut cache,
                 &mut |b| a.mark_block(b).map_err(to_btree),
@@ -415,6 +425,9 @@ impl Store {
                         }
                         runs.push((c.0, v.len));
                     }
+                    if upgrade {
+                        label_index::count_extent(counts, k.label, k.addr.0, v.len as u64);
+                    }
                     Ok(())
                 },
             )?;
@@ -424,6 +437,25 @@ impl Store {
                 alloc.mark_chunk(ChunkNr(c + i))?;
             }
         }
+        let label_index = if upgrade {
+            // Built in this transaction; the superblock of the first commit names it
+            // and carries the new format version.
+            LabelIndex::build(&mut cache, &mut alloc, &counts)?
+        } else {
+            let ix = LabelIndex::open(sb.label_index_root);
+            let a = &mut alloc;
+            ix.walk(
+                &mut cache,
+                &mut |b| a.mark_block(b).map_err(to_btree),
+                &mut |k, _| {
+                    if k.label.0 == 0 || !vt.contains(k.label) {
+                        return Err(to_btree(bad_ref(blockdev::Reason::BadField)));
+                    }
+                    Ok(())
+                },
+            )?;
+            ix
+        };
         Ok(Store {
             origin,
             dev,
@@ -434,6 +466,7 @@ impl Store {
             snap_tree,
             job_tree,
             merged_tree,
+            label_index,
             merged_ahead,
             dirty_merged: BTreeSet::new(),
             vt,
@@ -444,7 +477,7 @@ impl Store {
             dirty_snaps: BTreeSet::new(),
             dirty_jobs: BTreeSet::new(),
             dirty_addrs: HashSet::new(),
-            changed: false,
+            changed: upgrade,
             failed: false,
             next_job_turn: 0,
             chunk_size,
@@ -543,6 +576,7 @@ impl Store {
         sb.snapshots_root = self.snap_tree.root();
         sb.jobs_root = self.job_tree.root();
         sb.merged_root = self.merged_tree.root();
+        sb.label_index_root = self.label_index.root();
         write_superblock(&*self.dev, &sb)?;
         self.dev.flush().map_err(store_io(0))?;
         self.sb = sb;
@@ -653,6 +687,8 @@ impl Store {
             if !after.contains_key(l) {
                 self.elements
                     .remove(&mut self.cache, &mut self.alloc, Addr(a), *l)?;
+                self.label_index
+                    .adjust(&mut self.cache, &mut self.alloc, *l, a, -1)?;
                 changed = true;
             } else if after.get(l) != Some(p) {
                 changed = true;
@@ -662,6 +698,10 @@ impl Store {
             if before.get(l) != Some(p) {
                 self.elements
                     .set(&mut self.cache, &mut self.alloc, Addr(a), *l, *p)?;
+                if !before.contains_key(l) {
+                    self.label_index
+                        .adjust(&mut self.cache, &mut self.alloc, *l, a, 1)?;
+                }
                 changed = true;
             }
         }

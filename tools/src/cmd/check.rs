@@ -18,9 +18,10 @@ use ublk_snapd::{
 ///
 /// --repair (offline only, with --store) finishes unfinished delete, cleanup and merge
 /// passes, as the daemon would, and checks again; leaked chunks need nothing (free
-/// space is rebuilt from the trees at every open). It refuses, writing nothing, if
-/// the check finds errors (exit 1) or corruption (exit 4). Exit 0: the store is
-/// clean now.
+/// space is rebuilt from the trees at every open); a label index that disagrees with
+/// the elements, when nothing else is wrong, is rebuilt from them. It refuses, writing
+/// nothing, if the check finds other errors (exit 1) or corruption (exit 4). Exit 0:
+/// the store is clean now.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Check this store offline instead of asking the daemon.
@@ -125,6 +126,15 @@ fn human_repair(what: &str, r: &RepairReport) -> String {
     }
     if r.passes.is_empty() {
         t.push_str("unfinished passes: none\n");
+    }
+    if r.rebuild_label_index {
+        let done = match r.outcome.as_str() {
+            "repaired" => "rebuilt",
+            _ => "would rebuild",
+        };
+        t.push_str(&format!(
+            "label index disagrees with the elements (derived data): {done} from the elements\n"
+        ));
     }
     t.push_str(&format!(
         "leaked chunks: {}, nothing to repair (free space is rebuilt from the trees at every open)\n",
