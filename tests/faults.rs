@@ -171,3 +171,53 @@ fn failed_origin_read_or_write_is_reported_not_latched() {
     s.read(Dev::Origin, 0, &mut b).unwrap();
     assert_eq!(b, vec![9; 4096]);
 }
+
+/// The origin's flush runs beside the store's commit (a FLUSH, a snapshot create).
+/// A failed origin flush: a FLUSH reports it and the store stays writable; a create
+/// fails and latches the store, so the snapshot, whose origin data may not be
+/// durable, never commits.
+#[test]
+fn failed_origin_flush_fails_the_flush_and_never_commits_a_create() {
+    let (origin, dev, mut s, _m) = fresh();
+    s.write(Dev::Origin, 0, &[7; 4096]).unwrap();
+    origin.plan().lock().fail_flush_in = Some(0);
+    assert!(matches!(
+        s.flush(),
+        Err(Error::Io {
+            device: "origin",
+            ..
+        })
+    ));
+    assert!(!s.is_failed());
+    s.flush().unwrap();
+
+    origin.plan().lock().fail_flush_in = Some(0);
+    assert!(s.create_snapshot("t", None, 0).is_err());
+    assert!(
+        s.is_failed(),
+        "a create whose origin flush failed latches the store"
+    );
+    assert!(s.commit().is_err());
+    drop(s);
+    let img: Arc<dyn BlockDevice> = Arc::new(dev.crash(CrashMode::KeepAll, 0));
+    let mut s = Store::open(origin, img, opts()).unwrap();
+    assert!(
+        s.snapshots().is_empty(),
+        "the failed create never committed"
+    );
+    assert!(s.check().unwrap().is_clean());
+
+    // SharedStore's FLUSH (the daemon's) reports it too
+    let (origin, _dev, s, _m) = fresh();
+    let shared = exception_store::SharedStore::new(s);
+    shared.write(Dev::Origin, 0, &[7; 4096]).unwrap();
+    origin.plan().lock().fail_flush_in = Some(0);
+    assert!(matches!(
+        shared.flush(),
+        Err(Error::Io {
+            device: "origin",
+            ..
+        })
+    ));
+    shared.flush().unwrap();
+}

@@ -525,22 +525,75 @@ impl Store {
         if self.failed {
             return Err(Error::PreviousIo);
         }
-        let r = self.commit_inner();
+        let r = self.commit_inner(false);
         if r.is_err() {
             self.failed = true;
         }
         r
     }
 
-    /// A FLUSH: the origin and the store are both durable when this returns.
+    /// A FLUSH: the origin and the store are both durable when this returns. The
+    /// origin's flush runs beside the commit's first store flush. If only the origin's
+    /// flush fails, the error is returned and the store is not latched: the commit
+    /// stops before its superblock, and its changes commit with the next one.
     pub fn flush(&mut self) -> Result<TxnId> {
-        self.origin.flush().map_err(origin_io(0))?;
-        self.commit()
+        if self.failed {
+            return Err(Error::PreviousIo);
+        }
+        let r = self.commit_inner(true);
+        if let Err(e) = &r {
+            if !matches!(
+                e,
+                Error::Io {
+                    device: "origin",
+                    ..
+                }
+            ) {
+                self.failed = true;
+            }
+        }
+        r
     }
 
-    fn commit_inner(&mut self) -> Result<TxnId> {
+    /// A commit that also makes the origin durable before its superblock is written
+    /// (the origin's flush beside the commit's first store flush). Any failure
+    /// latches the store, so nothing this commit carries ever becomes durable.
+    pub(crate) fn commit_with_origin(&mut self) -> Result<TxnId> {
+        if self.failed {
+            return Err(Error::PreviousIo);
+        }
+        let r = self.commit_inner(true);
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+
+    /// Flush the store (`dev.flush`), and the origin too when `with_origin`, both at
+    /// once (two devices, two threads: a FLUSH waits for the slower, not the sum).
+    fn flush_devices(&self, with_origin: bool) -> Result<()> {
+        if !with_origin {
+            return self.dev.flush().map_err(store_io(0));
+        }
+        let origin = self.origin.clone();
+        std::thread::scope(|sc| {
+            let o = sc.spawn(move || origin.flush());
+            let d = self.dev.flush().map_err(store_io(0));
+            let o = match o.join() {
+                Ok(r) => r.map_err(origin_io(0)),
+                Err(_) => Err(Error::Io {
+                    device: "origin",
+                    offset: 0,
+                    source: std::io::Error::other("origin flush thread panicked"),
+                }),
+            };
+            d.and(o)
+        })
+    }
+
+    fn commit_inner(&mut self, with_origin: bool) -> Result<TxnId> {
         if !self.changed {
-            self.dev.flush().map_err(store_io(0))?;
+            self.flush_devices(with_origin)?;
             return Ok(self.sb.txn_id);
         }
         let (cache, alloc) = (&mut self.cache, &mut self.alloc);
@@ -568,7 +621,7 @@ impl Store {
             self.merged_ahead.contains(a).then_some(0)
         })?;
         self.cache.write_dirty()?;
-        self.dev.flush().map_err(store_io(0))?;
+        self.flush_devices(with_origin)?;
         let mut sb = self.sb.clone();
         sb.txn_id = self.cache.txn();
         sb.elements_root = self.elements.root();

@@ -33,13 +33,9 @@ impl Store {
             // It must capture the merged origin (design note E7).
             self.finish_merge()?;
         }
-        // Everything the new snapshot captures must be durable: the origin now, the
-        // store's data and metadata with the commit that links the new version.
-        self.origin.flush().map_err(|source| Error::Io {
-            device: "origin",
-            offset: 0,
-            source,
-        })?;
+        // Everything the new snapshot captures must be durable: the origin, flushed
+        // beside the store by the commit that links the new version, before its
+        // superblock (a failure latches the store, so the snapshot never commits).
         self.latching(|s| {
             let l = s.new_label();
             match parent_label {
@@ -67,7 +63,7 @@ impl Store {
             s.names.insert(name.to_owned(), id);
             s.dirty_snaps.insert(id);
             s.changed = true;
-            s.commit()?;
+            s.commit_with_origin()?;
             Ok(id)
         })
     }
