@@ -20,8 +20,12 @@ use crate::{
     rules::{Elems, SnapWrite},
     Result,
 };
-use blockdev::ids::{Label, SnapId, TxnId};
+use blockdev::ids::{ChunkNr, Label, SnapId, TxnId};
 use btree::elements::Ptr;
+use std::sync::Arc;
+
+/// Most bytes one copy-out I/O moves (a bound on its buffer).
+const MAX_COPY_RUN_BYTES: u64 = 4 << 20;
 
 /// What a write puts in a chunk.
 #[derive(Clone, Copy)]
@@ -205,7 +209,9 @@ impl Store {
             if self.merging_at(a).is_some() {
                 self.latching(|s| s.merge_address_now(a))?;
             }
-            self.latching(|s| s.copy_out(a))?;
+        }
+        self.latching(|s| s.copy_out_range(first, last))?;
+        for a in first..=last {
             must_commit |= !self.dirty_addrs.is_empty() && self.dirty_addrs.contains(&a);
         }
         Ok(must_commit.then(|| self.cache_txn()))
@@ -250,11 +256,13 @@ impl Store {
             .map_err(origin_io(offset))
     }
 
-    pub(crate) fn copy_out(&mut self, a: u64) -> Result<()> {
+    /// Whether an origin write at `a` must copy the old data out first: the label to
+    /// give the copy, whether that label is a ghost, and the element set as loaded.
+    fn copy_out_decision(&mut self, a: u64) -> Result<Option<(Label, bool, Arc<Elems>)>> {
         // No snapshot of the origin: nothing to copy (`origin_copy_out` says the
         // same), so skip loading the elements.
         let Some(newest) = self.vt.newest() else {
-            return Ok(());
+            return Ok(None);
         };
         // Decide on the cached element set itself; copy it only when it changes. In
         // the steady state (the newest snapshot already has its element here) this
@@ -262,19 +270,42 @@ impl Store {
         let shared = self.load_elems_shared(a)?;
         if shared.contains_key(&newest) {
             // every version lies below the newest snapshot: none reads the origin
-            return Ok(());
+            return Ok(None);
         }
-        let (top, ghost) = if !self.vt.is_ghost(newest) || self.merging_at(a) == Some(newest) {
+        if !self.vt.is_ghost(newest) || self.merging_at(a) == Some(newest) {
             // A visible newest snapshot reads the origin here itself: what
             // `origin_copy_out` decides, without the ancestor queries (whose tour is
             // rebuilt after every snapshot create, in time linear in the versions).
-            (newest, false)
-        } else {
-            let view = self.view_at(a);
-            match view.origin_copy_out(&shared) {
-                Some(t) => (t, !view.visible(t)),
-                None => return Ok(()),
-            }
+            return Ok(Some((newest, false, shared)));
+        }
+        let view = self.view_at(a);
+        Ok(view
+            .origin_copy_out(&shared)
+            .map(|t| (t, !view.visible(t)))
+            .map(|(t, ghost)| (t, ghost, shared)))
+    }
+
+    /// Label the copy of address `a`'s old data, now in chunk `c`, with `top`.
+    fn link_copy(
+        &mut self,
+        a: u64,
+        top: Label,
+        ghost: bool,
+        before: &Elems,
+        c: ChunkNr,
+    ) -> Result<()> {
+        let mut after = before.clone();
+        after.insert(top, Ptr::Chunk(c));
+        if ghost {
+            // The newest snapshot is a ghost whose delete pass may be past here.
+            self.view_at(a).normalize(&mut after);
+        }
+        self.store_elems(a, before, &after, &[c])
+    }
+
+    pub(crate) fn copy_out(&mut self, a: u64) -> Result<()> {
+        let Some((top, ghost, shared)) = self.copy_out_decision(a)? else {
+            return Ok(());
         };
         let before: Elems = (*shared).clone();
         drop(shared);
@@ -284,28 +315,83 @@ impl Store {
             return self.copy_out(a);
         }
         let c = self.alloc.alloc_chunk()?;
-        let n = self.chunk_len(a);
-        let mut buf = vec![0u8; n];
-        let pos = a * self.chunk_size;
-        let copied = self
-            .origin
-            .read_at(&mut buf, pos)
-            .map_err(origin_io(pos))
-            .and_then(|_| {
-                let to = c.0 * self.chunk_size;
-                self.dev.write_at(&buf, to).map_err(store_io(to))
-            });
-        if let Err(e) = copied {
+        if let Err(e) = self.copy_run(a, 1, c) {
             self.alloc.free_chunk(c);
             return Err(e);
         }
-        let mut after = before.clone();
-        after.insert(top, Ptr::Chunk(c));
-        if ghost {
-            // The newest snapshot is a ghost whose delete pass may be past here.
-            self.view_at(a).normalize(&mut after);
+        self.link_copy(a, top, ghost, &before, c)
+    }
+
+    /// Copy the origin's chunks `a .. a + n` into the store chunks `c .. c + n` with
+    /// one read and one write.
+    fn copy_run(&mut self, a: u64, n: u64, c: ChunkNr) -> Result<()> {
+        let pos = a * self.chunk_size;
+        let len = ((a + n) * self.chunk_size).min(self.sb.origin_len) - pos;
+        let mut buf = vec![0u8; len as usize];
+        self.origin.read_at(&mut buf, pos).map_err(origin_io(pos))?;
+        let to = c.0 * self.chunk_size;
+        self.dev.write_at(&buf, to).map_err(store_io(to))
+    }
+
+    /// [`copy_out`](Self::copy_out) for every address of `first..=last`, the data of
+    /// neighbouring addresses that land in neighbouring store chunks copied with one
+    /// read and one write (a sequential write's copy-outs are then one large I/O, not
+    /// one per chunk). When the store cannot take them all at once, one at a time, so
+    /// that the space policy acts as for single copy-outs.
+    fn copy_out_range(&mut self, first: u64, last: u64) -> Result<()> {
+        if first == last {
+            return self.copy_out(first);
         }
-        self.store_elems(a, &before, &after, &[c])
+        let mut todo = Vec::new();
+        for a in first..=last {
+            if let Some((top, ghost, shared)) = self.copy_out_decision(a)? {
+                todo.push((a, top, ghost, (*shared).clone()));
+            }
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        if self
+            .alloc
+            .ensure(todo.len() as u64 + self.opts.min_free_chunks)
+            .is_err()
+        {
+            for (a, ..) in todo {
+                self.copy_out(a)?;
+            }
+            return Ok(());
+        }
+        let mut chunks = Vec::with_capacity(todo.len());
+        for _ in 0..todo.len() {
+            match self.alloc.alloc_chunk() {
+                Ok(c) => chunks.push(c),
+                Err(e) => {
+                    chunks.into_iter().for_each(|c| self.alloc.free_chunk(c));
+                    return Err(e);
+                }
+            }
+        }
+        let max_run = (MAX_COPY_RUN_BYTES / self.chunk_size).max(1) as usize;
+        let mut i = 0;
+        while i < todo.len() {
+            let mut n = 1;
+            while i + n < todo.len()
+                && n < max_run
+                && todo[i + n].0 == todo[i].0 + n as u64
+                && chunks[i + n].0 == chunks[i].0 + n as u64
+            {
+                n += 1;
+            }
+            if let Err(e) = self.copy_run(todo[i].0, n as u64, chunks[i]) {
+                chunks.into_iter().for_each(|c| self.alloc.free_chunk(c));
+                return Err(e);
+            }
+            i += n;
+        }
+        for ((a, top, ghost, before), c) in todo.into_iter().zip(chunks) {
+            self.link_copy(a, top, ghost, &before, c)?;
+        }
+        Ok(())
     }
 
     fn snap_write(&mut self, id: SnapId, offset: u64, len: u64, p: Payload) -> Result<()> {
@@ -563,5 +649,37 @@ mod tests {
         for (a, want) in [(1u64, 11u8), (5, 40), (6, 0), (7, 17)] {
             assert_eq!(read(&mut s, Dev::Origin, a), want, "origin at {a}");
         }
+    }
+
+    /// A write over neighbouring shared chunks copies their old data out with one
+    /// origin read and one store write (the chunks are allocated next to each other),
+    /// and every snapshot still reads its own data afterwards.
+    #[test]
+    fn neighbouring_copy_outs_are_one_read_and_one_write() {
+        use blockdev::FaultyDevice;
+        let origin = Arc::new(FaultyDevice::from_vec(blockdev::pattern(5, 64 * CS as usize)));
+        let dev = Arc::new(FaultyDevice::new(1024 * CS));
+        let mut s = Store::format(origin.clone(), dev.clone(), CS as u32, StoreOptions::default())
+            .unwrap();
+        let snap = s.create_snapshot("s", None, 0).unwrap();
+        // one address of the range already copied: two runs (3..=4 and 6..=12)
+        write(&mut s, Dev::Origin, 5, 9);
+        s.commit().unwrap();
+        let (r0, w0, _) = origin.counts();
+        let (_, d0, _) = dev.counts();
+        let need = s.origin_prepare(3 * CS, 10 * CS).unwrap();
+        assert!(need.is_some(), "the copies must commit before the origin write");
+        let (r1, w1, _) = origin.counts();
+        let (_, d1, _) = dev.counts();
+        assert_eq!((r1 - r0, w1 - w0), (2, 0), "one origin read per run");
+        assert_eq!(d1 - d0, 2, "one store write per run");
+        s.commit().unwrap();
+        s.origin_write_prepared(3 * CS, &vec![1u8; 10 * CS as usize]).unwrap();
+        let want = blockdev::pattern(5, 64 * CS as usize);
+        let mut got = vec![0u8; 64 * CS as usize];
+        s.read(Dev::Snap(snap), 0, &mut got).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(read(&mut s, Dev::Origin, 7), 1);
+        assert!(s.check().unwrap().is_clean());
     }
 }
