@@ -57,6 +57,11 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<u8> {
             dry_run: a.dry_run,
         })?;
         out.emit(&r, || human_repair(&store.display().to_string(), &r))?;
+        if r.dry_run && r.passes.iter().any(|p| p.needs_origin) {
+            // exit as the real run would: it refuses without the origin
+            eprintln!("snapctl: the repair needs --origin PATH to finish the merge");
+            return Ok(exit::USAGE);
+        }
         return Ok(if r.clean {
             exit::OK
         } else {
