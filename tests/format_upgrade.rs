@@ -98,3 +98,30 @@ fn a_version1_store_is_upgraded_at_open() {
     assert_eq!(contents(&mut s), want);
     assert!(s.check().unwrap().is_clean());
 }
+
+/// The superblock records a clean stop, and the next open reports it; a store that
+/// was not stopped cleanly (a crash: no `commit_clean_shutdown`) says so.
+#[test]
+fn a_clean_shutdown_is_recorded_and_reported() {
+    let origin = Arc::new(MemDevice::new(64 * CS as u64));
+    let dev = Arc::new(MemDevice::new(4 << 20));
+    let mut s = Store::format(origin.clone(), dev.clone(), CS, StoreOptions::default()).unwrap();
+    s.write(Dev::Origin, 0, &[1; 4096]).unwrap();
+    s.create_snapshot("a", None, 0).unwrap();
+    s.write(Dev::Origin, 0, &[2; 4096]).unwrap();
+    s.flush().unwrap();
+    drop(s); // no clean stop
+    let mut s = Store::open(origin.clone(), dev.clone(), StoreOptions::default()).unwrap();
+    assert!(!s.status().last_shutdown_clean);
+    s.commit_clean_shutdown().unwrap();
+    assert!(read_superblock(&*dev).unwrap().clean_shutdown);
+    drop(s);
+    let mut s = Store::open(origin.clone(), dev.clone(), StoreOptions::default()).unwrap();
+    assert!(s.status().last_shutdown_clean);
+    // the first commit after the open (one that changes metadata) clears it
+    s.create_snapshot("b", None, 1).unwrap();
+    assert!(!read_superblock(&*dev).unwrap().clean_shutdown);
+    drop(s);
+    let s = Store::open(origin, dev, StoreOptions::default()).unwrap();
+    assert!(!s.status().last_shutdown_clean);
+}

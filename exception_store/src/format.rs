@@ -33,8 +33,8 @@
 //! | 120 | 8 | versions_root |
 //! | 128 | 8 | snapshots_root |
 //! | 136 | 8 | jobs_root |
-//! | 144 | 4 | needs_check |
-//! | 148 | 4 | clean_shutdown |
+//! | 144 | 4 | needs_check (reserved: never set) |
+//! | 148 | 4 | clean_shutdown: 1 when written by the last commit before a clean stop |
 //! | 152 | 8 | merged_root (addresses a merge did ahead of its cursor) |
 //! | 160 | 8 | label_index_root (format version 2; 0 in version 1) |
 //! | 168 | .. | zero |

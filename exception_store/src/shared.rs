@@ -257,6 +257,15 @@ impl SharedStore {
         })
     }
 
+    /// The last commit of a clean stop (see [`Store::commit_clean_shutdown`]); call
+    /// when no I/O can arrive any more.
+    pub fn commit_clean_shutdown(&self) -> Result<TxnId> {
+        let _g = self.gate.write();
+        let t = self.store.lock().commit_clean_shutdown()?;
+        self.note_durable(t);
+        Ok(t)
+    }
+
     /// Create a snapshot (exclusive with origin writes in flight).
     pub fn create_snapshot(
         &self,

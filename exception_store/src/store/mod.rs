@@ -121,6 +121,10 @@ pub struct Store {
     pub(crate) opts: StoreOptions,
     /// Snapshots deleted by the space policy since open.
     pub(crate) auto_deleted: u64,
+    /// The superblock found at open said the store was shut down cleanly.
+    pub(crate) opened_clean: bool,
+    /// The next commit records a clean shutdown ([`Store::commit_clean_shutdown`]).
+    pub(crate) closing: bool,
 }
 
 /// Most elements held decoded in the per-address cache.
@@ -267,6 +271,8 @@ impl Store {
             elem_cache_len: 0,
             opts,
             auto_deleted: 0,
+            opened_clean: true,
+            closing: false,
         };
         s.commit()?;
         Ok(s)
@@ -456,6 +462,7 @@ impl Store {
             )?;
             ix
         };
+        let opened_clean = sb.clean_shutdown;
         Ok(Store {
             origin,
             dev,
@@ -486,6 +493,8 @@ impl Store {
             elem_cache_len: 0,
             opts,
             auto_deleted: 0,
+            opened_clean,
+            closing: false,
         })
     }
 
@@ -529,6 +538,17 @@ impl Store {
         if r.is_err() {
             self.failed = true;
         }
+        r
+    }
+
+    /// The last commit before a clean stop: everything durable, and the superblock
+    /// records the clean shutdown (reported by the next open, see
+    /// [`Status::last_shutdown_clean`](super::Status); any later commit clears it).
+    pub fn commit_clean_shutdown(&mut self) -> Result<TxnId> {
+        self.closing = true;
+        self.changed = true;
+        let r = self.flush();
+        self.closing = false;
         r
     }
 
@@ -630,6 +650,7 @@ impl Store {
         sb.jobs_root = self.job_tree.root();
         sb.merged_root = self.merged_tree.root();
         sb.label_index_root = self.label_index.root();
+        sb.clean_shutdown = self.closing;
         write_superblock(&*self.dev, &sb)?;
         self.dev.flush().map_err(store_io(0))?;
         self.sb = sb;

@@ -67,6 +67,9 @@ pub struct Status {
     pub min_free_chunks: u64,
     /// Snapshots deleted by the space policy since open.
     pub auto_deleted: u64,
+    /// The store was shut down cleanly before this open (false after a crash, a
+    /// `kill -9` or a power loss: then it opened at its last commit).
+    pub last_shutdown_clean: bool,
 }
 
 impl Store {
@@ -100,6 +103,7 @@ impl Store {
             space_policy: self.opts.space_policy,
             min_free_chunks: self.opts.min_free_chunks,
             auto_deleted: self.auto_deleted,
+            last_shutdown_clean: self.opened_clean,
         }
     }
 }
