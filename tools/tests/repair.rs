@@ -206,7 +206,11 @@ fn repair_of_a_merge_needs_the_origin() {
     assert_eq!(f.images(), imgs, "refused: nothing written");
     let out = snapctl(&["check", "--repair", "--dry-run", "--store", f.s()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("needs --origin"));
-    assert_eq!(out.status.code(), Some(2), "a dry run exits as the real run would");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a dry run exits as the real run would"
+    );
 
     let out = snapctl(&["check", "--repair", "--store", f.s(), "--origin", f.o()]);
     assert_eq!(
