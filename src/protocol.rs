@@ -319,6 +319,10 @@ pub struct Status {
     /// Snapshots the space policy deleted since the daemon started.
     #[serde(default)]
     pub auto_deleted: u64,
+    /// Writes answered with ENOSPC since the daemon started (the store was full, or
+    /// the write would have gone under the min-free guard).
+    #[serde(default)]
+    pub enospc_writes: u64,
 }
 
 /// What `prune` deleted (or would delete) and what it skipped.

@@ -13,7 +13,7 @@ use crate::{
     protocol::{self, Op, Reply, Response},
     report::{CheckReport, DumpReport},
     state::{ActiveSnapshot, State, StateFile, STATE_VERSION},
-    target::StoreTarget,
+    target::{SpaceRefusals, StoreTarget},
     Error, Result,
 };
 use blockdev::{ids::SnapId, FileDevice};
@@ -56,6 +56,8 @@ pub struct Service {
     progress: Arc<Progress>,
     /// A merge waiting for the origin device to be closed (`merge --deferred`).
     deferred_merge: Mutex<Option<SnapId>>,
+    /// Writes the devices answered with ENOSPC (`status`).
+    refusals: Arc<SpaceRefusals>,
     cfg: Config,
     _lock: StoreLock,
 }
@@ -102,6 +104,7 @@ impl Service {
             state,
             progress: Arc::default(),
             deferred_merge: Mutex::new(None),
+            refusals: Arc::default(),
             cfg,
             _lock: lock,
         })
@@ -565,18 +568,26 @@ impl Service {
             space_policy: space_policy_name(st.space_policy).into(),
             min_free_chunks: st.min_free_chunks,
             auto_deleted: st.auto_deleted,
+            enospc_writes: self.refusals.get(),
         }
+    }
+
+    /// The ublk target of `dev`: what its device's queues call, so also a way to do
+    /// I/O as the kernel would without one (tests).
+    pub fn target(&self, dev: Dev) -> StoreTarget {
+        StoreTarget::new(
+            self.store.clone(),
+            dev,
+            self.cfg.uring_reads,
+            self.refusals.clone(),
+        )
     }
 
     /// Create (or take back) the ublk device of `dev`. With `recorded` (a device id
     /// from the state file): if the kernel still has that device, recover it
     /// (`UBLK_F_USER_RECOVERY`); else start a fresh one, with that id if it is free.
     fn bring_up(&self, dev: Dev, recorded: Option<u32>) -> Result<Device> {
-        let target = Arc::new(StoreTarget::new(
-            self.store.clone(),
-            dev,
-            self.cfg.uring_reads,
-        ));
+        let target = Arc::new(self.target(dev));
         let opts = DeviceOptions {
             dev_id: None,
             ..self.cfg.device.clone()

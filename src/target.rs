@@ -2,10 +2,29 @@
 //! [`Target`].
 //!
 //! Store errors become errnos through [`exception_store::Error::errno`]; they are
-//! logged here because the kernel only sees the number.
+//! logged here because the kernel only sees the number. A write refused for lack of
+//! store space (ENOSPC: the store is full, or under the min-free guard) is also
+//! counted, for `status` ([`SpaceRefusals`]).
 use exception_store::{Dev, SharedStore};
-use std::{io, sync::Arc};
+use std::{
+    io,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
 use ublk_target::Target;
+
+/// Writes answered with ENOSPC since the daemon started, over all its devices.
+#[derive(Debug, Default)]
+pub struct SpaceRefusals(AtomicU64);
+
+impl SpaceRefusals {
+    /// How many so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// A FLUSH: the origin, then a (group) commit of the store; see
 /// [`SharedStore::flush`].
@@ -19,17 +38,24 @@ pub struct StoreTarget {
     store: Arc<SharedStore>,
     dev: Dev,
     uring_reads: bool,
+    refusals: Arc<SpaceRefusals>,
 }
 
 impl StoreTarget {
     /// Serve `dev` of `store`; with `uring_reads`, origin reads outside a merge are
     /// read from the origin's descriptor by the queue's io_uring
-    /// ([`Target::direct_read`]).
-    pub fn new(store: Arc<SharedStore>, dev: Dev, uring_reads: bool) -> Self {
+    /// ([`Target::direct_read`]). Writes refused with ENOSPC count in `refusals`.
+    pub fn new(
+        store: Arc<SharedStore>,
+        dev: Dev,
+        uring_reads: bool,
+        refusals: Arc<SpaceRefusals>,
+    ) -> Self {
         StoreTarget {
             store,
             dev,
             uring_reads,
+            refusals,
         }
     }
 
@@ -40,7 +66,19 @@ impl StoreTarget {
         r: exception_store::Result<T>,
     ) -> io::Result<T> {
         r.map_err(|e| {
-            tracing::warn!(dev = ?self.dev, op, offset, error = %e, "I/O failed");
+            if let exception_store::Error::NoSpace(_) = e {
+                self.refusals.0.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    dev = ?self.dev,
+                    op,
+                    offset,
+                    error = %e,
+                    refused = self.refusals.get(),
+                    "write refused with ENOSPC: no store space"
+                );
+            } else {
+                tracing::warn!(dev = ?self.dev, op, offset, error = %e, "I/O failed");
+            }
             io::Error::from_raw_os_error(e.errno())
         })
     }

@@ -291,3 +291,55 @@ fn check_and_dump_online_and_offline() {
         "offline check and dump write nothing"
     );
 }
+
+fn status(s: &Path) -> ublk_snapd::protocol::Status {
+    match request(s, Op::Status).unwrap() {
+        Reply::Status(st) => st,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A full store, through the origin device's ublk target (what the kernel calls): a
+/// write that needs a copy-out fails with ENOSPC, the errno the kernel is given,
+/// writes nothing, and `status` counts it; a write that needs no space still works.
+#[test]
+fn a_full_store_answers_origin_writes_with_enospc_and_status_counts_them() {
+    use ublk_target::Target;
+    let f = Fixture::start(ORIGIN_LEN, 2 << 20, Limits::default());
+    let s = f.socket.clone();
+    let svc = f.service().clone();
+    let origin = svc.target(Dev::Origin);
+    let s1 = Dev::Snap(blockdev::ids::SnapId(create(&s, "s1")));
+    let data = vec![0xAB; CHUNK as usize];
+    let mut c = 0;
+    let err = loop {
+        match origin.write(c * CHUNK, &data) {
+            Ok(()) => c += 1,
+            Err(e) => break e,
+        }
+        assert!(c < ORIGIN_LEN / CHUNK, "a 2 MiB store took every copy-out");
+    };
+    assert!(c > 0, "not even one copy-out fitted");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert_eq!(ublk_target::errno::errno(&err), libc::ENOSPC);
+    let mut buf = vec![1u8; CHUNK as usize];
+    origin.read(c * CHUNK, &mut buf).unwrap();
+    assert!(
+        buf.iter().all(|&b| b == 0),
+        "the refused write changed the origin"
+    );
+    let st = status(&s);
+    assert_eq!(st.enospc_writes, 1);
+    assert_eq!(st.space_policy, "fail");
+    let err = origin
+        .write((c + 1) * CHUNK + 512, &[7; 4096])
+        .expect_err("a partial-chunk write to a fresh chunk fitted");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert_eq!(status(&s).enospc_writes, 2);
+    // Rewriting a chunk already copied out needs no space.
+    origin.write(0, &[9; 4096]).unwrap();
+    assert_eq!(status(&s).enospc_writes, 2);
+    let mut one = vec![0u8; CHUNK as usize];
+    svc.store().read(s1, 0, &mut one).unwrap();
+    assert!(one.iter().all(|&b| b == 0), "s1 changed");
+}

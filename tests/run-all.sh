@@ -61,6 +61,7 @@ else
     cp target/release/ublk-snapd target/release/snapctl "$bindir/" || { echo "binaries missing"; failed=$((failed + 1)); }
     part "vm: daemon e2e" env VM_MEM=3G bash tests/vm/run.sh tests/vm/e2e_daemon.sh "$bindir"
     part "vm: merge e2e" env VM_MEM=3G bash tests/vm/run.sh tests/vm/e2e_merge.sh "$bindir"
+    part "vm: space policy e2e" bash tests/vm/run.sh tests/vm/e2e_space.sh "$bindir"
     part "vm: README quick start" bash tests/vm/run.sh tests/vm/e2e_quickstart.sh
 fi
 

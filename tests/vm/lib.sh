@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # tests/vm/lib.sh - helpers shared by the guest-side test scripts (e2e_daemon.sh,
-# e2e_merge.sh, soak_kill.sh). Source it after setting SNAPD, SNAPCTL, ORIGIN, STORE,
-# SOCK, STATE and LOG; it installs the ERR trap and sets T0.
+# e2e_merge.sh, e2e_space.sh, soak_kill.sh). Source it after setting SNAPD, SNAPCTL,
+# ORIGIN, STORE, SOCK, STATE and LOG; it installs the ERR trap and sets T0.
 #
 #   step TEXT            a numbered heading with the seconds since T0
 #   ok TEXT / fail TEXT  a passed check / the failure (with the daemon log and dmesg)
 #   ctl ARGS...          snapctl on this daemon's socket
 #   expect_rc CODE CMD   CMD must exit with CODE
-#   start_daemon [SECS]  start ublk-snapd in daemon mode (--queues $DAEMON_QUEUES,
-#                        default 2, depth 32), print the origin device; with SECS,
-#                        give up after that long
+#   start_daemon [SECS [ARGS...]]  start ublk-snapd in daemon mode (--queues
+#                        $DAEMON_QUEUES, default 2, depth 32, then ARGS), print the
+#                        origin device; with SECS (not 0), give up after that long
 #   daemon_pid           the running daemon's pid
 #   diag                 kernel stacks of the daemon's and fio's threads, blk-mq state,
 #                        every blocked task (sysrq w) and dmesg: for hangs
@@ -40,7 +40,7 @@ expect_rc() {
 }
 start_daemon() {
     timeout "${1:-0}" "$SNAPD" --origin "$ORIGIN" --store "$STORE" --socket "$SOCK" \
-        --state-dir "$STATE" --queues "${DAEMON_QUEUES:-2}" --queue-depth 32 2>>"$LOG"
+        --state-dir "$STATE" --queues "${DAEMON_QUEUES:-2}" --queue-depth 32 "${@:2}" 2>>"$LOG"
 }
 daemon_pid() { ctl --json status | jq -r .pid; }
 diag() {

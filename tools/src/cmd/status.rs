@@ -31,7 +31,7 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
                  store usage:    {} of {} chunks used ({:.1}%), {} metadata, {} free\n\
                  transaction:    {}\n\
                  snapshots:      {}\n\
-                 space policy:   {}, min free {} chunks, {} snapshots deleted automatically\n\
+                 space policy:   {}, min free {} chunks, {} snapshots deleted automatically, {} writes refused (no space)\n\
                  daemon pid:     {}\n",
                 s.origin,
                 bytes(s.size_bytes),
@@ -48,6 +48,7 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
                 s.space_policy,
                 s.min_free_chunks,
                 s.auto_deleted,
+                s.enospc_writes,
                 s.pid,
             );
             if s.failed {

@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# tests/vm/e2e_space.sh [BIN_DIR] - the space policy end to end on a real kernel: a
+# deliberately small store fills up under origin writes, run as root in the VM guest:
+#
+#   CARGO_TARGET_DIR=/tmp/target-space cargo build --release -p ublk-snapd -p tools
+#   mkdir -p /tmp/space-bin && cp /tmp/target-space/release/{ublk-snapd,snapctl} /tmp/space-bin/
+#   bash tests/vm/run.sh tests/vm/e2e_space.sh /run/host/tmp/space-bin
+#
+# BIN_DIR holds copies of ublk-snapd and snapctl (see e2e_daemon.sh for why copies).
+# A 64 MiB origin of random data, an 8 MiB store (128 chunks of 64 KiB, 16 of them the
+# metadata reserve), every write O_DIRECT through /dev/ublkbN with dd, 256 KiB (one
+# request) at a time. An image file mirrors every write that succeeded: the origin
+# device must equal it byte for byte, so a refused write that half-happened, or a
+# write that went elsewhere, fails the test. Each snapshot is compared, whole, with a
+# copy of that image taken when it was created.
+#
+# 1. --space-policy fail: s1, s2, s3, each followed by a rewrite of the same 1 MiB
+#    (so each holds copies of its own), then writes to fresh chunks until the store
+#    is full: dd fails with ENOSPC ("No space left on device"; dmesg shows the
+#    block layer's BLK_STS_NOSPC, so the daemon answered -ENOSPC, not -EIO); the
+#    refused 256 KiB are unchanged; every snapshot reads what it read when taken;
+#    `status` counts the refused write (enospc_writes, and the text line); the log
+#    says why and where; online check clean. A 4 KiB write into a fresh chunk is
+#    refused too. Deleting s1 gives its chunks back (in the background); the refused
+#    write then succeeds.
+# 2. --min-free, after a clean shutdown and an offline check: a guard of all the
+#    free space refuses a write that needs a copy-out (ENOSPC, nothing written), not
+#    one that needs none; restarted without the guard, the same write succeeds;
+#    s2 and s3 still read their data.
+# 3. --space-policy delete-oldest on a fresh store, s1 held, s2 and s3 not: filling
+#    the store deletes s2, then s3 (the log names them; status: auto_deleted 2) and
+#    the writes go on into the space they held; with only the held s1 left, ENOSPC,
+#    the refused write unchanged, s1 reads its data. Released, the next write
+#    deletes s1 too and succeeds.
+# 4. Clean shutdown, offline check, restart: the store opens, online check clean,
+#    the origin intact; no panic in the daemon log.
+# Any mismatch exits non-zero. About 30 s in the guest under TCG (90 s on a busy host).
+set -Eeuo pipefail
+
+BIN=${1:-${UBLK_SNAP_BIN:-/run/host/tmp/space-bin}}
+SNAPD=$BIN/ublk-snapd
+SNAPCTL=$BIN/snapctl
+W=${E2E_DIR:-/tmp/e2e-space}
+OUT=${VM_OUT:-$W}
+ORIGIN=$W/origin.img
+STORE=$W/store.img
+SOCK=$W/run/snapd.sock
+STATE=$W/run
+LOG=$OUT/ublk-snapd-space.log
+DAEMON_QUEUES=1
+# shellcheck source=tests/vm/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+R=$((256 << 10)) # one dd record, one request: 4 chunks of 64 KiB
+NREC=$(((64 << 20) / R)) # records on the origin
+EXPECT=$W/expect.img
+NEW=$W/new.bin
+st() { ctl --json status | jq -r "$1"; }
+names() { ctl --json list | jq -r '[.snapshots[].name] | join(",")'; }
+# owrite SKIP SEEK COUNT: write COUNT records of $NEW (from record SKIP) to the origin
+# device at record SEEK, O_DIRECT. Sets DD_RC, DD_OUT (records written), DD_ERR; the
+# records written are applied to $EXPECT.
+owrite() {
+    DD_RC=0
+    dd if="$NEW" of="$ODEV" bs=$R skip="$1" seek="$2" count="$3" oflag=direct \
+        conv=notrunc status=noxfer 2>"$W/dd.err" || DD_RC=$?
+    DD_ERR=$(grep -v 'records' "$W/dd.err" || true)
+    DD_OUT=$(sed -n 's/^\([0-9]*\)+0 records out$/\1/p' "$W/dd.err")
+    [ -n "$DD_OUT" ] || fail "no record count from dd: $(cat "$W/dd.err")"
+    dd if="$NEW" of="$EXPECT" bs=$R skip="$1" seek="$2" count="$DD_OUT" conv=notrunc status=none
+}
+# expect_enospc WHAT: the last owrite failed with ENOSPC
+expect_enospc() {
+    [ "$DD_RC" != 0 ] || fail "$1: the write succeeded"
+    case $DD_ERR in *"No space left on device"*) ;; *) fail "$1: dd failed, but not with ENOSPC: $DD_ERR" ;; esac
+    ok "$1: dd exit $DD_RC, '${DD_ERR##*: }' after $DD_OUT records"
+}
+# origin_matches WHAT [FROM COUNT]: the origin device equals $EXPECT, whole or in
+# records FROM..FROM+COUNT (so refused records are unchanged: $EXPECT never got them).
+# Pipes, not <(...): the guest has no /dev/fd.
+origin_matches() {
+    local from=${2:-0} count=${3:-$NREC}
+    dd if="$ODEV" bs=$R skip="$from" count="$count" iflag=direct status=none \
+        | cmp -n $((count * R)) -i 0:$((from * R)) - "$EXPECT" \
+        || fail "$1: the origin device differs from the expected image"
+    ok "$1: the origin matches the expected image (records $from..$((from + count)))"
+}
+snap() { # snap NAME: create NAME, keep a copy of what it must read
+    ctl create "$1" >/dev/null
+    cp "$EXPECT" "$W/$1.img"
+}
+verify_snap() { # verify_snap NAME: activate, compare the whole device, deactivate
+    local dev
+    dev=$(ctl activate "$1")
+    dd if="$dev" bs=1M iflag=direct status=none | cmp - "$W/$1.img" \
+        || fail "$1 does not read what it read when taken"
+    ctl deactivate "$1" >/dev/null
+    ok "$1 reads its original data (all $((NREC * R)) bytes compared)"
+}
+wait_reclaimed() { # wait until no background job is left
+    for _ in $(seq 1 300); do
+        [ "$(st '.jobs | length')" = 0 ] && return 0
+        sleep 0.2
+    done
+    fail "background work still running after 60 s: $(st .jobs)"
+}
+stop_daemon() {
+    local pid
+    pid=$(daemon_pid)
+    kill -TERM "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && fail "daemon still running after SIGTERM"
+    [ ! -e "$ODEV" ] || fail "$ODEV left after shutdown"
+    ok "daemon $pid stopped cleanly"
+}
+log_has() { grep -q -- "$1" "$LOG" || fail "the daemon log lacks '$1'"; ok "log: $(grep -m1 -- "$1" "$LOG" | cut -c1-200)"; }
+
+[ -x "$SNAPD" ] && [ -x "$SNAPCTL" ] || fail "binaries not found in $BIN"
+for t in jq sha256sum cmp; do command -v $t >/dev/null || fail "$t missing"; done
+watchdog "${E2E_WATCHDOG:-600}"
+rm -rf "$W"
+mkdir -p "$W"
+: >"$LOG"
+echo "binaries: $BIN; work dir: $W; daemon log: $LOG; kernel $(uname -r)"
+
+step "64 MiB origin of random data, 8 MiB store, policy fail"
+head -c 64M /dev/urandom >"$ORIGIN"
+cp "$ORIGIN" "$EXPECT"
+head -c 16M /dev/urandom >"$NEW"
+truncate -s 8M "$STORE"
+ctl format --origin "$ORIGIN" --store "$STORE"
+ODEV=$(start_daemon) || fail "ublk-snapd did not start"
+[ "$(st .space_policy)" = fail ] || fail "status: space policy $(st .space_policy), want fail"
+[ "$(cat /sys/block/"${ODEV#/dev/}"/queue/max_sectors_kb)" -ge 256 ] || fail "a 256 KiB write would be split"
+ctl status
+
+step "snapshots s1, s2, s3, each followed by a rewrite of the first MiB"
+for i in 1 2 3; do
+    snap s$i
+    owrite $((4 * i)) 0 4
+    [ "$DD_RC" = 0 ] || fail "rewrite after s$i: $DD_ERR"
+done
+echo "free: $(st .usage.nr_free) of $(st .usage.nr_chunks) chunks"
+
+step "fill the store: writes to fresh chunks until ENOSPC"
+owrite 0 32 48
+expect_enospc "fill"
+K=$DD_OUT
+[ "$K" -gt 0 ] || fail "not even one write fitted"
+REFUSED=$((32 + K))
+origin_matches "after ENOSPC"
+for i in 1 2 3; do verify_snap s$i; done
+ctl status | tee "$W/status.txt"
+FREE=$(st .usage.nr_free)
+[ "$(st .enospc_writes)" = 1 ] || fail "status: enospc_writes $(st .enospc_writes), want 1"
+grep -q 'space policy: *fail, min free 0 chunks, 0 snapshots deleted automatically, 1 writes refused (no space)' \
+    "$W/status.txt" || fail "snapctl status does not show the refused write"
+ok "status: $FREE chunks free (the metadata reserve), 1 write refused"
+log_has "origin write fails with ENOSPC (policy: fail)"
+log_has "write refused with ENOSPC: no store space .*offset=$((REFUSED * R)) .*out of data space"
+# BLK_STS_NOSPC: the daemon completed the request with -ENOSPC, not -EIO
+dmesg | grep -m1 "critical space allocation error, dev ${ODEV#/dev/}" \
+    || fail "no BLK_STS_NOSPC ('critical space allocation error') for ${ODEV#/dev/} in dmesg"
+ctl check || fail "online check after ENOSPC"
+ok "online check clean"
+
+step "a 4 KiB write into a fresh chunk is refused too"
+DD_RC=0
+dd if="$NEW" of="$ODEV" bs=4096 count=1 seek=$(((REFUSED + 1) * 64 + 1)) oflag=direct status=none \
+    2>"$W/dd.err" || DD_RC=$?
+DD_ERR=$(cat "$W/dd.err")
+DD_OUT=0
+expect_enospc "4 KiB write"
+origin_matches "after the refused 4 KiB write" "$REFUSED" 2
+[ "$(st .enospc_writes)" = 2 ] || fail "status: enospc_writes $(st .enospc_writes), want 2"
+
+step "delete s1: its space comes back, the refused write succeeds"
+ctl delete s1
+wait_reclaimed
+[ "$(st .usage.nr_free)" -gt "$FREE" ] || fail "deleting s1 freed nothing: $(st .usage.nr_free) free"
+ok "free chunks: $FREE -> $(st .usage.nr_free)"
+owrite "$K" "$REFUSED" 1
+[ "$DD_RC" = 0 ] || fail "the refused write still fails: $DD_ERR"
+ok "the refused write succeeded"
+origin_matches "after the retried write" 32 $((REFUSED - 30))
+ctl check || fail "online check after the delete"
+
+step "clean shutdown, offline check; restart with --min-free covering all free space"
+FREE=$(st .usage.nr_free)
+stop_daemon
+ctl check --store "$STORE" || fail "offline check"
+ODEV=$(start_daemon 0 --min-free $((FREE * 64))K) || fail "restart with --min-free failed"
+[ "$(st .min_free_chunks)" = "$FREE" ] || fail "status: min_free_chunks $(st .min_free_chunks), want $FREE"
+[ "$(st .usage.nr_free)" = "$FREE" ] || fail "free chunks changed across the restart: $(st .usage.nr_free), was $FREE"
+owrite 8 128 1
+expect_enospc "write under the min-free guard"
+origin_matches "after the guarded write" 128 1
+[ "$(st .enospc_writes)" = 1 ] || fail "status: enospc_writes $(st .enospc_writes), want 1"
+[ "$(grep -c 'write refused with ENOSPC' "$LOG")" = 3 ] || fail "the log does not show the third refused write"
+owrite 9 32 1
+[ "$DD_RC" = 0 ] || fail "a write needing no space was refused under the guard: $DD_ERR"
+ok "a write to an already copied chunk is not refused"
+origin_matches "after the rewrite" 32 1
+ctl status
+stop_daemon
+ODEV=$(start_daemon) || fail "restart without --min-free failed"
+owrite 8 128 1
+[ "$DD_RC" = 0 ] || fail "without the guard the write still fails: $DD_ERR"
+ok "without the guard the same write succeeds"
+origin_matches "after the write without the guard"
+for i in 2 3; do verify_snap s$i; done
+ctl check || fail "online check after restart"
+stop_daemon
+
+step "delete-oldest on a fresh store: s1 held, s2 and s3 not"
+truncate -s 0 "$STORE"
+truncate -s 8M "$STORE"
+ctl format --origin "$ORIGIN" --store "$STORE"
+ODEV=$(start_daemon 0 --space-policy delete-oldest) || fail "start with delete-oldest failed"
+[ "$(st .space_policy)" = delete-oldest ] || fail "status: space policy $(st .space_policy)"
+for i in 1 2 3; do
+    snap s$i
+    [ "$i" = 1 ] && ctl hold s1
+    owrite $((4 * i + 16)) 0 4
+    [ "$DD_RC" = 0 ] || fail "rewrite after s$i: $DD_ERR"
+done
+FREE=$(st .usage.nr_free)
+echo "free: $FREE chunks"
+owrite 0 160 60
+expect_enospc "fill with delete-oldest"
+[ $((DD_OUT * 4)) -gt "$FREE" ] || fail "only $DD_OUT records fitted: nothing was made room for"
+ok "$((DD_OUT * 4)) chunks written with $FREE free at the start"
+[ "$(names)" = s1 ] || fail "snapshots left: $(names), want s1"
+[ "$(st .auto_deleted)" = 2 ] || fail "status: auto_deleted $(st .auto_deleted), want 2"
+ok "s2 and s3 deleted automatically, s1 kept"
+grep 'deleting the oldest unheld snapshot' "$LOG" | grep -o 'snapshot=[^ ]*' | tr '\n' ' ' >"$W/victims"
+[ "$(cat "$W/victims")" = "snapshot=s2 snapshot=s3 " ] || fail "log names victims '$(cat "$W/victims")', want s2 then s3"
+ok "log names s2, then s3"
+log_has "every snapshot is held"
+origin_matches "after the fill"
+[ "$(st .enospc_writes)" = 1 ] || fail "status: enospc_writes $(st .enospc_writes), want 1"
+verify_snap s1
+ctl status
+ctl check || fail "online check after the automatic deletes"
+
+step "released, s1 goes too and the refused write succeeds"
+REFUSED=$((160 + DD_OUT))
+ctl release s1
+owrite "$DD_OUT" "$REFUSED" 1
+[ "$DD_RC" = 0 ] || fail "after release the write still fails: $DD_ERR"
+[ "$(names)" = "" ] || fail "snapshots left: $(names)"
+[ "$(st .auto_deleted)" = 3 ] || fail "status: auto_deleted $(st .auto_deleted), want 3"
+grep 'deleting the oldest unheld snapshot' "$LOG" | tail -n 1 | grep -q 'snapshot=s1' || fail "the log does not name s1"
+ok "s1 deleted automatically once released"
+origin_matches "after the write" "$REFUSED" 1
+
+step "clean shutdown, offline check, restart, online check"
+stop_daemon
+ctl check --store "$STORE" || fail "offline check"
+ODEV=$(start_daemon 0 --space-policy delete-oldest) || fail "restart failed"
+ctl check || fail "online check after restart"
+origin_matches "after restart"
+stop_daemon
+grep -E 'panicked|thread .* panicked' "$LOG" && fail "the daemon log shows a panic"
+echo
+echo "e2e_space: all checks passed in $(($(date +%s) - T0)) s"
