@@ -323,6 +323,10 @@ pub struct Status {
     /// the write would have gone under the min-free guard).
     #[serde(default)]
     pub enospc_writes: u64,
+    /// The store had been shut down cleanly when the daemon opened it (false after
+    /// a crash, a kill or a power loss: it opened at its last commit).
+    #[serde(default)]
+    pub last_shutdown_clean: bool,
 }
 
 /// What `prune` deleted (or would delete) and what it skipped.

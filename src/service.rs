@@ -94,6 +94,13 @@ impl Service {
             min_free_chunks = store.status().min_free_chunks,
             "store opened"
         );
+        if !store.status().last_shutdown_clean {
+            tracing::warn!(
+                txn_id = store.txn_id().0,
+                "the store was not shut down cleanly (crash, kill or power loss): \
+                 opened at its last commit"
+            );
+        }
         let state = cfg
             .state_dir
             .as_deref()
@@ -145,7 +152,10 @@ impl Service {
                 continue;
             }
             match self.bring_up(Dev::Snap(id), Some(s.dev_id)) {
-                Ok(d) => devs.insert(Dev::Snap(id), d),
+                Ok(d) => {
+                    devs.insert(Dev::Snap(id), d);
+                    self.store.lock().set_in_use(id, true);
+                }
                 Err(e) => {
                     tracing::error!(name = %s.name, error = %e, "cannot bring back snapshot device")
                 }
@@ -162,7 +172,7 @@ impl Service {
         // With the origin's device gone nobody has it mounted: like LVM, a deferred
         // merge starts now, and its copy resumes with the next daemon.
         self.start_deferred_merge();
-        let r = crate::target::flush(&self.store);
+        let r = self.store.commit_clean_shutdown();
         if let Some(s) = &self.state {
             s.remove();
         }
@@ -460,7 +470,15 @@ impl Service {
         let id = self.lookup(name)?;
         let dev = Dev::Snap(id);
         if devs.get(dev).is_none() {
-            let device = self.bring_up(dev, None)?;
+            // the space policy must not delete a snapshot whose device is up
+            self.store.lock().set_in_use(id, true);
+            let device = match self.bring_up(dev, None) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.store.lock().set_in_use(id, false);
+                    return Err(e);
+                }
+            };
             devs.insert(dev, device);
             self.save_state(&devs);
             tracing::info!(name, device = ?devs.path(dev), "snapshot activated");
@@ -480,6 +498,7 @@ impl Service {
             .remove(Dev::Snap(id))
             .ok_or_else(|| Error::NotActive(name.to_owned()))?;
         let stopped = device.stop();
+        self.store.lock().set_in_use(id, false);
         self.save_state(&devs);
         stopped?;
         let t = crate::target::flush(&self.store)?;
@@ -569,6 +588,7 @@ impl Service {
             min_free_chunks: st.min_free_chunks,
             auto_deleted: st.auto_deleted,
             enospc_writes: self.refusals.get(),
+            last_shutdown_clean: st.last_shutdown_clean,
         }
     }
 

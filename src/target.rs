@@ -67,15 +67,18 @@ impl StoreTarget {
     ) -> io::Result<T> {
         r.map_err(|e| {
             if let exception_store::Error::NoSpace(_) = e {
-                self.refusals.0.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    dev = ?self.dev,
-                    op,
-                    offset,
-                    error = %e,
-                    refused = self.refusals.get(),
-                    "write refused with ENOSPC: no store space"
-                );
+                let n = self.refusals.0.fetch_add(1, Ordering::Relaxed) + 1;
+                // a filesystem on a full store retries: log the 1st, 2nd, 4th, 8th ...
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        dev = ?self.dev,
+                        op,
+                        offset,
+                        error = %e,
+                        refused = n,
+                        "write refused with ENOSPC: no store space (logged at the 1st, 2nd, 4th, 8th ... refusal)"
+                    );
+                }
             } else {
                 tracing::warn!(dev = ?self.dev, op, offset, error = %e, "I/O failed");
             }

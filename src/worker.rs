@@ -110,7 +110,10 @@ fn run(store: &SharedStore, progress: &Progress, tick: &dyn Fn(), shared: &Share
         let busy = !failed && store.lock().has_background_work();
         if busy {
             match store.background_step(STEP_BUDGET) {
-                Ok(_) => {}
+                // the last pass ended: commit now, so that the space it freed is
+                // free (and shown free) at once, not at the next periodic commit
+                Ok(false) => next_commit = Instant::now(),
+                Ok(true) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "background work failed; stopped until restart");
                     failed = true;

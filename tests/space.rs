@@ -111,6 +111,74 @@ fn delete_oldest_spares_held_snapshots() {
     assert!(s.check().unwrap().errors.is_empty());
 }
 
+/// A snapshot a device serves (in use) is never deleted by the space policy: the
+/// oldest unheld snapshot that is not in use goes instead, and when only held or
+/// in-use snapshots are left, origin writes that need space fail with ENOSPC.
+#[test]
+fn delete_oldest_spares_snapshots_in_use() {
+    // room for the three snapshots' copies, not for a fourth round of copy-outs
+    let (_o, _d, mut s) = store(SpacePolicy::DeleteOldest, 0, 800);
+    let mut model = Model::new(read_all(&mut s, Dev::Origin));
+    let mut round = 0u8;
+    let mut ids = Vec::new();
+    for i in 0..3u32 {
+        let id = s
+            .create_snapshot(&format!("u{i}"), None, 100 + i as u64)
+            .unwrap();
+        ids.push(id);
+        model
+            .devs
+            .insert(Dev::Snap(id), model.devs[&Dev::Origin].clone());
+        round += 1;
+        for a in 0..120u64 {
+            s.write(Dev::Origin, a * CS, &chunk(round)).unwrap();
+            model.write(Dev::Origin, a * CS, &chunk(round));
+        }
+    }
+    s.set_in_use(ids[0], true);
+    s.set_in_use(ids[2], true);
+    // copy-outs of fresh addresses until the policy must act: u1 (not in use) goes,
+    // then only snapshots in use are left and the write fails
+    round += 1;
+    let mut stop = None;
+    for a in 120..512u64 {
+        match s.write(Dev::Origin, a * CS, &chunk(round)) {
+            Ok(()) => model.write(Dev::Origin, a * CS, &chunk(round)),
+            Err(e) => {
+                assert_eq!(e.errno(), libc_enospc(), "address {a}: {e}");
+                stop = Some(a);
+                break;
+            }
+        }
+    }
+    let stop = stop.expect("the store never filled");
+    let left: Vec<_> = s.snapshots().into_iter().map(|x| x.name).collect();
+    assert_eq!(left, vec!["u0".to_string(), "u2".to_string()], "{left:?}");
+    assert_eq!(s.status().auto_deleted, 1);
+    for id in [ids[0], ids[2]] {
+        assert_eq!(
+            read_all(&mut s, Dev::Snap(id)),
+            model.devs[&Dev::Snap(id)],
+            "snapshot {id:?}"
+        );
+    }
+    assert_eq!(read_all(&mut s, Dev::Origin), model.devs[&Dev::Origin]);
+    // no longer in use: the next write that needs space deletes it
+    s.set_in_use(ids[0], false);
+    for a in stop..512u64 {
+        s.write(Dev::Origin, a * CS, &chunk(round)).unwrap();
+        model.write(Dev::Origin, a * CS, &chunk(round));
+    }
+    let left: Vec<_> = s.snapshots().into_iter().map(|x| x.name).collect();
+    assert_eq!(left, vec!["u2".to_string()], "{left:?}");
+    assert_eq!(
+        read_all(&mut s, Dev::Snap(ids[2])),
+        model.devs[&Dev::Snap(ids[2])]
+    );
+    assert_eq!(read_all(&mut s, Dev::Origin), model.devs[&Dev::Origin]);
+    assert!(s.check().unwrap().errors.is_empty());
+}
+
 #[test]
 fn min_free_guard_keeps_a_reserve() {
     let (_o, _d, mut s) = store(SpacePolicy::Fail, 100, 400);

@@ -192,6 +192,9 @@ sleep 1
 NDEV=$(start_daemon) || fail "restart failed"
 [ "$NDEV" = "$ODEV" ] || fail "origin came back as $NDEV, was $ODEV"
 ok "restarted; origin is $NDEV again"
+[ "$(ctl --json status | jq -r .last_shutdown_clean)" = false ] || fail "status: last shutdown clean after kill -9"
+ctl status | grep -q "last shutdown:  not clean" || fail "snapctl status does not say the shutdown was not clean"
+ok "status: the store was not shut down cleanly"
 # UBLK_F_USER_RECOVERY_REISSUE: requests in flight at the kill are sent again to the
 # restarted daemon, so the writer never sees an error.
 wait "$DD" && ok "dd finished across the crash (in-flight I/O reissued)" || fail "dd failed across the crash: $(cat "$W/dd.err")"
@@ -227,6 +230,7 @@ ok "devices, socket and state file removed"
 
 step "start again: snapshots persist, inactive until activated"
 ODEV=$(start_daemon)
+[ "$(ctl --json status | jq -r .last_shutdown_clean)" = true ] || fail "status: last shutdown not clean after SIGTERM"
 ctl list
 [ "$(ctl --json list | jq -r '[.snapshots[].name] | join(",")')" = "s1,s2" ] || fail "snapshot list"
 [ "$(ctl --json list | jq -r '[.snapshots[].device] | map(select(. != null)) | length')" = 0 ] || fail "devices active after a clean restart"

@@ -27,11 +27,12 @@
 #    free space refuses a write that needs a copy-out (ENOSPC, nothing written), not
 #    one that needs none; restarted without the guard, the same write succeeds;
 #    s2 and s3 still read their data.
-# 3. --space-policy delete-oldest on a fresh store, s1 held, s2 and s3 not: filling
-#    the store deletes s2, then s3 (the log names them; status: auto_deleted 2) and
-#    the writes go on into the space they held; with only the held s1 left, ENOSPC,
-#    the refused write unchanged, s1 reads its data. Released, the next write
-#    deletes s1 too and succeeds.
+# 3. --space-policy delete-oldest on a fresh store, s1 held, s2 active (a device up),
+#    s3 neither: filling the store deletes s3 only (the log names it; status:
+#    auto_deleted 1) and the writes go on into the space it held; with only the held
+#    and the active snapshot left, ENOSPC, the refused write unchanged, s2 reads its
+#    data through its device, s1 its own. Deactivated, the next write deletes s2;
+#    released, the next deletes s1; both writes succeed.
 # 4. Clean shutdown, offline check, restart: the store opens, online check clean,
 #    the origin intact; no panic in the daemon log.
 # Any mismatch exits non-zero. About 30 s in the guest under TCG (90 s on a busy host).
@@ -152,11 +153,12 @@ origin_matches "after ENOSPC"
 for i in 1 2 3; do verify_snap s$i; done
 ctl status | tee "$W/status.txt"
 FREE=$(st .usage.nr_free)
+RESERVE=$FREE # what a full store keeps free: the metadata reserve
 [ "$(st .enospc_writes)" = 1 ] || fail "status: enospc_writes $(st .enospc_writes), want 1"
 grep -q 'space policy: *fail, min free 0 chunks, 0 snapshots deleted automatically, 1 writes refused (no space)' \
     "$W/status.txt" || fail "snapctl status does not show the refused write"
 ok "status: $FREE chunks free (the metadata reserve), 1 write refused"
-log_has "origin write fails with ENOSPC (policy: fail)"
+log_has "fail with ENOSPC (policy: fail)"
 log_has "write refused with ENOSPC: no store space .*offset=$((REFUSED * R)) .*out of data space"
 # BLK_STS_NOSPC: the daemon completed the request with -ENOSPC, not -EIO
 dmesg | grep -m1 "critical space allocation error, dev ${ODEV#/dev/}" \
@@ -212,7 +214,7 @@ for i in 2 3; do verify_snap s$i; done
 ctl check || fail "online check after restart"
 stop_daemon
 
-step "delete-oldest on a fresh store: s1 held, s2 and s3 not"
+step "delete-oldest on a fresh store: s1 held, s2 active, s3 neither"
 truncate -s 0 "$STORE"
 truncate -s 8M "$STORE"
 ctl format --origin "$ORIGIN" --store "$STORE"
@@ -224,35 +226,47 @@ for i in 1 2 3; do
     owrite $((4 * i + 16)) 0 4
     [ "$DD_RC" = 0 ] || fail "rewrite after s$i: $DD_ERR"
 done
+S2DEV=$(ctl activate s2)
 FREE=$(st .usage.nr_free)
-echo "free: $FREE chunks"
+echo "free: $FREE chunks; s2 active as $S2DEV"
 owrite 0 160 60
 expect_enospc "fill with delete-oldest"
-[ $((DD_OUT * 4)) -gt "$FREE" ] || fail "only $DD_OUT records fitted: nothing was made room for"
-ok "$((DD_OUT * 4)) chunks written with $FREE free at the start"
-[ "$(names)" = s1 ] || fail "snapshots left: $(names), want s1"
-[ "$(st .auto_deleted)" = 2 ] || fail "status: auto_deleted $(st .auto_deleted), want 2"
-ok "s2 and s3 deleted automatically, s1 kept"
+[ $((DD_OUT * 4)) -gt $((FREE - RESERVE)) ] || fail "only $DD_OUT records fitted: nothing was made room for"
+ok "$((DD_OUT * 4)) chunks written with $FREE free at the start ($RESERVE of them the metadata reserve)"
+[ "$(names)" = s1,s2 ] || fail "snapshots left: $(names), want s1,s2 (held, active)"
+[ "$(st .auto_deleted)" = 1 ] || fail "status: auto_deleted $(st .auto_deleted), want 1"
+ok "s3 deleted automatically; s1 (held) and s2 (active) kept"
 grep 'deleting the oldest unheld snapshot' "$LOG" | grep -o 'snapshot=[^ ]*' | tr '\n' ' ' >"$W/victims"
-[ "$(cat "$W/victims")" = "snapshot=s2 snapshot=s3 " ] || fail "log names victims '$(cat "$W/victims")', want s2 then s3"
-ok "log names s2, then s3"
-log_has "every snapshot is held"
+[ "$(cat "$W/victims")" = "snapshot=s3 " ] || fail "log names victims '$(cat "$W/victims")', want s3"
+ok "log names s3 only"
+log_has "every snapshot left is held or active"
 origin_matches "after the fill"
 [ "$(st .enospc_writes)" = 1 ] || fail "status: enospc_writes $(st .enospc_writes), want 1"
+dd if="$S2DEV" bs=1M iflag=direct status=none | cmp - "$W/s2.img" \
+    || fail "the active s2 does not read what it read when taken"
+ok "the active s2 reads its original data through its device"
+ctl deactivate s2 >/dev/null
 verify_snap s1
 ctl status
-ctl check || fail "online check after the automatic deletes"
+ctl check || fail "online check after the automatic delete"
 
-step "released, s1 goes too and the refused write succeeds"
+step "deactivated, s2 goes; released, s1 goes; the refused write succeeds"
 REFUSED=$((160 + DD_OUT))
-ctl release s1
 owrite "$DD_OUT" "$REFUSED" 1
+[ "$DD_RC" = 0 ] || fail "after deactivating s2 the write still fails: $DD_ERR"
+[ "$(names)" = s1 ] || fail "snapshots left: $(names), want s1"
+[ "$(st .auto_deleted)" = 2 ] || fail "status: auto_deleted $(st .auto_deleted), want 2"
+ok "s2 deleted automatically once deactivated"
+origin_matches "after the write" "$REFUSED" 1
+verify_snap s1
+ctl release s1
+owrite $((DD_OUT + 1)) $((REFUSED + 1)) 20
 [ "$DD_RC" = 0 ] || fail "after release the write still fails: $DD_ERR"
 [ "$(names)" = "" ] || fail "snapshots left: $(names)"
 [ "$(st .auto_deleted)" = 3 ] || fail "status: auto_deleted $(st .auto_deleted), want 3"
 grep 'deleting the oldest unheld snapshot' "$LOG" | tail -n 1 | grep -q 'snapshot=s1' || fail "the log does not name s1"
 ok "s1 deleted automatically once released"
-origin_matches "after the write" "$REFUSED" 1
+origin_matches "after the writes" "$REFUSED" 21
 
 step "clean shutdown, offline check, restart, online check"
 stop_daemon

@@ -314,6 +314,7 @@ impl Store {
             // The deletes may have changed this address; decide again.
             return self.copy_out(a);
         }
+        self.full_logged = false;
         let c = self.alloc.alloc_chunk()?;
         if let Err(e) = self.copy_run(a, 1, c) {
             self.alloc.free_chunk(c);
@@ -361,6 +362,7 @@ impl Store {
             }
             return Ok(());
         }
+        self.full_logged = false;
         let mut chunks = Vec::with_capacity(todo.len());
         for _ in 0..todo.len() {
             match self.alloc.alloc_chunk() {
@@ -481,26 +483,39 @@ impl Store {
     }
 
     /// The space policy: free room for `need` chunks (plus the min-free guard) by
-    /// deleting the oldest unheld snapshots, or fail with `NoSpace`.
+    /// deleting the oldest snapshots that are neither held nor in use (served by a
+    /// device, [`Store::set_in_use`]), or fail with `NoSpace`. The first refusal of an
+    /// episode is logged; later ones are not, until a copy-out finds room again.
     fn make_room(&mut self, need: u64) -> Result<()> {
         let want = need + self.opts.min_free_chunks;
         loop {
             let full = match self.alloc.ensure(want) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.full_logged = false;
+                    return Ok(());
+                }
                 Err(e) => e,
             };
             if self.opts.space_policy != SpacePolicy::DeleteOldest {
-                tracing::warn!("store full: origin write fails with ENOSPC (policy: fail)");
+                if !std::mem::replace(&mut self.full_logged, true) {
+                    tracing::warn!(
+                        "store full: origin writes that need space fail with ENOSPC (policy: fail)"
+                    );
+                }
                 return Err(full);
             }
             let victim = self
                 .snaps
                 .iter()
-                .filter(|(_, r)| !r.hold)
+                .filter(|(id, r)| !r.hold && !self.in_use.contains(id))
                 .min_by_key(|(id, r)| (r.created, **id))
                 .map(|(id, r)| (*id, r.name.clone()));
             let Some((id, name)) = victim else {
-                tracing::warn!("store full and every snapshot is held: ENOSPC");
+                if !std::mem::replace(&mut self.full_logged, true) {
+                    tracing::warn!(
+                        "store full and every snapshot left is held or active: origin writes that need space fail with ENOSPC"
+                    );
+                }
                 return Err(full);
             };
             tracing::warn!(snapshot = %name, "store full: deleting the oldest unheld snapshot");

@@ -125,6 +125,12 @@ pub struct Store {
     pub(crate) opened_clean: bool,
     /// The next commit records a clean shutdown ([`Store::commit_clean_shutdown`]).
     pub(crate) closing: bool,
+    /// Snapshots a device serves now ([`Store::set_in_use`]): the space policy does
+    /// not delete them. Not persisted.
+    pub(crate) in_use: HashSet<SnapId>,
+    /// The space policy has logged that the store is full; cleared when a copy-out
+    /// finds room again (one warning per episode, not one per refused write).
+    pub(crate) full_logged: bool,
 }
 
 /// Most elements held decoded in the per-address cache.
@@ -273,6 +279,8 @@ impl Store {
             auto_deleted: 0,
             opened_clean: true,
             closing: false,
+            in_use: HashSet::new(),
+            full_logged: false,
         };
         s.commit()?;
         Ok(s)
@@ -495,6 +503,8 @@ impl Store {
             auto_deleted: 0,
             opened_clean,
             closing: false,
+            in_use: HashSet::new(),
+            full_logged: false,
         })
     }
 

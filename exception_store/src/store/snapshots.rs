@@ -109,6 +109,17 @@ impl Store {
         self.commit()
     }
 
+    /// Whether a device serves snapshot `id` now. The space policy never deletes a
+    /// snapshot in use (its device would fail every read). Not persisted: whoever
+    /// serves devices says so after every open.
+    pub fn set_in_use(&mut self, id: SnapId, in_use: bool) {
+        if in_use {
+            self.in_use.insert(id);
+        } else {
+            self.in_use.remove(&id);
+        }
+    }
+
     /// Mark a snapshot held (never pruned) or not. Durable on return.
     pub fn set_hold(&mut self, id: SnapId, hold: bool) -> Result<TxnId> {
         self.label_of(id)?;

@@ -51,6 +51,11 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
                 s.enospc_writes,
                 s.pid,
             );
+            if !s.last_shutdown_clean {
+                t.push_str(
+                    "last shutdown:  not clean (crash, kill or power loss): the store opened at its last commit\n",
+                );
+            }
             if s.failed {
                 t.push_str(
                     "STORE FAILED:   a metadata write failed; changes are refused until restart\n",
