@@ -6,27 +6,16 @@ use blockdev::{BlockDevice, MemDevice};
 use exception_store::{
     format::{BLOCK_SIZE, SUPERBLOCK_CSUM_SALT},
     superblock::read_superblock,
+    testing::contents,
     Dev, Store, StoreOptions,
 };
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 const CS: u32 = 4096;
 const NR_ADDRS: u64 = 300;
 /// Superblock offsets of docs/format.md.
 const VERSION_AT: usize = 32;
 const LABEL_INDEX_ROOT_AT: usize = 160;
-
-fn contents(s: &mut Store) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut devs = vec![(String::new(), Dev::Origin)];
-    devs.extend(s.snapshots().into_iter().map(|i| (i.name, Dev::Snap(i.id))));
-    for (name, d) in devs {
-        let mut buf = vec![0u8; s.size() as usize];
-        s.read(d, 0, &mut buf).unwrap();
-        out.insert(name, buf);
-    }
-    out
-}
 
 /// Rewrite both superblock slots as format version 1 did.
 fn make_version1(dev: &MemDevice) {

@@ -47,6 +47,8 @@ mod shared;
 mod store;
 pub mod superblock;
 pub mod tables;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod version_tree;
 
 pub use error::{Error, Result, Space};

@@ -6,9 +6,8 @@ mod common;
 
 use blockdev::{BlockDevice, FileDevice};
 use common::snapctl;
-use exception_store::{Dev, Store, StoreOptions};
+use exception_store::{testing::contents, Dev, Store, StoreOptions};
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     process::Output,
     sync::Arc,
@@ -55,19 +54,6 @@ impl Files {
             std::fs::read(&self.store).unwrap(),
         )
     }
-}
-
-/// Every device's bytes by name ("" for the origin).
-fn contents(s: &mut Store) -> BTreeMap<String, Vec<u8>> {
-    let mut devs = vec![(String::new(), Dev::Origin)];
-    devs.extend(s.snapshots().into_iter().map(|i| (i.name, Dev::Snap(i.id))));
-    devs.into_iter()
-        .map(|(name, d)| {
-            let mut buf = vec![0u8; s.size() as usize];
-            s.read(d, 0, &mut buf).unwrap();
-            (name, buf)
-        })
-        .collect()
 }
 
 /// Origin and store files with snapshots a, b (of the origin), c (of a), and writes

@@ -2,28 +2,15 @@
 //! cut by a power loss mid-pass), finished by [`repair`]; stores with errors or
 //! corruption refused and left byte-identical.
 use super::*;
+use crate::testing::contents;
 use crate::Dev;
 use blockdev::{CrashMode, FaultyDevice, MemDevice};
-use std::collections::BTreeMap;
 
 const CS: u32 = 4096;
 const NR_ADDRS: u64 = 64;
 
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
     blockdev::pattern(seed, len)
-}
-
-/// Every device's bytes, by name ("" for the origin).
-fn contents(s: &mut Store) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut devs = vec![(String::new(), Dev::Origin)];
-    devs.extend(s.snapshots().into_iter().map(|i| (i.name, Dev::Snap(i.id))));
-    for (name, d) in devs {
-        let mut buf = vec![0u8; s.size() as usize];
-        s.read(d, 0, &mut buf).unwrap();
-        out.insert(name, buf);
-    }
-    out
 }
 
 /// A store with a chain of snapshots, a snapshot of a snapshot, and writes to all.
