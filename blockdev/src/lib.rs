@@ -26,6 +26,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod copy;
 mod corrupt;
 mod device;
 #[cfg(feature = "testing")]
@@ -37,6 +38,7 @@ mod mem;
 #[cfg(feature = "testing")]
 mod pattern;
 
+pub use copy::copy_range;
 pub use corrupt::{BlockKind, Corrupt, Reason};
 pub use device::{check_range, BlockDevice};
 #[cfg(feature = "testing")]

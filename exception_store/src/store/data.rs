@@ -323,15 +323,33 @@ impl Store {
         self.link_copy(a, top, ghost, &before, c)
     }
 
-    /// Copy the origin's chunks `a .. a + n` into the store chunks `c .. c + n` with
-    /// one read and one write.
+    /// Copy the origin's chunks `a .. a + n` into the store chunks `c .. c + n`: inside
+    /// the kernel when both are files that allow it (`blockdev::copy_range`), else
+    /// with one read and one write through a buffer kept for the purpose (no
+    /// allocation, no zeroing per copy). An in-kernel copy that fails is redone
+    /// through memory, so that an error names the device that failed.
     fn copy_run(&mut self, a: u64, n: u64, c: ChunkNr) -> Result<()> {
         let pos = a * self.chunk_size;
         let len = ((a + n) * self.chunk_size).min(self.sb.origin_len) - pos;
-        let mut buf = vec![0u8; len as usize];
-        self.origin.read_at(&mut buf, pos).map_err(origin_io(pos))?;
         let to = c.0 * self.chunk_size;
-        self.dev.write_at(&buf, to).map_err(store_io(to))
+        if let Ok(true) = blockdev::copy_range(&*self.origin, pos, &*self.dev, to, len) {
+            return Ok(());
+        }
+        let mut buf = std::mem::take(&mut self.copy_buf);
+        if buf.len() < len as usize {
+            buf.resize(len as usize, 0);
+        }
+        let r = self
+            .origin
+            .read_at(&mut buf[..len as usize], pos)
+            .map_err(origin_io(pos))
+            .and_then(|_| {
+                self.dev
+                    .write_at(&buf[..len as usize], to)
+                    .map_err(store_io(to))
+            });
+        self.copy_buf = buf;
+        r
     }
 
     /// [`copy_out`](Self::copy_out) for every address of `first..=last`, the data of

@@ -131,6 +131,8 @@ pub struct Store {
     /// The space policy has logged that the store is full; cleared when a copy-out
     /// finds room again (one warning per episode, not one per refused write).
     pub(crate) full_logged: bool,
+    /// The buffer of copy-outs that go through memory (grown to the largest run).
+    pub(crate) copy_buf: Vec<u8>,
 }
 
 /// Most elements held decoded in the per-address cache.
@@ -281,8 +283,12 @@ impl Store {
             closing: false,
             in_use: HashSet::new(),
             full_logged: false,
+            copy_buf: Vec::new(),
         };
+        // a fresh store counts as cleanly shut down
+        s.closing = true;
         s.commit()?;
+        s.closing = false;
         Ok(s)
     }
 
@@ -505,6 +511,7 @@ impl Store {
             closing: false,
             in_use: HashSet::new(),
             full_logged: false,
+            copy_buf: Vec::new(),
         })
     }
 
