@@ -1,5 +1,7 @@
 //! Writes the seed corpora under fuzz/corpus/ (run from fuzz/: `cargo run --bin gen_corpus`).
-//! Seeds are committed; this program says how they were made.
+//! Seeds are committed; this program says how they were made. The `*-v1` seeds are
+//! what it wrote under format version 1 (kept, not regenerated: they drive `open`'s
+//! upgrade path).
 use blockdev::{BlockDevice, MemDevice};
 use exception_store::{Dev, Store, StoreOptions};
 use std::{fs, sync::Arc};
