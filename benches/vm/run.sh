@@ -57,7 +57,7 @@ rm -rf "$bin"
 mkdir -p "$bin" "$out"
 cp "$target/release/ublk-snapd" "$target/release/snapctl" /tmp/rublk/bin/rublk "$bin/"
 # a copy of the guest script too, so that editing the tree during a run changes nothing
-cp "$repo/tests/vm/bench_fio.sh" "$bin/"
+cp "$repo/tests/vm/bench_fio.sh" "$repo/tests/vm/first_writes_iolog.py" "$bin/"
 {
     echo "ublk-snap commit $commit (git archive HEAD, release build)"
     echo "host $(uname -r), $(nproc) cores, $(qemu-system-x86_64 --version | head -n1)"

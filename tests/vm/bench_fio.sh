@@ -94,17 +94,8 @@ mount -t tmpfs -o size=$((mem_kib * 9 / 10))k tmpfs $W
 say "kernel $(uname -r), $(nproc) vCPUs, ${mem_kib} KiB RAM, fio $(fio --version), device ${MIB} MiB, runtime ${RT}s, stacks: $ONLY"
 
 # The random copy-out workload: one 4 KiB write into each 64 KiB chunk of the first
-# half, shuffled (fixed seed, the same on every stack).  Device name is replaced by
-# --replay_redirect.
-python3 - "$HALF" >"$W/randwrite-first.iolog" <<'EOF'
-import random, sys
-half = int(sys.argv[1]); r = random.Random(5)
-chunks = list(range(half // 65536)); r.shuffle(chunks)
-print("fio version 2 iolog\n/dev/bench add\n/dev/bench open")
-for c in chunks:
-    print(f"/dev/bench write {c * 65536 + r.randrange(16) * 4096} 4096")
-print("/dev/bench close")
-EOF
+# half, shuffled (fixed seed, the same on every stack).
+python3 "$(dirname "${BASH_SOURCE[0]}")/first_writes_iolog.py" "$HALF" >"$W/randwrite-first.iolog"
 
 # fio_jobs SYSTEM SNAPS PHASE DEV WORKLOAD...: run the workloads one after the other
 # (stonewall) in one fio process (fio's start-up takes seconds under TCG), append one

@@ -42,15 +42,7 @@ truncate -s 1G "$STORE"
 ctl format --origin "$ORIGIN" --store "$STORE" --chunk-size 64K >/dev/null
 ODEV=$(start_daemon)
 for i in $(seq 1 "$NSNAPS"); do ctl create "p$i" >/dev/null; done
-python3 - "$HALF" >"$W/first.iolog" <<'EOF'
-import random, sys
-half = int(sys.argv[1]); r = random.Random(5)
-chunks = list(range(half // 65536)); r.shuffle(chunks)
-print("fio version 2 iolog\n/dev/bench add\n/dev/bench open")
-for c in chunks:
-    print(f"/dev/bench write {c * 65536 + r.randrange(16) * 4096} 4096")
-print("/dev/bench close")
-EOF
+python3 "$(dirname "${BASH_SOURCE[0]}")/first_writes_iolog.py" "$HALF" >"$W/first.iolog"
 
 step "perf record of the daemon during the copy-out writes"
 perf record -e cpu-clock -F 999 -a -o $W/perf.data 2>$W/perf.err &
@@ -67,6 +59,6 @@ perf report -i $W/perf.data --stdio --header-only 2>&1 | grep -E 'sample|event' 
 echo "fio: write IOPS $(cut -d';' -f49 $W/fio.terse)" | tee "$OUT/fio-copyout.txt"
 perf report -i $W/perf.data --no-children --sort comm,dso,symbol --stdio 2>"$OUT/perf-report.err" \
     | grep -v '^$' >"$OUT/perf-copyout.txt" || true
-grep -v '^#' "$OUT/perf-copyout.txt" | head -n 40
+grep -v '^#' "$OUT/perf-copyout.txt" | sed -n 1,40p
 ctl status >/dev/null
 echo "profile_copyout: done in $(($(date +%s) - T0)) s"
