@@ -187,9 +187,7 @@ pub fn repair(
     }
     s.run_background(REPAIR_BATCH)?;
     // what repair leaves is checked below: it counts as a clean stop
-    s.closing = true;
-    s.changed = true;
-    s.commit()?;
+    s.commit_marked_clean(false)?;
     drop(s);
     let mut s = open(&dev, &origin)?;
     rep.after = Some(s.check()?);

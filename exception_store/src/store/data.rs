@@ -309,12 +309,11 @@ impl Store {
         };
         let before: Elems = (*shared).clone();
         drop(shared);
-        if self.alloc.ensure(1 + self.opts.min_free_chunks).is_err() {
+        if self.room_for(1).is_err() {
             self.make_room(1)?;
             // The deletes may have changed this address; decide again.
             return self.copy_out(a);
         }
-        self.full_logged = false;
         let c = self.alloc.alloc_chunk()?;
         if let Err(e) = self.copy_run(a, 1, c) {
             self.alloc.free_chunk(c);
@@ -370,17 +369,12 @@ impl Store {
         if todo.is_empty() {
             return Ok(());
         }
-        if self
-            .alloc
-            .ensure(todo.len() as u64 + self.opts.min_free_chunks)
-            .is_err()
-        {
+        if self.room_for(todo.len() as u64).is_err() {
             for (a, ..) in todo {
                 self.copy_out(a)?;
             }
             return Ok(());
         }
-        self.full_logged = false;
         let mut chunks = Vec::with_capacity(todo.len());
         for _ in 0..todo.len() {
             match self.alloc.alloc_chunk() {
@@ -500,18 +494,22 @@ impl Store {
         self.store_elems(a, &before, &after, &[c])
     }
 
+    /// Whether `need` data chunks fit beside the min-free guard; when they do, a full
+    /// episode the space policy logged is over.
+    fn room_for(&mut self, need: u64) -> Result<()> {
+        self.alloc.ensure(need + self.opts.min_free_chunks)?;
+        self.full_logged = false;
+        Ok(())
+    }
+
     /// The space policy: free room for `need` chunks (plus the min-free guard) by
     /// deleting the oldest snapshots that are neither held nor in use (served by a
     /// device, [`Store::set_in_use`]), or fail with `NoSpace`. The first refusal of an
     /// episode is logged; later ones are not, until a copy-out finds room again.
     fn make_room(&mut self, need: u64) -> Result<()> {
-        let want = need + self.opts.min_free_chunks;
         loop {
-            let full = match self.alloc.ensure(want) {
-                Ok(()) => {
-                    self.full_logged = false;
-                    return Ok(());
-                }
+            let full = match self.room_for(need) {
+                Ok(()) => return Ok(()),
                 Err(e) => e,
             };
             if self.opts.space_policy != SpacePolicy::DeleteOldest {

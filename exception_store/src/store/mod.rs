@@ -286,9 +286,7 @@ impl Store {
             copy_buf: Vec::new(),
         };
         // a fresh store counts as cleanly shut down
-        s.closing = true;
-        s.commit()?;
-        s.closing = false;
+        s.commit_marked_clean(false)?;
         Ok(s)
     }
 
@@ -548,23 +546,26 @@ impl Store {
     /// Make every change so far durable (metadata and store data); returns the
     /// committed transaction id.
     pub fn commit(&mut self) -> Result<TxnId> {
-        if self.failed {
-            return Err(Error::PreviousIo);
-        }
-        let r = self.commit_inner(false);
-        if r.is_err() {
-            self.failed = true;
-        }
-        r
+        self.commit_latching(false, true)
     }
 
     /// The last commit before a clean stop: everything durable, and the superblock
     /// records the clean shutdown (reported by the next open, see
     /// [`Status::last_shutdown_clean`](super::Status); any later commit clears it).
     pub fn commit_clean_shutdown(&mut self) -> Result<TxnId> {
+        self.commit_marked_clean(true)
+    }
+
+    /// A commit whose superblock records a clean shutdown: the last of a clean stop,
+    /// of `format`, of a repair. A FLUSH (origin too) when `with_origin`.
+    pub(crate) fn commit_marked_clean(&mut self, with_origin: bool) -> Result<TxnId> {
         self.closing = true;
         self.changed = true;
-        let r = self.flush();
+        let r = if with_origin {
+            self.flush()
+        } else {
+            self.commit()
+        };
         self.closing = false;
         r
     }
@@ -574,34 +575,34 @@ impl Store {
     /// flush fails, the error is returned and the store is not latched: the commit
     /// stops before its superblock, and its changes commit with the next one.
     pub fn flush(&mut self) -> Result<TxnId> {
-        if self.failed {
-            return Err(Error::PreviousIo);
-        }
-        let r = self.commit_inner(true);
-        if let Err(e) = &r {
-            if !matches!(
-                e,
-                Error::Io {
-                    device: "origin",
-                    ..
-                }
-            ) {
-                self.failed = true;
-            }
-        }
-        r
+        self.commit_latching(true, false)
     }
 
     /// A commit that also makes the origin durable before its superblock is written
     /// (the origin's flush beside the commit's first store flush). Any failure
     /// latches the store, so nothing this commit carries ever becomes durable.
     pub(crate) fn commit_with_origin(&mut self) -> Result<TxnId> {
+        self.commit_latching(true, true)
+    }
+
+    /// Commit (the origin flushed beside it when `with_origin`); a failure latches
+    /// the store, except an origin I/O error when `origin_errors_latch` is false.
+    fn commit_latching(&mut self, with_origin: bool, origin_errors_latch: bool) -> Result<TxnId> {
         if self.failed {
             return Err(Error::PreviousIo);
         }
-        let r = self.commit_inner(true);
-        if r.is_err() {
-            self.failed = true;
+        let r = self.commit_inner(with_origin);
+        if let Err(e) = &r {
+            let origin = matches!(
+                e,
+                Error::Io {
+                    device: "origin",
+                    ..
+                }
+            );
+            if origin_errors_latch || !origin {
+                self.failed = true;
+            }
         }
         r
     }
