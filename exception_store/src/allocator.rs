@@ -155,6 +155,19 @@ impl Allocator {
         Ok(ChunkNr(c))
     }
 
+    /// Give back at once a data chunk that nothing has ever referenced (a copy-out's
+    /// chunk that was not linked): no committed tree can name it, so it need not wait
+    /// for a commit.
+    pub fn unalloc_chunk(&mut self, c: ChunkNr) {
+        self.fresh.remove(&c);
+        if let Some(u) = self.used.get_mut(c.0 as usize) {
+            if *u {
+                *u = false;
+                self.nr_used -= 1;
+            }
+        }
+    }
+
     /// Give a data chunk back (reusable after commit).
     pub fn free_chunk(&mut self, c: ChunkNr) {
         self.pending_chunks.push(c);

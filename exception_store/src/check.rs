@@ -4,7 +4,8 @@
 //! - every allocated chunk and block is referenced exactly once (no leak, no double
 //!   reference), compared with the live allocator of the open store. The allocator
 //!   is not stored: `open` rebuilds it from the trees, so a leak can only show in a
-//!   store that has been running (an online check), never right after an open;
+//!   store that has been running (an online check), never right after an open.
+//!   Chunks of copy-outs in flight (`Store::copy_out_begin`) count as referenced;
 //! - no element names a label outside the version tree, or label 0;
 //! - the label index holds exactly the counts the elements give (`crate::label_index`);
 //! - every snapshot reads through a live, non-ghost label, one snapshot per label;
@@ -93,7 +94,12 @@ impl Store {
         rep.nr_meta_blocks = blocks.len() as u64;
         rep.nr_data_chunks = data.len() as u64;
         // allocator vs references (pending frees are still allocated until commit)
-        let pend_c: BTreeSet<u64> = pend_chunks.iter().map(|c| c.0).collect();
+        // (and chunks of copy-outs in flight are referenced by their copy)
+        let pend_c: BTreeSet<u64> = pend_chunks
+            .iter()
+            .chain(self.copying.values())
+            .map(|c| c.0)
+            .collect();
         let pend_b: BTreeSet<u64> = pend_blocks.iter().map(|b| b.0).collect();
         for c in alloc_data.difference(&data) {
             if !pend_c.contains(c) {

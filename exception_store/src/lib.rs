@@ -53,5 +53,7 @@ pub mod version_tree;
 
 pub use error::{Error, Result, Space};
 pub use shared::SharedStore;
-pub use store::{Dev, JobInfo, SnapInfo, SpacePolicy, Status, Store, StoreOptions};
+pub use store::{
+    CopyOut, CopyOutBegin, Dev, JobInfo, SnapInfo, SpacePolicy, Status, Store, StoreOptions,
+};
 pub use tables::validate_name;

@@ -2,12 +2,15 @@
 //! socket, the background worker), with group commit.
 //!
 //! # Origin writes
-//! An origin write runs in two halves. Under the store lock, [`Store::origin_prepare`]
-//! copies out what snapshots still read and says which transaction must be durable
-//! before the origin may change. Outside the lock the writer waits for that commit
-//! ([`SharedStore::wait_durable`]): the first waiter commits for everyone (group
-//! commit), the others sleep until it is done, so a burst of first writes costs one
-//! commit. Then the origin data is written, still outside the store lock.
+//! An origin write first copies out what snapshots still read, in three steps
+//! ([`Store::copy_out_begin`], see `store::copy_out`): plan and allocate under the
+//! store lock, copy the data without it (so the queues copy at the same time), link
+//! the chunks under it again. A write that meets an address another write is copying
+//! waits on `copied` until that copy is linked, then plans again. The copy-out says
+//! which transaction must be durable before the origin may change; the writer waits
+//! for that commit ([`SharedStore::wait_durable`]): the first waiter commits for
+//! everyone (group commit), the others sleep until it is done, so a burst of first
+//! writes costs one commit. Then the origin data is written, outside the store lock.
 //!
 //! # Snapshot writes
 //! A snapshot write that changes metadata (a first write to a shared chunk, a hole,
@@ -21,14 +24,14 @@
 //! into chunks the snapshot already owns change no metadata and do not wait.
 //!
 //! # The origin gate
-//! Origin writes hold the gate shared from prepare until their data is written;
+//! Origin writes hold the gate shared from their copy-out until their data is written;
 //! creating a snapshot holds it exclusively. So a snapshot never sees an origin write
 //! whose copy-out decision was taken before the snapshot existed.
 //!
 //! # Lock order
 //! origin gate, then store lock; the commit state lock is never held while taking
 //! another.
-use crate::{Dev, Result, Store};
+use crate::{CopyOutBegin, Dev, Result, Store};
 use blockdev::{
     ids::{SnapId, TxnId},
     BlockDevice,
@@ -45,6 +48,9 @@ struct CommitState {
 /// See the module documentation.
 pub struct SharedStore {
     store: Mutex<Store>,
+    /// Notified whenever a copy-out without the lock ends (its addresses leave
+    /// flight); waited on with the store lock.
+    copied: Condvar,
     origin: Arc<dyn BlockDevice>,
     gate: RwLock<()>,
     commit: Mutex<CommitState>,
@@ -66,6 +72,7 @@ impl SharedStore {
         let size = store.size();
         SharedStore {
             store: Mutex::new(store),
+            copied: Condvar::new(),
             origin,
             gate: RwLock::new(()),
             commit: Mutex::new(CommitState {
@@ -130,13 +137,8 @@ impl SharedStore {
         match dev {
             Dev::Origin => {
                 let _g = self.gate.read();
-                let need = self
-                    .store
-                    .lock()
-                    .origin_prepare(offset, data.len() as u64)?;
-                if let Some(t) = need {
-                    self.wait_durable(t)?;
-                }
+                let need = self.copy_out(offset, data.len() as u64)?;
+                self.wait_for(need)?;
                 // origin_prepare checked the range
                 self.origin
                     .write_at(data, offset)
@@ -180,7 +182,7 @@ impl SharedStore {
         f: impl FnOnce(&mut Store) -> Result<()>,
     ) -> Result<()> {
         if dev == Dev::Origin {
-            let need = self.store.lock().origin_prepare(offset, len)?;
+            let need = self.copy_out(offset, len)?;
             self.wait_for(need)?;
             return f(&mut self.store.lock());
         }
@@ -190,6 +192,26 @@ impl SharedStore {
             s.uncommitted_in(offset, len)
         };
         self.wait_for(need)
+    }
+
+    /// Copy out what an origin write to `offset..+len` overwrites, the data copied
+    /// without the store lock (module documentation). Returns the transaction that
+    /// must be durable before the origin is written, if one must. Call with the
+    /// origin gate held shared.
+    fn copy_out(&self, offset: u64, len: u64) -> Result<Option<TxnId>> {
+        let mut s = self.store.lock();
+        loop {
+            match s.copy_out_begin(offset, len)? {
+                CopyOutBegin::Busy => self.copied.wait(&mut s),
+                CopyOutBegin::Done(need) => return Ok(need),
+                CopyOutBegin::Copy(mut job) => {
+                    let r = MutexGuard::unlocked(&mut s, || job.run());
+                    let need = s.copy_out_finish(job, r);
+                    self.copied.notify_all();
+                    return need;
+                }
+            }
+        }
     }
 
     /// [`wait_durable`](Self::wait_durable) when a transaction is named.

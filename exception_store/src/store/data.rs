@@ -20,12 +20,8 @@ use crate::{
     rules::{Elems, SnapWrite},
     Result,
 };
-use blockdev::ids::{ChunkNr, Label, SnapId, TxnId};
+use blockdev::ids::{Label, SnapId, TxnId};
 use btree::elements::Ptr;
-use std::sync::Arc;
-
-/// Most bytes one copy-out I/O moves (a bound on its buffer).
-const MAX_COPY_RUN_BYTES: u64 = 4 << 20;
 
 /// What a write puts in a chunk.
 #[derive(Clone, Copy)]
@@ -195,7 +191,8 @@ impl Store {
     }
 
     /// First half of an origin write: copy out, for every chunk the range touches,
-    /// the data that a snapshot still reads from the origin. Returns the transaction
+    /// the data that a snapshot still reads from the origin, all under `&mut self`
+    /// (see `copy_out` for the copy-out without the lock). Returns the transaction
     /// that must commit before the origin may be written, if one must.
     pub fn origin_prepare(&mut self, offset: u64, len: u64) -> Result<Option<TxnId>> {
         self.check_range(offset, len)?;
@@ -204,6 +201,9 @@ impl Store {
         }
         let cs = self.chunk_size;
         let (first, last) = (offset / cs, (offset + len - 1) / cs);
+        // Copies under the lock; an address in flight is the three-step copy-out's
+        // (`copy_out`), which every origin write waits for first.
+        debug_assert!(self.copying.range(first..=last).next().is_none());
         let mut must_commit = false;
         for a in first..=last {
             if self.merging_at(a).is_some() {
@@ -254,158 +254,6 @@ impl Store {
         self.origin
             .write_at(data, offset)
             .map_err(origin_io(offset))
-    }
-
-    /// Whether an origin write at `a` must copy the old data out first: the label to
-    /// give the copy, whether that label is a ghost, and the element set as loaded.
-    fn copy_out_decision(&mut self, a: u64) -> Result<Option<(Label, bool, Arc<Elems>)>> {
-        // No snapshot of the origin: nothing to copy (`origin_copy_out` says the
-        // same), so skip loading the elements.
-        let Some(newest) = self.vt.newest() else {
-            return Ok(None);
-        };
-        // Decide on the cached element set itself; copy it only when it changes. In
-        // the steady state (the newest snapshot already has its element here) this
-        // is one cache lookup and one map lookup, whatever the number of snapshots.
-        let shared = self.load_elems_shared(a)?;
-        if shared.contains_key(&newest) {
-            // every version lies below the newest snapshot: none reads the origin
-            return Ok(None);
-        }
-        if !self.vt.is_ghost(newest) || self.merging_at(a) == Some(newest) {
-            // A visible newest snapshot reads the origin here itself: what
-            // `origin_copy_out` decides, without the ancestor queries (whose tour is
-            // rebuilt after every snapshot create, in time linear in the versions).
-            return Ok(Some((newest, false, shared)));
-        }
-        let view = self.view_at(a);
-        Ok(view
-            .origin_copy_out(&shared)
-            .map(|t| (t, !view.visible(t)))
-            .map(|(t, ghost)| (t, ghost, shared)))
-    }
-
-    /// Label the copy of address `a`'s old data, now in chunk `c`, with `top`.
-    fn link_copy(
-        &mut self,
-        a: u64,
-        top: Label,
-        ghost: bool,
-        before: &Elems,
-        c: ChunkNr,
-    ) -> Result<()> {
-        let mut after = before.clone();
-        after.insert(top, Ptr::Chunk(c));
-        if ghost {
-            // The newest snapshot is a ghost whose delete pass may be past here.
-            self.view_at(a).normalize(&mut after);
-        }
-        self.store_elems(a, before, &after, &[c])
-    }
-
-    pub(crate) fn copy_out(&mut self, a: u64) -> Result<()> {
-        let Some((top, ghost, shared)) = self.copy_out_decision(a)? else {
-            return Ok(());
-        };
-        let before: Elems = (*shared).clone();
-        drop(shared);
-        if self.room_for(1).is_err() {
-            self.make_room(1)?;
-            // The deletes may have changed this address; decide again.
-            return self.copy_out(a);
-        }
-        let c = self.alloc.alloc_chunk()?;
-        if let Err(e) = self.copy_run(a, 1, c) {
-            self.alloc.free_chunk(c);
-            return Err(e);
-        }
-        self.link_copy(a, top, ghost, &before, c)
-    }
-
-    /// Copy the origin's chunks `a .. a + n` into the store chunks `c .. c + n`: inside
-    /// the kernel when both are files that allow it (`blockdev::copy_range`), else
-    /// with one read and one write through a buffer kept for the purpose (no
-    /// allocation, no zeroing per copy). An in-kernel copy that fails is redone
-    /// through memory, so that an error names the device that failed.
-    fn copy_run(&mut self, a: u64, n: u64, c: ChunkNr) -> Result<()> {
-        let pos = a * self.chunk_size;
-        let len = ((a + n) * self.chunk_size).min(self.sb.origin_len) - pos;
-        let to = c.0 * self.chunk_size;
-        if let Ok(true) = blockdev::copy_range(&*self.origin, pos, &*self.dev, to, len) {
-            return Ok(());
-        }
-        let mut buf = std::mem::take(&mut self.copy_buf);
-        if buf.len() < len as usize {
-            buf.resize(len as usize, 0);
-        }
-        let r = self
-            .origin
-            .read_at(&mut buf[..len as usize], pos)
-            .map_err(origin_io(pos))
-            .and_then(|_| {
-                self.dev
-                    .write_at(&buf[..len as usize], to)
-                    .map_err(store_io(to))
-            });
-        self.copy_buf = buf;
-        r
-    }
-
-    /// [`copy_out`](Self::copy_out) for every address of `first..=last`, the data of
-    /// neighbouring addresses that land in neighbouring store chunks copied with one
-    /// read and one write (a sequential write's copy-outs are then one large I/O, not
-    /// one per chunk). When the store cannot take them all at once, one at a time, so
-    /// that the space policy acts as for single copy-outs.
-    fn copy_out_range(&mut self, first: u64, last: u64) -> Result<()> {
-        if first == last {
-            return self.copy_out(first);
-        }
-        let mut todo = Vec::new();
-        for a in first..=last {
-            if let Some((top, ghost, shared)) = self.copy_out_decision(a)? {
-                todo.push((a, top, ghost, (*shared).clone()));
-            }
-        }
-        if todo.is_empty() {
-            return Ok(());
-        }
-        if self.room_for(todo.len() as u64).is_err() {
-            for (a, ..) in todo {
-                self.copy_out(a)?;
-            }
-            return Ok(());
-        }
-        let mut chunks = Vec::with_capacity(todo.len());
-        for _ in 0..todo.len() {
-            match self.alloc.alloc_chunk() {
-                Ok(c) => chunks.push(c),
-                Err(e) => {
-                    chunks.into_iter().for_each(|c| self.alloc.free_chunk(c));
-                    return Err(e);
-                }
-            }
-        }
-        let max_run = (MAX_COPY_RUN_BYTES / self.chunk_size).max(1) as usize;
-        let mut i = 0;
-        while i < todo.len() {
-            let mut n = 1;
-            while i + n < todo.len()
-                && n < max_run
-                && todo[i + n].0 == todo[i].0 + n as u64
-                && chunks[i + n].0 == chunks[i].0 + n as u64
-            {
-                n += 1;
-            }
-            if let Err(e) = self.copy_run(todo[i].0, n as u64, chunks[i]) {
-                chunks.into_iter().for_each(|c| self.alloc.free_chunk(c));
-                return Err(e);
-            }
-            i += n;
-        }
-        for ((a, top, ghost, before), c) in todo.into_iter().zip(chunks) {
-            self.link_copy(a, top, ghost, &before, c)?;
-        }
-        Ok(())
     }
 
     fn snap_write(&mut self, id: SnapId, offset: u64, len: u64, p: Payload) -> Result<()> {
@@ -496,7 +344,7 @@ impl Store {
 
     /// Whether `need` data chunks fit beside the min-free guard; when they do, a full
     /// episode the space policy logged is over.
-    fn room_for(&mut self, need: u64) -> Result<()> {
+    pub(super) fn room_for(&mut self, need: u64) -> Result<()> {
         self.alloc.ensure(need + self.opts.min_free_chunks)?;
         self.full_logged = false;
         Ok(())
@@ -506,7 +354,7 @@ impl Store {
     /// deleting the oldest snapshots that are neither held nor in use (served by a
     /// device, [`Store::set_in_use`]), or fail with `NoSpace`. The first refusal of an
     /// episode is logged; later ones are not, until a copy-out finds room again.
-    fn make_room(&mut self, need: u64) -> Result<()> {
+    pub(super) fn make_room(&mut self, need: u64) -> Result<()> {
         loop {
             let full = match self.room_for(need) {
                 Ok(()) => return Ok(()),

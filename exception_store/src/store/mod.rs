@@ -16,11 +16,13 @@
 //! and in blocks nothing committed references. Creating, deleting and holding a
 //! snapshot commit before returning.
 mod background;
+mod copy_out;
 mod data;
 mod merge;
 mod snapshots;
 mod status;
 
+pub use copy_out::{CopyOut, CopyOutBegin};
 pub use status::{JobInfo, SnapInfo, Status};
 
 use crate::{
@@ -133,6 +135,9 @@ pub struct Store {
     pub(crate) full_logged: bool,
     /// The buffer of copy-outs that go through memory (grown to the largest run).
     pub(crate) copy_buf: Vec<u8>,
+    /// Copy-outs in flight without the store lock: address -> the chunk its old data
+    /// is being copied to (`copy_out`). Not persisted.
+    pub(crate) copying: BTreeMap<u64, ChunkNr>,
 }
 
 /// Most elements held decoded in the per-address cache.
@@ -284,6 +289,7 @@ impl Store {
             in_use: HashSet::new(),
             full_logged: false,
             copy_buf: Vec::new(),
+            copying: BTreeMap::new(),
         };
         // a fresh store counts as cleanly shut down
         s.commit_marked_clean(false)?;
@@ -510,6 +516,7 @@ impl Store {
             in_use: HashSet::new(),
             full_logged: false,
             copy_buf: Vec::new(),
+            copying: BTreeMap::new(),
         })
     }
 
