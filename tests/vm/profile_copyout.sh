@@ -11,6 +11,8 @@
 #
 #   cp target/release/{ublk-snapd,snapctl} /tmp/prof-bin/
 #   VM_MEM=3G VM_OUT=target/prof bash tests/vm/run.sh tests/vm/profile_copyout.sh /run/host/tmp/prof-bin
+#
+# Extra daemon options: PROF_DAEMON_ARGS="--workers-per-queue 4" VM_PASS_ENV=PROF_DAEMON_ARGS ...
 set -Eeuo pipefail
 
 BIN=${1:?usage: profile_copyout.sh BINDIR [SNAPS]}
@@ -40,7 +42,8 @@ for _ in $(seq 1 $((MIB / 64))); do cat $W/rand; done >"$ORIGIN"
 rm $W/rand
 truncate -s 1G "$STORE"
 ctl format --origin "$ORIGIN" --store "$STORE" --chunk-size 64K >/dev/null
-ODEV=$(start_daemon)
+# shellcheck disable=SC2086 # PROF_DAEMON_ARGS: extra daemon options, word-split
+ODEV=$(start_daemon 0 ${PROF_DAEMON_ARGS:-})
 for i in $(seq 1 "$NSNAPS"); do ctl create "p$i" >/dev/null; done
 python3 "$(dirname "${BASH_SOURCE[0]}")/first_writes_iolog.py" "$HALF" >"$W/first.iolog"
 
