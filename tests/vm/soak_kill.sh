@@ -22,6 +22,12 @@
 # survive a kill -9, flushed or not: the kernel keeps the device alive across the
 # restart, so a lost completed write would be silent corruption (docs/architecture.md,
 # "A killed daemon is not a power loss").
+# SOAK_ROLL=1: every iteration also snapshots the origin first (r<i>, sha256 of the
+# origin device recorded), so the origin's writes are copy-outs again and kills land
+# mid-copy-out; after the restart r<i> must read what the origin read when it was
+# taken, then it is deleted.
+# SOAK_DAEMON_ARGS: extra ublk-snapd options (e.g. "--workers-per-queue 4": copy-outs
+# of one queue run at once).
 # SOAK_RESTART_TIMEOUT (default 90 s): a restart that is not ready by then fails the
 # run after printing the blocked tasks' stacks and blk-mq state.
 # One line per iteration, "soak_kill: N kills survived" at the end; exits non-zero
@@ -70,7 +76,8 @@ head -c 128M /dev/urandom >"$ORIGIN"
 SUM0=$(sha256sum <"$ORIGIN" | cut -d' ' -f1)
 truncate -s 256M "$STORE"
 ctl format --origin "$ORIGIN" --store "$STORE" >/dev/null
-ODEV=$(start_daemon) || fail "ublk-snapd did not start"
+# shellcheck disable=SC2086 # SOAK_DAEMON_ARGS: word-split on purpose
+ODEV=$(start_daemon 0 ${SOAK_DAEMON_ARGS:-}) || fail "ublk-snapd did not start"
 [ -b "$ODEV" ] || fail "origin device $ODEV is not a block device"
 ctl create s0 >/dev/null
 S0DEV=$(ctl activate s0)
@@ -82,6 +89,11 @@ echo "setup: origin $ODEV, s0 $S0DEV, w1 $W1DEV, origin sha256 ${SUM0:0:16}..., 
 for i in $(seq 1 "$KILLS"); do
     TI=$(date +%s)
     rm -f ./*-verify.state
+    if [ -n "${SOAK_ROLL:-}" ]; then
+        RSUM=$(sha256sum <"$ODEV" | cut -d' ' -f1)
+        ctl create "r$i" >/dev/null
+        RDEV=$(ctl activate "r$i")
+    fi
     fio_job orig "$ODEV" "$i" --do_verify=0 --fsync=16 --rate_iops=,"$FIO_RATE" >"$W/fio-orig-w.txt" 2>&1 &
     FO=$!
     fio_job w1 "$W1DEV" "$((i + 100000))" --do_verify=0 --fsync=16 --rate_iops=,"$FIO_RATE" >"$W/fio-w1-w.txt" 2>&1 &
@@ -92,7 +104,8 @@ for i in $(seq 1 "$KILLS"); do
     kill -0 "$FO" 2>/dev/null || kill -0 "$FW" 2>/dev/null || echo "   note: iteration $i: fio already done before the kill"
     kill -9 "$PID"
     while kill -0 "$PID" 2>/dev/null; do sleep 0.1; done
-    NDEV=$(start_daemon "${SOAK_RESTART_TIMEOUT:-90}") \
+    # shellcheck disable=SC2086
+    NDEV=$(start_daemon "${SOAK_RESTART_TIMEOUT:-90}" ${SOAK_DAEMON_ARGS:-}) \
         || { diag; fail "iteration $i: restart failed or timed out"; }
     [ "$NDEV" = "$ODEV" ] || fail "iteration $i: origin came back as $NDEV, was $ODEV"
     [ "$(snap_dev s0)" = "$S0DEV" ] && [ "$(snap_dev w1)" = "$W1DEV" ] \
@@ -109,6 +122,13 @@ for i in $(seq 1 "$KILLS"); do
         || { cat "$W/fio-w1-v.txt"; fail "iteration $i: fio verify on w1 failed"; }
     S=$(sha256sum <"$S0DEV" | cut -d' ' -f1)
     [ "$S" = "$SUM0" ] || fail "iteration $i: s0 sha256 changed: $S, want $SUM0"
+    if [ -n "${SOAK_ROLL:-}" ]; then
+        [ "$(snap_dev "r$i")" = "$RDEV" ] || fail "iteration $i: r$i's device not recovered"
+        S=$(sha256sum <"$RDEV" | cut -d' ' -f1)
+        [ "$S" = "$RSUM" ] || fail "iteration $i: r$i does not read the origin as it was when taken"
+        ctl deactivate "r$i" >/dev/null
+        ctl delete "r$i" >/dev/null
+    fi
     CHK=$(ctl check 2>&1) || { echo "$CHK"; fail "iteration $i: snapctl check (online) failed"; }
     echo "kill $i/$KILLS: slept ${SLEEP}s, daemon $PID killed, restarted, origin+w1 fio verify ok, s0 unchanged, check ok ($(($(date +%s) - TI)) s)"
 done

@@ -63,22 +63,25 @@ fn flush_with_nothing_to_commit_returns() {
     assert_eq!(shared.commit().unwrap(), shared.lock().txn_id());
 }
 
+/// A store of 4 KiB chunks over in-memory devices of `origin_chunks` and
+/// `store_chunks` chunks, shared.
+fn formatted(
+    origin_chunks: u64,
+    store_chunks: u64,
+) -> (Arc<MemDevice>, Arc<MemDevice>, SharedStore) {
+    let origin = Arc::new(MemDevice::new(origin_chunks * 4096));
+    let dev = Arc::new(MemDevice::new(store_chunks * 4096));
+    let s = Store::format(origin.clone(), dev.clone(), 4096, StoreOptions::default()).unwrap();
+    (origin, dev, SharedStore::new(s))
+}
+
 /// kill -9 of the daemon: the process's memory is gone, every write it made to the
 /// devices is kept (the page cache survives the process; a `MemDevice` keeps every
 /// write). Whatever a device read before, it reads after reopening.
 #[test]
 fn a_killed_process_loses_no_completed_write() {
     let cs = 4096u64;
-    let origin = Arc::new(MemDevice::new(32 * cs));
-    let dev = Arc::new(MemDevice::new(4096 * cs));
-    let s = Store::format(
-        origin.clone(),
-        dev.clone(),
-        cs as u32,
-        StoreOptions::default(),
-    )
-    .unwrap();
-    let shared = SharedStore::new(s);
+    let (origin, dev, shared) = formatted(32, 4096);
     for a in 0..32u64 {
         shared
             .write(Dev::Origin, a * cs, &vec![a as u8; cs as usize])
@@ -164,16 +167,8 @@ fn copy_outs_without_the_lock_keep_every_snapshot_exact() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let cs = 4096u64;
     let nr = 24u64;
-    let origin = Arc::new(MemDevice::new(nr * cs));
-    let dev = Arc::new(MemDevice::new(8192 * cs));
-    let s = Store::format(
-        origin.clone(),
-        dev.clone(),
-        cs as u32,
-        StoreOptions::default(),
-    )
-    .unwrap();
-    let shared = Arc::new(SharedStore::new(s));
+    let (origin, dev, shared) = formatted(nr, 8192);
+    let shared = Arc::new(shared);
     for a in 0..nr {
         shared
             .write(Dev::Origin, a * cs, &tagged(a, 0, cs))

@@ -339,7 +339,10 @@ impl Store {
 mod tests {
     use super::{CopyOutBegin, Store};
     use crate::{Dev, Error, StoreOptions};
-    use blockdev::{ids::SnapId, FaultyDevice};
+    use blockdev::{
+        ids::{SnapId, TxnId},
+        FaultyDevice,
+    };
     use std::sync::Arc;
 
     const CS: u64 = 4096;
@@ -378,6 +381,21 @@ mod tests {
         match s.copy_out_begin(a * CS, n * CS).unwrap() {
             CopyOutBegin::Copy(job) => job,
             other => panic!("expected a copy-out, got {other:?}"),
+        }
+    }
+
+    /// All three steps of the copy-out for `a..a + n`, as `SharedStore` runs them.
+    fn copy(s: &mut Store, a: u64, n: u64) -> crate::Result<Option<TxnId>> {
+        let mut job = begin_copy(s, a, n);
+        let r = job.run();
+        s.copy_out_finish(job, r)
+    }
+
+    /// The device an I/O error names.
+    fn io_device(e: &Error) -> Option<&'static str> {
+        match e {
+            Error::Io { device, .. } => Some(device),
+            _ => None,
         }
     }
 
@@ -426,7 +444,7 @@ mod tests {
         ));
         let mut other = other;
         let r = other.run();
-        s.copy_out_finish(other, r).unwrap();
+        s.copy_out_finish(other, r).unwrap(); // finished after the first
         s.commit().unwrap();
         assert!(matches!(
             s.copy_out_begin(4 * CS, 4 * CS).unwrap(),
@@ -490,46 +508,60 @@ mod tests {
             dev,
         } = fixture();
         let free0 = s.status().nr_free;
-        let mut job = begin_copy(&mut s, 1, 1);
         origin.plan().lock().fail_read_in = Some(0);
-        let r = job.run();
-        let e = s.copy_out_finish(job, r).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::Io {
-                    device: "origin",
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        let e = copy(&mut s, 1, 1).unwrap_err();
+        assert_eq!(io_device(&e), Some("origin"), "{e}");
         s.commit().unwrap();
         assert_eq!(s.status().nr_free, free0);
-        let mut job = begin_copy(&mut s, 1, 1);
-        let r = job.run();
-        s.copy_out_finish(job, r).unwrap();
+        copy(&mut s, 1, 1).unwrap();
         s.commit().unwrap();
         snap_reads_pattern(&mut s, snap);
 
-        let mut job = begin_copy(&mut s, 5, 1);
         dev.plan().lock().fail_write_in = Some(0);
-        let r = job.run();
-        let e = s.copy_out_finish(job, r).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::Io {
-                    device: "store",
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        let e = copy(&mut s, 5, 1).unwrap_err();
+        assert_eq!(io_device(&e), Some("store"), "{e}");
         assert!(
             matches!(s.copy_out_begin(5 * CS, CS).unwrap_err(), Error::PreviousIo),
             "a failed store write latches the store"
         );
         assert!(s.copying.is_empty());
+    }
+
+    /// A write over neighbouring shared chunks copies their old data out with one
+    /// origin read and one store write (the chunks are allocated next to each other),
+    /// and every snapshot still reads its own data afterwards.
+    #[test]
+    fn neighbouring_copy_outs_are_one_read_and_one_write() {
+        let Fixture {
+            mut s,
+            snap,
+            origin,
+            dev,
+        } = fixture();
+        // one address of the range already copied: two runs (3..=4 and 6..=12)
+        s.write(Dev::Origin, 5 * CS, &[9u8; CS as usize]).unwrap();
+        s.commit().unwrap();
+        let (r0, w0, _) = origin.counts();
+        let (_, d0, _) = dev.counts();
+        let need = s.origin_prepare(3 * CS, 10 * CS).unwrap();
+        assert!(
+            need.is_some(),
+            "the copies must commit before the origin write"
+        );
+        let (r1, w1, _) = origin.counts();
+        let (_, d1, _) = dev.counts();
+        assert_eq!((r1 - r0, w1 - w0), (2, 0), "one origin read per run");
+        assert_eq!(d1 - d0, 2, "one store write per run");
+        s.commit().unwrap();
+        s.origin_write_prepared(3 * CS, &vec![1u8; 10 * CS as usize])
+            .unwrap();
+        let want = blockdev::pattern(3, 64 * CS as usize);
+        let mut got = vec![0u8; 64 * CS as usize];
+        s.read(Dev::Snap(snap), 0, &mut got).unwrap();
+        assert_eq!(got, want);
+        let mut b = [0u8; 1];
+        s.read(Dev::Origin, 7 * CS, &mut b).unwrap();
+        assert_eq!(b[0], 1);
+        assert!(s.check().unwrap().is_clean());
     }
 }

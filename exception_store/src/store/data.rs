@@ -529,48 +529,4 @@ mod tests {
             assert_eq!(read(&mut s, Dev::Origin, a), want, "origin at {a}");
         }
     }
-
-    /// A write over neighbouring shared chunks copies their old data out with one
-    /// origin read and one store write (the chunks are allocated next to each other),
-    /// and every snapshot still reads its own data afterwards.
-    #[test]
-    fn neighbouring_copy_outs_are_one_read_and_one_write() {
-        use blockdev::FaultyDevice;
-        let origin = Arc::new(FaultyDevice::from_vec(blockdev::pattern(
-            5,
-            64 * CS as usize,
-        )));
-        let dev = Arc::new(FaultyDevice::new(1024 * CS));
-        let mut s = Store::format(
-            origin.clone(),
-            dev.clone(),
-            CS as u32,
-            StoreOptions::default(),
-        )
-        .unwrap();
-        let snap = s.create_snapshot("s", None, 0).unwrap();
-        // one address of the range already copied: two runs (3..=4 and 6..=12)
-        write(&mut s, Dev::Origin, 5, 9);
-        s.commit().unwrap();
-        let (r0, w0, _) = origin.counts();
-        let (_, d0, _) = dev.counts();
-        let need = s.origin_prepare(3 * CS, 10 * CS).unwrap();
-        assert!(
-            need.is_some(),
-            "the copies must commit before the origin write"
-        );
-        let (r1, w1, _) = origin.counts();
-        let (_, d1, _) = dev.counts();
-        assert_eq!((r1 - r0, w1 - w0), (2, 0), "one origin read per run");
-        assert_eq!(d1 - d0, 2, "one store write per run");
-        s.commit().unwrap();
-        s.origin_write_prepared(3 * CS, &vec![1u8; 10 * CS as usize])
-            .unwrap();
-        let want = blockdev::pattern(5, 64 * CS as usize);
-        let mut got = vec![0u8; 64 * CS as usize];
-        s.read(Dev::Snap(snap), 0, &mut got).unwrap();
-        assert_eq!(got, want);
-        assert_eq!(read(&mut s, Dev::Origin, 7), 1);
-        assert!(s.check().unwrap().is_clean());
-    }
 }
