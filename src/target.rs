@@ -5,7 +5,7 @@
 //! logged here because the kernel only sees the number. A write refused for lack of
 //! store space (ENOSPC: the store is full, or under the min-free guard) is also
 //! counted, for `status` ([`SpaceRefusals`]).
-use exception_store::{Dev, SharedStore};
+use exception_store::{Dev, SharedStore, Started};
 use std::{
     io,
     sync::{
@@ -13,7 +13,7 @@ use std::{
         Arc,
     },
 };
-use ublk_target::Target;
+use ublk_target::{Target, WriteStart};
 
 /// Writes answered with ENOSPC since the daemon started, over all its devices.
 #[derive(Debug, Default)]
@@ -99,6 +99,34 @@ impl Target for StoreTarget {
 
     fn write(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         let r = self.store.write(self.dev, offset, buf);
+        self.map("write", offset, r)
+    }
+
+    /// Origin writes begin with their copy-out and finish after the queue's shared
+    /// commit ([`SharedStore::origin_write_start`]); snapshot writes are whole.
+    fn write_start(&self, offset: u64, buf: &[u8]) -> WriteStart {
+        if self.dev != Dev::Origin {
+            return WriteStart::Done(self.write(offset, buf));
+        }
+        match self.store.origin_write_start(offset, buf) {
+            Ok(Started::Busy) => WriteStart::Busy,
+            Ok(Started::Written) => WriteStart::Done(Ok(())),
+            Ok(Started::Wait(t)) => WriteStart::Wait(t.0),
+            Err(e) => WriteStart::Done(self.map("write", offset, Err(e))),
+        }
+    }
+
+    fn write_settle(&self, upto: u64) -> io::Result<()> {
+        let r = self.store.wait_durable(blockdev::ids::TxnId(upto));
+        self.map("commit", 0, r).map(drop)
+    }
+
+    fn write_finish(&self, offset: u64, buf: &[u8], settled: bool) -> io::Result<()> {
+        let r = self.store.origin_write_finish(offset, buf, settled);
+        if !settled {
+            // the queue reports the settle's error
+            return r.map_err(|e| io::Error::from_raw_os_error(e.errno()));
+        }
         self.map("write", offset, r)
     }
 

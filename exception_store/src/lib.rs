@@ -40,6 +40,7 @@ pub mod dump;
 mod error;
 pub mod format;
 pub mod label_index;
+pub mod origin_gate;
 pub mod repair;
 pub mod retention;
 pub mod rules;
@@ -52,7 +53,7 @@ pub mod testing;
 pub mod version_tree;
 
 pub use error::{Error, Result, Space};
-pub use shared::SharedStore;
+pub use shared::{SharedStore, Started};
 pub use store::{
     CopyOut, CopyOutBegin, Dev, JobInfo, SnapInfo, SpacePolicy, Status, Store, StoreOptions,
 };

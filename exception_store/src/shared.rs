@@ -23,26 +23,46 @@
 //! mapping committed too, a killed daemon loses no completed write at all. Writes
 //! into chunks the snapshot already owns change no metadata and do not wait.
 //!
+//! # Origin writes that wait without blocking
+//! [`SharedStore::origin_write_start`] and [`SharedStore::origin_write_finish`] split
+//! an origin write around its wait for the commit, so that a ublk queue can start
+//! many writes, commit once for all of them ([`SharedStore::wait_durable`] with the
+//! newest transaction they need), then write their data: a group commit inside one
+//! queue thread, with no thread handing work to another.
+//!
 //! # The origin gate
-//! Origin writes hold the gate shared from their copy-out until their data is written;
-//! creating a snapshot holds it exclusively. So a snapshot never sees an origin write
-//! whose copy-out decision was taken before the snapshot existed.
+//! Origin writes are inside the gate ([`crate::origin_gate`]) from their copy-out
+//! until their data is written; creating a snapshot, starting a merge and the last
+//! commit of a stop run alone ([`OriginGate::exclusive`]). So a snapshot never sees an
+//! origin write whose copy-out decision was taken before the snapshot existed.
 //!
 //! # Lock order
 //! origin gate, then store lock; the commit state lock is never held while taking
-//! another.
-use crate::{CopyOutBegin, Dev, Result, Store};
+//! another. A thread holding gate entries of started writes never waits to enter
+//! ([`SharedStore::origin_write_start`] answers `Busy` instead).
+use crate::{origin_gate::OriginGate, CopyOutBegin, Dev, Result, Store};
 use blockdev::{
     ids::{SnapId, TxnId},
     BlockDevice,
 };
-use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::sync::Arc;
 
 #[derive(Debug)]
 struct CommitState {
     durable: TxnId,
     leader: bool,
+}
+
+/// What [`SharedStore::origin_write_start`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// Nothing: the gate is closed for now (see the method).
+    Busy,
+    /// The whole write: nothing had to commit first.
+    Written,
+    /// The copy-out: transaction `.0` must be durable before the data is written.
+    Wait(TxnId),
 }
 
 /// See the module documentation.
@@ -52,7 +72,7 @@ pub struct SharedStore {
     /// flight); waited on with the store lock.
     copied: Condvar,
     origin: Arc<dyn BlockDevice>,
-    gate: RwLock<()>,
+    gate: OriginGate,
     commit: Mutex<CommitState>,
     done: Condvar,
     size: u64,
@@ -74,7 +94,7 @@ impl SharedStore {
             store: Mutex::new(store),
             copied: Condvar::new(),
             origin,
-            gate: RwLock::new(()),
+            gate: OriginGate::new(),
             commit: Mutex::new(CommitState {
                 durable,
                 leader: false,
@@ -136,17 +156,11 @@ impl SharedStore {
     pub fn write(&self, dev: Dev, offset: u64, data: &[u8]) -> Result<()> {
         match dev {
             Dev::Origin => {
-                let _g = self.gate.read();
+                let _g = self.gate.entry();
                 let need = self.copy_out(offset, data.len() as u64)?;
                 self.wait_for(need)?;
-                // origin_prepare checked the range
-                self.origin
-                    .write_at(data, offset)
-                    .map_err(|source| crate::Error::Io {
-                        device: "origin",
-                        offset,
-                        source,
-                    })
+                // copy_out checked the range
+                self.write_origin(offset, data)
             }
             Dev::Snap(_) => {
                 let need = {
@@ -159,15 +173,69 @@ impl SharedStore {
         }
     }
 
+    /// First half of an origin write that waits without blocking (module
+    /// documentation): enter the gate and copy out what the write overwrites.
+    /// - `Busy`: entering the gate would wait (an exclusive operation is waiting for
+    ///   the writes inside). Finish the writes this caller started, then write with
+    ///   [`write`](Self::write).
+    /// - `Written`: nothing had to commit first; the data is written, the gate left.
+    /// - `Wait(t)`: make `t` durable ([`wait_durable`](Self::wait_durable), once for
+    ///   any number of started writes), then call
+    ///   [`origin_write_finish`](Self::origin_write_finish) for this write, exactly
+    ///   once, whatever happens: until then it holds a gate entry.
+    pub fn origin_write_start(&self, offset: u64, data: &[u8]) -> Result<Started> {
+        if !self.gate.try_enter() {
+            return Ok(Started::Busy);
+        }
+        let need = match self.copy_out(offset, data.len() as u64) {
+            Ok(need) => need,
+            Err(e) => {
+                self.gate.leave();
+                return Err(e);
+            }
+        };
+        match need {
+            Some(t) => Ok(Started::Wait(t)),
+            None => {
+                let r = self.write_origin(offset, data);
+                self.gate.leave();
+                r.map(|()| Started::Written)
+            }
+        }
+    }
+
+    /// Second half of a write started with [`origin_write_start`](Self::origin_write_start)
+    /// that answered `Wait(t)`: `settled` says whether `t` was made durable. Writes the
+    /// data if it was, and leaves the gate either way.
+    pub fn origin_write_finish(&self, offset: u64, data: &[u8], settled: bool) -> Result<()> {
+        let r = if settled {
+            self.write_origin(offset, data)
+        } else {
+            Err(crate::Error::PreviousIo)
+        };
+        self.gate.leave();
+        r
+    }
+
+    fn write_origin(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.origin
+            .write_at(data, offset)
+            .map_err(|source| crate::Error::Io {
+                device: "origin",
+                offset,
+                source,
+            })
+    }
+
     /// Write zeroes (see [`Store::write_zeroes`]).
     pub fn write_zeroes(&self, dev: Dev, offset: u64, len: u64) -> Result<()> {
-        let _g = (dev == Dev::Origin).then(|| self.gate.read());
+        let _g = (dev == Dev::Origin).then(|| self.gate.entry());
         self.with_origin_commit(dev, offset, len, |s| s.write_zeroes(dev, offset, len))
     }
 
     /// Discard (see [`Store::discard`]).
     pub fn discard(&self, dev: Dev, offset: u64, len: u64) -> Result<()> {
-        let _g = (dev == Dev::Origin).then(|| self.gate.read());
+        let _g = (dev == Dev::Origin).then(|| self.gate.entry());
         self.with_origin_commit(dev, offset, len, |s| s.discard(dev, offset, len))
     }
 
@@ -282,8 +350,9 @@ impl SharedStore {
     /// The last commit of a clean stop (see [`Store::commit_clean_shutdown`]); call
     /// when no I/O can arrive any more.
     pub fn commit_clean_shutdown(&self) -> Result<TxnId> {
-        let _g = self.gate.write();
-        let t = self.store.lock().commit_clean_shutdown()?;
+        let t = self
+            .gate
+            .exclusive(|| self.store.lock().commit_clean_shutdown())?;
         self.note_durable(t);
         Ok(t)
     }
@@ -295,18 +364,20 @@ impl SharedStore {
         parent: Option<SnapId>,
         created: u64,
     ) -> Result<SnapId> {
-        let _g = self.gate.write();
-        let mut s = self.store.lock();
-        let id = s.create_snapshot(name, parent, created)?;
-        self.note_durable(s.txn_id());
-        Ok(id)
+        self.gate.exclusive(|| {
+            let mut s = self.store.lock();
+            let id = s.create_snapshot(name, parent, created)?;
+            self.note_durable(s.txn_id());
+            Ok(id)
+        })
     }
 
     /// Start merging a snapshot into the origin (exclusive with origin writes in
     /// flight, like creating a snapshot).
     pub fn merge_snapshot(&self, id: SnapId) -> Result<TxnId> {
-        let _g = self.gate.write();
-        let t = self.store.lock().merge_snapshot(id)?;
+        let t = self
+            .gate
+            .exclusive(|| self.store.lock().merge_snapshot(id))?;
         self.note_durable(t);
         Ok(t)
     }

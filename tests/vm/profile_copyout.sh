@@ -51,15 +51,18 @@ step "perf record of the daemon during the copy-out writes"
 perf record -e cpu-clock -F 999 -a -o $W/perf.data 2>$W/perf.err &
 PERF=$!
 sleep 8 # perf's start-up (it reads every process's maps) takes seconds under TCG
+TXN0=$(ctl --json status | jq .txn_id)
 fio --name=first --filename="$ODEV" --direct=1 --ioengine=io_uring --iodepth=32 \
     --read_iolog=$W/first.iolog --replay_redirect="$ODEV" --replay_no_stall=1 \
     --output-format=terse --terse-version=3 >$W/fio.terse
+TXN1=$(ctl --json status | jq .txn_id)
 kill -INT $PERF
 wait $PERF || true
 cp $W/perf.err "$OUT/perf-record.err"
 perf report -i $W/perf.data --stdio --header-only 2>&1 | grep -E 'sample|event' | head -n 5 || true
 # terse v3: field 49 write IOPS
-echo "fio: write IOPS $(cut -d';' -f49 $W/fio.terse)" | tee "$OUT/fio-copyout.txt"
+NW=$(grep -c ' write ' "$W/first.iolog" || true)
+echo "fio: write IOPS $(cut -d';' -f49 $W/fio.terse), $((TXN1 - TXN0)) commits for $NW first writes" | tee "$OUT/fio-copyout.txt"
 perf report -i $W/perf.data --no-children --sort comm,dso,symbol --stdio 2>"$OUT/perf-report.err" \
     | grep -v '^$' >"$OUT/perf-copyout.txt" || true
 grep -v '^#' "$OUT/perf-copyout.txt" | sed -n 1,40p

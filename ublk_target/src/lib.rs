@@ -30,6 +30,7 @@
 //! Needs root and the `ublk_drv` module; check with [`ublk_available`] first.
 #![warn(missing_docs)]
 
+mod batch;
 mod control;
 mod device;
 pub mod errno;
@@ -47,4 +48,4 @@ pub use error::{Error, Result};
 pub use mem::MemTarget;
 pub use options::DeviceOptions;
 pub use request::SECTOR_SIZE;
-pub use target::Target;
+pub use target::{Target, WriteStart};

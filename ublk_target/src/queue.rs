@@ -36,6 +36,7 @@ use libublk::{
 use parking_lot::Mutex;
 
 use crate::{
+    batch::{Begun, Next},
     error::ublk_to_io,
     request::{serve, Op, Request},
     Error, Target,
@@ -90,31 +91,19 @@ pub(crate) fn run(
     if workers == 0 {
         // Reads in flight on the ring: their lengths, by tag.
         let mut direct: Vec<Option<u32>> = vec![None; bufs.len()];
+        // Writes begun and waiting for the batch's settle (`crate::batch`).
+        let mut begun = Begun::default();
         queue.wait_and_handle_io(|q: &UblkQueue, tag: u16, ctx: &UblkIOCtx| {
-            if ctx.is_tgt_io() {
-                // A direct read finished: all of it, or the request fails.
-                let want = direct.get_mut(usize::from(tag)).and_then(Option::take);
-                let res = match (want, ctx.result()) {
-                    (Some(n), r) if r >= 0 && r as u32 == n => r,
-                    (Some(_), r) if r < 0 => r,
-                    (Some(_), _) => -libc::EIO,
-                    (None, _) => return,
-                };
-                complete(q, &bufs, tag, res);
-                return;
+            inline(q, &**target, &mut bufs, &mut direct, &mut begun, tag, ctx);
+            if ctx.is_last_cqe() {
+                begun.settle(
+                    &**target,
+                    |t| bufs[usize::from(t)].as_slice(),
+                    |t, res| complete(q, &bufs, t, res),
+                );
             }
-            let req = match decode(q, tag) {
-                Ok(req) => req,
-                Err(errno) => return complete(q, &bufs, tag, -errno),
-            };
-            let buf = bufs[usize::from(tag)].as_mut_slice();
-            if let Some(n) = submit_direct_read(q, &**target, &req, tag, buf) {
-                direct[usize::from(tag)] = Some(n);
-                return;
-            }
-            let res = serve(&**target, &req, buf);
-            complete(q, &bufs, tag, res);
         });
+        begun.abandon(&**target, |t| bufs[usize::from(t)].as_slice());
     } else if let Err(e) = offloaded(&queue, &mut bufs, &mut efd_counter, target, workers) {
         tracing::error!(qid, error = %e, "ublk queue workers failed to start");
         // Nothing can serve this queue: stop it, so the device fails visibly instead
@@ -124,6 +113,52 @@ pub(crate) fn run(
         });
     }
     tracing::debug!(qid, dev_id = dev.dev_info.dev_id, "ublk queue stopped");
+}
+
+/// Handle one completion of an inline queue: a direct read that finished, or a new
+/// request (a direct read, a write begun in `begun`, or served on the spot).
+fn inline(
+    q: &UblkQueue,
+    target: &dyn Target,
+    bufs: &mut [IoBuf<u8>],
+    direct: &mut [Option<u32>],
+    begun: &mut Begun,
+    tag: u16,
+    ctx: &UblkIOCtx,
+) {
+    if ctx.is_tgt_io() {
+        // A direct read finished: all of it, or the request fails.
+        let want = direct.get_mut(usize::from(tag)).and_then(Option::take);
+        let res = match (want, ctx.result()) {
+            (Some(n), r) if r >= 0 && r as u32 == n => r,
+            (Some(_), r) if r < 0 => r,
+            (Some(_), _) => -libc::EIO,
+            (None, _) => return,
+        };
+        return complete(q, bufs, tag, res);
+    }
+    let req = match decode(q, tag) {
+        Ok(req) => req,
+        Err(errno) => return complete(q, bufs, tag, -errno),
+    };
+    if let Some(n) = submit_direct_read(q, target, &req, tag, bufs[usize::from(tag)].as_mut_slice())
+    {
+        direct[usize::from(tag)] = Some(n);
+        return;
+    }
+    let next = begun.start(
+        target,
+        tag,
+        &req,
+        |t| bufs[usize::from(t)].as_slice(),
+        |t, res| complete(q, bufs, t, res),
+    );
+    let res = match next {
+        Next::Complete(res) => res,
+        Next::Begun => return,
+        Next::Serve => serve(target, &req, bufs[usize::from(tag)].as_mut_slice()),
+    };
+    complete(q, bufs, tag, res);
 }
 
 /// Submit `req` as a read of the target's descriptor on the queue's ring, if it is a

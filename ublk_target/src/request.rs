@@ -62,24 +62,15 @@ impl Request {
 /// Returns what ublk's COMMIT expects: the bytes transferred for reads and writes,
 /// 0 for the others, or a negative errno.
 pub(crate) fn serve(target: &dyn Target, req: &Request, buf: &mut [u8]) -> i32 {
-    let in_range = req
-        .offset
-        .checked_add(req.len_bytes)
-        .is_some_and(|end| end <= target.size_bytes());
-    if !in_range {
+    if !in_range(target, req) {
         return -libc::EINVAL;
     }
     let res = match req.op {
         Op::Read | Op::Write => {
-            let Some(data) = usize::try_from(req.len_bytes)
-                .ok()
-                .and_then(|n| buf.get_mut(..n))
-            else {
+            let Some((n, done)) = data_len(req, buf.len()) else {
                 return -libc::EINVAL;
             };
-            let Ok(done) = i32::try_from(data.len()) else {
-                return -libc::EINVAL;
-            };
+            let data = &mut buf[..n];
             let res = if req.op == Op::Read {
                 target.read(req.offset, data)
             } else {
@@ -104,6 +95,22 @@ pub(crate) fn serve(target: &dyn Target, req: &Request, buf: &mut [u8]) -> i32 {
             -errno(&e)
         }
     }
+}
+
+/// Whether `req` lies inside the target.
+pub(crate) fn in_range(target: &dyn Target, req: &Request) -> bool {
+    req.offset
+        .checked_add(req.len_bytes)
+        .is_some_and(|end| end <= target.size_bytes())
+}
+
+/// How many bytes of a tag's buffer of `buf_len` bytes a read or write of `req`
+/// uses, and that length as ublk's result; `None` if it does not fit.
+pub(crate) fn data_len(req: &Request, buf_len: usize) -> Option<(usize, i32)> {
+    let n = usize::try_from(req.len_bytes)
+        .ok()
+        .filter(|&n| n <= buf_len)?;
+    Some((n, i32::try_from(n).ok()?))
 }
 
 #[cfg(test)]

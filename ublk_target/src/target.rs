@@ -1,6 +1,19 @@
 //! The [`Target`] trait: what a ublk device serves.
 use std::io;
 
+/// What [`Target::write_start`] did with a write.
+#[derive(Debug)]
+pub enum WriteStart {
+    /// The whole write, with this result.
+    Done(io::Result<()>),
+    /// Begun: it completes after [`Target::write_settle`] with a `upto` of at least
+    /// this token, and then [`Target::write_finish`].
+    Wait(u64),
+    /// Not begun: starting it now would wait for writes this caller has begun. Finish
+    /// those first, then serve it with [`Target::write`].
+    Busy,
+}
+
 /// A byte-addressed volume served by a ublk device.
 ///
 /// Offsets and lengths are in bytes and multiples of the device's logical block size;
@@ -28,6 +41,27 @@ pub trait Target: Send + Sync + 'static {
     fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Later reads of the range return zeroes.
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Begin a write whose completion may wait, without blocking the queue, for
+    /// something many writes can share (ublk-snap: the commit of their copy-outs).
+    /// The queue begins every write of a batch, settles once with the largest token
+    /// ([`write_settle`](Self::write_settle)), then finishes each
+    /// ([`write_finish`](Self::write_finish)). Every `Wait` must be finished exactly
+    /// once. The default: the whole write at once ([`write`](Self::write)).
+    fn write_start(&self, offset: u64, buf: &[u8]) -> WriteStart {
+        WriteStart::Done(self.write(offset, buf))
+    }
+    /// Do what begun writes wait for, up to token `upto`.
+    fn write_settle(&self, upto: u64) -> io::Result<()> {
+        let _ = upto;
+        Ok(())
+    }
+    /// Complete a begun write: with `settled` (its settle succeeded) the rest of the
+    /// write; without, only release what it holds (the queue fails it with the
+    /// settle's error).
+    fn write_finish(&self, offset: u64, buf: &[u8], settled: bool) -> io::Result<()> {
+        let _ = (offset, buf, settled);
+        Ok(())
+    }
     /// A descriptor whose bytes at `offset..offset + len` are exactly what
     /// [`read`](Self::read) would return now, so the queue may read it with io_uring
     /// instead (no thread blocked, many reads in flight). The descriptor must stay

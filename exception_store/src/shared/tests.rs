@@ -1,5 +1,5 @@
 use super::*;
-use crate::StoreOptions;
+use crate::{Started, StoreOptions};
 use blockdev::MemDevice;
 
 #[test]
@@ -231,4 +231,94 @@ fn copy_outs_without_the_lock_keep_every_snapshot_exact() {
     drop(shared);
     let reopened = Store::open(origin, dev, StoreOptions::default()).unwrap();
     verify(&SharedStore::new(reopened));
+}
+
+/// An origin write split around its commit (`origin_write_start` / `_finish`): the
+/// origin is untouched until the copy-out's transaction is durable and the write
+/// finishes; with nothing to copy out the write is whole at once.
+#[test]
+fn a_split_origin_write_writes_nothing_before_its_commit() {
+    let cs = 4096u64;
+    let (origin, _dev, shared) = formatted(16, 1024);
+    shared.write(Dev::Origin, 0, &[1u8; 4096]).unwrap();
+    assert_eq!(
+        shared.origin_write_start(cs, &[2u8; 4096]).unwrap(),
+        Started::Written,
+        "no snapshot: nothing to commit first"
+    );
+    let snap = shared.create_snapshot("s", None, 0).unwrap();
+    let Started::Wait(t) = shared.origin_write_start(0, &[3u8; 4096]).unwrap() else {
+        panic!("a first write after a snapshot waits for its copy-out's commit");
+    };
+    let mut b = [0u8; 4096];
+    origin.read_at(&mut b, 0).unwrap();
+    assert_eq!(b[0], 1, "the origin was written before the commit");
+    // a second write to the same chunk in the same batch waits for the same commit
+    let Started::Wait(t2) = shared.origin_write_start(0, &[4u8; 4096]).unwrap() else {
+        panic!("a write to an uncommitted address must wait too");
+    };
+    assert_eq!(t2, t);
+    shared.wait_durable(t.max(t2)).unwrap();
+    shared.origin_write_finish(0, &[3u8; 4096], true).unwrap();
+    shared.origin_write_finish(0, &[4u8; 4096], true).unwrap();
+    shared.read(Dev::Origin, 0, &mut b).unwrap();
+    assert_eq!(b[0], 4);
+    shared.read(Dev::Snap(snap), 0, &mut b).unwrap();
+    assert_eq!(b[0], 1, "the snapshot lost the old data");
+    // a write that failed to settle releases its entry: a create still runs
+    let Started::Wait(_) = shared.origin_write_start(2 * cs, &[5u8; 4096]).unwrap() else {
+        panic!("copy-out expected");
+    };
+    shared
+        .origin_write_finish(2 * cs, &[5u8; 4096], false)
+        .unwrap_err();
+    origin.read_at(&mut b, 2 * cs).unwrap();
+    assert_eq!(b[0], 0, "an unsettled write reached the origin");
+    shared.create_snapshot("t", None, 1).unwrap();
+}
+
+/// While a started write holds its gate entry, a snapshot create waits for it, and
+/// the writer's next start answers `Busy` instead of blocking behind the create (a
+/// queue thread blocking there would wait for itself).
+#[test]
+fn a_create_waits_for_started_writes_and_new_starts_answer_busy() {
+    let (_origin, _dev, shared) = formatted(16, 1024);
+    let shared = Arc::new(shared);
+    shared.create_snapshot("s", None, 0).unwrap();
+    let Started::Wait(t) = shared.origin_write_start(0, &[3u8; 4096]).unwrap() else {
+        panic!("copy-out expected");
+    };
+    let creator = {
+        let sh = shared.clone();
+        std::thread::spawn(move || sh.create_snapshot("t", None, 1).unwrap())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match shared.origin_write_start(4096, &[6u8; 4096]).unwrap() {
+            Started::Busy => break,
+            Started::Wait(t) => {
+                // the creator has not closed the gate yet: finish this one, retry
+                shared.wait_durable(t).unwrap();
+                shared
+                    .origin_write_finish(4096, &[6u8; 4096], true)
+                    .unwrap();
+            }
+            Started::Written => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the create never closed the gate"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(!creator.is_finished(), "the create ran with a write inside");
+    shared.wait_durable(t).unwrap();
+    shared.origin_write_finish(0, &[3u8; 4096], true).unwrap();
+    let t_snap = creator.join().unwrap();
+    let mut b = [0u8; 4096];
+    shared.read(Dev::Snap(t_snap), 0, &mut b).unwrap();
+    assert_eq!(
+        b[0], 3,
+        "the new snapshot must see the write that finished before it"
+    );
 }
