@@ -2,8 +2,10 @@
 //! [`Target`], and commits the results.
 //!
 //! # Inline or offloaded
-//! With no workers the queue thread serves each request itself, synchronously, one
-//! at a time. With workers ([`crate::DeviceOptions::workers_per_queue`]) it hands
+//! With no workers the queue thread serves each request itself, one at a time,
+//! except writes the target lets it begin ([`crate::Target::write_start`]): those
+//! wait in `crate::batch` and complete together at the end of the batch of
+//! completions the ring delivered, after one shared settle (ublk-snap: one commit). With workers ([`crate::DeviceOptions::workers_per_queue`]) it hands
 //! each request to a worker thread and goes back to the ring; a worker serves it,
 //! queues the result and bumps an eventfd whose read is kept armed on the queue's
 //! own io_uring (a target I/O in libublk's terms), so the queue thread wakes, and
