@@ -95,7 +95,11 @@ say "kernel $(uname -r), $(nproc) vCPUs, ${mem_kib} KiB RAM, fio $(fio --version
 
 # The random copy-out workload: one 4 KiB write into each 64 KiB chunk of the first
 # half, shuffled (fixed seed, the same on every stack).
-python3 "$(dirname "${BASH_SOURCE[0]}")/first_writes_iolog.py" "$HALF" >"$W/randwrite-first.iolog"
+# beside this script, or in BIN_DIR when run.sh copied the script alone into the guest
+# (benches/vm/run.sh puts both in BIN_DIR)
+IOLOG_PY=$(dirname "${BASH_SOURCE[0]}")/first_writes_iolog.py
+[ -f "$IOLOG_PY" ] || IOLOG_PY=$BIN/first_writes_iolog.py
+python3 "$IOLOG_PY" "$HALF" >"$W/randwrite-first.iolog"
 
 # fio_jobs SYSTEM SNAPS PHASE DEV WORKLOAD...: run the workloads one after the other
 # (stonewall) in one fio process (fio's start-up takes seconds under TCG), append one
