@@ -122,11 +122,12 @@ impl Target for StoreTarget {
     }
 
     fn write_finish(&self, offset: u64, buf: &[u8], settled: bool) -> io::Result<()> {
-        let r = self.store.origin_write_finish(offset, buf, settled);
         if !settled {
             // the queue reports the settle's error
-            return r.map_err(|e| io::Error::from_raw_os_error(e.errno()));
+            self.store.origin_write_abandon();
+            return Ok(());
         }
+        let r = self.store.origin_write_finish(offset, buf);
         self.map("write", offset, r)
     }
 

@@ -181,8 +181,9 @@ impl SharedStore {
     /// - `Written`: nothing had to commit first; the data is written, the gate left.
     /// - `Wait(t)`: make `t` durable ([`wait_durable`](Self::wait_durable), once for
     ///   any number of started writes), then call
-    ///   [`origin_write_finish`](Self::origin_write_finish) for this write, exactly
-    ///   once, whatever happens: until then it holds a gate entry.
+    ///   [`origin_write_finish`](Self::origin_write_finish) for this write; if `t`
+    ///   cannot be made durable, [`origin_write_abandon`](Self::origin_write_abandon)
+    ///   instead. One of the two exactly once: until then the write holds a gate entry.
     pub fn origin_write_start(&self, offset: u64, data: &[u8]) -> Result<Started> {
         if !self.gate.try_enter() {
             return Ok(Started::Busy);
@@ -205,16 +206,17 @@ impl SharedStore {
     }
 
     /// Second half of a write started with [`origin_write_start`](Self::origin_write_start)
-    /// that answered `Wait(t)`: `settled` says whether `t` was made durable. Writes the
-    /// data if it was, and leaves the gate either way.
-    pub fn origin_write_finish(&self, offset: u64, data: &[u8], settled: bool) -> Result<()> {
-        let r = if settled {
-            self.write_origin(offset, data)
-        } else {
-            Err(crate::Error::PreviousIo)
-        };
+    /// that answered `Wait(t)`, once `t` is durable: write the data, leave the gate.
+    pub fn origin_write_finish(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let r = self.write_origin(offset, data);
         self.gate.leave();
         r
+    }
+
+    /// A write started with `Wait(t)` whose `t` could not be made durable: it writes
+    /// nothing and leaves the gate.
+    pub fn origin_write_abandon(&self) {
+        self.gate.leave();
     }
 
     fn write_origin(&self, offset: u64, data: &[u8]) -> Result<()> {

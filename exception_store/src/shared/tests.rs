@@ -259,8 +259,8 @@ fn a_split_origin_write_writes_nothing_before_its_commit() {
     };
     assert_eq!(t2, t);
     shared.wait_durable(t.max(t2)).unwrap();
-    shared.origin_write_finish(0, &[3u8; 4096], true).unwrap();
-    shared.origin_write_finish(0, &[4u8; 4096], true).unwrap();
+    shared.origin_write_finish(0, &[3u8; 4096]).unwrap();
+    shared.origin_write_finish(0, &[4u8; 4096]).unwrap();
     shared.read(Dev::Origin, 0, &mut b).unwrap();
     assert_eq!(b[0], 4);
     shared.read(Dev::Snap(snap), 0, &mut b).unwrap();
@@ -269,9 +269,7 @@ fn a_split_origin_write_writes_nothing_before_its_commit() {
     let Started::Wait(_) = shared.origin_write_start(2 * cs, &[5u8; 4096]).unwrap() else {
         panic!("copy-out expected");
     };
-    shared
-        .origin_write_finish(2 * cs, &[5u8; 4096], false)
-        .unwrap_err();
+    shared.origin_write_abandon();
     origin.read_at(&mut b, 2 * cs).unwrap();
     assert_eq!(b[0], 0, "an unsettled write reached the origin");
     shared.create_snapshot("t", None, 1).unwrap();
@@ -299,9 +297,7 @@ fn a_create_waits_for_started_writes_and_new_starts_answer_busy() {
             Started::Wait(t) => {
                 // the creator has not closed the gate yet: finish this one, retry
                 shared.wait_durable(t).unwrap();
-                shared
-                    .origin_write_finish(4096, &[6u8; 4096], true)
-                    .unwrap();
+                shared.origin_write_finish(4096, &[6u8; 4096]).unwrap();
             }
             Started::Written => {}
         }
@@ -313,7 +309,7 @@ fn a_create_waits_for_started_writes_and_new_starts_answer_busy() {
     }
     assert!(!creator.is_finished(), "the create ran with a write inside");
     shared.wait_durable(t).unwrap();
-    shared.origin_write_finish(0, &[3u8; 4096], true).unwrap();
+    shared.origin_write_finish(0, &[3u8; 4096]).unwrap();
     let t_snap = creator.join().unwrap();
     let mut b = [0u8; 4096];
     shared.read(Dev::Snap(t_snap), 0, &mut b).unwrap();
