@@ -39,8 +39,9 @@ struct Args {
     queue_depth: u16,
     /// Worker threads per queue: up to N requests of a queue are served at once (a
     /// request waiting for a commit does not stall the others); 0 serves them one at
-    /// a time on the queue's own thread. At most --queue-depth. Pays only when the
-    /// store's flushes are slow (tests/vm/bench_queue.sh), hence 0 by default.
+    /// a time on the queue's own thread (origin writes then share one commit per
+    /// batch). At most --queue-depth. Measured to pay only when the store's flushes
+    /// are slow (tests/vm/bench_queue.sh), hence 0 by default.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=4096))]
     workers_per_queue: u16,
     /// How origin reads outside a merge are done: `uring` reads the origin file with
