@@ -313,6 +313,32 @@ impl Elements {
         Ok(found)
     }
 
+    /// Visit, in key order, every extent that covers an address in `from..to`, of any
+    /// label (one range scan: the cost is the extents of the range, however large
+    /// the address space around it).
+    pub fn overlapping(
+        &self,
+        cache: &mut NodeCache,
+        from: Addr,
+        to: Addr,
+        visit: &mut dyn FnMut(&ElemKey, &ElemVal),
+    ) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        self.tree
+            .range_from(cache, &Self::scan_start(from), &mut |k, v| {
+                if k.addr >= to {
+                    return false;
+                }
+                if k.addr.0 + v.len as u64 > from.0 {
+                    visit(&k, &v);
+                }
+                true
+            })?;
+        Ok(())
+    }
+
     /// Visit every node block and every extent (for space rebuild and `check`).
     pub fn walk(
         &self,

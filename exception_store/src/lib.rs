@@ -40,6 +40,7 @@ pub mod dump;
 mod error;
 pub mod format;
 pub mod label_index;
+pub mod map;
 pub mod origin_gate;
 pub mod repair;
 pub mod retention;

@@ -114,6 +114,21 @@ impl SharedStore {
         self.store.lock()
     }
 
+    /// What `dev` reads over a byte range ([`Store::map`]).
+    pub fn map(&self, dev: Dev, offset: u64, len: u64) -> Result<Vec<crate::map::MapExtent>> {
+        self.store.lock().map(dev, offset, len)
+    }
+
+    /// The layers of `dev` ([`Store::layers`]).
+    pub fn layers(&self, dev: Dev) -> Result<Vec<crate::map::Layer>> {
+        self.store.lock().layers(dev)
+    }
+
+    /// Where `a` and `b` may read differently ([`Store::diff`]).
+    pub fn diff(&self, a: Dev, b: Dev, offset: u64, len: u64) -> Result<Vec<(u64, u64)>> {
+        self.store.lock().diff(a, b, offset, len)
+    }
+
     /// Read from a device.
     ///
     /// Origin reads outside a merge are the origin's bytes: they are checked under the

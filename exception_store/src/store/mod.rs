@@ -18,6 +18,7 @@
 mod background;
 mod copy_out;
 mod data;
+mod map;
 mod merge;
 mod snapshots;
 mod status;
