@@ -1,6 +1,6 @@
 //! Writes the seed corpora under fuzz/corpus/ (run from fuzz/: `cargo run --bin gen_corpus`).
-//! Seeds are committed; this program says how they were made. The `*-v1` seeds are
-//! what it wrote under format version 1 (kept, not regenerated: they drive `open`'s
+//! Seeds are committed; this program says how they were made. The `*-v1` and `*-v2` seeds are
+//! what it wrote under format versions 1 and 2 (kept, not regenerated: they drive `open`'s
 //! upgrade path).
 use blockdev::{BlockDevice, MemDevice};
 use exception_store::{Dev, Store, StoreOptions};
@@ -35,6 +35,8 @@ fn main() {
         created: 1_700_000_000,
         parent: None,
         name: "daily-2026-11-23".into(),
+        guid: [0x5a; 16],
+        size: 1 << 30,
     };
     fs::write(dir.join("records/snap"), rec.to_raw().0).expect("write");
     fs::write(dir.join("records/elem"), [7u8, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0])

@@ -42,7 +42,7 @@
 /// Store magic ("UBLKSNAP" read as a little-endian u64).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"UBLKSNAP");
 /// Format version written; bumped only for incompatible changes (see docs/format.md).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build opens (and upgrades to [`FORMAT_VERSION`] at
 /// its first commit: version 1 lacks the label index, which `open` builds).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
@@ -103,9 +103,16 @@ pub const MAX_NAME_LEN: usize = 63;
 pub const VERSION_REC_SIZE: usize = 16;
 /// Version flag: a ghost.
 pub const VERSION_GHOST: u32 = 1;
-/// Snapshot record: label u32, flags u32, created u64, user parent u32, name len u8,
-/// name [u8; 63].
-pub const SNAP_REC_SIZE: usize = 4 + 4 + 8 + 4 + 1 + MAX_NAME_LEN;
+/// Snapshot record of format versions 1 and 2: label u32, flags u32, created u64,
+/// user parent u32, name len u8, name [u8; 63].
+pub const SNAP_REC_SIZE_V2: usize = 4 + 4 + 8 + 4 + 1 + MAX_NAME_LEN;
+/// Offset of the snapshot's guid in a snapshot record (format version 3).
+pub const SNAP_GUID_OFFSET: usize = SNAP_REC_SIZE_V2;
+/// Offset of the snapshot's size in bytes in a snapshot record (format version 3).
+pub const SNAP_SIZE_OFFSET: usize = SNAP_GUID_OFFSET + 16;
+/// Snapshot record (format version 3): the version 2 record, then guid [u8; 16] and
+/// size u64.
+pub const SNAP_REC_SIZE: usize = SNAP_SIZE_OFFSET + 8;
 /// Snapshot flag: held (never pruned).
 pub const SNAP_HOLD: u32 = 1;
 /// User parent value meaning "the origin".

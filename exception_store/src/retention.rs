@@ -109,6 +109,8 @@ mod tests {
             parent: None,
             hold,
             label: Label(id),
+            guid: [0; 16],
+            size: 1 << 20,
         }
     }
 

@@ -50,6 +50,9 @@ pub struct Superblock {
     pub clean_shutdown: bool,
     /// ro_compat feature bits found (non-zero opens read-only).
     pub ro_compat: u32,
+    /// The format version of the block it was decoded from (`encode` always writes
+    /// [`FORMAT_VERSION`]): `open` upgrades what an older version lacks.
+    pub format_version: u32,
 }
 
 fn bad(slot: u64, reason: Reason) -> Error {
@@ -165,6 +168,7 @@ impl Superblock {
             needs_check: le::get_u32(b, SB_NEEDS_CHECK_OFFSET) != 0,
             clean_shutdown: le::get_u32(b, SB_CLEAN_OFFSET) != 0,
             ro_compat: le::get_u32(b, SB_RO_COMPAT_OFFSET),
+            format_version: version,
         })
     }
 }
@@ -250,6 +254,7 @@ mod tests {
             needs_check: false,
             clean_shutdown: true,
             ro_compat: 0,
+            format_version: FORMAT_VERSION,
         }
     }
 
@@ -260,10 +265,10 @@ mod tests {
         assert_eq!(Superblock::decode(&b, 1).unwrap(), sb);
         // Golden: the first 40 bytes of this superblock. A layout change fails here.
         let hex: String = b[4..40].iter().map(|x| format!("{x:02x}")).collect();
-        // kind "VPSB", slot 1, txn 7, magic "UBLKSNAP", format version 2
+        // kind "VPSB", slot 1, txn 7, magic "UBLKSNAP", format version 3
         assert_eq!(
             hex,
-            "565053420100000000000000070000000000000055424c4b534e41500200000000000000"
+            "565053420100000000000000070000000000000055424c4b534e41500300000000000000"
         );
     }
 

@@ -52,9 +52,59 @@ pub struct SnapRec {
     pub parent: Option<SnapId>,
     /// Unique name.
     pub name: String,
+    /// The snapshot's identity across stores (kept by replication: a received
+    /// snapshot carries its source's guid). Format version 3; an upgraded store's
+    /// snapshots get [`default_guid`].
+    pub guid: [u8; 16],
+    /// The device size in bytes the snapshot was taken at. Format version 3; an
+    /// upgraded store's snapshots get the origin size.
+    pub size: u64,
 }
 
-/// Fixed-size encoding of a [`SnapRec`] (the name inline, up to 63 bytes).
+/// The guid a store gives its own snapshot `id`: the first 12 bytes of the store's
+/// uuid, then the id (little-endian), so unique across stores and never reused.
+pub fn default_guid(store_uuid: &[u8; 16], id: SnapId) -> [u8; 16] {
+    let mut g = [0u8; 16];
+    g[..12].copy_from_slice(&store_uuid[..12]);
+    le::put_u32(&mut g, 12, id.0);
+    g
+}
+
+/// A guid as 32 lowercase hex digits (how reports and streams print it).
+pub fn guid_hex(g: &[u8; 16]) -> String {
+    g.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The fixed-size encoding of a snapshot record of format versions 1 and 2 (read
+/// at open to upgrade the table; never written).
+#[derive(Debug, Clone, Copy)]
+pub struct SnapRecRawV2(pub [u8; SNAP_REC_SIZE_V2]);
+
+impl Codec for SnapRecRawV2 {
+    const SIZE: usize = SNAP_REC_SIZE_V2;
+    fn encode(&self, out: &mut [u8]) {
+        out.copy_from_slice(&self.0);
+    }
+    fn decode(b: &[u8]) -> Result<Self, Reason> {
+        let mut a = [0u8; SNAP_REC_SIZE_V2];
+        a.copy_from_slice(b);
+        Ok(SnapRecRawV2(a))
+    }
+}
+
+impl SnapRecRawV2 {
+    /// The record as format version 3 holds it, with `guid` and `size` supplied.
+    pub fn upgrade(&self, guid: [u8; 16], size: u64) -> Result<SnapRec, Reason> {
+        let mut b = [0u8; SNAP_REC_SIZE];
+        b[..SNAP_REC_SIZE_V2].copy_from_slice(&self.0);
+        b[SNAP_GUID_OFFSET..SNAP_GUID_OFFSET + 16].copy_from_slice(&guid);
+        le::put_u64(&mut b, SNAP_SIZE_OFFSET, size);
+        SnapRec::from_raw(&SnapRecRaw(b))
+    }
+}
+
+/// Fixed-size encoding of a [`SnapRec`] (the name inline, up to 63 bytes; format
+/// version 3).
 #[derive(Debug, Clone, Copy)]
 pub struct SnapRecRaw(pub [u8; SNAP_REC_SIZE]);
 
@@ -83,6 +133,8 @@ impl SnapRec {
         let n = name.len().min(MAX_NAME_LEN);
         b[20] = n as u8;
         b[21..21 + n].copy_from_slice(&name[..n]);
+        b[SNAP_GUID_OFFSET..SNAP_GUID_OFFSET + 16].copy_from_slice(&self.guid);
+        le::put_u64(&mut b, SNAP_SIZE_OFFSET, self.size);
         SnapRecRaw(b)
     }
     /// Decode, validating the name.
@@ -97,9 +149,15 @@ impl SnapRec {
             return Err(Reason::BadField);
         }
         let name = std::str::from_utf8(&b[21..21 + n]).map_err(|_| Reason::BadField)?;
-        if validate_name(name).is_err() || b[21 + n..].iter().any(|&x| x != 0) {
+        if validate_name(name).is_err() || b[21 + n..SNAP_REC_SIZE_V2].iter().any(|&x| x != 0) {
             return Err(Reason::BadField);
         }
+        let size = le::get_u64(b, SNAP_SIZE_OFFSET);
+        if size == 0 {
+            return Err(Reason::BadField);
+        }
+        let mut guid = [0u8; 16];
+        guid.copy_from_slice(&b[SNAP_GUID_OFFSET..SNAP_GUID_OFFSET + 16]);
         let p = le::get_u32(b, 16);
         Ok(SnapRec {
             label: Label(le::get_u32(b, 0)),
@@ -107,6 +165,8 @@ impl SnapRec {
             created: le::get_u64(b, 8),
             parent: (p != PARENT_ORIGIN).then_some(SnapId(p)),
             name: name.to_owned(),
+            guid,
+            size,
         })
     }
 }
@@ -218,7 +278,30 @@ mod tests {
             created: 1_700_000_000,
             parent: Some(SnapId(3)),
             name: "hourly.7".into(),
+            guid: [5; 16],
+            size: 1 << 30,
         };
         assert_eq!(SnapRec::from_raw(&r.to_raw()).unwrap(), r);
+        let mut zero_size = r.to_raw();
+        zero_size.0[SNAP_SIZE_OFFSET..].fill(0);
+        assert!(SnapRec::from_raw(&zero_size).is_err());
+    }
+
+    #[test]
+    fn a_version2_record_upgrades_with_the_guid_and_size_given() {
+        let r = SnapRec {
+            label: Label(4),
+            hold: false,
+            created: 7,
+            parent: None,
+            name: "old".into(),
+            guid: [1; 16],
+            size: 4096,
+        };
+        let mut v2 = [0u8; SNAP_REC_SIZE_V2];
+        v2.copy_from_slice(&r.to_raw().0[..SNAP_REC_SIZE_V2]);
+        let up = SnapRecRawV2(v2).upgrade([9; 16], 8192).unwrap();
+        assert_eq!((up.name.as_str(), up.guid, up.size), ("old", [9; 16], 8192));
+        assert_eq!(default_guid(&[0xab; 16], SnapId(2))[12..], [2, 0, 0, 0]);
     }
 }

@@ -135,6 +135,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Store chunks of `dev`'s own that no other visible version reads: what deleting
+    /// it gives back (0 for the origin). Visits only the regions where its label
+    /// holds elements (label index).
+    pub fn unshared_chunks(&mut self, dev: Dev) -> Result<u64> {
+        let Some(l) = self.dev_label(dev)? else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        let mut r = 0;
+        while let Some(found) = self.label_index.next_region(&mut self.cache, l, r)? {
+            let from = found * REGION_CHUNKS;
+            for (x, e) in self.elems_in(from, from + REGION_CHUNKS)? {
+                if matches!(e.get(&l), Some(Ptr::Chunk(_))) && self.view_at(x).heirs(&e, l) == 0 {
+                    n += 1;
+                }
+            }
+            r = found + 1;
+        }
+        Ok(n)
+    }
+
     /// The label `dev` reads through (`None`: the origin).
     fn dev_label(&self, dev: Dev) -> Result<Option<Label>> {
         match dev {

@@ -32,7 +32,7 @@ use crate::{
     label_index::{self, LabelIndex},
     rules::Elems,
     superblock::{read_superblock, valid_chunk_size, write_superblock, Superblock},
-    tables::{JobRec, SnapRec, SnapRecRaw, VersionRec},
+    tables::{default_guid, JobRec, SnapRec, SnapRecRaw, SnapRecRawV2, VersionRec},
     version_tree::VersionTree,
     Error, Result, Space,
 };
@@ -178,6 +178,75 @@ fn persist<K: Codec + Ord, V: Codec>(
     Ok(())
 }
 
+/// Load the snapshot table. A table of format version 1 or 2 (records without guid
+/// and size) is rewritten in this transaction as a version 3 table, each snapshot
+/// getting its [`default_guid`] and the origin size; its old blocks are freed when
+/// that commits, and until then the committed store is untouched.
+fn load_snapshots(
+    cache: &mut NodeCache,
+    alloc: &mut Allocator,
+    sb: &Superblock,
+) -> Result<(Tree<u32, SnapRecRaw>, BTreeMap<SnapId, SnapRec>)> {
+    let mut snaps = BTreeMap::new();
+    let mut bad = None;
+    let bad_ref = |reason| {
+        Error::Corrupt(blockdev::Corrupt {
+            kind: blockdev::BlockKind::Reference,
+            block: BlockNr(0),
+            reason,
+        })
+    };
+    if sb.format_version >= 3 {
+        let tree: Tree<u32, SnapRecRaw> = Tree::open(sb.snapshots_root, SNAPSHOTS_TREE_TAG);
+        tree.walk(
+            cache,
+            &mut |b| alloc.mark_block(b).map_err(to_btree),
+            &mut |id, raw| {
+                match SnapRec::from_raw(raw) {
+                    Ok(r) => {
+                        snaps.insert(SnapId(*id), r);
+                    }
+                    Err(e) => bad = Some(e),
+                }
+                Ok(())
+            },
+        )?;
+        return match bad {
+            Some(r) => Err(bad_ref(r)),
+            None => Ok((tree, snaps)),
+        };
+    }
+    let old: Tree<u32, SnapRecRawV2> = Tree::open(sb.snapshots_root, SNAPSHOTS_TREE_TAG);
+    let mut old_blocks = Vec::new();
+    old.walk(
+        cache,
+        &mut |b| {
+            old_blocks.push(b);
+            alloc.mark_block(b).map_err(to_btree)
+        },
+        &mut |id, raw| {
+            match raw.upgrade(default_guid(&sb.uuid, SnapId(*id)), sb.origin_len) {
+                Ok(r) => {
+                    snaps.insert(SnapId(*id), r);
+                }
+                Err(e) => bad = Some(e),
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(r) = bad {
+        return Err(bad_ref(r));
+    }
+    let mut tree = Tree::create(cache, alloc, SNAPSHOTS_TREE_TAG)?;
+    for (id, r) in &snaps {
+        tree.insert(cache, alloc, id.0, r.to_raw())?;
+    }
+    for b in old_blocks {
+        btree::MetaAlloc::free_block(alloc, b);
+    }
+    Ok((tree, snaps))
+}
+
 fn store_io(offset: u64) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io {
         device: "store",
@@ -254,6 +323,7 @@ impl Store {
             needs_check: false,
             clean_shutdown: false,
             ro_compat: 0,
+            format_version: FORMAT_VERSION,
         };
         let mut s = Store {
             origin,
@@ -323,7 +393,6 @@ impl Store {
         let mut alloc = Allocator::new(sb.store_len, sb.chunk_size);
         let elements = Elements::open(sb.elements_root);
         let versions: Tree<u32, VersionRec> = Tree::open(sb.versions_root, VERSIONS_TREE_TAG);
-        let snap_tree: Tree<u32, SnapRecRaw> = Tree::open(sb.snapshots_root, SNAPSHOTS_TREE_TAG);
         let job_tree: Tree<u32, JobRec> = Tree::open(sb.jobs_root, JOBS_TREE_TAG);
         let merged_tree: Tree<u64, u32> = Tree::open(sb.merged_root, MERGED_TREE_TAG);
 
@@ -357,27 +426,7 @@ impl Store {
             return Err(bad_ref(blockdev::Reason::BadField));
         }
         vt.link().map_err(|_| bad_ref(blockdev::Reason::BadField))?;
-        let mut snaps = BTreeMap::new();
-        {
-            let a = &mut alloc;
-            let mut bad = None;
-            snap_tree.walk(
-                &mut cache,
-                &mut |b| a.mark_block(b).map_err(to_btree),
-                &mut |id, raw| {
-                    match SnapRec::from_raw(raw) {
-                        Ok(r) => {
-                            snaps.insert(SnapId(*id), r);
-                        }
-                        Err(e) => bad = Some(e),
-                    }
-                    Ok(())
-                },
-            )?;
-            if let Some(r) = bad {
-                return Err(bad_ref(r));
-            }
-        }
+        let (snap_tree, snaps) = load_snapshots(&mut cache, &mut alloc, &sb)?;
         let mut names = HashMap::new();
         let mut labels_seen = HashSet::new();
         for (id, r) in &snaps {
@@ -503,7 +552,7 @@ impl Store {
             dirty_snaps: BTreeSet::new(),
             dirty_jobs: BTreeSet::new(),
             dirty_addrs: HashSet::new(),
-            changed: upgrade,
+            changed: upgrade || sb.format_version < FORMAT_VERSION,
             failed: false,
             next_job_turn: 0,
             chunk_size,
@@ -677,6 +726,7 @@ impl Store {
         sb.merged_root = self.merged_tree.root();
         sb.label_index_root = self.label_index.root();
         sb.clean_shutdown = self.closing;
+        sb.format_version = FORMAT_VERSION;
         write_superblock(&*self.dev, &sb)?;
         self.dev.flush().map_err(store_io(0))?;
         self.sb = sb;

@@ -4,28 +4,49 @@
 use super::{Dev, SnapInfo, Store};
 use crate::{
     format::MAX_NAME_LEN,
-    tables::{validate_name, JobKind, JobRec, SnapRec},
+    tables::{default_guid, guid_hex, validate_name, JobKind, JobRec, SnapRec},
     Error, Result,
 };
 use blockdev::ids::{SnapId, TxnId};
 
 impl Store {
     /// Create snapshot `name` of the origin (`parent = None`) or of snapshot
-    /// `parent`, stamped with `created` (seconds since the epoch). Durable on return.
+    /// `parent`, stamped with `created` (seconds since the epoch), with this store's
+    /// own guid for it ([`default_guid`]). Durable on return.
     pub fn create_snapshot(
         &mut self,
         name: &str,
         parent: Option<SnapId>,
         created: u64,
     ) -> Result<SnapId> {
+        let guid = default_guid(&self.sb.uuid, SnapId(self.sb.next_snap_id));
+        self.create_snapshot_as(name, parent, created, guid)
+    }
+
+    /// [`create_snapshot`](Self::create_snapshot) with a given guid: the identity of
+    /// a snapshot received from another store. No two snapshots share a guid.
+    pub fn create_snapshot_as(
+        &mut self,
+        name: &str,
+        parent: Option<SnapId>,
+        created: u64,
+        guid: [u8; 16],
+    ) -> Result<SnapId> {
         validate_name(name).map_err(Error::Invalid)?;
         debug_assert!(name.len() <= MAX_NAME_LEN);
         if self.names.contains_key(name) {
             return Err(Error::NameTaken(name.to_owned()));
         }
-        let parent_label = match parent {
-            Some(p) => Some(self.label_of(p)?),
-            None => None,
+        if let Some(other) = self.snaps.values().find(|r| r.guid == guid) {
+            return Err(Error::Invalid(format!(
+                "snapshot {:?} already has guid {}",
+                other.name,
+                guid_hex(&guid)
+            )));
+        }
+        let (parent_label, size) = match parent {
+            Some(p) => (Some(self.label_of(p)?), self.snaps[&p].size),
+            None => (None, self.sb.origin_len),
         };
         self.check_writable()?;
         self.alloc.ensure(0)?;
@@ -58,6 +79,8 @@ impl Store {
                     created,
                     parent,
                     name: name.to_owned(),
+                    guid,
+                    size,
                 },
             );
             s.names.insert(name.to_owned(), id);
@@ -161,6 +184,8 @@ impl Store {
                 }),
                 hold: r.hold,
                 label: r.label,
+                guid: r.guid,
+                size: r.size,
             })
             .collect()
     }

@@ -17,6 +17,10 @@ pub struct SnapInfo {
     pub hold: bool,
     /// The label it reads through now (for `dump` and debugging).
     pub label: Label,
+    /// Its identity across stores (see `tables::SnapRec::guid`).
+    pub guid: [u8; 16],
+    /// Its device size in bytes (the origin's when it was taken).
+    pub size: u64,
 }
 
 /// One background job.

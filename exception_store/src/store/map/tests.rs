@@ -56,6 +56,27 @@ fn a_snapshot_maps_its_copies_its_parents_and_the_origin() {
 }
 
 #[test]
+fn unshared_chunks_are_what_only_the_snapshot_reads() {
+    let mut s = store(8);
+    let old = s.create_snapshot("old", None, 0).unwrap();
+    s.write(Dev::Origin, 0, &[1; 2 * CS as usize]).unwrap(); // old owns 2, alone
+    let new = s.create_snapshot("new", None, 0).unwrap();
+    s.write(Dev::Origin, 4 * CS, &[2; CS as usize]).unwrap(); // new owns 1, old inherits
+    assert_eq!(s.unshared_chunks(Dev::Snap(old)).unwrap(), 2);
+    assert_eq!(s.unshared_chunks(Dev::Snap(new)).unwrap(), 0);
+    assert_eq!(s.unshared_chunks(Dev::Origin).unwrap(), 0);
+    let free = s.status().nr_free;
+    s.delete_snapshot(old).unwrap();
+    s.run_background(1024).unwrap();
+    s.commit().unwrap();
+    assert_eq!(
+        s.status().nr_free,
+        free + 2,
+        "deleting it gave back what it said"
+    );
+}
+
+#[test]
 fn a_map_honours_unaligned_bounds_and_covers_the_range_exactly() {
     let mut s = store(8);
     let a = s.create_snapshot("a", None, 0).unwrap();
