@@ -35,6 +35,7 @@ pub mod daemon;
 pub mod devices;
 mod error;
 pub mod exit;
+pub mod inspect;
 pub mod lock;
 pub mod offline;
 pub mod progress;

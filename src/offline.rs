@@ -180,3 +180,27 @@ pub fn parse_size_u64(s: &str) -> std::result::Result<u64, String> {
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
 }
+
+/// `map` offline: one page of what a device of `store` reads (nothing is written,
+/// the origin is not needed: a map never reads data).
+pub fn map(
+    store: &std::path::Path,
+    name: Option<&str>,
+    offset: u64,
+    len: Option<u64>,
+) -> Result<crate::inspect::MapReport> {
+    let (_lock, mut s) = open_offline(store)?;
+    crate::inspect::map(&mut s, name, offset, len)
+}
+
+/// `diff` offline: one page of where two devices of `store` may read differently.
+pub fn diff(
+    store: &std::path::Path,
+    from: Option<&str>,
+    to: Option<&str>,
+    offset: u64,
+    len: Option<u64>,
+) -> Result<crate::inspect::DiffReport> {
+    let (_lock, mut s) = open_offline(store)?;
+    crate::inspect::diff(&mut s, from, to, offset, len)
+}

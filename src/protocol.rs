@@ -126,6 +126,34 @@ pub enum Op {
         #[serde(default)]
         elements: bool,
     },
+    /// What a device reads, range by range: own data, inherited from a snapshot, the
+    /// origin, zeros (one page: see `next_offset` in the reply).
+    Map {
+        /// The snapshot; absent for the origin.
+        #[serde(default)]
+        name: Option<String>,
+        /// First byte (default 0).
+        #[serde(default)]
+        offset: u64,
+        /// Bytes (default: to the end).
+        #[serde(default)]
+        len: Option<u64>,
+    },
+    /// The ranges where two devices may read differently (one page).
+    Diff {
+        /// One side; absent for the origin.
+        #[serde(default)]
+        from: Option<String>,
+        /// The other side; absent for the origin.
+        #[serde(default)]
+        to: Option<String>,
+        /// First byte (default 0).
+        #[serde(default)]
+        offset: u64,
+        /// Bytes (default: to the end).
+        #[serde(default)]
+        len: Option<u64>,
+    },
 }
 
 /// A retention policy: how many snapshots each rule keeps (0: the rule is off). A
@@ -215,6 +243,10 @@ pub enum Reply {
     Checked(crate::report::CheckReport),
     /// `dump`.
     Dump(crate::report::DumpReport),
+    /// Reply to `map`.
+    Map(crate::inspect::MapReport),
+    /// Reply to `diff`.
+    Diff(crate::inspect::DiffReport),
     /// The request failed.
     Error(ErrorReply),
 }
@@ -278,6 +310,12 @@ pub struct Snapshot {
     pub hold: bool,
     /// Its block device while active.
     pub device: Option<String>,
+    /// Identity across stores (32 hex digits; a received snapshot has its source's).
+    #[serde(default)]
+    pub guid: String,
+    /// Device size in bytes.
+    #[serde(default)]
+    pub size_bytes: u64,
 }
 
 /// Store and daemon status.

@@ -213,6 +213,23 @@ impl Service {
                 .map(Reply::Pruned),
             Op::Check => self.check().map(Reply::Checked),
             Op::Dump { elements } => self.dump(elements).map(Reply::Dump),
+            Op::Map { name, offset, len } => {
+                crate::inspect::map(&mut self.store.lock(), name.as_deref(), offset, len)
+                    .map(Reply::Map)
+            }
+            Op::Diff {
+                from,
+                to,
+                offset,
+                len,
+            } => crate::inspect::diff(
+                &mut self.store.lock(),
+                from.as_deref(),
+                to.as_deref(),
+                offset,
+                len,
+            )
+            .map(Reply::Diff),
         };
         match r {
             Ok(reply) => Response::new(reply),
@@ -522,6 +539,8 @@ impl Service {
                     created: i.created,
                     parent: i.parent,
                     hold: i.hold,
+                    guid: exception_store::tables::guid_hex(&i.guid),
+                    size_bytes: i.size,
                 })
                 .collect(),
         }

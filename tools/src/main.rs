@@ -11,7 +11,7 @@ mod output;
 
 /// Manage ublk-snap stores and snapshots.
 ///
-/// `format`, and `check` (and `check --repair`) and `dump` with --store, work offline
+/// `format`, and `check` (and `check --repair`), `dump`, `map` and `diff` with --store, work offline
 /// (the daemon must not be running on the store); the other commands talk to ublk-snapd over its control
 /// socket. Exit codes: 0 ok, 1 check found problems, 2 usage, 3 I/O error,
 /// 4 corruption, 5 daemon not running, 6 no such snapshot, 7 conflict, 8 store full,
@@ -44,6 +44,8 @@ enum Cmd {
     Prune(cmd::prune::Args),
     Check(cmd::check::Args),
     Dump(cmd::dump::Args),
+    Map(cmd::map::Args),
+    Diff(cmd::diff::Args),
     SystemdUnits(cmd::systemd_units::Args),
 }
 
@@ -64,6 +66,8 @@ fn main() -> ExitCode {
         Cmd::Prune(a) => cmd::prune::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::Check(a) => cmd::check::run(a, &out).map(ExitCode::from),
         Cmd::Dump(a) => cmd::dump::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Map(a) => cmd::map::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Diff(a) => cmd::diff::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::SystemdUnits(a) => cmd::systemd_units::run(a, &out).map(|()| ExitCode::SUCCESS),
     };
     match r {

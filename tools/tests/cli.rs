@@ -40,6 +40,8 @@ fn help_is_golden() {
         "prune",
         "check",
         "dump",
+        "map",
+        "diff",
         "systemd-units",
     ] {
         let out = snapctl(&[cmd, "--help"]);

@@ -1,0 +1,396 @@
+//! `map` and `diff` as the control protocol and `snapctl` carry them: what a device
+//! reads, range by range (own data, inherited from a snapshot, the origin, zeros), and
+//! where two devices may read differently. Built on [`Store::map`] and [`Store::diff`]
+//! (the element and label indexes; no data is read), used online by the service and
+//! offline by `snapctl map --store`.
+//!
+//! Replies are paged: one reply covers as much of the asked range as fits in
+//! [`MAX_ENTRIES`] entries and says where the next page starts (`next_offset`), so
+//! a fragmented device never overflows the protocol's reply limit.
+use crate::{Error, Result};
+use exception_store::{
+    map::{Layer, MapExtent, Owner},
+    Dev, Store,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Most extents or ranges in one reply.
+pub const MAX_ENTRIES: usize = 50_000;
+/// Bytes of a device mapped per store call (a page gathers windows up to
+/// [`MAX_ENTRIES`]).
+const WINDOW_BYTES: u64 = 1 << 30;
+
+/// The reply to `map`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapReport {
+    /// The device: a snapshot's name, or `None` for the origin.
+    pub name: Option<String>,
+    /// Device size in bytes.
+    pub size_bytes: u64,
+    /// Chunk size of the store.
+    pub chunk_size: u64,
+    /// Its layers, 1 first (the device itself), the origin last.
+    pub layers: Vec<LayerEntry>,
+    /// Runs of this page, ascending.
+    pub extents: Vec<MapEntry>,
+    /// Bytes of this page by kind.
+    pub totals: MapTotals,
+    /// Bytes of store data only this device reads: what deleting it gives back.
+    pub unshared_bytes: u64,
+    /// Where the next page starts, if this one stopped short of the asked end.
+    pub next_offset: Option<u64>,
+}
+
+/// One layer of a map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerEntry {
+    /// 1 for the device itself.
+    pub depth: u32,
+    /// The snapshot, or `None` for the origin.
+    pub snapshot: Option<String>,
+    /// Its version label (as `dump` shows it).
+    pub label: u32,
+}
+
+/// What a run of a map reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Store data of the device's own version.
+    Own,
+    /// Store data of a snapshot above it (`from`).
+    Inherited,
+    /// The origin's data, at the same offset.
+    Origin,
+    /// Zeros (a hole: discard or write-zeroes), of the layer `depth`.
+    Zero,
+}
+
+/// One run of a map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapEntry {
+    /// First byte.
+    pub offset: u64,
+    /// Bytes.
+    pub len: u64,
+    /// What it reads.
+    pub kind: Kind,
+    /// The layer holding it (1: the device itself; the last: the origin).
+    pub depth: u32,
+    /// The snapshot of that layer (`None`: the device itself or the origin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The version label owning it (0: the origin).
+    pub label: u32,
+    /// Byte position of its data in the store (own and inherited runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_offset: Option<u64>,
+}
+
+/// Bytes by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapTotals {
+    /// Own store data.
+    pub own: u64,
+    /// Store data inherited from snapshots above.
+    pub inherited: u64,
+    /// Read from the origin.
+    pub origin: u64,
+    /// Zeros.
+    pub zero: u64,
+}
+
+impl MapTotals {
+    /// Add another page's totals.
+    pub fn add(&mut self, o: &MapTotals) {
+        self.own += o.own;
+        self.inherited += o.inherited;
+        self.origin += o.origin;
+        self.zero += o.zero;
+    }
+}
+
+/// The reply to `diff`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffReport {
+    /// One side (`None`: the origin).
+    pub from: Option<String>,
+    /// The other side (`None`: the origin).
+    pub to: Option<String>,
+    /// Device size in bytes.
+    pub size_bytes: u64,
+    /// Runs of this page where the two may read differently, ascending.
+    pub ranges: Vec<Range>,
+    /// Bytes in `ranges`.
+    pub bytes: u64,
+    /// Where the next page starts, if this one stopped short of the asked end.
+    pub next_offset: Option<u64>,
+}
+
+/// A byte range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    /// First byte.
+    pub offset: u64,
+    /// Bytes.
+    pub len: u64,
+}
+
+/// The device `name` names (`None`: the origin).
+pub fn device(s: &Store, name: Option<&str>) -> Result<Dev> {
+    match name {
+        None => Ok(Dev::Origin),
+        Some(n) => s
+            .lookup(n)
+            .map(Dev::Snap)
+            .ok_or_else(|| Error::NoSuchSnapshot(n.to_owned())),
+    }
+}
+
+/// The asked range, defaulting to the whole device and checked against it.
+fn bounds(size: u64, offset: u64, len: Option<u64>) -> Result<(u64, u64)> {
+    let len = len.unwrap_or(size.saturating_sub(offset));
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok((offset, end)),
+        _ => Err(Error::Store(exception_store::Error::Invalid(format!(
+            "{len} bytes at {offset} is past the end of the {size}-byte device"
+        )))),
+    }
+}
+
+/// One page of the map of `name` from `offset` (`len`: to the end).
+pub fn map(s: &mut Store, name: Option<&str>, offset: u64, len: Option<u64>) -> Result<MapReport> {
+    map_page(s, name, offset, len, MAX_ENTRIES)
+}
+
+fn map_page(
+    s: &mut Store,
+    name: Option<&str>,
+    offset: u64,
+    len: Option<u64>,
+    max: usize,
+) -> Result<MapReport> {
+    let dev = device(s, name)?;
+    let size = s.size();
+    let (mut pos, end) = bounds(size, offset, len)?;
+    let layers = s.layers(dev)?;
+    let names: HashMap<_, _> = s.snapshots().into_iter().map(|i| (i.id, i.name)).collect();
+    let layer_name = |l: &Layer| l.snapshot.and_then(|id| names.get(&id).cloned());
+    let mut extents = Vec::new();
+    let mut totals = MapTotals::default();
+    while pos < end && extents.len() < max {
+        let n = (end - pos).min(WINDOW_BYTES);
+        for e in s.map(dev, pos, n)? {
+            if extents.len() == max {
+                break;
+            }
+            let entry = entry(&e, &layers, s.chunk_size(), &layer_name);
+            match entry.kind {
+                Kind::Own => totals.own += e.len,
+                Kind::Inherited => totals.inherited += e.len,
+                Kind::Origin => totals.origin += e.len,
+                Kind::Zero => totals.zero += e.len,
+            }
+            pos = e.offset + e.len;
+            push_entry(&mut extents, entry);
+        }
+    }
+    Ok(MapReport {
+        name: name.map(str::to_owned),
+        size_bytes: size,
+        chunk_size: s.chunk_size(),
+        layers: layers
+            .iter()
+            .map(|l| LayerEntry {
+                depth: l.depth,
+                snapshot: layer_name(l),
+                label: l.label.0,
+            })
+            .collect(),
+        extents,
+        totals,
+        unshared_bytes: s.unshared_chunks(dev)? * s.chunk_size(),
+        next_offset: (pos < end).then_some(pos),
+    })
+}
+
+/// Store maps are cut where store windows end; join such neighbours again.
+fn push_entry(out: &mut Vec<MapEntry>, e: MapEntry) {
+    if let Some(last) = out.last_mut() {
+        let store_continues = match (last.store_offset, e.store_offset) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a + last.len == b,
+            _ => false,
+        };
+        if last.offset + last.len == e.offset
+            && (last.kind, last.depth, last.label) == (e.kind, e.depth, e.label)
+            && store_continues
+        {
+            last.len += e.len;
+            return;
+        }
+    }
+    out.push(e);
+}
+
+fn entry(
+    e: &MapExtent,
+    layers: &[Layer],
+    chunk_size: u64,
+    layer_name: &dyn Fn(&Layer) -> Option<String>,
+) -> MapEntry {
+    let from = if e.depth > 1 {
+        layers.get(e.depth as usize - 1).and_then(layer_name)
+    } else {
+        None
+    };
+    let (kind, store_offset) = match e.owner {
+        Owner::Origin => (Kind::Origin, None),
+        Owner::Chunk { chunk, .. } => (
+            if e.depth == 1 {
+                Kind::Own
+            } else {
+                Kind::Inherited
+            },
+            Some(chunk.0 * chunk_size + e.offset % chunk_size),
+        ),
+        Owner::Hole { .. } => (Kind::Zero, None),
+    };
+    MapEntry {
+        offset: e.offset,
+        len: e.len,
+        kind,
+        depth: e.depth,
+        from,
+        label: e.owner.label().0,
+        store_offset,
+    }
+}
+
+/// One page of the diff of `from` and `to` from `offset` (`len`: to the end).
+pub fn diff(
+    s: &mut Store,
+    from: Option<&str>,
+    to: Option<&str>,
+    offset: u64,
+    len: Option<u64>,
+) -> Result<DiffReport> {
+    diff_page(s, from, to, offset, len, MAX_ENTRIES)
+}
+
+fn diff_page(
+    s: &mut Store,
+    from: Option<&str>,
+    to: Option<&str>,
+    offset: u64,
+    len: Option<u64>,
+    max: usize,
+) -> Result<DiffReport> {
+    let (a, b) = (device(s, from)?, device(s, to)?);
+    let size = s.size();
+    let (mut pos, end) = bounds(size, offset, len)?;
+    let mut ranges: Vec<Range> = Vec::new();
+    while pos < end && ranges.len() < max {
+        let n = (end - pos).min(WINDOW_BYTES);
+        let mut stop = pos + n;
+        for (off, len) in s.diff(a, b, pos, n)? {
+            if ranges.len() == max {
+                stop = off;
+                break;
+            }
+            match ranges.last_mut() {
+                Some(last) if last.offset + last.len == off => last.len += len,
+                _ => ranges.push(Range { offset: off, len }),
+            }
+        }
+        pos = stop;
+    }
+    Ok(DiffReport {
+        from: from.map(str::to_owned),
+        to: to.map(str::to_owned),
+        size_bytes: size,
+        bytes: ranges.iter().map(|r| r.len).sum(),
+        ranges,
+        next_offset: (pos < end).then_some(pos),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blockdev::MemDevice;
+    use exception_store::StoreOptions;
+    use std::sync::Arc;
+
+    const CS: u64 = 4096;
+
+    /// A snapshot whose every other chunk was copied out: many extents.
+    fn striped() -> Store {
+        let origin = Arc::new(MemDevice::new(64 * CS));
+        let dev = Arc::new(MemDevice::new(4 << 20));
+        let mut s = Store::format(origin, dev, CS as u32, StoreOptions::default()).unwrap();
+        s.create_snapshot("a", None, 0).unwrap();
+        for c in (0..64).step_by(2) {
+            s.write(Dev::Origin, c * CS, &[1; CS as usize]).unwrap();
+        }
+        s.create_snapshot("b", None, 0).unwrap();
+        s
+    }
+
+    #[test]
+    fn pages_join_into_the_whole_map() {
+        let mut s = striped();
+        let whole = map(&mut s, Some("a"), 0, None).unwrap();
+        assert_eq!(whole.extents.len(), 64);
+        assert_eq!(whole.next_offset, None);
+        let mut joined = Vec::new();
+        let mut totals = MapTotals::default();
+        let mut offset = 0;
+        loop {
+            let page = map_page(&mut s, Some("a"), offset, None, 5).unwrap();
+            assert!(page.extents.len() <= 5);
+            totals.add(&page.totals);
+            joined.extend(page.extents);
+            match page.next_offset {
+                Some(n) => offset = n,
+                None => break,
+            }
+        }
+        assert_eq!(joined, whole.extents);
+        assert_eq!(totals, whole.totals);
+        assert_eq!(totals.own, 32 * CS);
+        assert_eq!(totals.origin, 32 * CS);
+    }
+
+    #[test]
+    fn diff_pages_join_into_the_whole_diff() {
+        let mut s = striped();
+        let whole = diff(&mut s, Some("a"), Some("b"), 0, None).unwrap();
+        assert_eq!(whole.ranges.len(), 32);
+        let mut joined = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = diff_page(&mut s, Some("a"), Some("b"), offset, None, 3).unwrap();
+            assert!(page.ranges.len() <= 3);
+            joined.extend(page.ranges);
+            match page.next_offset {
+                Some(n) => offset = n,
+                None => break,
+            }
+        }
+        assert_eq!(joined, whole.ranges);
+        assert_eq!(whole.bytes, 32 * CS);
+    }
+
+    #[test]
+    fn unknown_names_and_bad_ranges_are_errors() {
+        let mut s = striped();
+        assert!(matches!(
+            map(&mut s, Some("zz"), 0, None),
+            Err(Error::NoSuchSnapshot(_))
+        ));
+        assert!(map(&mut s, Some("a"), 60 * CS, Some(5 * CS)).is_err());
+        assert!(diff(&mut s, Some("a"), None, u64::MAX, Some(2)).is_err());
+    }
+}
