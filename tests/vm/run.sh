@@ -15,6 +15,8 @@
 #   VM_PASS_ENV   space-separated names of host variables to pass to SCRIPT
 #                 (RUST_LOG and RUST_BACKTRACE are always passed if set)
 #   VM_CMDLINE    extra kernel command line
+#   VM_KERNEL     guest kernel: 6.12 (default), 7.x, or an exact version such
+#                 as 7.2.13+deb14-amd64 (setup.sh fetches what is missing)
 #   VM_CACHE      cache dir made by setup.sh (default <repo>/.vm-cache)
 #   VM_VERBOSE=1  also print the guest's serial console log at the end
 #   VM_BOOT_ATTEMPTS  boots to try when QEMU dies before the job starts (2)
@@ -37,24 +39,37 @@ script=$(realpath -e -- "$1") || die "script not found: $1"
 shift
 [ -f "$script" ] || die "not a file: $script"
 
+# --- which kernel: VM_KERNEL=6.12 (default) | 7.x | an exact version ---
+vm_kernel=${VM_KERNEL:-6.12}
+case "$vm_kernel" in
+    6.12|7.x) ready=$cache/ready-$vm_kernel ;;
+    6.12.*|7.*) ready=$cache/ready-$vm_kernel ;;
+    *) die "VM_KERNEL=$vm_kernel: expected 6.12, 7.x or an exact version (e.g. 7.2.13+deb14-amd64)" ;;
+esac
+# A cache made before the kernel matrix has only $cache/ready (the 6.12 kernel).
+if [ "$vm_kernel" = 6.12 ] && [ ! -f "$ready" ] && [ -f "$cache/ready" ]; then
+    ready=$cache/ready
+fi
+
 # --- make sure the kernel and initramfs exist (setup.sh is idempotent) ---
 need_setup() {
-    [ -f "$cache/ready" ] || return 0
+    [ -f "$ready" ] || return 0
     # shellcheck source=/dev/null
-    . "$cache/ready"
+    . "$ready"
     [ -s "$VMLINUZ" ] && [ -s "$INITRD" ] || return 0
     [ "$here/guest-init.sh" -nt "$INITRD" ] && return 0
     return 1
 }
 if need_setup; then
-    log "VM cache missing or stale, running setup.sh"
+    log "VM cache missing or stale for kernel $vm_kernel, running setup.sh"
     mkdir -p "$cache"
-    flock "$cache/.lock" env VM_CACHE="$cache" bash "$here/setup.sh" >&2 \
+    flock "$cache/.lock" env VM_CACHE="$cache" VM_KERNELS="$vm_kernel" bash "$here/setup.sh" >&2 \
         || die "setup.sh failed"
-    need_setup && die "setup.sh did not produce a usable $cache/ready"
+    [ "$vm_kernel" = 6.12 ] && ready=$cache/ready-6.12
+    need_setup && die "setup.sh did not produce a usable $ready"
 fi
 # shellcheck source=/dev/null
-. "$cache/ready"   # KVER VMLINUZ INITRD MODDIR
+. "$ready"   # KVER VMLINUZ INITRD MODDIR
 qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not installed (run tests/vm/setup.sh)"
 
 # --- per-run directories ---
