@@ -13,6 +13,7 @@
 //! - [`service`]: what a request does: the store, the activation table, the state file.
 //! - [`devices`]: the activation table, `Dev` -> running ublk device.
 //! - [`target`]: a ublk target over the shared store.
+//! - [`kernel`]: the ublk driver's features and each device's data path, for `status`.
 //! - [`worker`]: background passes and the periodic commit.
 //! - [`progress`]: rates and ETAs of background jobs for `status`.
 //! - [`report`]: `check` and `dump` results as plain data (offline and online).
@@ -36,6 +37,7 @@ pub mod devices;
 mod error;
 pub mod exit;
 pub mod inspect;
+pub mod kernel;
 pub mod lock;
 pub mod offline;
 pub mod progress;

@@ -365,6 +365,11 @@ pub struct Status {
     /// a crash, a kill or a power loss: it opened at its last commit).
     #[serde(default)]
     pub last_shutdown_clean: bool,
+    /// The ublk driver's feature mask (`UBLK_U_CMD_GET_FEATURES`); `None` when the
+    /// driver does not report it (kernels before 6.5) or no device was started. By
+    /// name: [`crate::kernel::feature_names`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_features: Option<u64>,
 }
 
 /// What `prune` deleted (or would delete) and what it skipped.
@@ -422,6 +427,14 @@ pub struct ActiveDevice {
     pub snapshot: Option<String>,
     /// `/dev/ublkbN`.
     pub device: String,
+    /// How request data moves between the kernel and the daemon: "copy" or
+    /// "zero-copy" (empty from a daemon that predates the field).
+    #[serde(default)]
+    pub data_path: String,
+    /// The `UBLK_F_*` flags the device was created with, by name
+    /// (`ublk_target::Features::names`).
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 /// A background pass.

@@ -58,6 +58,8 @@ pub struct Service {
     deferred_merge: Mutex<Option<SnapId>>,
     /// Writes the devices answered with ENOSPC (`status`).
     refusals: Arc<SpaceRefusals>,
+    /// The ublk driver's features, read when the devices start ([`crate::kernel`]).
+    driver: std::sync::OnceLock<Option<ublk_target::Features>>,
     cfg: Config,
     _lock: StoreLock,
 }
@@ -112,6 +114,7 @@ impl Service {
             progress: Arc::default(),
             deferred_merge: Mutex::new(None),
             refusals: Arc::default(),
+            driver: std::sync::OnceLock::new(),
             cfg,
             _lock: lock,
         })
@@ -130,6 +133,7 @@ impl Service {
     /// Start the origin's device and, after a crash, take back (or recreate) the
     /// devices the state file records. Returns the origin's `/dev/ublkbN`.
     pub fn start_devices(&self) -> Result<String> {
+        self.driver.get_or_init(crate::kernel::driver_features);
         let previous = self.state.as_ref().and_then(StateFile::load);
         if let Some(p) = &previous {
             tracing::warn!(
@@ -573,8 +577,8 @@ impl Service {
             nr_snapshots: st.nr_snapshots,
             devices: devs
                 .iter()
-                .map(|(dev, d)| protocol::ActiveDevice {
-                    snapshot: match dev {
+                .map(|(dev, d)| {
+                    let snapshot = match dev {
                         Dev::Origin => None,
                         Dev::Snap(id) => Some(
                             names
@@ -582,8 +586,8 @@ impl Service {
                                 .cloned()
                                 .unwrap_or_else(|| format!("#{}", id.0)),
                         ),
-                    },
-                    device: d.bdev_path().display().to_string(),
+                    };
+                    crate::kernel::active_device(snapshot, d)
                 })
                 .collect(),
             jobs: st
@@ -608,6 +612,7 @@ impl Service {
             auto_deleted: st.auto_deleted,
             enospc_writes: self.refusals.get(),
             last_shutdown_clean: st.last_shutdown_clean,
+            driver_features: self.driver.get().copied().flatten().map(|f| f.0),
         }
     }
 

@@ -26,7 +26,7 @@ use crate::{
     params::device_params,
     queue::{self, SetupFailure},
     request::SECTOR_SIZE,
-    DeviceOptions, Error, Result, Target,
+    DataPath, DeviceOptions, Error, Features, Result, Target,
 };
 
 /// Flags a recovered device keeps from the one it replaces.
@@ -163,6 +163,16 @@ impl Device {
     /// The N of `/dev/ublkbN`.
     pub fn dev_id(&self) -> u32 {
         self.dev_id
+    }
+
+    /// The `UBLK_F_*` flags the driver created (or recovered) the device with.
+    pub fn features(&self) -> Features {
+        Features(self.ctrl.dev_info().flags)
+    }
+
+    /// How request data moves for this device (from [`Device::features`]).
+    pub fn data_path(&self) -> DataPath {
+        self.features().data_path()
     }
 
     /// `/dev/ublkbN`.

@@ -51,6 +51,13 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
                 s.enospc_writes,
                 s.pid,
             );
+            match s.driver_features {
+                Some(mask) => t.push_str(&format!(
+                    "ublk driver:    features {mask:#x} ({})\n",
+                    ublk_snapd::kernel::feature_names(mask).join(" ")
+                )),
+                None => t.push_str("ublk driver:    features not reported\n"),
+            }
             if !s.last_shutdown_clean {
                 t.push_str(
                     "last shutdown:  not clean (crash, kill or power loss): the store opened at its last commit\n",
@@ -69,10 +76,20 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
                     vec![
                         d.snapshot.clone().unwrap_or_else(|| "(origin)".into()),
                         d.device.clone(),
+                        if d.data_path.is_empty() {
+                            "-".into()
+                        } else {
+                            d.data_path.clone()
+                        },
+                        if d.features.is_empty() {
+                            "-".into()
+                        } else {
+                            d.features.join(",")
+                        },
                     ]
                 })
                 .collect();
-            t.push_str(&table(&["DEVICE OF", "PATH"], &devs));
+            t.push_str(&table(&["DEVICE OF", "PATH", "DATA PATH", "FEATURES"], &devs));
             if s.jobs.is_empty() {
                 t.push_str("\nbackground work: none\n");
             } else {

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# tests/vm/e2e_features.sh [BIN_DIR] - the daemon's report of the ublk driver's
+# features and each device's data path, checked against the kernel itself, on
+# whatever kernel the VM boots (run it on each: VM_KERNEL=6.12 and VM_KERNEL=7.x):
+#
+#   bash tests/vm/run.sh tests/vm/e2e_features.sh /run/host/tmp/e2e-bin
+#   VM_KERNEL=7.x bash tests/vm/run.sh tests/vm/e2e_features.sh /run/host/tmp/e2e-bin
+#
+# It checks: the feature mask in `snapctl --json status` and in the daemon's log is
+# the one tests/vm/ublk-features.c reads with its own UBLK_U_CMD_GET_FEATURES (a
+# second, independent reader of the driver); every device's flags are a subset of
+# what the driver offers; the origin has user_recovery (and reissue) on, which it
+# asks for; the data path is "copy" (no zero copy yet); an activated snapshot's
+# device reports the same; after kill -9 and a restart (user recovery) the recovered
+# device reports its flags again; the text status prints the driver line and the
+# DATA PATH column.
+set -Eeuo pipefail
+
+BIN=${1:-${UBLK_SNAP_BIN:-/run/host/tmp/e2e-bin}}
+SNAPD=$BIN/ublk-snapd
+SNAPCTL=$BIN/snapctl
+W=${E2E_DIR:-/tmp/e2e-features}
+OUT=${VM_OUT:-$W}
+ORIGIN=$W/origin.img
+STORE=$W/store.img
+SOCK=$W/run/snapd.sock
+STATE=$W/run
+LOG=$OUT/ublk-snapd-features.log
+# shellcheck source=tests/vm/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+[ -x "$SNAPD" ] && [ -x "$SNAPCTL" ] || fail "binaries not found in $BIN"
+for t in jq cc; do command -v $t >/dev/null || fail "$t missing"; done
+rm -rf "$W"
+mkdir -p "$W"
+: >"$LOG"
+echo "binaries: $BIN; kernel $(uname -r)"
+
+step "the driver's feature mask, read by ublk-features.c"
+cc -O2 -Wall -o "$W/ublk-features" tests/vm/ublk-features.c
+REF=$("$W/ublk-features")
+echo "   $REF"
+MASK=$(printf '%d' "$(echo "$REF" | sed -n 's/^ublk features \(0x[0-9a-f]*\):.*/\1/p')")
+[ -n "$MASK" ] || fail "cannot parse: $REF"
+ok "driver mask $(printf '%#x' "$MASK")"
+
+step "the daemon reports the same mask"
+truncate -s 64M "$ORIGIN"
+truncate -s 128M "$STORE"
+ctl format --origin "$ORIGIN" --store "$STORE" >/dev/null
+ODEV=$(start_daemon 120) || fail "ublk-snapd did not start"
+S=$(ctl --json status)
+[ "$(echo "$S" | jq -r .driver_features)" = "$MASK" ] \
+    || fail "status driver_features $(echo "$S" | jq -r .driver_features), want $MASK"
+ok "status: driver_features = $MASK"
+DNAMES=$(ctl status | sed -n 's/^ublk driver: *features 0x[0-9a-f]* (\(.*\))$/\1/p')
+[ "$(echo "$DNAMES" | wc -w)" = "$(printf '%d' "$MASK" | awk '{n=0; v=$1; while (v > 0) { n += v % 2; v = int(v / 2) } print n}')" ] \
+    || fail "the text status does not name every bit: $DNAMES"
+ok "status names every bit: $DNAMES"
+grep -q "ublk driver features.*$(printf '%#x' "$MASK")" "$LOG" || fail "the daemon did not log the mask"
+ok "logged: $(grep -o 'ublk driver features.*' "$LOG" | head -n 1 | cut -c1-160)"
+
+# check_device JSON_OF_ONE_DEVICE WHAT: flags inside the driver's, recovery on, copy path.
+check_device() {
+    local d=$1 what=$2 names
+    names=$(echo "$d" | jq -r '.features | join(" ")')
+    for n in $names; do
+        case " $DNAMES " in *" $n "*) ;; *) fail "$what: flag $n is not one the driver offers" ;; esac
+    done
+    for n in user_recovery user_recovery_reissue; do
+        case " $names " in *" $n "*) ;; *) fail "$what: $n missing: $names" ;; esac
+    done
+    [ "$(echo "$d" | jq -r .data_path)" = copy ] || fail "$what: data path $(echo "$d" | jq -r .data_path), want copy"
+    ok "$what: data path copy, flags: $names"
+}
+check_device "$(echo "$S" | jq -c '.devices[0]')" "origin $ODEV"
+
+step "an activated snapshot's device"
+ctl create s1 >/dev/null
+ctl activate s1 >/dev/null
+S=$(ctl --json status)
+[ "$(echo "$S" | jq '.devices | length')" = 2 ] || fail "expected 2 devices: $S"
+check_device "$(echo "$S" | jq -c '.devices[] | select(.snapshot == "s1")')" "snapshot s1"
+
+step "the text status"
+T=$(ctl status)
+echo "$T" | grep -q "^ublk driver: *features $(printf '%#x' "$MASK")" || fail "no driver line in: $T"
+echo "$T" | grep -q "DATA PATH" || fail "no DATA PATH column in: $T"
+echo "$T" | grep -E "^\(origin\) +$ODEV +copy +" >/dev/null || fail "no origin row with its data path in: $T"
+ok "driver line and DATA PATH column"
+
+step "kill -9, restart: the recovered devices report their flags"
+PID=$(daemon_pid)
+kill -9 "$PID"
+while kill -0 "$PID" 2>/dev/null; do sleep 0.2; done
+ODEV2=$(start_daemon 120) || fail "the restart did not come up"
+[ "$ODEV2" = "$ODEV" ] || fail "the origin came back as $ODEV2, not $ODEV"
+grep -q "device recovered" "$LOG" || fail "the restart did not recover the devices"
+S=$(ctl --json status)
+check_device "$(echo "$S" | jq -c '.devices[0]')" "recovered origin"
+check_device "$(echo "$S" | jq -c '.devices[] | select(.snapshot == "s1")')" "recovered s1"
+[ "$(echo "$S" | jq -r .driver_features)" = "$MASK" ] || fail "mask after the restart"
+
+step "clean shutdown"
+PID=$(daemon_pid)
+kill -TERM "$PID"
+while kill -0 "$PID" 2>/dev/null; do sleep 0.2; done
+ok "daemon stopped"
+echo "e2e_features: all checks passed ($(($(date +%s) - T0)) s)"
