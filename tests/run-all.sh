@@ -52,17 +52,23 @@ else
     e2e_bin=$(ls -t "$repo"/target/release/deps/e2e-* 2>/dev/null | grep -v '\.d$' | head -n 1)
     export VM_OUT=${VM_OUT:-$repo/target/vm-out}
     mkdir -p "$VM_OUT"
-    part "vm: smoke" bash tests/vm/run.sh tests/vm/smoke.sh
-    part "vm: ublk_target memdisk" bash tests/vm/run.sh ublk_target/tests/vm_memdisk.sh "$repo/target/release/examples/memdisk"
-    part "vm: ublk_target e2e" bash tests/vm/run.sh ublk_target/tests/vm_e2e.sh "$e2e_bin"
     # the guest runs copies, so that nothing on the host can relink them mid-run
     bindir="$VM_OUT/bin"
     mkdir -p "$bindir"
     cp target/release/ublk-snapd target/release/snapctl "$bindir/" || { echo "binaries missing"; failed=$((failed + 1)); }
-    part "vm: daemon e2e" env VM_MEM=3G bash tests/vm/run.sh tests/vm/e2e_daemon.sh "$bindir"
-    part "vm: merge e2e" env VM_MEM=3G bash tests/vm/run.sh tests/vm/e2e_merge.sh "$bindir"
-    part "vm: space policy e2e" bash tests/vm/run.sh tests/vm/e2e_space.sh "$bindir"
-    part "vm: README quick start" bash tests/vm/run.sh tests/vm/e2e_quickstart.sh
+    # The kernel matrix (tests/vm/README.md): every VM part on each kernel.
+    for k in ${VM_KERNELS:-6.12 7.x}; do
+        export VM_KERNEL=$k
+        part "vm[$k]: smoke" bash tests/vm/run.sh tests/vm/smoke.sh
+        part "vm[$k]: ublk_target memdisk" bash tests/vm/run.sh ublk_target/tests/vm_memdisk.sh "$repo/target/release/examples/memdisk"
+        part "vm[$k]: ublk_target e2e" bash tests/vm/run.sh ublk_target/tests/vm_e2e.sh "$e2e_bin"
+        part "vm[$k]: driver features" bash tests/vm/run.sh tests/vm/e2e_features.sh "$bindir"
+        part "vm[$k]: daemon e2e" env VM_MEM=3G bash tests/vm/run.sh tests/vm/e2e_daemon.sh "$bindir"
+        part "vm[$k]: merge e2e" env VM_MEM=3G bash tests/vm/run.sh tests/vm/e2e_merge.sh "$bindir"
+        part "vm[$k]: space policy e2e" bash tests/vm/run.sh tests/vm/e2e_space.sh "$bindir"
+        part "vm[$k]: README quick start" bash tests/vm/run.sh tests/vm/e2e_quickstart.sh
+    done
+    unset VM_KERNEL
 fi
 
 echo
