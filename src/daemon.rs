@@ -142,6 +142,7 @@ impl Readiness {
 /// devices, serve the socket, then shut down cleanly (stop the devices, commit).
 pub fn serve(cfg: Config, socket: &Path, ready: &Readiness) -> Result<()> {
     ublk_target::check_available()?;
+    let cfg_nbd = (cfg.nbd_socket.clone(), cfg.nbd_listen.clone());
     let service = Arc::new(Service::open(cfg)?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -156,6 +157,13 @@ pub fn serve(cfg: Config, socket: &Path, ready: &Readiness) -> Result<()> {
         })
         .map_err(Error::io("install", "signal handlers"))?;
     let sock = rt.block_on(async { control::bind(socket) })?;
+    let mut listeners = Vec::new();
+    if let Some(p) = &cfg_nbd.0 {
+        listeners.push(crate::nbd::Listener::unix(p)?);
+    }
+    if let Some(a) = &cfg_nbd.1 {
+        listeners.push(crate::nbd::Listener::tcp(a)?);
+    }
     let origin = match service.start_devices() {
         Ok(p) => p,
         Err(e) => {
@@ -176,7 +184,21 @@ pub fn serve(cfg: Config, socket: &Path, ready: &Readiness) -> Result<()> {
             return Err(e);
         }
     };
-    tracing::info!(device = %origin, socket = %socket.display(), "ready");
+    let nbd = crate::nbd::Server::start(
+        service.store().clone(),
+        service.exports().clone(),
+        listeners,
+    );
+    let nbd = match nbd {
+        Ok(n) => n,
+        Err(e) => {
+            worker.stop();
+            service.abort();
+            return Err(e);
+        }
+    };
+    service.set_nbd_listen(nbd.addresses().to_vec());
+    tracing::info!(device = %origin, socket = %socket.display(), nbd = ?nbd.addresses(), "ready");
     ready.ready(&origin);
     let handler: control::Handler = {
         let s = service.clone();
@@ -188,6 +210,7 @@ pub fn serve(cfg: Config, socket: &Path, ready: &Readiness) -> Result<()> {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
     }));
+    nbd.stop();
     worker.stop();
     let r = service.shutdown();
     drop(rt);

@@ -40,6 +40,14 @@ pub enum Error {
         /// Its device.
         device: String,
     },
+    /// The snapshot is exported over NBD; the operation needs it unexported.
+    #[error("snapshot {name:?} is exported over NBD as {export:?}; unexport it first")]
+    Exported {
+        /// The snapshot.
+        name: String,
+        /// The export.
+        export: String,
+    },
     /// A device is open exclusively by someone else (a mounted filesystem).
     #[error("{device} is in use (mounted?): {why}")]
     InUse {
@@ -90,7 +98,10 @@ impl Error {
         match self {
             Error::Store(e) => Self::code_of_store(e),
             Error::Ublk(_) | Error::Io { .. } => ErrorCode::Io,
-            Error::Locked { .. } | Error::Active { .. } | Error::InUse { .. } => ErrorCode::Busy,
+            Error::Locked { .. }
+            | Error::Active { .. }
+            | Error::Exported { .. }
+            | Error::InUse { .. } => ErrorCode::Busy,
             Error::NoSuchSnapshot(_) => ErrorCode::NoSuchSnapshot,
             Error::NotActive(_) => ErrorCode::NotActive,
             Error::Invalid(_) => ErrorCode::Invalid,

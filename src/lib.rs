@@ -17,10 +17,12 @@
 //! - [`worker`]: background passes and the periodic commit.
 //! - [`progress`]: rates and ETAs of background jobs for `status`.
 //! - [`report`]: `check` and `dump` results as plain data (offline and online).
+//! - [`nbd`]: the NBD export of snapshots and the origin, with block status.
 //! - [`lock`]: the store lock that refuses a second daemon (and an online `format`).
 //! - [`state`]: the state file that lets a restarted daemon take its devices back.
 //! - [`daemon`]: daemon mode and its readiness pipe.
 //! - [`offline`]: operations on a store without a daemon (`format`).
+//! - [`exporting`]: `export` / `unexport` on the service, and their state.
 //! - [`exit`]: the one mapping from errors to exit codes of both binaries.
 //!
 //! # Guarantees
@@ -36,9 +38,11 @@ pub mod daemon;
 pub mod devices;
 mod error;
 pub mod exit;
+pub mod exporting;
 pub mod inspect;
 pub mod kernel;
 pub mod lock;
+pub mod nbd;
 pub mod offline;
 pub mod progress;
 pub mod protocol;

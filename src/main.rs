@@ -60,6 +60,14 @@ struct Args {
     /// store were full. Rounded up to whole chunks.
     #[arg(long, value_name = "SIZE", default_value = "0", value_parser = offline::parse_size_u64)]
     min_free: u64,
+    /// The NBD server's Unix socket (mode 0600). Default: beside the control
+    /// socket, its name with `.nbd.sock` for `.sock` (/run/ublk-snap/ublk-snapd.nbd.sock).
+    #[arg(long, value_name = "PATH")]
+    nbd_socket: Option<PathBuf>,
+    /// Also serve NBD on TCP, HOST:PORT (no authentication, no TLS: a trusted
+    /// network or loopback only).
+    #[arg(long, value_name = "HOST:PORT")]
+    nbd_listen: Option<String>,
     /// Where the state file for crash recovery lives.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_RUN_DIR)]
     state_dir: PathBuf,
@@ -160,6 +168,12 @@ fn run(args: &Args, ready: &Readiness) -> anyhow::Result<()> {
         space_policy: args.space_policy,
         min_free_bytes: args.min_free,
         uring_reads: args.origin_reads == "uring",
+        nbd_socket: Some(
+            args.nbd_socket
+                .as_deref()
+                .map_or_else(|| ublk_snapd::nbd::default_socket(&socket), absolute),
+        ),
+        nbd_listen: args.nbd_listen.clone(),
     };
     daemon::serve(cfg, &socket, ready)?;
     Ok(())

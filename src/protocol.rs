@@ -154,6 +154,22 @@ pub enum Op {
         #[serde(default)]
         len: Option<u64>,
     },
+    /// Export a snapshot (or the origin, `name` = "origin") over NBD.
+    Export {
+        /// The snapshot, or "origin".
+        name: String,
+        /// Allow writes (default: read-only, writes get EPERM).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        writable: bool,
+        /// The export's name (default: `name`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        export: Option<String>,
+    },
+    /// Remove an NBD export (its connections are closed).
+    Unexport {
+        /// The export's name.
+        export: String,
+    },
 }
 
 /// A retention policy: how many snapshots each rule keeps (0: the rule is off). A
@@ -247,6 +263,10 @@ pub enum Reply {
     Map(crate::inspect::MapReport),
     /// Reply to `diff`.
     Diff(crate::inspect::DiffReport),
+    /// `export` succeeded (or the same export existed already).
+    Exported(ExportEntry),
+    /// `unexport` succeeded.
+    Unexported(ExportEntry),
     /// The request failed.
     Error(ErrorReply),
 }
@@ -316,6 +336,37 @@ pub struct Snapshot {
     /// Device size in bytes.
     #[serde(default)]
     pub size_bytes: u64,
+    /// Its NBD exports' names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<String>,
+}
+
+/// The NBD part of `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NbdStatus {
+    /// Where the daemon listens for NBD clients (`unix:PATH`, `tcp:HOST:PORT`).
+    pub listen: Vec<String>,
+    /// Every export, by name.
+    pub exports: Vec<ExportEntry>,
+}
+
+/// An NBD export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportEntry {
+    /// The export's name (what clients ask for).
+    pub export: String,
+    /// The snapshot it serves (`None`: the origin).
+    pub snapshot: Option<String>,
+    /// Whether clients may write.
+    pub writable: bool,
+    /// Connections open on it now.
+    #[serde(default)]
+    pub connections: usize,
+    /// Where the daemon listens for NBD clients (`unix:PATH`, `tcp:HOST:PORT`).
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// The store's transaction id.
+    pub txn_id: u64,
 }
 
 /// Store and daemon status.
@@ -341,6 +392,9 @@ pub struct Status {
     pub nr_snapshots: usize,
     /// Every device the daemon serves, origin first.
     pub devices: Vec<ActiveDevice>,
+    /// The NBD server: where it listens, its exports.
+    #[serde(default)]
+    pub nbd: Box<NbdStatus>,
     /// Background passes and their progress.
     pub jobs: Vec<Job>,
     /// A merge waiting for the origin device to be closed (`merge --deferred`).

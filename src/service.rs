@@ -46,6 +46,10 @@ pub struct Config {
     /// Origin reads outside a merge go to the origin's descriptor through each queue's
     /// io_uring instead of a blocking `pread` ([`StoreTarget::new`]).
     pub uring_reads: bool,
+    /// The NBD server's Unix socket (`None`: none).
+    pub nbd_socket: Option<PathBuf>,
+    /// The NBD server's TCP address, `HOST:PORT` (`None`: no TCP).
+    pub nbd_listen: Option<String>,
 }
 
 /// See the module documentation.
@@ -60,6 +64,10 @@ pub struct Service {
     refusals: Arc<SpaceRefusals>,
     /// The ublk driver's features, read when the devices start ([`crate::kernel`]).
     driver: std::sync::OnceLock<Option<ublk_target::Features>>,
+    /// NBD exports (see [`crate::exporting`]).
+    pub(crate) exports: Arc<crate::nbd::Exports>,
+    /// Where the NBD server listens, once it does.
+    pub(crate) nbd_listen: Mutex<Vec<String>>,
     cfg: Config,
     _lock: StoreLock,
 }
@@ -115,6 +123,8 @@ impl Service {
             deferred_merge: Mutex::new(None),
             refusals: Arc::default(),
             driver: std::sync::OnceLock::new(),
+            exports: crate::nbd::Exports::new(),
+            nbd_listen: Mutex::new(Vec::new()),
             cfg,
             _lock: lock,
         })
@@ -164,6 +174,9 @@ impl Service {
                     tracing::error!(name = %s.name, error = %e, "cannot bring back snapshot device")
                 }
             }
+        }
+        if let Some(p) = &previous {
+            self.restore_exports(p);
         }
         self.save_state(&devs);
         devs.path(Dev::Origin)
@@ -234,6 +247,14 @@ impl Service {
                 len,
             )
             .map(Reply::Diff),
+            Op::Export {
+                name,
+                writable,
+                export,
+            } => self
+                .export(&name, writable, export.as_deref())
+                .map(Reply::Exported),
+            Op::Unexport { export } => self.unexport(&export).map(Reply::Unexported),
         };
         match r {
             Ok(reply) => Response::new(reply),
@@ -244,16 +265,22 @@ impl Service {
         }
     }
 
-    fn lookup(&self, name: &str) -> Result<SnapId> {
+    pub(crate) fn lookup(&self, name: &str) -> Result<SnapId> {
         self.store
             .lock()
             .lookup(name)
             .ok_or_else(|| Error::NoSuchSnapshot(name.to_owned()))
     }
 
-    /// [`lookup`](Self::lookup), refused while the snapshot is active.
+    /// [`lookup`](Self::lookup), refused while the snapshot is active or exported.
     fn lookup_inactive(&self, devs: &Devices, name: &str) -> Result<SnapId> {
         let id = self.lookup(name)?;
+        if let Some(e) = self.exports.of(Dev::Snap(id)).into_iter().next() {
+            return Err(Error::Exported {
+                name: name.to_owned(),
+                export: e.name,
+            });
+        }
         match devs.path(Dev::Snap(id)) {
             Some(device) => Err(Error::Active {
                 name: name.to_owned(),
@@ -263,7 +290,7 @@ impl Service {
         }
     }
 
-    fn txn(&self) -> u64 {
+    pub(crate) fn txn(&self) -> u64 {
         self.store.lock().txn_id().0
     }
 
@@ -485,6 +512,11 @@ impl Service {
         Ok(self.store.lock().dump(elements)?.into())
     }
 
+    /// The activation table's lock (control operations are serialised by it).
+    pub(crate) fn devices(&self) -> parking_lot::MutexGuard<'_, Devices> {
+        self.devices.lock()
+    }
+
     /// `activate`.
     pub fn activate(&self, name: &str) -> Result<protocol::Activated> {
         let mut devs = self.devices.lock();
@@ -519,7 +551,8 @@ impl Service {
             .remove(Dev::Snap(id))
             .ok_or_else(|| Error::NotActive(name.to_owned()))?;
         let stopped = device.stop();
-        self.store.lock().set_in_use(id, false);
+        let exported = !self.exports.of(Dev::Snap(id)).is_empty();
+        self.store.lock().set_in_use(id, exported);
         self.save_state(&devs);
         stopped?;
         let t = crate::target::flush(&self.store)?;
@@ -539,6 +572,12 @@ impl Service {
                 .map(|i| protocol::Snapshot {
                     id: i.id.0,
                     device: devs.path(Dev::Snap(i.id)),
+                    exports: self
+                        .exports
+                        .of(Dev::Snap(i.id))
+                        .into_iter()
+                        .map(|e| e.name)
+                        .collect(),
                     name: i.name,
                     created: i.created,
                     parent: i.parent,
@@ -590,6 +629,10 @@ impl Service {
                     crate::kernel::active_device(snapshot, d)
                 })
                 .collect(),
+            nbd: Box::new(protocol::NbdStatus {
+                listen: self.nbd_listen.lock().clone(),
+                exports: self.export_entries(s.txn_id().0),
+            }),
             jobs: st
                 .jobs
                 .iter()
@@ -663,7 +706,7 @@ impl Service {
         Ok(Device::start(target, opts)?)
     }
 
-    fn save_state(&self, devs: &Devices) {
+    pub(crate) fn save_state(&self, devs: &Devices) {
         let Some(file) = &self.state else {
             return;
         };
@@ -690,6 +733,7 @@ impl Service {
                 })
                 .collect(),
             deferred_merge: self.deferred_merge.lock().map(|id| id.0),
+            exports: self.recorded_exports(),
         };
         drop(s);
         if let Err(e) = file.save(&state) {

@@ -30,6 +30,9 @@ pub struct State {
     pub origin_dev_id: Option<u32>,
     /// Active snapshots.
     pub snapshots: Vec<ActiveSnapshot>,
+    /// NBD exports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<RecordedExport>,
     /// The snapshot id of a merge deferred until the origin is closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred_merge: Option<u32>,
@@ -44,6 +47,19 @@ pub struct ActiveSnapshot {
     pub name: String,
     /// The N of `/dev/ublkbN`.
     pub dev_id: u32,
+}
+
+/// An NBD export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedExport {
+    /// The export's name.
+    pub export: String,
+    /// The snapshot's id (`None`: the origin).
+    pub snapshot: Option<u32>,
+    /// The snapshot's name when exported (for logs).
+    pub name: String,
+    /// Writable.
+    pub writable: bool,
 }
 
 /// The state file of one store.

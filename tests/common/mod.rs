@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod nbd;
 
 use blockdev::{BlockDevice, FaultyDevice};
 use exception_store::{Dev, Store, StoreOptions};

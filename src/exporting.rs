@@ -1,0 +1,191 @@
+//! The control side of NBD exports: `export` and `unexport` on the [`Service`], the
+//! exports' entries in `list`, `status` and the state file, and their recovery after
+//! a crash.
+//!
+//! # Invariants
+//! - An exported snapshot counts as in use (the space policy never deletes it) and
+//!   cannot be deleted or merged until it is unexported, like an active one.
+//! - Every change is recorded in the state file, so a daemon restarted after a crash
+//!   serves the same exports (a clean shutdown removes the file: exports, like
+//!   devices, are then made again by whoever made them).
+//! - Export names follow the snapshot-name rules ([`exception_store::validate_name`]).
+use crate::{
+    nbd::Export,
+    protocol::ExportEntry,
+    service::Service,
+    state::{RecordedExport, State},
+    Error, Result,
+};
+use blockdev::ids::SnapId;
+use exception_store::Dev;
+
+/// The name that exports the origin instead of a snapshot.
+pub const ORIGIN: &str = "origin";
+
+impl Service {
+    /// The export table the NBD server serves.
+    pub fn exports(&self) -> &std::sync::Arc<crate::nbd::Exports> {
+        &self.exports
+    }
+
+    /// Record where the NBD server listens (for replies and `status`).
+    pub fn set_nbd_listen(&self, addresses: Vec<String>) {
+        *self.nbd_listen.lock() = addresses;
+    }
+
+    /// `export`: serve snapshot `name` (or the origin, for [`ORIGIN`]) as NBD export
+    /// `export` (default: `name`). Exporting the same thing again with the same
+    /// settings is a no-op; an existing export of that name with other settings is
+    /// refused (unexport it first).
+    pub fn export(&self, name: &str, writable: bool, export: Option<&str>) -> Result<ExportEntry> {
+        let devs = self.devices();
+        let export = export.unwrap_or(name);
+        exception_store::validate_name(export).map_err(|e| Error::Invalid(e.to_string()))?;
+        let (dev, snapshot) = if name == ORIGIN {
+            (Dev::Origin, None)
+        } else {
+            (Dev::Snap(self.lookup(name)?), Some(name.to_owned()))
+        };
+        let e = Export {
+            name: export.to_owned(),
+            dev,
+            snapshot,
+            writable,
+        };
+        match self.exports.get_exact(export) {
+            Some(old) if old == e => return Ok(self.entry(&e)),
+            Some(old) => {
+                return Err(Error::Invalid(format!(
+                    "export {export:?} exists already (of {}{}); unexport it first",
+                    old.snapshot.as_deref().unwrap_or(ORIGIN),
+                    if old.writable { ", writable" } else { "" }
+                )))
+            }
+            None => {}
+        }
+        if let Dev::Snap(id) = dev {
+            self.store().lock().set_in_use(id, true);
+        }
+        self.exports.insert(e.clone());
+        self.save_state(&devs);
+        tracing::info!(export, name, writable, "NBD export added");
+        Ok(self.entry(&e))
+    }
+
+    /// `unexport`: remove the export and close its connections.
+    pub fn unexport(&self, export: &str) -> Result<ExportEntry> {
+        let devs = self.devices();
+        let e = self
+            .exports
+            .remove(export)
+            .ok_or_else(|| Error::Invalid(format!("no NBD export named {export:?}")))?;
+        if let Dev::Snap(id) = e.dev {
+            let still = devs.get(e.dev).is_some() || !self.exports.of(e.dev).is_empty();
+            self.store().lock().set_in_use(id, still);
+        }
+        self.save_state(&devs);
+        // what its clients wrote is durable once they are gone
+        crate::target::flush(self.store())?;
+        tracing::info!(export, "NBD export removed");
+        Ok(self.entry(&e))
+    }
+
+    fn entry(&self, e: &Export) -> ExportEntry {
+        entry(
+            e,
+            self.exports
+                .connections()
+                .get(&e.name)
+                .copied()
+                .unwrap_or(0),
+            self.nbd_listen.lock().clone(),
+            self.txn(),
+        )
+    }
+
+    /// Every export, for `status` (takes no store lock: `txn_id` is given).
+    pub(crate) fn export_entries(&self, txn_id: u64) -> Vec<ExportEntry> {
+        let conns = self.exports.connections();
+        let listen = self.nbd_listen.lock().clone();
+        self.exports
+            .list()
+            .iter()
+            .map(|e| {
+                entry(
+                    e,
+                    conns.get(&e.name).copied().unwrap_or(0),
+                    listen.clone(),
+                    txn_id,
+                )
+            })
+            .collect()
+    }
+
+    /// The exports as the state file records them (takes no store lock).
+    pub(crate) fn recorded_exports(&self) -> Vec<RecordedExport> {
+        self.exports
+            .list()
+            .into_iter()
+            .map(|e| RecordedExport {
+                snapshot: match e.dev {
+                    Dev::Origin => None,
+                    Dev::Snap(id) => Some(id.0),
+                },
+                name: e.snapshot.unwrap_or_else(|| ORIGIN.into()),
+                export: e.name,
+                writable: e.writable,
+            })
+            .collect()
+    }
+
+    /// After a crash: serve the exports the previous daemon recorded, except those
+    /// of snapshots that no longer exist.
+    pub(crate) fn restore_exports(&self, previous: &State) {
+        for r in &previous.exports {
+            let dev = match r.snapshot {
+                None => Dev::Origin,
+                Some(id) => Dev::Snap(SnapId(id)),
+            };
+            let snapshot = match dev {
+                Dev::Origin => None,
+                Dev::Snap(id) => {
+                    let s = self.store().lock();
+                    let name = s
+                        .snapshots()
+                        .into_iter()
+                        .find(|i| i.id == id)
+                        .map(|i| i.name);
+                    drop(s);
+                    match name {
+                        Some(n) => Some(n),
+                        None => {
+                            tracing::warn!(export = %r.export, name = %r.name, "recorded export's snapshot no longer exists");
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Dev::Snap(id) = dev {
+                self.store().lock().set_in_use(id, true);
+            }
+            self.exports.insert(Export {
+                name: r.export.clone(),
+                dev,
+                snapshot,
+                writable: r.writable,
+            });
+            tracing::info!(export = %r.export, "NBD export restored");
+        }
+    }
+}
+
+fn entry(e: &Export, connections: usize, listen: Vec<String>, txn_id: u64) -> ExportEntry {
+    ExportEntry {
+        export: e.name.clone(),
+        snapshot: e.snapshot.clone(),
+        writable: e.writable,
+        connections,
+        listen,
+        txn_id,
+    }
+}
