@@ -91,20 +91,28 @@ impl Service {
     }
 
     fn entry(&self, e: &Export) -> ExportEntry {
-        entry(
-            e,
-            self.exports
-                .connections()
-                .get(&e.name)
-                .copied()
-                .unwrap_or(0),
-            self.nbd_listen.lock().clone(),
-            self.txn(),
-        )
+        // one lock at a time: `status` takes the listen list under the store lock
+        let txn = self.txn();
+        let listen = self.nbd_listen.lock().clone();
+        let conns = self
+            .exports
+            .connections()
+            .get(&e.name)
+            .copied()
+            .unwrap_or(0);
+        entry(e, conns, listen, txn)
     }
 
-    /// Every export, for `status` (takes no store lock: `txn_id` is given).
-    pub(crate) fn export_entries(&self, txn_id: u64) -> Vec<ExportEntry> {
+    /// The NBD part of `status` (takes no store lock: `txn_id` is given).
+    pub(crate) fn nbd_status(&self, txn_id: u64) -> crate::protocol::NbdStatus {
+        let exports = self.export_entries(txn_id);
+        crate::protocol::NbdStatus {
+            listen: self.nbd_listen.lock().clone(),
+            exports,
+        }
+    }
+
+    fn export_entries(&self, txn_id: u64) -> Vec<ExportEntry> {
         let conns = self.exports.connections();
         let listen = self.nbd_listen.lock().clone();
         self.exports

@@ -629,10 +629,7 @@ impl Service {
                     crate::kernel::active_device(snapshot, d)
                 })
                 .collect(),
-            nbd: Box::new(protocol::NbdStatus {
-                listen: self.nbd_listen.lock().clone(),
-                exports: self.export_entries(s.txn_id().0),
-            }),
+            nbd: Box::new(self.nbd_status(s.txn_id().0)),
             jobs: st
                 .jobs
                 .iter()

@@ -44,11 +44,8 @@ pub fn runs(map: &[MapExtent], req_one: bool) -> Vec<Run> {
     let mut out: Vec<Run> = Vec::new();
     let limit = if req_one { 1 } else { MAX_EXTENTS };
     for m in map {
-        let (hole, owner) = match m.owner {
-            Owner::Origin => (false, 0),
-            Owner::Chunk { label, .. } => (false, label),
-            Owner::Hole { label } => (true, label),
-        };
+        let hole = matches!(m.owner, Owner::Hole { .. });
+        let owner = m.owner.label().0;
         // a map over a request never has a run longer than the request
         let len = u32::try_from(m.len).unwrap_or(u32::MAX);
         if let Some(p) = out.last_mut() {
@@ -78,6 +75,7 @@ pub fn descriptors(runs: &[Run], c: Context) -> Vec<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use blockdev::ids::{ChunkNr, Label};
 
     fn ext(offset: u64, len: u64, owner: Owner, depth: u32) -> MapExtent {
         MapExtent {
@@ -95,8 +93,8 @@ mod tests {
                 0,
                 4096,
                 Owner::Chunk {
-                    label: 2,
-                    chunk: 10,
+                    label: Label(2),
+                    chunk: ChunkNr(10),
                 },
                 1,
             ),
@@ -104,12 +102,12 @@ mod tests {
                 4096,
                 4096,
                 Owner::Chunk {
-                    label: 2,
-                    chunk: 50,
+                    label: Label(2),
+                    chunk: ChunkNr(50),
                 },
                 1,
             ),
-            ext(8192, 4096, Owner::Hole { label: 2 }, 1),
+            ext(8192, 4096, Owner::Hole { label: Label(2) }, 1),
             ext(12288, 8192, Owner::Origin, 3),
         ];
         let r = runs(&map, false);

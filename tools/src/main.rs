@@ -46,6 +46,8 @@ enum Cmd {
     Dump(cmd::dump::Args),
     Map(cmd::map::Args),
     Diff(cmd::diff::Args),
+    Export(cmd::export::Args),
+    Unexport(cmd::export::UnexportArgs),
     SystemdUnits(cmd::systemd_units::Args),
 }
 
@@ -68,6 +70,8 @@ fn main() -> ExitCode {
         Cmd::Dump(a) => cmd::dump::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::Map(a) => cmd::map::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::Diff(a) => cmd::diff::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Export(a) => cmd::export::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Unexport(a) => cmd::export::unexport(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::SystemdUnits(a) => cmd::systemd_units::run(a, &out).map(|()| ExitCode::SUCCESS),
     };
     match r {

@@ -26,11 +26,24 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
                         s.parent.clone().unwrap_or_else(|| "origin".into()),
                         if s.hold { "held" } else { "-" }.into(),
                         s.device.clone().unwrap_or_else(|| "-".into()),
+                        if s.exports.is_empty() {
+                            "-".into()
+                        } else {
+                            s.exports.join(",")
+                        },
                     ]
                 })
                 .collect();
             table(
-                &["ID", "NAME", "CREATED (UTC)", "FROM", "HOLD", "DEVICE"],
+                &[
+                    "ID",
+                    "NAME",
+                    "CREATED (UTC)",
+                    "FROM",
+                    "HOLD",
+                    "DEVICE",
+                    "NBD",
+                ],
                 &rows,
             )
         }),

@@ -6,6 +6,7 @@ pub mod deactivate;
 pub mod delete;
 pub mod diff;
 pub mod dump;
+pub mod export;
 pub mod format;
 pub mod hold;
 pub mod list;

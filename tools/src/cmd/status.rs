@@ -90,6 +90,26 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
                 })
                 .collect();
             t.push_str(&table(&["DEVICE OF", "PATH", "DATA PATH", "FEATURES"], &devs));
+            if !s.nbd.listen.is_empty() {
+                t.push_str(&format!("\nNBD listening on: {}\n", s.nbd.listen.join(", ")));
+            }
+            if !s.nbd.exports.is_empty() {
+                let ex: Vec<Vec<String>> = s
+                    .nbd
+                    .exports
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.export.clone(),
+                            e.snapshot.clone().unwrap_or_else(|| "(origin)".into()),
+                            if e.writable { "rw" } else { "ro" }.into(),
+                            e.connections.to_string(),
+                        ]
+                    })
+                    .collect();
+                t.push('\n');
+                t.push_str(&table(&["NBD EXPORT", "OF", "MODE", "CLIENTS"], &ex));
+            }
             if s.jobs.is_empty() {
                 t.push_str("\nbackground work: none\n");
             } else {
