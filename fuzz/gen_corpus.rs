@@ -8,7 +8,7 @@ use std::{fs, sync::Arc};
 
 fn main() {
     let dir = std::path::Path::new("corpus");
-    for t in ["superblock", "records", "store_image", "protocol"] {
+    for t in ["superblock", "records", "store_image", "protocol", "nbd"] {
         fs::create_dir_all(dir.join(t)).expect("mkdir");
     }
     // a small store with snapshots, a snapshot of a snapshot, holes and a pending delete
@@ -54,5 +54,63 @@ fn main() {
     {
         fs::write(dir.join(format!("protocol/{i}")), line).expect("write");
     }
+    nbd_seeds(dir);
     println!("corpora written under {}", dir.display());
+}
+
+/// NBD client streams: handshakes (GO with structured replies and every context,
+/// EXPORT_NAME, LIST then ABORT) followed by one of each command.
+fn nbd_seeds(dir: &std::path::Path) {
+    use ublk_snapd::nbd::request::{encode, Request};
+    fn opt(v: &mut Vec<u8>, o: u32, data: &[u8]) {
+        v.extend_from_slice(b"IHAVEOPT");
+        v.extend_from_slice(&[(o >> 24) as u8, (o >> 16) as u8, (o >> 8) as u8, o as u8]);
+        let n = data.len() as u32;
+        v.extend_from_slice(&[(n >> 24) as u8, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        v.extend_from_slice(data);
+    }
+    fn str32(v: &mut Vec<u8>, s: &str) {
+        v.extend_from_slice(&[0, 0, 0, s.len() as u8]);
+        v.extend_from_slice(s.as_bytes());
+    }
+    let req = |cmd: u16, flags: u16, offset: u64, len: u32| {
+        encode(&Request { flags, cmd, cookie: 1, offset, len })
+    };
+    let mut go = vec![0, 0, 0, 3];
+    opt(&mut go, 8, &[]);
+    let mut meta = Vec::new();
+    str32(&mut meta, "o");
+    meta.extend_from_slice(&[0, 0, 0, 3]);
+    for c in ["base:allocation", "qemu:allocation-depth", "ublk-snap:owner"] {
+        str32(&mut meta, c);
+    }
+    opt(&mut go, 9, &meta);
+    opt(&mut go, 10, &meta);
+    let mut g = Vec::new();
+    str32(&mut g, "o");
+    g.extend_from_slice(&[0, 2, 0, 3, 0, 1]);
+    opt(&mut go, 7, &g);
+    let mut cmds = go.clone();
+    cmds.extend_from_slice(&req(1, 1, 4096, 512));
+    cmds.extend_from_slice(&[0x5a; 512]);
+    cmds.extend_from_slice(&req(0, 0, 0, 8192));
+    cmds.extend_from_slice(&req(7, 0, 0, 65536));
+    cmds.extend_from_slice(&req(7, 8, 4096, 65536));
+    cmds.extend_from_slice(&req(4, 0, 8192, 8192));
+    cmds.extend_from_slice(&req(6, 2, 16384, 4096));
+    cmds.extend_from_slice(&req(5, 0, 0, 4096));
+    cmds.extend_from_slice(&req(3, 0, 0, 0));
+    cmds.extend_from_slice(&req(2, 0, 0, 0));
+    fs::write(dir.join("nbd/go_commands"), &cmds).expect("write");
+    let mut old = vec![0, 0, 0, 1];
+    opt(&mut old, 1, b"s");
+    old.extend_from_slice(&req(0, 0, 0, 4096));
+    old.extend_from_slice(&req(1, 0, 0, 4));
+    old.extend_from_slice(b"nope");
+    fs::write(dir.join("nbd/export_name"), &old).expect("write");
+    let mut list = vec![0, 0, 0, 3];
+    opt(&mut list, 3, &[]);
+    opt(&mut list, 6, &g);
+    opt(&mut list, 2, &[]);
+    fs::write(dir.join("nbd/list_info_abort"), &list).expect("write");
 }
