@@ -75,6 +75,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (st, snap) = store();
-    let dev = if n.export.name == "s" { *snap } else { Dev::Origin };
+    let dev = if n.export.name == "s" {
+        *snap
+    } else {
+        Dev::Origin
+    };
     let _ = transmission::run(&mut w, st, dev, &n);
 });

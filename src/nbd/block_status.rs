@@ -1,6 +1,7 @@
-//! `NBD_CMD_BLOCK_STATUS` from the store's map ([`SharedStore::map`]): one run list,
-//! then one descriptor list per selected context, so that every context reports
-//! the same extent boundaries.
+//! `NBD_CMD_BLOCK_STATUS` from the store's map
+//! ([`SharedStore::map`](exception_store::SharedStore::map)): one run list, then one
+//! descriptor list per selected context, so that every context reports the same
+//! extent boundaries.
 //!
 //! Runs of the map that agree in all three values (reads zeros, depth, owning
 //! label) are merged; the runs cover the request exactly (the map is computed over

@@ -42,6 +42,8 @@ fn help_is_golden() {
         "dump",
         "map",
         "diff",
+        "export",
+        "unexport",
         "systemd-units",
     ] {
         let out = snapctl(&[cmd, "--help"]);
@@ -95,6 +97,8 @@ fn no_daemon_exits_5_with_a_json_error() {
         &["prune", "--keep-last", "1"],
         &["check"],
         &["dump"],
+        &["export", "x"],
+        &["unexport", "x"],
     ] {
         let mut args = vec!["--socket", sock];
         args.extend_from_slice(cmd);
