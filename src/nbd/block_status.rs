@@ -3,8 +3,9 @@
 //! descriptor list per selected context, so that every context reports the same
 //! extent boundaries.
 //!
-//! Runs of the map that agree in all three values (reads zeros, depth, owning
-//! label) are merged; the runs cover the request exactly (the map is computed over
+//! Runs of the map that agree in the values of every *selected* context are merged
+//! (a client that asked for `base:allocation` alone gets one extent for a whole
+//! range of data, whoever owns it); the runs cover the request exactly (the map is computed over
 //! the request's range only, from the element index, never from data). With
 //! `NBD_CMD_FLAG_REQ_ONE` only the first run is sent. At most [`MAX_EXTENTS`]
 //! descriptors go in one reply; the client asks again for the rest.
@@ -39,9 +40,10 @@ impl Run {
     }
 }
 
-/// The runs of `map` (which covers a request of at most `u32::MAX` bytes), merged,
-/// at most one with `req_one`, at most [`MAX_EXTENTS`].
-pub fn runs(map: &[MapExtent], req_one: bool) -> Vec<Run> {
+/// The runs of `map` (which covers a request of at most `u32::MAX` bytes), merged
+/// where `contexts` see no difference, at most one with `req_one`, at most
+/// [`MAX_EXTENTS`].
+pub fn runs(map: &[MapExtent], contexts: &[Context], req_one: bool) -> Vec<Run> {
     let mut out: Vec<Run> = Vec::new();
     let limit = if req_one { 1 } else { MAX_EXTENTS };
     for m in map {
@@ -49,8 +51,14 @@ pub fn runs(map: &[MapExtent], req_one: bool) -> Vec<Run> {
         let owner = m.owner.label().0;
         // a map over a request never has a run longer than the request
         let len = u32::try_from(m.len).unwrap_or(u32::MAX);
+        let run = Run {
+            len,
+            hole,
+            depth: m.depth,
+            owner,
+        };
         if let Some(p) = out.last_mut() {
-            if p.hole == hole && p.depth == m.depth && p.owner == owner {
+            if contexts.iter().all(|c| p.value(*c) == run.value(*c)) {
                 p.len = p.len.saturating_add(len);
                 continue;
             }
@@ -58,12 +66,7 @@ pub fn runs(map: &[MapExtent], req_one: bool) -> Vec<Run> {
         if out.len() == limit {
             break;
         }
-        out.push(Run {
-            len,
-            hole,
-            depth: m.depth,
-            owner,
-        });
+        out.push(run);
     }
     out
 }
@@ -111,7 +114,7 @@ mod tests {
             ext(8192, 4096, Owner::Hole { label: Label(2) }, 1),
             ext(12288, 8192, Owner::Origin, 3),
         ];
-        let r = runs(&map, false);
+        let r = runs(&map, &crate::nbd::meta::ALL, false);
         assert_eq!(r.len(), 3);
         assert_eq!(r[0].len, 8192);
         assert_eq!(
@@ -126,6 +129,14 @@ mod tests {
             descriptors(&r, Context::Owner),
             vec![(8192, 2), (4096, 2), (8192, 0)]
         );
-        assert_eq!(runs(&map, true).len(), 1);
+        assert_eq!(runs(&map, &crate::nbd::meta::ALL, true).len(), 1);
+        // base:allocation alone: data, hole, data
+        let a = runs(&map, &[Context::Allocation], false);
+        assert_eq!(
+            descriptors(&a, Context::Allocation),
+            vec![(8192, 0), (4096, STATE_HOLE | STATE_ZERO), (8192, 0)]
+        );
+        let d = runs(&map, &[Context::Depth], false);
+        assert_eq!(descriptors(&d, Context::Depth), vec![(12288, 1), (8192, 3)]);
     }
 }

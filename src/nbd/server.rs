@@ -142,6 +142,12 @@ impl Stream {
             Stream::Tcp(s) => s.set_nonblocking(false),
         }
     }
+    fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+        })
+    }
     fn peer(&self) -> io::Result<Peer> {
         Ok(match self {
             Stream::Unix(s) => Peer::Unix(s.try_clone()?),
@@ -353,5 +359,6 @@ fn session(s: &mut Stream, store: &SharedStore, exports: &Exports, id: u64) -> i
     let dev: Dev = e.dev;
     s.set_read_timeout(None)?;
     tracing::debug!(export = %e.name, structured = n.structured, contexts = n.contexts.len(), "NBD client attached");
-    transmission::run(s, store, dev, &n)
+    let w = s.try_clone()?;
+    transmission::run(s, w, store, dev, &n)
 }

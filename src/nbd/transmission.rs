@@ -2,9 +2,10 @@
 //! ([`request::check`]), serve it on the shared store, reply; until the client
 //! disconnects, breaks the framing, or its export is removed.
 //!
-//! Requests are served in order, one at a time per connection (clients that want
-//! parallelism open several connections: the export advertises
-//! `NBD_FLAG_CAN_MULTI_CONN`, see below). The data path is the ublk devices' own:
+//! Up to [`WORKERS`] requests of a connection are served at once, replies in
+//! completion order (as the protocol allows; clients match them by cookie), and
+//! clients may open several connections: the export advertises
+//! `NBD_FLAG_CAN_MULTI_CONN`, see below. The data path is the ublk devices' own:
 //! [`SharedStore::read`], [`SharedStore::write`] (origin writes copy out first),
 //! [`SharedStore::discard`], [`SharedStore::write_zeroes`], and a FLUSH is
 //! [`SharedStore::flush`]: one commit of the whole store plus a flush of the origin.
@@ -22,7 +23,14 @@ use super::{
     request::{self, Request, Shape, Verdict, REQUEST_LEN},
 };
 use exception_store::{Dev, SharedStore};
-use std::io::{self, Read, Write};
+use parking_lot::Mutex;
+use std::{
+    io::{self, Read, Write},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+};
 
 /// Largest piece a CACHE or a NO_HOLE WRITE_ZEROES handles at once.
 const PIECE: usize = 1 << 20;
@@ -39,12 +47,51 @@ pub fn nbd_errno(e: &exception_store::Error) -> u32 {
     }
 }
 
-/// Serve requests on `s` for the export `n` negotiated, reading device `dev`.
-/// Returns when the client disconnects; an error when the stream broke.
-pub fn run<S: Read + Write>(
-    s: &mut S,
+/// Requests of one connection served at once (each on its own thread).
+pub const WORKERS: usize = 4;
+
+/// Serve requests read from `r` for the export `n` negotiated, on device `dev`,
+/// replies written to `w`. Up to [`WORKERS`] requests are served at once (the
+/// protocol lets replies come in any order; each reply is written whole under one
+/// lock). Returns when the client disconnects (after the requests in flight are
+/// answered); an error when the stream broke.
+pub fn run<R: Read, W: Write + Send>(
+    r: &mut R,
+    w: W,
     store: &SharedStore,
     dev: Dev,
+    n: &Negotiated,
+) -> io::Result<()> {
+    let w = Mutex::new(w);
+    let broken = AtomicBool::new(false);
+    let (tx, rx) = mpsc::sync_channel::<(Request, Vec<u8>)>(WORKERS * 4);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|sc| {
+        for _ in 0..WORKERS {
+            sc.spawn(|| loop {
+                let job = rx.lock().recv();
+                let Ok((req, mut payload)) = job else {
+                    return;
+                };
+                let mut out = Vec::new();
+                // writing into a Vec cannot fail
+                let _ = serve(&mut out, store, dev, n, &req, &mut payload);
+                if !broken.load(Ordering::Relaxed) && w.lock().write_all(&out).is_err() {
+                    broken.store(true, Ordering::Relaxed);
+                }
+            });
+        }
+        let res = read_loop(r, &w, &tx, n);
+        drop(tx);
+        res
+    })
+}
+
+/// Read requests until the client leaves; hand each to the workers.
+fn read_loop<R: Read, W: Write>(
+    r: &mut R,
+    w: &Mutex<W>,
+    tx: &mpsc::SyncSender<(Request, Vec<u8>)>,
     n: &Negotiated,
 ) -> io::Result<()> {
     let shape = Shape {
@@ -53,25 +100,33 @@ pub fn run<S: Read + Write>(
         structured: n.structured,
         has_contexts: !n.contexts.is_empty(),
     };
-    let mut buf: Vec<u8> = Vec::new();
     loop {
         let mut h = [0u8; REQUEST_LEN];
-        match s.read_exact(&mut h) {
+        match r.read_exact(&mut h) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         }
-        let r = request::decode(&h).ok_or_else(|| bad("request without its magic"))?;
-        let verdict = request::check(&r, &shape);
-        if r.cmd == CMD_WRITE && verdict != Verdict::Fatal {
-            buf.resize(r.len as usize, 0);
-            s.read_exact(&mut buf)?;
+        let req = request::decode(&h).ok_or_else(|| bad("request without its magic"))?;
+        let verdict = request::check(&req, &shape);
+        let mut payload = Vec::new();
+        if req.cmd == CMD_WRITE && verdict != Verdict::Fatal {
+            payload.resize(req.len as usize, 0);
+            r.read_exact(&mut payload)?;
         }
         match verdict {
             Verdict::Fatal => return Err(bad("write larger than the maximum payload")),
             Verdict::Disconnect => return Ok(()),
-            Verdict::Error(e) => error(s, n, &r, e, "request refused")?,
-            Verdict::Serve => serve(s, store, dev, n, &r, &mut buf)?,
+            Verdict::Error(e) => {
+                let mut out = Vec::new();
+                error(&mut out, n, &req, e, "request refused")?;
+                w.lock().write_all(&out)?;
+            }
+            Verdict::Serve => {
+                if tx.send((req, payload)).is_err() {
+                    return Err(bad("the workers are gone"));
+                }
+            }
         }
     }
 }
@@ -150,7 +205,7 @@ fn status<S: Write>(
         Ok(m) => m,
         Err(e) => return error(s, n, r, nbd_errno(&e), &e.to_string()),
     };
-    let runs = block_status::runs(&map, r.flags & CMD_FLAG_REQ_ONE != 0);
+    let runs = block_status::runs(&map, &n.contexts, r.flags & CMD_FLAG_REQ_ONE != 0);
     let mut out = Vec::new();
     for (i, c) in n.contexts.iter().enumerate() {
         let done = i + 1 == n.contexts.len();
