@@ -131,8 +131,8 @@ fn read_loop<R: Read, W: Write>(
     }
 }
 
-fn serve<S: Write>(
-    s: &mut S,
+fn serve(
+    s: &mut Vec<u8>,
     store: &SharedStore,
     dev: Dev,
     n: &Negotiated,
@@ -142,7 +142,7 @@ fn serve<S: Write>(
     let fua = r.flags & CMD_FLAG_FUA != 0;
     let len = u64::from(r.len);
     let done = match r.cmd {
-        CMD_READ => return read(s, store, dev, n, r, buf),
+        CMD_READ => return read(s, store, dev, n, r),
         CMD_BLOCK_STATUS => return status(s, store, dev, n, r),
         CMD_WRITE => store.write(dev, r.offset, buf),
         CMD_FLUSH => store.flush().map(drop),
@@ -165,13 +165,13 @@ fn serve<S: Write>(
     }
 }
 
-fn read<S: Write>(
-    s: &mut S,
+/// A read's reply, built in `s` (the data read straight into it).
+fn read(
+    s: &mut Vec<u8>,
     store: &SharedStore,
     dev: Dev,
     n: &Negotiated,
     r: &Request,
-    buf: &mut Vec<u8>,
 ) -> io::Result<()> {
     if r.len == 0 && n.structured {
         let done = request::chunk_header(r.cookie, REPLY_FLAG_DONE, REPLY_TYPE_NONE, 0);
@@ -182,12 +182,13 @@ fn read<S: Write>(
     } else {
         request::simple_reply(r.cookie, 0)
     };
-    buf.clear();
-    buf.extend_from_slice(&head);
-    buf.resize(head.len() + r.len as usize, 0);
-    match store.read(dev, r.offset, &mut buf[head.len()..]) {
-        Ok(()) => s.write_all(buf),
+    let at = s.len();
+    s.extend_from_slice(&head);
+    s.resize(at + head.len() + r.len as usize, 0);
+    match store.read(dev, r.offset, &mut s[at + head.len()..]) {
+        Ok(()) => Ok(()),
         Err(e) => {
+            s.truncate(at);
             tracing::warn!(?dev, offset = r.offset, error = %e, "NBD read failed");
             error(s, n, r, nbd_errno(&e), &e.to_string())
         }
