@@ -70,12 +70,12 @@ pub fn run<R: Read, W: Write + Send>(
         for _ in 0..WORKERS {
             sc.spawn(|| loop {
                 let job = rx.lock().recv();
-                let Ok((req, mut payload)) = job else {
+                let Ok((req, payload)) = job else {
                     return;
                 };
                 let mut out = Vec::new();
                 // writing into a Vec cannot fail
-                let _ = serve(&mut out, store, dev, n, &req, &mut payload);
+                let _ = serve(&mut out, store, dev, n, &req, &payload);
                 if !broken.load(Ordering::Relaxed) && w.lock().write_all(&out).is_err() {
                     broken.store(true, Ordering::Relaxed);
                 }
@@ -137,14 +137,14 @@ fn serve(
     dev: Dev,
     n: &Negotiated,
     r: &Request,
-    buf: &mut Vec<u8>,
+    payload: &[u8],
 ) -> io::Result<()> {
     let fua = r.flags & CMD_FLAG_FUA != 0;
     let len = u64::from(r.len);
     let done = match r.cmd {
         CMD_READ => return read(s, store, dev, n, r),
         CMD_BLOCK_STATUS => return status(s, store, dev, n, r),
-        CMD_WRITE => store.write(dev, r.offset, buf),
+        CMD_WRITE => store.write(dev, r.offset, payload),
         CMD_FLUSH => store.flush().map(drop),
         CMD_TRIM => store.discard(dev, r.offset, len),
         CMD_WRITE_ZEROES if r.flags & CMD_FLAG_NO_HOLE != 0 => zero_data(store, dev, r),
