@@ -21,6 +21,7 @@
 //! - [`state`]: the state file that lets a restarted daemon take its devices back.
 //! - [`daemon`]: daemon mode and its readiness pipe.
 //! - [`offline`]: operations on a store without a daemon (`format`).
+//! - [`grow`]: `grow-store`, online and offline.
 //! - [`exit`]: the one mapping from errors to exit codes of both binaries.
 //!
 //! # Guarantees
@@ -36,6 +37,7 @@ pub mod daemon;
 pub mod devices;
 mod error;
 pub mod exit;
+pub mod grow;
 pub mod inspect;
 pub mod kernel;
 pub mod lock;

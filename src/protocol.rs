@@ -154,6 +154,13 @@ pub enum Op {
         #[serde(default)]
         len: Option<u64>,
     },
+    /// Take the space the store's file or block device gained (extended with
+    /// `truncate` or `lvextend`), in one commit.
+    GrowStore {
+        /// Leave the new part of a store file sparse instead of preallocating it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        sparse: bool,
+    },
 }
 
 /// A retention policy: how many snapshots each rule keeps (0: the rule is off). A
@@ -247,6 +254,8 @@ pub enum Reply {
     Map(crate::inspect::MapReport),
     /// Reply to `diff`.
     Diff(crate::inspect::DiffReport),
+    /// `grow_store` succeeded.
+    GrownStore(crate::grow::GrownStore),
     /// The request failed.
     Error(ErrorReply),
 }

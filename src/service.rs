@@ -96,6 +96,13 @@ impl Service {
             min_free_chunks = store.status().min_free_chunks,
             "store opened"
         );
+        if let Some(now) = store.device_room() {
+            tracing::warn!(
+                device_bytes = now,
+                store_bytes = store.store_len(),
+                "the store device is larger than the store: `snapctl grow-store` takes the space"
+            );
+        }
         if !store.status().last_shutdown_clean {
             tracing::warn!(
                 txn_id = store.txn_id().0,
@@ -234,6 +241,7 @@ impl Service {
                 len,
             )
             .map(Reply::Diff),
+            Op::GrowStore { sparse } => self.grow_store(sparse).map(Reply::GrownStore),
         };
         match r {
             Ok(reply) => Response::new(reply),

@@ -7,6 +7,7 @@ pub mod delete;
 pub mod diff;
 pub mod dump;
 pub mod format;
+pub mod grow_store;
 pub mod hold;
 pub mod list;
 pub mod map;
