@@ -23,6 +23,7 @@
 //! - [`daemon`]: daemon mode and its readiness pipe.
 //! - [`offline`]: operations on a store without a daemon (`format`).
 //! - [`exporting`]: `export` / `unexport` on the service, and their state.
+//! - [`grow`]: `grow-store`, online and offline.
 //! - [`exit`]: the one mapping from errors to exit codes of both binaries.
 //!
 //! # Guarantees
@@ -39,6 +40,7 @@ pub mod devices;
 mod error;
 pub mod exit;
 pub mod exporting;
+pub mod grow;
 pub mod inspect;
 pub mod kernel;
 pub mod lock;

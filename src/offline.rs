@@ -30,6 +30,8 @@ pub struct FormatOptions {
     pub store: PathBuf,
     /// Chunk size in bytes.
     pub chunk_size: u32,
+    /// Leave a store file sparse instead of preallocating it (`fallocate`).
+    pub sparse: bool,
 }
 
 /// What `format` made.
@@ -49,14 +51,29 @@ pub struct Formatted {
     pub nr_free: u64,
     /// The first transaction id.
     pub txn_id: u64,
+    /// The store's storage: "preallocated" (a block device is), "sparse" (asked
+    /// for), or "sparse (why)" when the filesystem cannot preallocate.
+    #[serde(default)]
+    pub storage: String,
 }
 
-/// Format the store for the origin.
+/// Format the store for the origin. A store file is preallocated first unless
+/// `sparse` (so that a filesystem that fills up cannot fail a copy-out with ENOSPC
+/// later); where the filesystem cannot preallocate, a warning says so and the store
+/// is formatted sparse. A filesystem without room for the whole file fails the
+/// format (ENOSPC) before anything is written.
 pub fn format(opts: &FormatOptions) -> Result<Formatted> {
     let _lock = StoreLock::acquire(&opts.store)?;
     let origin =
         FileDevice::open_with(&opts.origin, false).map_err(Error::io("open", &opts.origin))?;
     let dev = FileDevice::open(&opts.store).map_err(Error::io("open", &opts.store))?;
+    let storage = exception_store::preallocate(&dev, 0, dev.len(), opts.sparse)?;
+    if let exception_store::Preallocation::Unsupported(why) = &storage {
+        tracing::warn!(
+            why,
+            "the store stays sparse: a full filesystem can fail copy-outs"
+        );
+    }
     let store = Store::format(
         Arc::new(origin),
         Arc::new(dev),
@@ -72,6 +89,7 @@ pub fn format(opts: &FormatOptions) -> Result<Formatted> {
         nr_chunks: st.nr_chunks,
         nr_free: st.nr_free,
         txn_id: st.txn_id.0,
+        storage: storage.describe(),
     })
 }
 

@@ -170,6 +170,13 @@ pub enum Op {
         /// The export's name.
         export: String,
     },
+    /// Take the space the store's file or block device gained (extended with
+    /// `truncate` or `lvextend`), in one commit.
+    GrowStore {
+        /// Leave the new part of a store file sparse instead of preallocating it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        sparse: bool,
+    },
 }
 
 /// A retention policy: how many snapshots each rule keeps (0: the rule is off). A
@@ -267,6 +274,8 @@ pub enum Reply {
     Exported(ExportEntry),
     /// `unexport` succeeded.
     Unexported(ExportEntry),
+    /// `grow_store` succeeded.
+    GrownStore(crate::grow::GrownStore),
     /// The request failed.
     Error(ErrorReply),
 }

@@ -104,6 +104,13 @@ impl Service {
             min_free_chunks = store.status().min_free_chunks,
             "store opened"
         );
+        if let Some(now) = store.device_room() {
+            tracing::warn!(
+                device_bytes = now,
+                store_bytes = store.store_len(),
+                "the store device is larger than the store: `snapctl grow-store` takes the space"
+            );
+        }
         if !store.status().last_shutdown_clean {
             tracing::warn!(
                 txn_id = store.txn_id().0,
@@ -255,6 +262,7 @@ impl Service {
                 .export(&name, writable, export.as_deref())
                 .map(Reply::Exported),
             Op::Unexport { export } => self.unexport(&export).map(Reply::Unexported),
+            Op::GrowStore { sparse } => self.grow_store(sparse).map(Reply::GrownStore),
         };
         match r {
             Ok(reply) => Response::new(reply),

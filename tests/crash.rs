@@ -3,7 +3,8 @@
 //! Each round runs random operations (origin and snapshot writes of any sector-aligned
 //! size and offset,
 //! write-zeroes, discards, snapshot create, delete and merge, background steps (delete
-//! passes and merge batches), flushes) on
+//! passes and merge batches), store growth (`grow_store` after the device was
+//! extended), flushes) on
 //! fault-injecting devices, cuts the power after a random number of device writes
 //! (store or origin), takes what the media would hold (unflushed writes dropped,
 //! kept, or torn at sector granularity), reopens, and checks the contract of the
@@ -207,6 +208,13 @@ impl Round {
             }
             80..=92 => {
                 self.s.background_step(self.rng.gen_range(1..4))?;
+            }
+            93 => {
+                // the store file extended by 64 chunks, then grow-store: reads change
+                // nowhere; a cut may lose the growth (the next one takes it)
+                let len = self.dev.len();
+                self.dev.extend(len + 64 * cs);
+                self.s.grow_store(self.rng.gen_bool(0.5))?;
             }
             _ => {
                 self.s.flush()?;

@@ -212,6 +212,7 @@ fn the_lock_refuses_a_second_opener() {
         origin: origin.clone(),
         store: store.clone(),
         chunk_size: CHUNK as u32,
+        sparse: true,
     });
     assert!(matches!(fmt, Err(Error::Locked { .. })));
     assert_eq!(

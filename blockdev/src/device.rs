@@ -1,7 +1,9 @@
 //! The block-device trait.
 use std::{fmt, io};
 
-/// A fixed-size device addressed in bytes.
+/// A device addressed in bytes. Its size is fixed except through
+/// [`grow`](Self::grow), which takes a backing file or device that was extended
+/// outside (never shrinks).
 ///
 /// Implementations accept any offset and length inside the device; callers that need
 /// atomicity align to [`crate::SECTOR_SIZE`].
@@ -34,6 +36,22 @@ pub trait BlockDevice: fmt::Debug + Send + Sync {
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }
+    /// Re-read the size of the backing file or device and return it. When it is
+    /// larger than [`len`](Self::len), `len` takes it (the new bytes become
+    /// addressable); when it is smaller, `len` stays (the caller refuses: nothing
+    /// past the new end can be read any more). Devices whose size is their contents'
+    /// (memory) return `len`.
+    fn grow(&self) -> io::Result<u64> {
+        Ok(self.len())
+    }
+    /// Give `[offset, offset + len)` storage behind it now, so that later writes there
+    /// cannot fail for lack of space on the filesystem beneath (a regular file:
+    /// `fallocate`). An error of kind [`io::ErrorKind::Unsupported`] says the backing
+    /// cannot (a filesystem without `fallocate`); devices with nothing to allocate
+    /// (block devices, memory) return `Ok`.
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_range(self.len(), offset, len)
+    }
 }
 
 /// Check that `[offset, offset + len)` lies inside a device of `dev_len` bytes.
@@ -65,6 +83,12 @@ impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
     }
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         (**self).raw_fd()
+    }
+    fn grow(&self) -> io::Result<u64> {
+        (**self).grow()
+    }
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        (**self).allocate(offset, len)
     }
 }
 

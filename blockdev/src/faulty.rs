@@ -162,6 +162,18 @@ impl FaultyDevice {
         MemDevice::from_vec(self.state.lock().live.clone())
     }
 
+    /// Extend both images with zeros to `len` bytes, as `truncate` extends a file
+    /// (never shrinks). The new size counts as durable: the store's commit flushes
+    /// before any superblock that names it, and that flush (fdatasync) makes a file's
+    /// new size durable.
+    pub fn extend(&self, len: u64) {
+        let mut s = self.state.lock();
+        if len as usize > s.live.len() {
+            s.live.resize(len as usize, 0);
+            s.durable.resize(len as usize, 0);
+        }
+    }
+
     /// Flip the bits of `mask` in the byte at `offset`, in both images (media damage).
     pub fn corrupt_byte(&self, offset: u64, mask: u8) {
         let mut s = self.state.lock();

@@ -6,14 +6,16 @@ use std::{
     os::unix::fs::{FileExt, FileTypeExt},
     os::unix::io::AsRawFd,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
 };
 
-/// A file-backed device. Its length is fixed when opened.
+/// A file-backed device. Its length is taken when opened and changes only through
+/// [`BlockDevice::grow`] (after the file or block device was extended).
 #[derive(Debug)]
 pub struct FileDevice {
     file: File,
     path: PathBuf,
-    len: u64,
+    len: AtomicU64,
     is_blockdev: bool,
 }
 
@@ -36,7 +38,7 @@ impl FileDevice {
         Ok(FileDevice {
             file,
             path: path.to_owned(),
-            len,
+            len: AtomicU64::new(len),
             is_blockdev,
         })
     }
@@ -53,7 +55,7 @@ impl FileDevice {
         Ok(FileDevice {
             file,
             path: path.to_owned(),
-            len,
+            len: AtomicU64::new(len),
             is_blockdev: false,
         })
     }
@@ -66,6 +68,21 @@ impl FileDevice {
     /// The open file, for callers that take their own lock on it.
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// Whether this is a block device (not a regular file).
+    pub fn is_block_device(&self) -> bool {
+        self.is_blockdev
+    }
+
+    /// The size of the file or block device now (not [`BlockDevice::len`], which
+    /// changes only through [`BlockDevice::grow`]).
+    fn current_len(&self) -> io::Result<u64> {
+        if self.is_blockdev {
+            blockdev_size(&self.file)
+        } else {
+            Ok(self.file.metadata()?.len())
+        }
     }
 }
 
@@ -84,25 +101,56 @@ fn blockdev_size(file: &File) -> io::Result<u64> {
 
 impl BlockDevice for FileDevice {
     fn len(&self) -> u64 {
-        self.len
+        self.len.load(Ordering::Acquire)
+    }
+    fn grow(&self) -> io::Result<u64> {
+        let now = self.current_len()?;
+        self.len.fetch_max(now, Ordering::AcqRel);
+        Ok(now)
+    }
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_range(self.len(), offset, len)?;
+        if self.is_blockdev || len == 0 {
+            return Ok(());
+        }
+        // SAFETY: fallocate takes plain integers and an fd that stays open for the call.
+        let r = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                0,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("the filesystem cannot preallocate (fallocate: {e})"),
+                ));
+            }
+            return Err(e);
+        }
+        Ok(())
     }
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
         Some(self.file.as_raw_fd())
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        check_range(self.len, offset, buf.len() as u64)?;
+        check_range(self.len(), offset, buf.len() as u64)?;
         self.file.read_exact_at(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        check_range(self.len, offset, buf.len() as u64)?;
+        check_range(self.len(), offset, buf.len() as u64)?;
         self.file.write_all_at(buf, offset)
     }
     fn flush(&self) -> io::Result<()> {
         self.file.sync_data()
     }
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-        check_range(self.len, offset, len)?;
+        check_range(self.len(), offset, len)?;
         if len == 0 {
             return Ok(());
         }

@@ -23,6 +23,14 @@ impl MemDevice {
     pub fn to_vec(&self) -> Vec<u8> {
         self.data.read().clone()
     }
+    /// Extend the device with zeros to `len` bytes (as `truncate` extends a file);
+    /// never shrinks. [`BlockDevice::len`] shows the new size at once.
+    pub fn extend(&self, len: u64) {
+        let mut d = self.data.write();
+        if len as usize > d.len() {
+            d.resize(len as usize, 0);
+        }
+    }
 }
 
 impl fmt::Debug for MemDevice {

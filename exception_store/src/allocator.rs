@@ -86,6 +86,16 @@ impl Allocator {
         }
     }
 
+    /// Take `nr_chunks` chunks in all (more than now): the new ones are free. Nothing
+    /// references them, so they are allocatable at once; the superblock that records
+    /// the new store length commits with (or before) anything placed in them.
+    pub fn grow(&mut self, nr_chunks: u64) {
+        if nr_chunks > self.nr_chunks {
+            self.used.resize(nr_chunks as usize, false);
+            self.nr_chunks = nr_chunks;
+        }
+    }
+
     /// Total chunks on the store.
     pub fn nr_chunks(&self) -> u64 {
         self.nr_chunks

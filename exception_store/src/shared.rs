@@ -399,6 +399,14 @@ impl SharedStore {
         Ok(t)
     }
 
+    /// Take the space the store device gained ([`Store::grow_store`]). Origin writes
+    /// go on meanwhile: the growth only adds free chunks and commits.
+    pub fn grow_store(&self, sparse: bool) -> Result<crate::Grown> {
+        let g = self.store.lock().grow_store(sparse)?;
+        self.note_durable(g.txn_id);
+        Ok(g)
+    }
+
     /// Delete a snapshot.
     pub fn delete_snapshot(&self, id: SnapId) -> Result<TxnId> {
         let t = self.store.lock().delete_snapshot(id)?;

@@ -19,7 +19,8 @@ pub struct Superblock {
     pub uuid: [u8; 16],
     /// Chunk size in bytes.
     pub chunk_size: u32,
-    /// Store device length in bytes when formatted.
+    /// Store length in bytes (whole chunks): the device's at format, larger after
+    /// each `grow_store`.
     pub store_len: u64,
     /// Origin length in bytes when formatted.
     pub origin_len: u64,

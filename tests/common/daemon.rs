@@ -40,6 +40,7 @@ pub fn format_store(dir: &Path, origin: &Path, store_len: u64) -> PathBuf {
         origin: origin.to_path_buf(),
         store: store.clone(),
         chunk_size: CHUNK as u32,
+        sparse: true,
     })
     .unwrap();
     store

@@ -11,7 +11,7 @@ mod output;
 
 /// Manage ublk-snap stores and snapshots.
 ///
-/// `format`, and `check` (and `check --repair`), `dump`, `map` and `diff` with --store, work offline
+/// `format`, `grow-store --store`, and `check` (and `check --repair`), `dump`, `map` and `diff` with --store, work offline
 /// (the daemon must not be running on the store); the other commands talk to ublk-snapd over its control
 /// socket. Exit codes: 0 ok, 1 check found problems, 2 usage, 3 I/O error,
 /// 4 corruption, 5 daemon not running, 6 no such snapshot, 7 conflict, 8 store full,
@@ -32,6 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     Format(cmd::format::Args),
+    GrowStore(cmd::grow_store::Args),
     Create(cmd::create::Args),
     List(cmd::list::Args),
     Status(cmd::status::Args),
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
     let out = output::Output::new(cli.json, cli.socket);
     let r = match cli.cmd {
         Cmd::Format(a) => cmd::format::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::GrowStore(a) => cmd::grow_store::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::Create(a) => cmd::create::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::List(a) => cmd::list::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::Status(a) => cmd::status::run(a, &out).map(|()| ExitCode::SUCCESS),

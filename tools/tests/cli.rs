@@ -28,6 +28,7 @@ fn help_is_golden() {
     golden("snapctl", &String::from_utf8_lossy(&out.stdout));
     for cmd in [
         "format",
+        "grow-store",
         "create",
         "list",
         "status",
@@ -238,4 +239,94 @@ fn format_offline_and_refused_when_locked() {
     // a daemon (here: the lock it takes) holds the store: conflict
     let _lock = ublk_snapd::lock::StoreLock::acquire(&s).unwrap();
     assert_eq!(code(&["format", "--origin", os, "--store", ss]), 7);
+}
+
+/// Blocks the file really has, in bytes.
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn format_preallocates_and_grow_store_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, s, t) = (
+        dir.path().join("o.img"),
+        dir.path().join("s.img"),
+        dir.path().join("t.img"),
+    );
+    sparse(&o, 8 << 20);
+    sparse(&s, 16 << 20);
+    sparse(&t, 16 << 20);
+    let (os, ss, ts) = (
+        o.to_str().unwrap(),
+        s.to_str().unwrap(),
+        t.to_str().unwrap(),
+    );
+    let out = snapctl(&["--json", "format", "--origin", os, "--store", ss]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let preallocated = v["storage"] == "preallocated";
+    if preallocated {
+        assert!(
+            allocated(&s) >= 16 << 20,
+            "{} bytes allocated",
+            allocated(&s)
+        );
+    } else {
+        // a filesystem without fallocate: said so, on stderr too
+        assert!(
+            v["storage"].as_str().unwrap().starts_with("sparse ("),
+            "{v}"
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
+    }
+    let out = snapctl(&[
+        "--json", "format", "--origin", os, "--store", ts, "--sparse",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["storage"], "sparse");
+    assert!(allocated(&t) < 4 << 20, "{} bytes allocated", allocated(&t));
+    // not grown: a usage error, nothing changed
+    let out = snapctl(&["grow-store", "--store", ss]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not grow"));
+    // extended: taken, preallocated
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&s)
+        .unwrap()
+        .set_len(48 << 20)
+        .unwrap();
+    let out = snapctl(&["--json", "grow-store", "--store", ss]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["old_bytes"], 16 << 20);
+    assert_eq!(v["new_bytes"], 48 << 20);
+    assert_eq!(v["added_chunks"], (32 << 20) / 65536);
+    if preallocated {
+        assert_eq!(v["storage"], "preallocated");
+        assert!(allocated(&s) >= 48 << 20);
+    }
+    let out = snapctl(&["--json", "dump", "--store", ss]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["superblock"]["store_len"], 48 << 20);
+    assert_eq!(code(&["check", "--store", ss]), 0);
+    // shrunk below the store: refused, and check says the store does not fit
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&s)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    assert_ne!(code(&["grow-store", "--store", ss]), 0);
+    // a daemon (its lock) holds the store: conflict
+    let _lock = ublk_snapd::lock::StoreLock::acquire(&t).unwrap();
+    assert_eq!(code(&["grow-store", "--store", ts]), 7);
 }

@@ -41,6 +41,69 @@ fn file_conforms() {
     conformance(&dev);
 }
 
+#[test]
+fn file_grows_only_through_grow_and_never_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("f");
+    let dev = crate::FileDevice::create(&p, 1 << 16).unwrap();
+    dev.write_at(b"keep", 100).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(1 << 17).unwrap();
+    // extended outside: not addressable until grow
+    assert_eq!(dev.len(), 1 << 16);
+    assert!(dev.write_at(&[1], 1 << 16).is_err());
+    assert_eq!(dev.grow().unwrap(), 1 << 17);
+    assert_eq!(dev.len(), 1 << 17);
+    dev.write_at(&[1, 2], (1 << 17) - 2).unwrap();
+    let mut b = [0u8; 4];
+    dev.read_at(&mut b, 100).unwrap();
+    assert_eq!(&b, b"keep");
+    // shrunk outside: grow reports the smaller size, len stays
+    f.set_len(1 << 15).unwrap();
+    assert_eq!(dev.grow().unwrap(), 1 << 15);
+    assert_eq!(dev.len(), 1 << 17);
+}
+
+#[test]
+fn file_allocate_gives_the_range_blocks() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("f");
+    let dev = crate::FileDevice::create(&p, 1 << 20).unwrap();
+    let before = std::fs::metadata(&p).unwrap().blocks();
+    match dev.allocate(0, 1 << 20) {
+        Ok(()) => {
+            let after = std::fs::metadata(&p).unwrap().blocks();
+            assert!(after * 512 >= (1 << 20), "{before} -> {after} blocks");
+        }
+        // a filesystem without fallocate (the caller warns and goes on sparse)
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::Unsupported, "{e}"),
+    }
+    assert!(dev.allocate(1 << 20, 1).is_err());
+    assert_eq!(dev.len(), 1 << 20);
+}
+
+#[test]
+fn mem_extends() {
+    let dev = crate::MemDevice::new(4096);
+    dev.extend(8192);
+    assert_eq!(dev.grow().unwrap(), 8192);
+    dev.write_at(&[1], 8191).unwrap();
+    dev.extend(100);
+    assert_eq!(dev.len(), 8192);
+}
+
+#[cfg(feature = "testing")]
+#[test]
+fn faulty_extends_both_images() {
+    use crate::CrashMode;
+    let dev = crate::FaultyDevice::new(4096);
+    dev.extend(8192);
+    dev.write_at(&[7], 8000).unwrap();
+    assert_eq!(dev.crash_image(CrashMode::DropAll, 0).len(), 8192);
+    assert_eq!(dev.crash_image(CrashMode::KeepAll, 0)[8000], 7);
+}
+
 #[cfg(feature = "testing")]
 #[test]
 fn faulty_conforms() {

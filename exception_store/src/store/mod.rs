@@ -2,7 +2,8 @@
 //!
 //! Operations live in sibling modules: `data` (read, write, discard of the origin
 //! and of snapshots), `snapshots` (create, delete, hold, list), `background` (delete
-//! and cleanup passes, reshaping ghosts), `status`.
+//! and cleanup passes, reshaping ghosts), `grow` (taking a larger store device),
+//! `status`.
 //!
 //! # Concurrency
 //! `Store` is single-threaded (`&mut self`); the daemon wraps it in a lock and groups
@@ -18,12 +19,14 @@
 mod background;
 mod copy_out;
 mod data;
+mod grow;
 mod map;
 mod merge;
 mod snapshots;
 mod status;
 
 pub use copy_out::{CopyOut, CopyOutBegin};
+pub use grow::{preallocate, Grown, Preallocation};
 pub use status::{JobInfo, SnapInfo, Status};
 
 use crate::{

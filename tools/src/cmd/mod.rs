@@ -8,6 +8,7 @@ pub mod diff;
 pub mod dump;
 pub mod export;
 pub mod format;
+pub mod grow_store;
 pub mod hold;
 pub mod list;
 pub mod map;
