@@ -47,6 +47,7 @@ pub mod retention;
 pub mod rules;
 mod shared;
 mod store;
+pub mod stream;
 pub mod superblock;
 pub mod tables;
 #[cfg(any(test, feature = "testing"))]
