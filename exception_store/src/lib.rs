@@ -43,6 +43,7 @@ pub mod label_index;
 pub mod map;
 pub mod origin_gate;
 pub mod repair;
+pub mod replicate;
 pub mod retention;
 pub mod rules;
 mod shared;
