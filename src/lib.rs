@@ -49,6 +49,7 @@ pub mod protocol;
 pub mod report;
 pub mod service;
 pub mod state;
+pub mod stream_client;
 pub mod target;
 pub mod worker;
 

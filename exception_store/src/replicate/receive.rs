@@ -281,12 +281,15 @@ pub fn receive<R: Read>(
         };
     let mut applied = 0u64;
     let mut since = 0u64;
+    let mut last_end = 0u64;
     loop {
         let rec = match dec.next_record() {
             Ok(Some(r)) => r,
             Ok(None) => break,
             Err(error) if error.is_cut() => {
+                // Everything applied is durable after this flush: resume after it.
                 store.flush()?;
+                state.next_offset = state.next_offset.max(last_end);
                 save(book, Some(&state)).map_err(ReceiveError::State)?;
                 return Err(ReceiveError::Cut {
                     error,
@@ -310,6 +313,7 @@ pub fn receive<R: Read>(
         }
         applied += len;
         since += len;
+        last_end = off + len;
         progress(applied);
         if since >= opts.checkpoint_bytes {
             store.flush()?;
