@@ -46,6 +46,7 @@ pub mod nbd;
 pub mod offline;
 pub mod progress;
 pub mod protocol;
+pub mod rbd_diff;
 pub mod report;
 pub mod service;
 pub mod state;

@@ -191,6 +191,9 @@ pub enum Op {
         /// instead of refusing.
         #[serde(default)]
         force: bool,
+        /// The stream is Ceph's `rbd diff v1` (its from-snapshot names A here).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        rbd_diff: bool,
     },
 }
 

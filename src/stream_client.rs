@@ -6,7 +6,7 @@ use crate::{
     protocol::{self, to_line, Op, Reply, Request, Response, MAX_RESPONSE_BYTES},
     Error, Result,
 };
-use exception_store::stream::Decoder;
+use exception_store::stream::{Decoder, Header, Record};
 use std::{
     io::{BufRead, BufReader, Read, Write},
     os::unix::net::UnixStream,
@@ -59,12 +59,44 @@ impl<R: Read> Read for Tee<'_, R> {
     }
 }
 
+/// A record as [`send_records`] passes it: the header first, each record, then
+/// `End` once the stream checked.
+pub enum Event<'a> {
+    /// The stream's header.
+    Header(&'a Header),
+    /// A checked record.
+    Record(&'a Record),
+    /// The end record checked.
+    End,
+}
+
 /// `send`: write the stream to `out`; returns the `sending` reply and the stream's
 /// length. `progress` gets the stream bytes so far.
 pub fn send(
     socket: &Path,
     op: Op,
     out: &mut dyn Write,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(protocol::Sending, u64)> {
+    send_with(socket, op, out, &mut |_| Ok(()), progress)
+}
+
+/// `send`, decoded: `on` gets the header and each checked record (for converters
+/// such as `--format rbd-diff`).
+pub fn send_records(
+    socket: &Path,
+    op: Op,
+    on: &mut dyn FnMut(Event<'_>) -> std::io::Result<()>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(protocol::Sending, u64)> {
+    send_with(socket, op, &mut std::io::sink(), on, progress)
+}
+
+fn send_with(
+    socket: &Path,
+    op: Op,
+    out: &mut dyn Write,
+    on: &mut dyn FnMut(Event<'_>) -> std::io::Result<()>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(protocol::Sending, u64)> {
     let mut conn = connect(socket)?;
@@ -82,8 +114,13 @@ pub fn send(
         progress,
     };
     let check = |e| Error::Invalid(format!("the daemon's stream is bad: {e}"));
+    let wr = Error::io("write", "the output");
     let mut dec = Decoder::new(&mut tee).map_err(check)?;
-    while dec.next_record().map_err(check)?.is_some() {}
+    on(Event::Header(dec.header())).map_err(wr)?;
+    while let Some(r) = dec.next_record().map_err(check)? {
+        on(Event::Record(&r)).map_err(Error::io("write", "the output"))?;
+    }
+    on(Event::End).map_err(Error::io("write", "the output"))?;
     let n = tee.n;
     tee.out.flush().map_err(Error::io("write", "the output"))?;
     Ok((sending, n))
@@ -93,11 +130,12 @@ pub fn send(
 pub fn receive(
     socket: &Path,
     force: bool,
+    rbd_diff: bool,
     input: &mut dyn Read,
     progress: &mut dyn FnMut(u64),
 ) -> Result<protocol::Received> {
     let mut conn = connect(socket)?;
-    conn.write_all(&to_line(&Request::new(Op::Receive { force })))
+    conn.write_all(&to_line(&Request::new(Op::Receive { force, rbd_diff })))
         .map_err(Error::io("send to", socket))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;

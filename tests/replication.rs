@@ -77,7 +77,7 @@ fn receive(
     stream: &[u8],
     force: bool,
 ) -> Result<ublk_snapd::protocol::Received, Error> {
-    stream_client::receive(&f.socket, force, &mut &stream[..], &mut |_| {})
+    stream_client::receive(&f.socket, force, false, &mut &stream[..], &mut |_| {})
 }
 
 fn source() -> Fixture {

@@ -13,6 +13,7 @@
 //!   device is held open exclusively meanwhile, so nothing mounts it mid-stream.
 //! - A snapshot being sent cannot be deleted (`delete` asks [`Replication::is_sending`]).
 use super::{claim_origin, Service};
+use crate::rbd_diff::{Reader, ToStream};
 use crate::{
     protocol::{self, ErrorCode, Reply, Response},
     Error, Result,
@@ -21,6 +22,7 @@ use blockdev::ids::SnapId;
 use exception_store::replicate::{
     self, parse_resume_token, GuidBook, Pending, ReceiveError, ReceiveOptions, SendSpec,
 };
+use exception_store::stream::Header;
 use parking_lot::Mutex;
 use std::{
     collections::BTreeMap,
@@ -162,8 +164,8 @@ impl Service {
                     reply_line(&mut conn, &err_response(&e));
                 }
             }
-            protocol::Op::Receive { force } => {
-                let r = self.receive(force, &mut conn, leftover);
+            protocol::Op::Receive { force, rbd_diff } => {
+                let r = self.receive(force, rbd_diff, &mut conn, leftover);
                 let _ = conn.shutdown(std::net::Shutdown::Read);
                 reply_line(&mut conn, &r);
             }
@@ -241,7 +243,13 @@ impl Service {
         Ok(())
     }
 
-    fn receive(&self, force: bool, conn: &mut UnixStream, leftover: Vec<u8>) -> Response {
+    fn receive(
+        &self,
+        force: bool,
+        rbd_diff: bool,
+        conn: &mut UnixStream,
+        leftover: Vec<u8>,
+    ) -> Response {
         let claim = {
             let devs = self.devices.lock();
             match claim_origin(&devs) {
@@ -258,7 +266,7 @@ impl Service {
             return Response::error(ErrorCode::Busy, "another receive is running");
         };
         let (book, pending) = &mut *st;
-        let input = std::io::Cursor::new(leftover)
+        let mut input = std::io::Cursor::new(leftover)
             .chain(std::io::BufReader::with_capacity(1 << 20, &*conn));
         let path = self.repl.path.clone();
         let opts = ReceiveOptions {
@@ -267,18 +275,56 @@ impl Service {
             ..ReceiveOptions::default()
         };
         let mut saved = pending.clone();
-        let r = replicate::receive(
-            &self.store,
-            input,
-            book,
-            pending.clone(),
-            opts,
-            &mut |b, p| {
-                saved = p.cloned();
-                save_file(&path, &encode(b, p))
-            },
-            &mut |_| {},
-        );
+        let mut save = |b: &GuidBook, p: Option<&Pending>| {
+            saved = p.cloned();
+            save_file(&path, &encode(b, p))
+        };
+        let r = if rbd_diff {
+            let mut ts = match self.rbd_input(book, &mut input) {
+                Ok(ts) => ts,
+                Err(e) => return err_response(&e),
+            };
+            let r = replicate::receive(
+                &self.store,
+                &mut ts,
+                book,
+                pending.clone(),
+                opts,
+                &mut save,
+                &mut |_| {},
+            );
+            match (r, ts.error.take()) {
+                // An rbd diff cannot be resumed: a cut or refused one is rolled back.
+                (Err(ReceiveError::Cut { error, .. }), rbd_error) => {
+                    let why = rbd_error.map_or_else(|| error.to_string(), |e| e.to_string());
+                    if let Some(p) = saved.take() {
+                        if let Err(e) = self.store.merge_snapshot(p.rollback) {
+                            return err_response(&e.into());
+                        }
+                        if let Err(e) = save_file(&path, &encode(book, None)) {
+                            return err_response(&Error::io("write", &path)(e));
+                        }
+                    }
+                    *pending = None;
+                    drop(claim);
+                    return Response::error(
+                        ErrorCode::Corrupt,
+                        format!("rbd diff refused, the target is unchanged: {why}"),
+                    );
+                }
+                (r, _) => r,
+            }
+        } else {
+            replicate::receive(
+                &self.store,
+                input,
+                book,
+                pending.clone(),
+                opts,
+                &mut save,
+                &mut |_| {},
+            )
+        };
         *pending = saved;
         drop(claim);
         match r {
@@ -297,6 +343,44 @@ impl Service {
                 Response::error(receive_code(&e), e.to_string())
             }
         }
+    }
+
+    /// Our stream made from an `rbd diff v1` on `input`: B is its `t` snapshot
+    /// (created now, a new guid), A the snapshot its `f` names here.
+    fn rbd_input<'a, R: Read>(
+        &self,
+        book: &GuidBook,
+        input: &'a mut R,
+    ) -> Result<ToStream<&'a mut R>> {
+        let rd = Reader::new(input).map_err(|e| Error::Invalid(e.to_string()))?;
+        let meta = rd.meta().clone();
+        let (uuid, snaps, chunk) = {
+            let s = self.store.lock();
+            (s.uuid(), s.snapshots(), s.chunk_size())
+        };
+        let from_guid = match &meta.from {
+            Some(a) => {
+                let s = snaps
+                    .iter()
+                    .find(|x| x.name == *a)
+                    .ok_or_else(|| Error::NoSuchSnapshot(a.clone()))?;
+                Some(book.guid_of(&uuid, s))
+            }
+            None => None,
+        };
+        exception_store::validate_name(&meta.to).map_err(Error::Invalid)?;
+        let header = Header {
+            stream_id: random_id()?,
+            source_uuid: [0; 16],
+            chunk_size: chunk,
+            size: meta.size,
+            name: meta.to.clone(),
+            created: crate::now_secs(),
+            guid: random_id()?,
+            from_guid,
+            resume_offset: None,
+        };
+        ToStream::new(rd, &header).map_err(Error::io("convert", "the rbd diff"))
     }
 }
 
