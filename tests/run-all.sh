@@ -67,6 +67,7 @@ else
         part "vm[$k]: merge e2e" env VM_MEM=3G bash tests/vm/run.sh tests/vm/e2e_merge.sh "$bindir"
         part "vm[$k]: space policy e2e" bash tests/vm/run.sh tests/vm/e2e_space.sh "$bindir"
         part "vm[$k]: NBD e2e" bash tests/vm/run.sh tests/vm/e2e_nbd.sh "$bindir"
+        part "vm[$k]: replication e2e" env VM_MEM=3G bash tests/vm/run.sh tests/vm/e2e_replication.sh "$bindir"
         part "vm[$k]: README quick start" bash tests/vm/run.sh tests/vm/e2e_quickstart.sh
     done
     unset VM_KERNEL

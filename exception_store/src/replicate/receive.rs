@@ -77,7 +77,7 @@ impl Default for ReceiveOptions {
         ReceiveOptions {
             force: false,
             now: 0,
-            checkpoint_bytes: 64 << 20,
+            checkpoint_bytes: 16 << 20,
         }
     }
 }
