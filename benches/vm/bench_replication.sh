@@ -82,10 +82,10 @@ t_irecv=$(secs ctlB receive -i "$W/inc.stream")
 [ "$(ctlB --json list | jq -r '[.snapshots[].name] | join(",")')" = "s1,s2" ] || fail "target: $(ctlB list)"
 # dd of the same bytes onto B's origin device (after the receives: it overwrites it)
 drop_caches
-t_dd_write=$(secs dd if="$W/full.stream" of="$BDEV" bs=1M oflag=direct status=none)
+t_dd_write=$(secs dd if="$W/full.stream" of="$BDEV" bs=1M count="$MIB" iflag=fullblock oflag=direct status=none)
 drop_caches
 t_dd_iwrite=$(secs dd if="$W/inc.stream" of="$BDEV" bs=1M oflag=direct status=none)
 echo "full receive: $n bytes in $t_recv s; dd onto the origin device: $t_dd_write s; ratio $(ratio "$t_recv" "$t_dd_write")"
-echo "incremental: $k of $chunks chunks changed; stream $m bytes ($(ratio "$m" "$n") of the full stream)"
+echo "incremental: $k of $chunks chunks changed; stream $m bytes ($(echo "scale=4; $m / $n" | bc -l) of the full stream)"
 echo "incremental send: $t_isend s; dd of $mb MiB of the origin device: $t_dd_iread s; ratio $(ratio "$t_isend" "$t_dd_iread")"
 echo "incremental receive: $t_irecv s; dd of the stream onto the origin device: $t_dd_iwrite s; ratio $(ratio "$t_irecv" "$t_dd_iwrite")"
