@@ -4,7 +4,7 @@
 //!
 //! # State
 //! `<state file stem>.repl` in the state directory (or `<store>.repl` without one):
-//! the guids of received snapshots and the unfinished receive, if any, rewritten
+//! the unfinished receive, if any (received snapshots keep their guid in the store), rewritten
 //! (temporary file, fsync, rename) before a receive writes anything, at every
 //! checkpoint and at its end, so that it survives kill -9.
 //!
@@ -20,7 +20,7 @@ use crate::{
 };
 use blockdev::ids::SnapId;
 use exception_store::replicate::{
-    self, parse_resume_token, GuidBook, Pending, ReceiveError, ReceiveOptions, SendSpec,
+    self, parse_resume_token, Pending, ReceiveError, ReceiveOptions, SendSpec,
 };
 use exception_store::stream::Header;
 use parking_lot::Mutex;
@@ -35,34 +35,28 @@ use std::{
 #[derive(Debug)]
 pub struct Replication {
     path: PathBuf,
-    state: Mutex<(GuidBook, Option<Pending>)>,
+    state: Mutex<Option<Pending>>,
     sending: Mutex<BTreeMap<SnapId, usize>>,
 }
 
-fn encode(book: &GuidBook, p: Option<&Pending>) -> String {
-    let mut s = String::from("ublk-snap replication state v1\n");
-    s += &book.encode();
+fn encode(p: Option<&Pending>) -> String {
+    let mut s = String::from("ublk-snap replication state v2\n");
     if let Some(p) = p {
         s += &p.encode();
     }
     s
 }
 
-fn decode(text: &str) -> Option<(GuidBook, Option<Pending>)> {
-    let mut lines = text.lines();
-    if lines.next()? != "ublk-snap replication state v1" {
+fn decode(text: &str) -> Option<Option<Pending>> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    if lines.next()? != "ublk-snap replication state v2" {
         return None;
     }
-    let (mut book_lines, mut pending) = (String::new(), None);
-    for l in lines {
-        if l.starts_with("pending ") {
-            pending = Some(Pending::decode(l)?);
-        } else {
-            book_lines += l;
-            book_lines.push('\n');
-        }
-    }
-    Some((GuidBook::decode(&book_lines)?, pending))
+    let pending = match lines.next() {
+        Some(l) => Some(Pending::decode(l)?),
+        None => None,
+    };
+    lines.next().is_none().then_some(pending)
 }
 
 fn save_file(path: &Path, text: &str) -> std::io::Result<()> {
@@ -110,12 +104,7 @@ impl Replication {
     pub fn resume_token(&self) -> Option<String> {
         self.state
             .try_lock()
-            .and_then(|s| s.1.as_ref().map(Pending::token))
-    }
-
-    /// The guid book.
-    pub fn book(&self) -> GuidBook {
-        self.state.lock().0.clone()
+            .and_then(|s| s.as_ref().map(Pending::token))
     }
 }
 
@@ -235,7 +224,7 @@ impl Service {
             1 << 20,
             conn.try_clone().map_err(Error::io("clone", "socket"))?,
         );
-        match replicate::send(&self.store, &repl.book(), &spec, out, &mut |_| {}) {
+        match replicate::send(&self.store, &spec, out, &mut |_| {}) {
             Ok(sent) => tracing::info!(name, ?from, bytes = sent.bytes, "sent"),
             Err(e) => tracing::warn!(name, error = %e, "send failed mid-stream"),
         }
@@ -265,7 +254,7 @@ impl Service {
         let Some(mut st) = self.repl.state.try_lock() else {
             return Response::error(ErrorCode::Busy, "another receive is running");
         };
-        let (book, pending) = &mut *st;
+        let pending = &mut *st;
         let mut input = std::io::Cursor::new(leftover)
             .chain(std::io::BufReader::with_capacity(1 << 20, &*conn));
         let path = self.repl.path.clone();
@@ -275,19 +264,18 @@ impl Service {
             ..ReceiveOptions::default()
         };
         let mut saved = pending.clone();
-        let mut save = |b: &GuidBook, p: Option<&Pending>| {
+        let mut save = |p: Option<&Pending>| {
             saved = p.cloned();
-            save_file(&path, &encode(b, p))
+            save_file(&path, &encode(p))
         };
         let r = if rbd_diff {
-            let mut ts = match self.rbd_input(book, &mut input) {
+            let mut ts = match self.rbd_input(&mut input) {
                 Ok(ts) => ts,
                 Err(e) => return err_response(&e),
             };
             let r = replicate::receive(
                 &self.store,
                 &mut ts,
-                book,
                 pending.clone(),
                 opts,
                 &mut save,
@@ -301,7 +289,7 @@ impl Service {
                         if let Err(e) = self.store.merge_snapshot(p.rollback) {
                             return err_response(&e.into());
                         }
-                        if let Err(e) = save_file(&path, &encode(book, None)) {
+                        if let Err(e) = save_file(&path, &encode(None)) {
                             return err_response(&Error::io("write", &path)(e));
                         }
                     }
@@ -318,7 +306,6 @@ impl Service {
             replicate::receive(
                 &self.store,
                 input,
-                book,
                 pending.clone(),
                 opts,
                 &mut save,
@@ -347,16 +334,12 @@ impl Service {
 
     /// Our stream made from an `rbd diff v1` on `input`: B is its `t` snapshot
     /// (created now, a new guid), A the snapshot its `f` names here.
-    fn rbd_input<'a, R: Read>(
-        &self,
-        book: &GuidBook,
-        input: &'a mut R,
-    ) -> Result<ToStream<&'a mut R>> {
+    fn rbd_input<'a, R: Read>(&self, input: &'a mut R) -> Result<ToStream<&'a mut R>> {
         let rd = Reader::new(input).map_err(|e| Error::Invalid(e.to_string()))?;
         let meta = rd.meta().clone();
-        let (uuid, snaps, chunk) = {
+        let (snaps, chunk) = {
             let s = self.store.lock();
-            (s.uuid(), s.snapshots(), s.chunk_size())
+            (s.snapshots(), s.chunk_size())
         };
         let from_guid = match &meta.from {
             Some(a) => {
@@ -364,7 +347,7 @@ impl Service {
                     .iter()
                     .find(|x| x.name == *a)
                     .ok_or_else(|| Error::NoSuchSnapshot(a.clone()))?;
-                Some(book.guid_of(&uuid, s))
+                Some(s.guid)
             }
             None => None,
         };

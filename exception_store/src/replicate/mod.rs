@@ -15,21 +15,18 @@
 //! which it is applied and durable, and a resumed stream continues from there.
 //!
 //! # Identity
-//! A snapshot's guid identifies it across stores. Until the store format records
-//! guids, a local snapshot's guid is derived from the store uuid and the snapshot's
-//! id and creation time ([`local_guid`]), and the guids of received snapshots are kept
-//! by the caller in a [`GuidBook`].
+//! A snapshot's guid (format v3) identifies it across stores: a stream carries B's
+//! and A's, and the received B is created with B's guid
+//! ([`crate::Store::create_snapshot_as`]), so it can be the base of the next one.
 //!
 //! # Invariants
 //! - An incremental is applied only where the target holds A (by guid) and its origin
 //!   reads exactly A (`diff(origin, A)` is empty), unless forced, which first rolls
 //!   the origin back to A.
 //! - B appears on the target only after the whole stream checked.
-mod guid;
 mod receive;
 mod send;
 
-pub use guid::{local_guid, GuidBook};
 pub use receive::{receive, Pending, ReceiveError, ReceiveOptions, Received};
 pub use send::{send, SendError, SendSpec, Sent};
 

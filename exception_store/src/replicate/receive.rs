@@ -1,7 +1,7 @@
 //! Receiving: check the base, take a rollback snapshot, apply records to the origin
 //! as they check, and only at a checked end take snapshot B (see the module
 //! documentation of [`super`] for the protocol and why it is atomic).
-use super::{hex, resume_token, GuidBook};
+use super::{hex, resume_token};
 use crate::{
     stream::{Decoder, Record, StreamError},
     Dev, SharedStore,
@@ -150,9 +150,9 @@ pub enum ReceiveError {
     State(std::io::Error),
 }
 
-/// Saves the guid book and the pending receive durably (the daemon: one file,
+/// Saves the pending receive durably (the daemon: one file,
 /// replaced atomically).
-pub type SaveState<'a> = dyn FnMut(&GuidBook, Option<&Pending>) -> std::io::Result<()> + 'a;
+pub type SaveState<'a> = dyn FnMut(Option<&Pending>) -> std::io::Result<()> + 'a;
 
 fn rollback_name(id: &[u8; 16], what: &str) -> String {
     format!("recv{what}+{}", &hex(id)[..16])
@@ -185,7 +185,6 @@ fn origin_reads(store: &SharedStore, a: SnapId, size: u64) -> crate::Result<bool
 pub fn receive<R: Read>(
     store: &SharedStore,
     input: R,
-    book: &mut GuidBook,
     pending: Option<Pending>,
     opts: ReceiveOptions,
     save: &mut SaveState<'_>,
@@ -193,9 +192,9 @@ pub fn receive<R: Read>(
 ) -> Result<Received, ReceiveError> {
     let mut dec = Decoder::new(input).map_err(ReceiveError::Refused)?;
     let h = dec.header().clone();
-    let (uuid, snaps, size) = {
+    let (snaps, size) = {
         let s = store.lock();
-        (s.uuid(), s.snapshots(), s.size())
+        (s.snapshots(), s.size())
     };
     if h.size != size {
         return Err(ReceiveError::Size {
@@ -235,7 +234,7 @@ pub fn receive<R: Read>(
                     });
                 }
                 store.merge_snapshot(p.rollback)?;
-                save(book, None).map_err(ReceiveError::State)?;
+                save(None).map_err(ReceiveError::State)?;
                 forced.push(format!(
                     "dropped the unfinished receive of {:?} (origin rolled back)",
                     p.name
@@ -245,8 +244,9 @@ pub fn receive<R: Read>(
                 return Err(ReceiveError::NameTaken(h.name));
             }
             if let Some(g) = h.from_guid {
-                let base = book
-                    .find(&uuid, &snaps, &g)
+                let base = snaps
+                    .iter()
+                    .find(|s| s.guid == g)
                     .ok_or_else(|| ReceiveError::WrongBase(hex(&g)))?;
                 if !origin_reads(store, base.id, size)? {
                     if !opts.force {
@@ -270,15 +270,14 @@ pub fn receive<R: Read>(
                 rollback,
                 next_offset: 0,
             };
-            save(book, Some(&p)).map_err(ReceiveError::State)?;
+            save(Some(&p)).map_err(ReceiveError::State)?;
             p
         }
     };
-    let abort =
-        |store: &SharedStore, book: &GuidBook, state: &Pending, save: &mut SaveState<'_>| {
-            store.merge_snapshot(state.rollback)?;
-            save(book, None).map_err(ReceiveError::State)
-        };
+    let abort = |store: &SharedStore, state: &Pending, save: &mut SaveState<'_>| {
+        store.merge_snapshot(state.rollback)?;
+        save(None).map_err(ReceiveError::State)
+    };
     let mut applied = 0u64;
     let mut since = 0u64;
     let mut last_end = 0u64;
@@ -290,7 +289,7 @@ pub fn receive<R: Read>(
                 // Everything applied is durable after this flush: resume after it.
                 store.flush()?;
                 state.next_offset = state.next_offset.max(last_end);
-                save(book, Some(&state)).map_err(ReceiveError::State)?;
+                save(Some(&state)).map_err(ReceiveError::State)?;
                 return Err(ReceiveError::Cut {
                     error,
                     offset: state.next_offset,
@@ -298,7 +297,7 @@ pub fn receive<R: Read>(
                 });
             }
             Err(e) => {
-                abort(store, book, &state, save)?;
+                abort(store, &state, save)?;
                 return Err(ReceiveError::Refused(e));
             }
         };
@@ -308,7 +307,7 @@ pub fn receive<R: Read>(
             Record::Zero { offset, len } => store.write_zeroes(Dev::Origin, *offset, *len),
         };
         if let Err(e) = r {
-            abort(store, book, &state, save)?;
+            abort(store, &state, save)?;
             return Err(e.into());
         }
         applied += len;
@@ -318,15 +317,14 @@ pub fn receive<R: Read>(
         if since >= opts.checkpoint_bytes {
             store.flush()?;
             state.next_offset = off + len;
-            save(book, Some(&state)).map_err(ReceiveError::State)?;
+            save(Some(&state)).map_err(ReceiveError::State)?;
             since = 0;
         }
     }
     store.flush()?;
-    let snap = store.create_snapshot(&h.name, None, h.created)?;
+    let snap = store.create_snapshot_as(&h.name, None, h.created, h.guid)?;
     store.delete_snapshot(state.rollback)?;
-    book.received.insert(snap, h.guid);
-    save(book, None).map_err(ReceiveError::State)?;
+    save(None).map_err(ReceiveError::State)?;
     Ok(Received {
         snap,
         name: h.name,

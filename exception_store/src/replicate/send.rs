@@ -1,7 +1,6 @@
 //! Sending: read what snapshot B holds (full) or the ranges where it differs from A
 //! (incremental, from [`crate::Store::diff`]), and write them as stream records.
 //! All-zero blocks become zero records, never data.
-use super::GuidBook;
 use crate::{
     stream::{Encoder, Header, StreamError, MAX_DATA_LEN},
     Dev, SharedStore,
@@ -116,7 +115,6 @@ impl<W: Write> Out<W> {
 /// Write the stream of `spec` to `out`; `progress` gets the device bytes done so far.
 pub fn send<W: Write>(
     store: &SharedStore,
-    book: &GuidBook,
     spec: &SendSpec,
     out: W,
     progress: &mut dyn FnMut(u64),
@@ -133,7 +131,7 @@ pub fn send<W: Write>(
         };
         let b = info(spec.snap)?;
         let from_guid = match spec.from {
-            Some(a) => Some(book.guid_of(&uuid, info(a)?)),
+            Some(a) => Some(info(a)?.guid),
             None => None,
         };
         let size = s.size();
@@ -148,7 +146,7 @@ pub fn send<W: Write>(
             size,
             name: b.name.clone(),
             created: b.created,
-            guid: book.guid_of(&uuid, b),
+            guid: b.guid,
             from_guid,
             resume_offset: spec.resume_offset,
         };
