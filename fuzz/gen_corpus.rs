@@ -8,7 +8,7 @@ use std::{fs, sync::Arc};
 
 fn main() {
     let dir = std::path::Path::new("corpus");
-    for t in ["superblock", "records", "store_image", "protocol", "nbd"] {
+    for t in ["superblock", "records", "store_image", "protocol", "nbd", "stream", "rbd_diff"] {
         fs::create_dir_all(dir.join(t)).expect("mkdir");
     }
     // a small store with snapshots, a snapshot of a snapshot, holes and a pending delete
@@ -56,6 +56,47 @@ fn main() {
     }
     nbd_seeds(dir);
     println!("corpora written under {}", dir.display());
+    // replication streams: a full one (data, zeros) and an incremental resumed one
+    use exception_store::stream::{Encoder, Header};
+    let mut h = Header {
+        stream_id: [1; 16],
+        source_uuid: [2; 16],
+        chunk_size: 4096,
+        size: 1 << 20,
+        name: "s1".into(),
+        created: 1_700_000_000,
+        guid: [3; 16],
+        from_guid: None,
+        resume_offset: None,
+    };
+    let mut e = Encoder::new(Vec::new(), &h).expect("enc");
+    e.data(0, &[7; 100]).expect("data");
+    e.zero(4096, 8192).expect("zero");
+    e.data(65536, &[9; 4096]).expect("data");
+    fs::write(dir.join("stream/full"), e.finish().expect("end").0).expect("write");
+    h.from_guid = Some([4; 16]);
+    h.resume_offset = Some(4096);
+    let mut e = Encoder::new(Vec::new(), &h).expect("enc");
+    e.zero(4096, 4096).expect("zero");
+    fs::write(dir.join("stream/incremental-resumed"), e.finish().expect("end").0).expect("write");
+    // rbd diff v1: from/to names, size, a data and a zero extent, end
+    let mut r = b"rbd diff v1\n".to_vec();
+    for (tag, name) in [(b'f', "s1"), (b't', "s2")] {
+        r.push(tag);
+        r.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        r.extend_from_slice(name.as_bytes());
+    }
+    r.push(b's');
+    r.extend_from_slice(&(1u64 << 20).to_le_bytes());
+    r.push(b'w');
+    r.extend_from_slice(&0u64.to_le_bytes());
+    r.extend_from_slice(&4u64.to_le_bytes());
+    r.extend_from_slice(b"data");
+    r.push(b'z');
+    r.extend_from_slice(&4096u64.to_le_bytes());
+    r.extend_from_slice(&4096u64.to_le_bytes());
+    r.push(b'e');
+    fs::write(dir.join("rbd_diff/basic"), r).expect("write");
 }
 
 /// NBD client streams: handshakes (GO with structured replies and every context,

@@ -30,6 +30,12 @@ use tokio::{
 /// What answers requests.
 pub type Handler = Arc<dyn Fn(Op) -> Response + Send + Sync>;
 
+/// What answers the streaming ops ([`Op::is_streaming`]: `send`, `receive`): it gets
+/// the op, the connection (blocking) and the bytes already read after the request
+/// line, and owns the connection from then on (its protocol is in
+/// [`crate::protocol`]). It runs on the blocking pool, without the handle timeout.
+pub type StreamHandler = Arc<dyn Fn(Op, std::os::unix::net::UnixStream, Vec<u8>) + Send + Sync>;
+
 /// Time limits of a server (the protocol's, unless a test shortens them).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -93,10 +99,21 @@ pub fn bind(path: &Path) -> Result<Socket> {
     })
 }
 
-/// Serve clients until `shutdown` completes.
+/// Serve clients until `shutdown` completes (no streaming ops: they get an error).
 pub async fn serve(
     socket: Socket,
     handler: Handler,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    serve_with(socket, handler, None, limits, shutdown).await
+}
+
+/// [`serve`], with `streams` answering the streaming ops.
+pub async fn serve_with(
+    socket: Socket,
+    handler: Handler,
+    streams: Option<StreamHandler>,
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -107,7 +124,8 @@ pub async fn serve(
             r = socket.listener.accept() => match r {
                 Ok((stream, _)) => {
                     let h = handler.clone();
-                    tokio::spawn(async move { client(stream, h, limits).await });
+                    let st = streams.clone();
+                    tokio::spawn(async move { client(stream, h, st, limits).await });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -160,7 +178,34 @@ async fn read_line(
     }
 }
 
-async fn client(stream: UnixStream, handler: Handler, limits: Limits) {
+/// Hand the connection to the stream handler (with the bytes read past the line).
+fn hand_over(
+    rd: BufReader<tokio::net::unix::OwnedReadHalf>,
+    wr: tokio::net::unix::OwnedWriteHalf,
+    op: Op,
+    streams: StreamHandler,
+) {
+    let leftover = rd.buffer().to_vec();
+    let stream = match rd.into_inner().reunite(wr) {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!(error = %e, "cannot take over a connection"),
+    };
+    let std = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!(error = %e, "cannot take over a connection"),
+    };
+    if let Err(e) = std.set_nonblocking(false) {
+        return tracing::warn!(error = %e, "cannot take over a connection");
+    }
+    tokio::task::spawn_blocking(move || streams(op, std, leftover));
+}
+
+async fn client(
+    stream: UnixStream,
+    handler: Handler,
+    streams: Option<StreamHandler>,
+    limits: Limits,
+) {
     let uid = match stream.peer_cred() {
         Ok(c) => c.uid(),
         Err(e) => {
@@ -199,7 +244,12 @@ async fn client(stream: UnixStream, handler: Handler, limits: Limits) {
                 ),
                 false,
             ),
-            Ok(Ok(Line::Complete)) => (answer(&line, &handler, limits).await, true),
+            Ok(Ok(Line::Complete)) => match (&streams, parse_request(&line)) {
+                (Some(st), Ok(req)) if req.op.is_streaming() => {
+                    return hand_over(rd, wr, req.op, st.clone());
+                }
+                _ => (answer(&line, &handler, limits).await, true),
+            },
         };
         let sent = tokio::time::timeout(limits.read_timeout, wr.write_all(&to_line(&resp))).await;
         if !keep || !matches!(sent, Ok(Ok(()))) {

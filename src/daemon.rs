@@ -204,12 +204,23 @@ pub fn serve(cfg: Config, socket: &Path, ready: &Readiness) -> Result<()> {
         let s = service.clone();
         Arc::new(move |op| s.handle(op))
     };
-    rt.block_on(control::serve(sock, handler, Limits::default(), async {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
-    }));
+    let streams: control::StreamHandler = {
+        let s = service.clone();
+        Arc::new(move |op, conn, leftover| s.handle_stream(op, conn, leftover))
+    };
+    let limits = Limits::default();
+    rt.block_on(control::serve_with(
+        sock,
+        handler,
+        Some(streams),
+        limits,
+        async {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        },
+    ));
     nbd.stop();
     worker.stop();
     let r = service.shutdown();

@@ -48,9 +48,11 @@ pub mod nbd;
 pub mod offline;
 pub mod progress;
 pub mod protocol;
+pub mod rbd_diff;
 pub mod report;
 pub mod service;
 pub mod state;
+pub mod stream_client;
 pub mod target;
 pub mod worker;
 

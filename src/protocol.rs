@@ -177,6 +177,38 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         sparse: bool,
     },
+    /// Streaming: send snapshot `name` (or, with `from`, what changed since `from`) as
+    /// a replication stream. The reply line (`sending`, or an error) is followed by
+    /// the raw stream bytes; the daemon then closes the connection.
+    Send {
+        /// B.
+        name: String,
+        /// A, for an incremental.
+        #[serde(default)]
+        from: Option<String>,
+        /// A resume token from the receiver's `status`.
+        #[serde(default)]
+        resume: Option<String>,
+    },
+    /// Streaming: the request line is followed by a replication stream, then the
+    /// client shuts its write side; the daemon applies it and answers one line
+    /// (`received`, or an error).
+    Receive {
+        /// Roll the origin back to the stream's base (or drop an unfinished receive)
+        /// instead of refusing.
+        #[serde(default)]
+        force: bool,
+        /// The stream is Ceph's `rbd diff v1` (its from-snapshot names A here).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        rbd_diff: bool,
+    },
+}
+
+impl Op {
+    /// Whether the op carries a stream after its line (see [`Op::Send`]).
+    pub fn is_streaming(&self) -> bool {
+        matches!(self, Op::Send { .. } | Op::Receive { .. })
+    }
 }
 
 /// A retention policy: how many snapshots each rule keeps (0: the rule is off). A
@@ -247,6 +279,10 @@ pub enum Reply {
     List(List),
     /// `status`.
     Status(Status),
+    /// `send` started: the stream follows this line.
+    Sending(Sending),
+    /// `receive` finished.
+    Received(Received),
     /// `activate` succeeded (or the snapshot was active already).
     Activated(Activated),
     /// `deactivate` succeeded.
@@ -433,6 +469,36 @@ pub struct Status {
     /// name: [`crate::kernel::feature_names`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver_features: Option<u64>,
+    /// An unfinished receive: the token `snapctl send --resume` takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_resume: Option<String>,
+}
+
+/// A send that started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sending {
+    /// B.
+    pub name: String,
+    /// A, for an incremental.
+    pub from: Option<String>,
+    /// Device bytes the stream covers (data and zeros; progress' total).
+    pub covers: u64,
+}
+
+/// A receive that finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Received {
+    /// The snapshot now on this store.
+    pub name: String,
+    /// Its id.
+    pub id: u32,
+    /// Stream bytes read.
+    pub bytes: u64,
+    /// What `force` did.
+    #[serde(default)]
+    pub forced: Vec<String>,
+    /// Transaction id after it.
+    pub txn_id: u64,
 }
 
 /// What `prune` deleted (or would delete) and what it skipped.

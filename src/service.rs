@@ -25,6 +25,8 @@ use std::{
 };
 use ublk_target::{Device, DeviceOptions};
 
+pub mod replication;
+
 /// How to run.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -68,6 +70,8 @@ pub struct Service {
     pub(crate) exports: Arc<crate::nbd::Exports>,
     /// Where the NBD server listens, once it does.
     pub(crate) nbd_listen: Mutex<Vec<String>>,
+    /// Received guids, the unfinished receive, the snapshots being sent.
+    repl: replication::Replication,
     cfg: Config,
     _lock: StoreLock,
 }
@@ -122,7 +126,9 @@ impl Service {
             .state_dir
             .as_deref()
             .map(|d| StateFile::new(d, &cfg.store));
+        let repl = replication::Replication::load(cfg.state_dir.as_deref(), &cfg.store)?;
         Ok(Service {
+            repl,
             store: Arc::new(SharedStore::new(store)),
             devices: Mutex::new(Devices::new()),
             state,
@@ -263,6 +269,9 @@ impl Service {
                 .map(Reply::Exported),
             Op::Unexport { export } => self.unexport(&export).map(Reply::Unexported),
             Op::GrowStore { sparse } => self.grow_store(sparse).map(Reply::GrownStore),
+            Op::Send { .. } | Op::Receive { .. } => Err(Error::Invalid(
+                "send and receive stream after their line; this connection cannot".into(),
+            )),
         };
         match r {
             Ok(reply) => Response::new(reply),
@@ -322,6 +331,12 @@ impl Service {
     pub fn delete(&self, name: &str) -> Result<protocol::Changed> {
         let devs = self.devices.lock();
         let id = self.lookup_inactive(&devs, name)?;
+        if self.repl.is_sending(id) {
+            return Err(Error::InUse {
+                device: name.to_owned(),
+                why: "it is being sent (`snapctl send`)",
+            });
+        }
         let t = self.store.delete_snapshot(id)?;
         tracing::info!(name, id = id.0, "snapshot deleted");
         Ok(changed(name, t.0))
@@ -661,6 +676,7 @@ impl Service {
             enospc_writes: self.refusals.get(),
             last_shutdown_clean: st.last_shutdown_clean,
             driver_features: self.driver.get().copied().flatten().map(|f| f.0),
+            receive_resume: self.repl.resume_token(),
         }
     }
 

@@ -43,10 +43,12 @@ pub mod label_index;
 pub mod map;
 pub mod origin_gate;
 pub mod repair;
+pub mod replicate;
 pub mod retention;
 pub mod rules;
 mod shared;
 mod store;
+pub mod stream;
 pub mod superblock;
 pub mod tables;
 #[cfg(any(test, feature = "testing"))]

@@ -389,6 +389,23 @@ impl SharedStore {
         })
     }
 
+    /// Create a snapshot with a given guid (receive; exclusive with origin writes in
+    /// flight, like [`SharedStore::create_snapshot`]).
+    pub fn create_snapshot_as(
+        &self,
+        name: &str,
+        parent: Option<SnapId>,
+        created: u64,
+        guid: [u8; 16],
+    ) -> Result<SnapId> {
+        self.gate.exclusive(|| {
+            let mut s = self.store.lock();
+            let id = s.create_snapshot_as(name, parent, created, guid)?;
+            self.note_durable(s.txn_id());
+            Ok(id)
+        })
+    }
+
     /// Start merging a snapshot into the origin (exclusive with origin writes in
     /// flight, like creating a snapshot).
     pub fn merge_snapshot(&self, id: SnapId) -> Result<TxnId> {

@@ -96,8 +96,11 @@ impl Fixture {
             rt.block_on(async move {
                 let sock = control::bind(&sock_path).unwrap();
                 ready_tx.send(()).unwrap();
+                let s2 = s.clone();
                 let handler: control::Handler = Arc::new(move |op| s.handle(op));
-                control::serve(sock, handler, limits, async {
+                let streams: control::StreamHandler =
+                    Arc::new(move |op, conn, left| s2.handle_stream(op, conn, left));
+                control::serve_with(sock, handler, Some(streams), limits, async {
                     let _ = rx.await;
                 })
                 .await;

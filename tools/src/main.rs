@@ -49,6 +49,8 @@ enum Cmd {
     Diff(cmd::diff::Args),
     Export(cmd::export::Args),
     Unexport(cmd::export::UnexportArgs),
+    Send(cmd::send::Args),
+    Receive(cmd::receive::Args),
     SystemdUnits(cmd::systemd_units::Args),
 }
 
@@ -74,6 +76,8 @@ fn main() -> ExitCode {
         Cmd::Diff(a) => cmd::diff::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::Export(a) => cmd::export::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::Unexport(a) => cmd::export::unexport(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Send(a) => cmd::send::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Receive(a) => cmd::receive::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::SystemdUnits(a) => cmd::systemd_units::run(a, &out).map(|()| ExitCode::SUCCESS),
     };
     match r {

@@ -45,6 +45,8 @@ fn help_is_golden() {
         "diff",
         "export",
         "unexport",
+        "send",
+        "receive",
         "systemd-units",
     ] {
         let out = snapctl(&[cmd, "--help"]);

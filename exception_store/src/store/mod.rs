@@ -588,6 +588,11 @@ impl Store {
         self.chunk_size
     }
 
+    /// The store's identity (random at format).
+    pub fn uuid(&self) -> [u8; 16] {
+        self.sb.uuid
+    }
+
     /// Origin size in bytes (every device has this size).
     pub fn size(&self) -> u64 {
         self.sb.origin_len

@@ -13,7 +13,10 @@ pub mod hold;
 pub mod list;
 pub mod map;
 pub mod merge;
+pub mod meter;
 pub mod prune;
+pub mod receive;
+pub mod send;
 pub mod status;
 pub mod systemd_units;
 

@@ -63,6 +63,11 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
                     "last shutdown:  not clean (crash, kill or power loss): the store opened at its last commit\n",
                 );
             }
+            if let Some(tok) = &s.receive_resume {
+                t.push_str(&format!(
+                    "receive:        unfinished; resume with `snapctl send --resume {tok} ...`\n"
+                ));
+            }
             if s.failed {
                 t.push_str(
                     "STORE FAILED:   a metadata write failed; changes are refused until restart\n",

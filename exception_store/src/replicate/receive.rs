@@ -1,0 +1,334 @@
+//! Receiving: check the base, take a rollback snapshot, apply records to the origin
+//! as they check, and only at a checked end take snapshot B (see the module
+//! documentation of [`super`] for the protocol and why it is atomic).
+use super::{hex, resume_token};
+use crate::{
+    stream::{Decoder, Record, StreamError},
+    Dev, SharedStore,
+};
+use blockdev::ids::SnapId;
+use std::io::Read;
+use thiserror::Error;
+
+/// A receive that stopped before its end: enough to resume it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The stream being received.
+    pub stream_id: [u8; 16],
+    /// B's name.
+    pub name: String,
+    /// B's guid.
+    pub guid: [u8; 16],
+    /// The rollback snapshot taken before the first write.
+    pub rollback: SnapId,
+    /// Records before this offset are applied and durable.
+    pub next_offset: u64,
+}
+
+impl Pending {
+    /// The token `snapctl send --resume` takes.
+    pub fn token(&self) -> String {
+        resume_token(&self.stream_id, self.next_offset)
+    }
+
+    /// Text form (one line).
+    pub fn encode(&self) -> String {
+        format!(
+            "pending {} {} {} {} {}\n",
+            hex(&self.stream_id),
+            self.name,
+            hex(&self.guid),
+            self.rollback.0,
+            self.next_offset
+        )
+    }
+
+    /// Parse [`Pending::encode`]'s line.
+    pub fn decode(line: &str) -> Option<Pending> {
+        let mut w = line.split_whitespace();
+        if w.next()? != "pending" {
+            return None;
+        }
+        let p = Pending {
+            stream_id: super::parse_hex16(w.next()?)?,
+            name: w.next()?.to_owned(),
+            guid: super::parse_hex16(w.next()?)?,
+            rollback: SnapId(w.next()?.parse().ok()?),
+            next_offset: w.next()?.parse().ok()?,
+        };
+        w.next().is_none().then_some(p)
+    }
+}
+
+/// How to receive.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiveOptions {
+    /// Roll the origin back to A when it changed since A, or drop an unfinished
+    /// receive, instead of refusing.
+    pub force: bool,
+    /// Creation time of the rollback snapshot.
+    pub now: u64,
+    /// Make applied records durable (and save the resume point) every this many bytes.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for ReceiveOptions {
+    fn default() -> Self {
+        ReceiveOptions {
+            force: false,
+            now: 0,
+            checkpoint_bytes: 16 << 20,
+        }
+    }
+}
+
+/// A completed receive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Snapshot B on this store.
+    pub snap: SnapId,
+    /// Its name.
+    pub name: String,
+    /// Stream bytes read.
+    pub bytes: u64,
+    /// What `force` did, if anything.
+    pub forced: Vec<String>,
+}
+
+/// Why a receive failed. Every variant but [`ReceiveError::Cut`] leaves the target as
+/// it was (origin rolled back, snapshots untouched, no B).
+#[derive(Debug, Error)]
+pub enum ReceiveError {
+    /// The stream is corrupt; nothing kept.
+    #[error("stream refused, the target is unchanged: {0}")]
+    Refused(StreamError),
+    /// The stream stopped early; what arrived is kept and can be resumed.
+    #[error(
+        "{error}; received up to offset {offset}: resume with `snapctl send --resume {token} ...`"
+    )]
+    Cut {
+        /// Why it stopped.
+        error: StreamError,
+        /// Applied and durable up to here.
+        offset: u64,
+        /// The resume token.
+        token: String,
+    },
+    /// The stream is for another device size.
+    #[error("the stream is for a {stream}-byte device, this origin has {here} bytes")]
+    Size {
+        /// In the stream.
+        stream: u64,
+        /// Here.
+        here: u64,
+    },
+    /// No snapshot here has A's guid.
+    #[error("wrong base: this store holds no snapshot with guid {0} (the stream's from-snapshot)")]
+    WrongBase(String),
+    /// The origin was written since A.
+    #[error("the origin was written since {0} was received; `--force` rolls it back to {0}")]
+    OriginChanged(String),
+    /// B's name is taken.
+    #[error("a snapshot named {0:?} already exists here")]
+    NameTaken(String),
+    /// Another receive is unfinished.
+    #[error("an unfinished receive of {name:?} is pending: resume it (`snapctl send --resume {token}`) or pass `--force` to drop it")]
+    Pending {
+        /// Its B.
+        name: String,
+        /// Its token.
+        token: String,
+    },
+    /// A resumed stream does not continue the pending receive.
+    #[error("this resumed stream does not continue the pending receive: {0}")]
+    ResumeMismatch(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::Error),
+    /// Saving the replication state failed.
+    #[error("saving the replication state: {0}")]
+    State(std::io::Error),
+}
+
+/// Saves the pending receive durably (the daemon: one file,
+/// replaced atomically).
+pub type SaveState<'a> = dyn FnMut(Option<&Pending>) -> std::io::Result<()> + 'a;
+
+fn rollback_name(id: &[u8; 16], what: &str) -> String {
+    format!("recv{what}+{}", &hex(id)[..16])
+}
+
+/// Whether the origin reads what snapshot `a` reads. The diff lists where they may
+/// differ (after a rolled-back receive the origin reads merged copies of A's data,
+/// which the element index cannot tell from a write); those ranges are compared.
+fn origin_reads(store: &SharedStore, a: SnapId, size: u64) -> crate::Result<bool> {
+    const PIECE: u64 = 1 << 20;
+    let mut x = vec![0u8; PIECE as usize];
+    let mut y = vec![0u8; PIECE as usize];
+    for (off, len) in store.diff(Dev::Origin, Dev::Snap(a), 0, size)? {
+        let mut p = off;
+        while p < off + len {
+            let n = (off + len - p).min(PIECE) as usize;
+            store.read(Dev::Origin, p, &mut x[..n])?;
+            store.read(Dev::Snap(a), p, &mut y[..n])?;
+            if x[..n] != y[..n] {
+                return Ok(false);
+            }
+            p += n as u64;
+        }
+    }
+    Ok(true)
+}
+
+/// Apply the stream read from `input` to `store`'s origin, then take snapshot B.
+#[allow(clippy::too_many_arguments)]
+pub fn receive<R: Read>(
+    store: &SharedStore,
+    input: R,
+    pending: Option<Pending>,
+    opts: ReceiveOptions,
+    save: &mut SaveState<'_>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Received, ReceiveError> {
+    let mut dec = Decoder::new(input).map_err(ReceiveError::Refused)?;
+    let h = dec.header().clone();
+    let (snaps, size) = {
+        let s = store.lock();
+        (s.snapshots(), s.size())
+    };
+    if h.size != size {
+        return Err(ReceiveError::Size {
+            stream: h.size,
+            here: size,
+        });
+    }
+    let mut forced = Vec::new();
+    let mut state = match (h.resume_offset, pending) {
+        (Some(at), Some(p)) => {
+            if p.stream_id != h.stream_id || p.name != h.name || p.guid != h.guid {
+                return Err(ReceiveError::ResumeMismatch(format!(
+                    "it resumes stream {}, the pending one is {}",
+                    hex(&h.stream_id),
+                    hex(&p.stream_id)
+                )));
+            }
+            if at > p.next_offset {
+                return Err(ReceiveError::ResumeMismatch(format!(
+                    "it starts at offset {at}, only {} arrived",
+                    p.next_offset
+                )));
+            }
+            p
+        }
+        (Some(_), None) => {
+            return Err(ReceiveError::ResumeMismatch(
+                "no receive is pending here".into(),
+            ))
+        }
+        (None, p) => {
+            if let Some(p) = p {
+                if !opts.force {
+                    return Err(ReceiveError::Pending {
+                        token: p.token(),
+                        name: p.name,
+                    });
+                }
+                store.merge_snapshot(p.rollback)?;
+                save(None).map_err(ReceiveError::State)?;
+                forced.push(format!(
+                    "dropped the unfinished receive of {:?} (origin rolled back)",
+                    p.name
+                ));
+            }
+            if store.lock().lookup(&h.name).is_some() {
+                return Err(ReceiveError::NameTaken(h.name));
+            }
+            if let Some(g) = h.from_guid {
+                let base = snaps
+                    .iter()
+                    .find(|s| s.guid == g)
+                    .ok_or_else(|| ReceiveError::WrongBase(hex(&g)))?;
+                if !origin_reads(store, base.id, size)? {
+                    if !opts.force {
+                        return Err(ReceiveError::OriginChanged(base.name.clone()));
+                    }
+                    let t = store.create_snapshot(
+                        &rollback_name(&h.stream_id, "-force"),
+                        Some(base.id),
+                        opts.now,
+                    )?;
+                    store.merge_snapshot(t)?;
+                    forced.push(format!("rolled the origin back to {}", base.name));
+                }
+            }
+            let rollback =
+                store.create_snapshot(&rollback_name(&h.stream_id, ""), None, opts.now)?;
+            let p = Pending {
+                stream_id: h.stream_id,
+                name: h.name.clone(),
+                guid: h.guid,
+                rollback,
+                next_offset: 0,
+            };
+            save(Some(&p)).map_err(ReceiveError::State)?;
+            p
+        }
+    };
+    let abort = |store: &SharedStore, state: &Pending, save: &mut SaveState<'_>| {
+        store.merge_snapshot(state.rollback)?;
+        save(None).map_err(ReceiveError::State)
+    };
+    let mut applied = 0u64;
+    let mut since = 0u64;
+    let mut last_end = 0u64;
+    loop {
+        let rec = match dec.next_record() {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(error) if error.is_cut() => {
+                // Everything applied is durable after this flush: resume after it.
+                store.flush()?;
+                state.next_offset = state.next_offset.max(last_end);
+                save(Some(&state)).map_err(ReceiveError::State)?;
+                return Err(ReceiveError::Cut {
+                    error,
+                    offset: state.next_offset,
+                    token: state.token(),
+                });
+            }
+            Err(e) => {
+                abort(store, &state, save)?;
+                return Err(ReceiveError::Refused(e));
+            }
+        };
+        let (off, len) = rec.range();
+        let r = match &rec {
+            Record::Data { offset, data } => store.write(Dev::Origin, *offset, data),
+            Record::Zero { offset, len } => store.write_zeroes(Dev::Origin, *offset, *len),
+        };
+        if let Err(e) = r {
+            abort(store, &state, save)?;
+            return Err(e.into());
+        }
+        applied += len;
+        since += len;
+        last_end = off + len;
+        progress(applied);
+        if since >= opts.checkpoint_bytes {
+            store.flush()?;
+            state.next_offset = off + len;
+            save(Some(&state)).map_err(ReceiveError::State)?;
+            since = 0;
+        }
+    }
+    store.flush()?;
+    let snap = store.create_snapshot_as(&h.name, None, h.created, h.guid)?;
+    store.delete_snapshot(state.rollback)?;
+    save(None).map_err(ReceiveError::State)?;
+    Ok(Received {
+        snap,
+        name: h.name,
+        bytes: dec.position(),
+        forced,
+    })
+}

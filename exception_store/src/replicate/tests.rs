@@ -1,0 +1,267 @@
+//! Send and receive between two in-process stores: full then incrementals equal,
+//! corrupt / cut / wrong-base streams refused with the target unchanged, resume.
+use super::*;
+use crate::{Dev, SharedStore, Store, StoreOptions};
+use blockdev::MemDevice;
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use std::sync::Arc;
+
+const SIZE: u64 = 4 << 20;
+const CHUNK: u32 = 64 * 1024;
+
+fn store() -> SharedStore {
+    let origin = Arc::new(MemDevice::new(SIZE));
+    let dev = Arc::new(MemDevice::new(32 << 20));
+    SharedStore::new(Store::format(origin, dev, CHUNK, StoreOptions::default()).unwrap())
+}
+
+fn read_all(s: &SharedStore, dev: Dev) -> Vec<u8> {
+    let mut b = vec![0u8; SIZE as usize];
+    s.read(dev, 0, &mut b).unwrap();
+    b
+}
+
+/// A replication target: its store and pending receive (what the daemon
+/// persists), with a save callback that records every save.
+struct Target {
+    s: SharedStore,
+    pending: Option<Pending>,
+}
+
+impl Target {
+    fn new() -> Self {
+        Target {
+            s: store(),
+            pending: None,
+        }
+    }
+
+    fn recv(&mut self, stream: &[u8], force: bool) -> Result<Received, ReceiveError> {
+        let mut saved = self.pending.clone();
+        let opts = ReceiveOptions {
+            force,
+            now: 1,
+            checkpoint_bytes: 256 * 1024,
+        };
+        let r = receive(
+            &self.s,
+            stream,
+            self.pending.clone(),
+            opts,
+            &mut |p| {
+                saved = p.cloned();
+                Ok(())
+            },
+            &mut |_| {},
+        );
+        self.pending = saved;
+        r
+    }
+
+    fn snap(&self, name: &str) -> Dev {
+        Dev::Snap(self.s.lock().lookup(name).unwrap())
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.s
+            .lock()
+            .snapshots()
+            .into_iter()
+            .map(|x| x.name)
+            .collect()
+    }
+}
+
+fn scribble(s: &SharedStore, rng: &mut SmallRng, writes: usize) {
+    for _ in 0..writes {
+        let off = rng.gen_range(0..SIZE / 4096) * 4096;
+        let len = (rng.gen_range(1..40u64) * 4096).min(SIZE - off);
+        if rng.gen_bool(0.2) {
+            s.write_zeroes(Dev::Origin, off, len).unwrap();
+        } else {
+            let d: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            s.write(Dev::Origin, off, &d).unwrap();
+        }
+    }
+}
+
+fn send_bytes(
+    s: &SharedStore,
+    b: &str,
+    from: Option<&str>,
+    id: u8,
+    resume: Option<u64>,
+) -> Vec<u8> {
+    let (bid, aid) = {
+        let g = s.lock();
+        (g.lookup(b).unwrap(), from.map(|a| g.lookup(a).unwrap()))
+    };
+    let spec = SendSpec {
+        snap: bid,
+        from: aid,
+        stream_id: [id; 16],
+        resume_offset: resume,
+    };
+    let mut out = Vec::new();
+    send(s, &spec, &mut out, &mut |_| {}).unwrap();
+    out
+}
+
+/// Source with snapshots s1..s4, changes between each.
+fn source() -> SharedStore {
+    let src = store();
+    let mut rng = SmallRng::seed_from_u64(12);
+    for i in 1..=4 {
+        scribble(&src, &mut rng, if i == 1 { 200 } else { 15 });
+        src.create_snapshot(&format!("s{i}"), None, 1000 + i)
+            .unwrap();
+    }
+    scribble(&src, &mut rng, 10);
+    src
+}
+
+fn check_equal(src: &SharedStore, t: &Target, name: &str) {
+    let sd = Dev::Snap(src.lock().lookup(name).unwrap());
+    assert!(
+        read_all(src, sd) == read_all(&t.s, t.snap(name)),
+        "{name} differs"
+    );
+    let info =
+        t.s.lock()
+            .snapshots()
+            .into_iter()
+            .find(|x| x.name == name)
+            .unwrap();
+    let sinfo = src
+        .lock()
+        .snapshots()
+        .into_iter()
+        .find(|x| x.name == name)
+        .unwrap();
+    assert_eq!(info.created, sinfo.created);
+}
+
+#[test]
+fn full_then_three_incrementals_equal() {
+    let src = source();
+    let mut t = Target::new();
+    let full = send_bytes(&src, "s1", None, 1, None);
+    t.recv(&full, false).unwrap();
+    check_equal(&src, &t, "s1");
+    for i in 2..=4 {
+        let a = format!("s{}", i - 1);
+        let b = format!("s{i}");
+        let inc = send_bytes(&src, &b, Some(&a), i as u8, None);
+        assert!(
+            inc.len() < full.len() / 2,
+            "incremental {b} is {} bytes",
+            inc.len()
+        );
+        t.recv(&inc, false).unwrap();
+        for j in 1..=i {
+            check_equal(&src, &t, &format!("s{j}"));
+        }
+    }
+    assert_eq!(t.names(), ["s1", "s2", "s3", "s4"]);
+    assert!(t.pending.is_none());
+    // The received snapshots keep the sender's guids (the base of the next stream).
+    let guids = |s: &SharedStore| {
+        s.lock()
+            .snapshots()
+            .into_iter()
+            .map(|x| (x.name, x.guid))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(guids(&t.s), guids(&src));
+}
+
+fn target_with_s1(src: &SharedStore) -> Target {
+    let mut t = Target::new();
+    t.recv(&send_bytes(src, "s1", None, 1, None), false)
+        .unwrap();
+    t
+}
+
+#[test]
+fn corrupt_streams_refused_target_unchanged() {
+    let src = source();
+    let mut t = target_with_s1(&src);
+    let before = read_all(&t.s, Dev::Origin);
+    let inc = send_bytes(&src, "s2", Some("s1"), 2, None);
+    for at in [10, 200, 300, inc.len() / 2, inc.len() - 5] {
+        let mut c = inc.clone();
+        c[at] ^= 0x40;
+        let e = t.recv(&c, false).unwrap_err();
+        assert!(matches!(e, ReceiveError::Refused(_)), "flip at {at}: {e}");
+        assert_eq!(t.names(), ["s1"], "flip at {at}");
+        assert!(
+            read_all(&t.s, Dev::Origin) == before,
+            "origin changed (flip at {at})"
+        );
+        assert!(t.pending.is_none());
+    }
+    // Wrong base: s2 -> s3 onto a target holding only s1.
+    let e = t
+        .recv(&send_bytes(&src, "s3", Some("s2"), 3, None), false)
+        .unwrap_err();
+    assert!(matches!(e, ReceiveError::WrongBase(_)), "{e}");
+    assert_eq!(t.names(), ["s1"]);
+    // And the good stream still applies afterwards.
+    t.recv(&inc, false).unwrap();
+    check_equal(&src, &t, "s2");
+}
+
+#[test]
+fn cut_stream_resumes_to_the_same_result() {
+    let src = source();
+    let mut t = Target::new();
+    let full = send_bytes(&src, "s1", None, 9, None);
+    let e = t.recv(&full[..full.len() * 2 / 3], false).unwrap_err();
+    let (offset, token) = match e {
+        ReceiveError::Cut { offset, token, .. } => (offset, token),
+        e => panic!("{e}"),
+    };
+    assert!(offset > 0, "checkpoints were made");
+    assert!(
+        t.s.lock().lookup("s1").is_none(),
+        "B must not appear before the end"
+    );
+    // A fresh (non-resume) stream is refused while one is pending.
+    let e = t.recv(&full, false).unwrap_err();
+    assert!(matches!(e, ReceiveError::Pending { .. }), "{e}");
+    let (id, at) = parse_resume_token(&token).unwrap();
+    assert_eq!(id, [9; 16]);
+    let rest = send_bytes(&src, "s1", None, 9, Some(at));
+    assert!(rest.len() < full.len());
+    t.recv(&rest, false).unwrap();
+    check_equal(&src, &t, "s1");
+    assert_eq!(t.names(), ["s1"], "the rollback snapshot is gone");
+    assert!(t.pending.is_none());
+}
+
+#[test]
+fn written_origin_refused_then_forced_back() {
+    let src = source();
+    let mut t = target_with_s1(&src);
+    t.s.write(Dev::Origin, 8192, b"local change").unwrap();
+    let inc = send_bytes(&src, "s2", Some("s1"), 2, None);
+    let e = t.recv(&inc, false).unwrap_err();
+    assert!(matches!(e, ReceiveError::OriginChanged(_)), "{e}");
+    assert_eq!(t.names(), ["s1"]);
+    let r = t.recv(&inc, true).unwrap();
+    assert_eq!(r.forced, ["rolled the origin back to s1"]);
+    check_equal(&src, &t, "s2");
+    assert_eq!(t.names(), ["s1", "s2"]);
+}
+
+#[test]
+fn state_text_round_trips() {
+    let p = Pending {
+        stream_id: [1; 16],
+        name: "x".into(),
+        guid: [2; 16],
+        rollback: blockdev::ids::SnapId(9),
+        next_offset: 1 << 20,
+    };
+    assert_eq!(Pending::decode(&p.encode()), Some(p));
+}

@@ -1,0 +1,377 @@
+//! `send` and `receive` in the daemon: the streaming ops of the control protocol
+//! (see [`crate::protocol::Op::Send`]) over [`exception_store::replicate`], and the
+//! replication state file.
+//!
+//! # State
+//! `<state file stem>.repl` in the state directory (or `<store>.repl` without one):
+//! the unfinished receive, if any (received snapshots keep their guid in the store), rewritten
+//! (temporary file, fsync, rename) before a receive writes anything, at every
+//! checkpoint and at its end, so that it survives kill -9.
+//!
+//! # Invariants
+//! - One receive at a time (the state's lock is held for its duration); the origin
+//!   device is held open exclusively meanwhile, so nothing mounts it mid-stream.
+//! - A snapshot being sent cannot be deleted (`delete` asks [`Replication::is_sending`]).
+use super::{claim_origin, Service};
+use crate::rbd_diff::{Reader, ToStream};
+use crate::{
+    protocol::{self, ErrorCode, Reply, Response},
+    Error, Result,
+};
+use blockdev::ids::SnapId;
+use exception_store::replicate::{
+    self, parse_resume_token, Pending, ReceiveError, ReceiveOptions, SendSpec,
+};
+use exception_store::stream::Header;
+use parking_lot::Mutex;
+use std::{
+    collections::BTreeMap,
+    io::{BufWriter, Read, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+};
+
+/// What the daemon keeps for replication.
+#[derive(Debug)]
+pub struct Replication {
+    path: PathBuf,
+    state: Mutex<Option<Pending>>,
+    sending: Mutex<BTreeMap<SnapId, usize>>,
+}
+
+fn encode(p: Option<&Pending>) -> String {
+    let mut s = String::from("ublk-snap replication state v2\n");
+    if let Some(p) = p {
+        s += &p.encode();
+    }
+    s
+}
+
+fn decode(text: &str) -> Option<Option<Pending>> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    if lines.next()? != "ublk-snap replication state v2" {
+        return None;
+    }
+    let pending = match lines.next() {
+        Some(l) => Some(Pending::decode(l)?),
+        None => None,
+    };
+    lines.next().is_none().then_some(pending)
+}
+
+fn save_file(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("repl.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(d)?.sync_all()?;
+    }
+    Ok(())
+}
+
+impl Replication {
+    /// Load the state beside the store (`state_dir` as the daemon's state file).
+    pub fn load(state_dir: Option<&Path>, store: &Path) -> Result<Replication> {
+        let path = match state_dir {
+            Some(d) => {
+                let f = crate::state::StateFile::new(d, store);
+                f.path().with_extension("").with_extension("repl")
+            }
+            None => PathBuf::from(format!("{}.repl", store.display())),
+        };
+        let state = match std::fs::read_to_string(&path) {
+            Ok(t) => decode(&t).ok_or_else(|| {
+                Error::Invalid(format!("{}: not a replication state file", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(Error::io("read", &path)(e)),
+        };
+        Ok(Replication {
+            path,
+            state: Mutex::new(state),
+            sending: Mutex::default(),
+        })
+    }
+
+    /// Whether snapshot `id` is being sent.
+    pub fn is_sending(&self, id: SnapId) -> bool {
+        self.sending.lock().contains_key(&id)
+    }
+
+    /// The unfinished receive's resume token.
+    pub fn resume_token(&self) -> Option<String> {
+        self.state
+            .try_lock()
+            .and_then(|s| s.as_ref().map(Pending::token))
+    }
+}
+
+/// Marks a snapshot sent while alive.
+struct Sending<'a>(&'a Replication, SnapId);
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        let mut m = self.0.sending.lock();
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+fn reply_line(conn: &mut UnixStream, r: &Response) {
+    let _ = conn.write_all(&protocol::to_line(r));
+}
+
+fn err_response(e: &Error) -> Response {
+    Response::error(e.code(), e.to_string())
+}
+
+fn receive_code(e: &ReceiveError) -> ErrorCode {
+    match e {
+        ReceiveError::Refused(_) => ErrorCode::Corrupt,
+        ReceiveError::Cut { .. } | ReceiveError::State(_) => ErrorCode::Io,
+        ReceiveError::Size { .. } | ReceiveError::WrongBase(_) => ErrorCode::Invalid,
+        ReceiveError::ResumeMismatch(_) => ErrorCode::Invalid,
+        ReceiveError::OriginChanged(_) | ReceiveError::Pending { .. } => ErrorCode::Busy,
+        ReceiveError::NameTaken(_) => ErrorCode::Exists,
+        ReceiveError::Store(s) => Error::code_of_store(s),
+    }
+}
+
+impl Service {
+    /// Answer a streaming op on `conn` (`leftover`: bytes read past its line).
+    pub fn handle_stream(&self, op: protocol::Op, mut conn: UnixStream, leftover: Vec<u8>) {
+        match op {
+            protocol::Op::Send { name, from, resume } => {
+                if let Err(e) = self.send(&name, from.as_deref(), resume.as_deref(), &mut conn) {
+                    tracing::info!(error = %e, "send refused");
+                    reply_line(&mut conn, &err_response(&e));
+                }
+            }
+            protocol::Op::Receive { force, rbd_diff } => {
+                let r = self.receive(force, rbd_diff, &mut conn, leftover);
+                let _ = conn.shutdown(std::net::Shutdown::Read);
+                reply_line(&mut conn, &r);
+            }
+            other => reply_line(
+                &mut conn,
+                &Response::error(
+                    ErrorCode::BadRequest,
+                    format!("{other:?} is not a streaming op"),
+                ),
+            ),
+        }
+    }
+
+    /// `send`: errors before the stream starts become the reply; after the `sending`
+    /// line, a failure just closes the connection (the receiver sees a cut stream).
+    fn send(
+        &self,
+        name: &str,
+        from: Option<&str>,
+        resume: Option<&str>,
+        conn: &mut UnixStream,
+    ) -> Result<()> {
+        let b = self.lookup(name)?;
+        let a = from.map(|a| self.lookup(a)).transpose()?;
+        let (stream_id, resume_offset) = match resume {
+            Some(t) => {
+                let (id, off) = parse_resume_token(t)
+                    .ok_or_else(|| Error::Invalid(format!("bad resume token {t:?}")))?;
+                (id, Some(off))
+            }
+            None => (random_id()?, None),
+        };
+        let covers = match a {
+            Some(a) => self
+                .store
+                .diff(
+                    exception_store::Dev::Snap(a),
+                    exception_store::Dev::Snap(b),
+                    0,
+                    self.store.size(),
+                )?
+                .iter()
+                .map(|r| r.1)
+                .sum(),
+            None => self.store.size(),
+        };
+        let repl = &self.repl;
+        *repl.sending.lock().entry(b).or_default() += 1;
+        let _held = Sending(repl, b);
+        // Re-check under the hold: a delete may have raced the lookup.
+        self.lookup(name)?;
+        reply_line(
+            conn,
+            &Response::new(Reply::Sending(protocol::Sending {
+                name: name.to_owned(),
+                from: from.map(str::to_owned),
+                covers,
+            })),
+        );
+        let spec = SendSpec {
+            snap: b,
+            from: a,
+            stream_id,
+            resume_offset,
+        };
+        let out = BufWriter::with_capacity(
+            1 << 20,
+            conn.try_clone().map_err(Error::io("clone", "socket"))?,
+        );
+        match replicate::send(&self.store, &spec, out, &mut |_| {}) {
+            Ok(sent) => tracing::info!(name, ?from, bytes = sent.bytes, "sent"),
+            Err(e) => tracing::warn!(name, error = %e, "send failed mid-stream"),
+        }
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+        Ok(())
+    }
+
+    fn receive(
+        &self,
+        force: bool,
+        rbd_diff: bool,
+        conn: &mut UnixStream,
+        leftover: Vec<u8>,
+    ) -> Response {
+        let claim = {
+            let devs = self.devices.lock();
+            match claim_origin(&devs) {
+                Ok(c) => c,
+                Err(device) => {
+                    return err_response(&Error::InUse {
+                        device,
+                        why: "a receive writes the origin",
+                    })
+                }
+            }
+        };
+        let Some(mut st) = self.repl.state.try_lock() else {
+            return Response::error(ErrorCode::Busy, "another receive is running");
+        };
+        let pending = &mut *st;
+        let mut input = std::io::Cursor::new(leftover)
+            .chain(std::io::BufReader::with_capacity(1 << 20, &*conn));
+        let path = self.repl.path.clone();
+        let opts = ReceiveOptions {
+            force,
+            now: crate::now_secs(),
+            ..ReceiveOptions::default()
+        };
+        let mut saved = pending.clone();
+        let mut save = |p: Option<&Pending>| {
+            saved = p.cloned();
+            save_file(&path, &encode(p))
+        };
+        let r = if rbd_diff {
+            let mut ts = match self.rbd_input(&mut input) {
+                Ok(ts) => ts,
+                Err(e) => return err_response(&e),
+            };
+            let r = replicate::receive(
+                &self.store,
+                &mut ts,
+                pending.clone(),
+                opts,
+                &mut save,
+                &mut |_| {},
+            );
+            match (r, ts.error.take()) {
+                // An rbd diff cannot be resumed: a cut or refused one is rolled back.
+                (Err(ReceiveError::Cut { error, .. }), rbd_error) => {
+                    let why = rbd_error.map_or_else(|| error.to_string(), |e| e.to_string());
+                    if let Some(p) = saved.take() {
+                        if let Err(e) = self.store.merge_snapshot(p.rollback) {
+                            return err_response(&e.into());
+                        }
+                        if let Err(e) = save_file(&path, &encode(None)) {
+                            return err_response(&Error::io("write", &path)(e));
+                        }
+                    }
+                    *pending = None;
+                    drop(claim);
+                    return Response::error(
+                        ErrorCode::Corrupt,
+                        format!("rbd diff refused, the target is unchanged: {why}"),
+                    );
+                }
+                (r, _) => r,
+            }
+        } else {
+            replicate::receive(
+                &self.store,
+                input,
+                pending.clone(),
+                opts,
+                &mut save,
+                &mut |_| {},
+            )
+        };
+        *pending = saved;
+        drop(claim);
+        match r {
+            Ok(got) => {
+                tracing::info!(name = got.name, bytes = got.bytes, forced = ?got.forced, "received");
+                Response::new(Reply::Received(protocol::Received {
+                    name: got.name,
+                    id: got.snap.0,
+                    bytes: got.bytes,
+                    forced: got.forced,
+                    txn_id: self.txn(),
+                }))
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "receive failed");
+                Response::error(receive_code(&e), e.to_string())
+            }
+        }
+    }
+
+    /// Our stream made from an `rbd diff v1` on `input`: B is its `t` snapshot
+    /// (created now, a new guid), A the snapshot its `f` names here.
+    fn rbd_input<'a, R: Read>(&self, input: &'a mut R) -> Result<ToStream<&'a mut R>> {
+        let rd = Reader::new(input).map_err(|e| Error::Invalid(e.to_string()))?;
+        let meta = rd.meta().clone();
+        let (snaps, chunk) = {
+            let s = self.store.lock();
+            (s.snapshots(), s.chunk_size())
+        };
+        let from_guid = match &meta.from {
+            Some(a) => {
+                let s = snaps
+                    .iter()
+                    .find(|x| x.name == *a)
+                    .ok_or_else(|| Error::NoSuchSnapshot(a.clone()))?;
+                Some(s.guid)
+            }
+            None => None,
+        };
+        exception_store::validate_name(&meta.to).map_err(Error::Invalid)?;
+        let header = Header {
+            stream_id: random_id()?,
+            source_uuid: [0; 16],
+            chunk_size: chunk,
+            size: meta.size,
+            name: meta.to.clone(),
+            created: crate::now_secs(),
+            guid: random_id()?,
+            from_guid,
+            resume_offset: None,
+        };
+        ToStream::new(rd, &header).map_err(Error::io("convert", "the rbd diff"))
+    }
+}
+
+/// 16 random bytes (a stream's identity).
+fn random_id() -> Result<[u8; 16]> {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(Error::io("read", "/dev/urandom"))?;
+    Ok(b)
+}
