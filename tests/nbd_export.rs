@@ -113,9 +113,19 @@ fn handshake_lists_exports_and_contexts() {
     assert_ne!(ro.flags & (1 << 8), 0, "CAN_MULTI_CONN");
     let rw = Client::connect(&s.sock, "live", &[]);
     assert_eq!(rw.flags & 2, 0);
-    let st = svc.status();
+    // the server counts a connection once its handshake thread hands it over:
+    // give a loaded machine a moment
+    let t0 = std::time::Instant::now();
+    let mut st = svc.status();
+    while st.nbd.exports.iter().any(|e| e.connections != 1)
+        && t0.elapsed() < std::time::Duration::from_secs(10)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        st = svc.status();
+    }
     assert_eq!(st.nbd.exports.len(), 2);
     assert_eq!(st.nbd.exports[0].connections, 1);
+    assert_eq!(st.nbd.exports[1].connections, 1);
     assert_eq!(st.nbd.listen, [format!("unix:{}", s.sock.display())]);
     let l = svc.list();
     assert_eq!(l.snapshots[0].exports, ["s1"]);
