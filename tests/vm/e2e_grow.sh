@@ -98,13 +98,13 @@ origin_matches "after ENOSPC"
 CHUNKS=$(st .usage.nr_chunks)
 
 step "grow-store on a store that did not grow: refused, nothing changed"
-TXN=$(st .txn_id)
 RC=0
 ctl grow-store 2>"$W/grow.err" || RC=$?
 [ "$RC" = 2 ] || fail "grow-store exited $RC, want 2: $(cat "$W/grow.err")"
 grep -q "did not grow" "$W/grow.err" || fail "grow-store said: $(cat "$W/grow.err")"
 [ "$(st .usage.nr_chunks)" = "$CHUNKS" ] || fail "chunks changed"
-[ "$(st .txn_id)" = "$TXN" ] || fail "a transaction committed"
+# (no txn check: the daemon's periodic commit and late writeback may commit meanwhile;
+# the store's size is what a refused growth must leave alone)
 ok "exit 2: $(cat "$W/grow.err")"
 
 step "truncate the store to 96 MiB, grow-store online"
