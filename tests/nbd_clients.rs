@@ -6,50 +6,19 @@
 //! socket. A missing tool fails the test (`.ci/run` installs them).
 mod common;
 
-use common::{daemon::Fixture, pattern};
+use common::{
+    nbd::{self, Setup},
+    pattern,
+};
 use exception_store::Dev;
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
-use ublk_snapd::{
-    control::Limits,
-    nbd::{Listener, Server},
-    service::Service,
-};
+use std::{path::Path, process::Command};
+use ublk_snapd::service::Service;
 
 const CHUNK: u64 = common::daemon::CHUNK;
 const LEN: u64 = 16 << 20;
 
-struct Setup {
-    fix: Fixture,
-    server: Option<Server>,
-    sock: PathBuf,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            s.stop();
-        }
-    }
-}
-
 fn setup() -> Setup {
-    let fix = Fixture::start(LEN, 64 << 20, Limits::default());
-    let sock = fix.socket.with_file_name("nbd.sock");
-    let svc = fix.service().clone();
-    let server = Server::start(
-        svc.store().clone(),
-        svc.exports().clone(),
-        vec![Listener::unix(&sock).unwrap()],
-    )
-    .unwrap();
-    Setup {
-        fix,
-        server: Some(server),
-        sock,
-    }
+    nbd::setup(LEN, 64 << 20)
 }
 
 fn uri(sock: &Path, export: &str) -> String {

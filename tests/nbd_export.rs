@@ -7,53 +7,22 @@ mod common;
 
 use blockdev::{CrashMode, FaultyDevice};
 use common::{
-    daemon::{Fixture, CHUNK},
-    nbd::{self, Client},
+    daemon::CHUNK,
+    nbd::{self, Client, Setup},
     pattern, Model,
 };
 use exception_store::{Dev, SharedStore, Store};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
-use std::{io::Write, path::PathBuf, sync::Arc};
-use ublk_snapd::{
-    control::Limits,
-    nbd::{Export, Exports, Listener, Server},
-};
+use std::{io::Write, sync::Arc};
+use ublk_snapd::nbd::{Export, Exports, Listener, Server};
 
 const LEN: u64 = 4 << 20;
 const EPERM: u32 = 1;
 const EINVAL: u32 = 22;
 const ENOSPC: u32 = 28;
 
-struct Setup {
-    fix: Fixture,
-    server: Option<Server>,
-    sock: PathBuf,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            s.stop();
-        }
-    }
-}
-
 fn setup() -> Setup {
-    let fix = Fixture::start(LEN, 32 << 20, Limits::default());
-    let sock = fix.socket.with_file_name("nbd.sock");
-    let svc = fix.service().clone();
-    let server = Server::start(
-        svc.store().clone(),
-        svc.exports().clone(),
-        vec![Listener::unix(&sock).unwrap()],
-    )
-    .unwrap();
-    svc.set_nbd_listen(server.addresses().to_vec());
-    Setup {
-        fix,
-        server: Some(server),
-        sock,
-    }
+    nbd::setup(LEN, 32 << 20)
 }
 
 #[test]

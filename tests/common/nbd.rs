@@ -3,11 +3,50 @@
 //! byte: fixed newstyle, `NBD_OPT_STRUCTURED_REPLY`, `NBD_OPT_SET_META_CONTEXT`,
 //! `NBD_OPT_GO`, simple and structured replies.
 #![allow(clippy::big_endian_bytes)]
+use super::daemon::Fixture;
 use std::{
     io::{Read, Write},
     os::unix::net::UnixStream,
-    path::Path,
+    path::{Path, PathBuf},
 };
+use ublk_snapd::{
+    control::Limits,
+    nbd::{Listener, Server},
+};
+
+/// A daemon fixture (origin of `len` bytes, store of `store_len`) with an NBD server
+/// on a Unix socket beside its control socket; the server stops on drop.
+pub struct Setup {
+    pub fix: Fixture,
+    server: Option<Server>,
+    pub sock: PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop();
+        }
+    }
+}
+
+pub fn setup(len: u64, store_len: u64) -> Setup {
+    let fix = Fixture::start(len, store_len, Limits::default());
+    let sock = fix.socket.with_file_name("nbd.sock");
+    let svc = fix.service().clone();
+    let server = Server::start(
+        svc.store().clone(),
+        svc.exports().clone(),
+        vec![Listener::unix(&sock).unwrap()],
+    )
+    .unwrap();
+    svc.set_nbd_listen(server.addresses().to_vec());
+    Setup {
+        fix,
+        server: Some(server),
+        sock,
+    }
+}
 
 pub const READ: u16 = 0;
 pub const WRITE: u16 = 1;
