@@ -43,27 +43,32 @@ impl Client {
             .get_mut()
             .write_all(&line)
             .map_err(Error::io("send to", &self.path))?;
-        let mut buf = Vec::new();
-        (&mut self.stream)
-            .take(MAX_RESPONSE_BYTES as u64)
-            .read_until(b'\n', &mut buf)
-            .map_err(Error::io("receive from", &self.path))?;
-        if buf.last() != Some(&b'\n') {
-            return Err(Error::Protocol(if buf.is_empty() {
-                "the daemon closed the connection without a reply".into()
-            } else {
-                "truncated or oversized reply".into()
-            }));
-        }
-        let resp: Response =
-            serde_json::from_slice(&buf).map_err(|e| Error::Protocol(format!("bad reply: {e}")))?;
-        match resp.reply {
-            Reply::Error(e) => Err(Error::Remote {
-                code: e.code,
-                message: e.message,
-            }),
-            r => Ok(r),
-        }
+        read_reply(&mut self.stream, &self.path)
+    }
+}
+
+/// Read one reply line from the daemon at `path`; an `error` reply becomes
+/// [`Error::Remote`]. Shared with the streaming ops (`stream_client`).
+pub(crate) fn read_reply(r: &mut impl BufRead, path: &Path) -> Result<Reply> {
+    let mut buf = Vec::new();
+    r.take(MAX_RESPONSE_BYTES as u64)
+        .read_until(b'\n', &mut buf)
+        .map_err(Error::io("receive from", path))?;
+    if buf.last() != Some(&b'\n') {
+        return Err(Error::Protocol(if buf.is_empty() {
+            "the daemon closed the connection without a reply".into()
+        } else {
+            "truncated or oversized reply".into()
+        }));
+    }
+    let resp: Response =
+        serde_json::from_slice(&buf).map_err(|e| Error::Protocol(format!("bad reply: {e}")))?;
+    match resp.reply {
+        Reply::Error(e) => Err(Error::Remote {
+            code: e.code,
+            message: e.message,
+        }),
+        r => Ok(r),
     }
 }
 

@@ -3,12 +3,13 @@
 //! `send` decodes the stream as it passes, so a stream the daemon cut short is an
 //! error here too, never a silently short file.
 use crate::{
-    protocol::{self, to_line, Op, Reply, Request, Response, MAX_RESPONSE_BYTES},
+    client::read_reply,
+    protocol::{self, to_line, Op, Reply, Request},
     Error, Result,
 };
 use exception_store::stream::{Decoder, Header, Record};
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufReader, Read, Write},
     os::unix::net::UnixStream,
     path::Path,
 };
@@ -18,27 +19,6 @@ fn connect(path: &Path) -> Result<UnixStream> {
         path: path.to_owned(),
         error,
     })
-}
-
-fn read_reply(r: &mut impl BufRead, path: &Path) -> Result<Reply> {
-    let mut buf = Vec::new();
-    r.take(MAX_RESPONSE_BYTES as u64)
-        .read_until(b'\n', &mut buf)
-        .map_err(Error::io("receive from", path))?;
-    if buf.last() != Some(&b'\n') {
-        return Err(Error::Protocol(
-            "the daemon closed the connection without a reply".into(),
-        ));
-    }
-    let resp: Response =
-        serde_json::from_slice(&buf).map_err(|e| Error::Protocol(format!("bad reply: {e}")))?;
-    match resp.reply {
-        Reply::Error(e) => Err(Error::Remote {
-            code: e.code,
-            message: e.message,
-        }),
-        r => Ok(r),
-    }
 }
 
 /// Copies what it reads to `out` and counts it.
