@@ -42,6 +42,10 @@ else
     part "fuzz" bash tests/fuzz.sh
 fi
 
+# 2b. Ceph: a throw-away cluster on loopback, rbd import-diff/export-diff against our
+# daemon (in-process, no ublk). Prints SKIP (and passes, except under CI) without Ceph.
+part "ceph cluster" bash tests/ceph/run.sh
+
 # 3. Kernel: build the real binaries once, then boot a guest per script.
 if [ "${SKIP_VM:-0}" = 1 ]; then
     echo "=== VM tests SKIPPED (SKIP_VM=1)"
