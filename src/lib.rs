@@ -53,6 +53,7 @@ pub mod report;
 pub mod service;
 pub mod state;
 pub mod stream_client;
+pub mod stream_scan;
 pub mod target;
 pub mod worker;
 

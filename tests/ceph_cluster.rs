@@ -67,7 +67,8 @@ fn run(mut c: Command) -> Vec<u8> {
     o.stdout
 }
 
-/// `a | b`, both to the end; panic with both stderrs when either fails.
+/// `a | b`, both to the end; panic with both stderrs when either fails. Returns
+/// both stderrs, then `b`'s stdout.
 fn pipe(mut a: Command, mut b: Command) -> String {
     let t = Instant::now();
     let mut pa = a
@@ -101,7 +102,7 @@ fn pipe(mut a: Command, mut b: Command) -> String {
         show(&a),
         show(&b)
     );
-    format!("{ea}{eb}")
+    format!("{ea}{eb}{}", String::from_utf8_lossy(&ob.stdout))
 }
 
 /// A command line as a user would type it (without the time bound).
@@ -193,10 +194,22 @@ fn receive_chain(dst: &Fixture, image: &str, chain: &[&str]) {
             args.extend(["--from-snap", a]);
         }
         args.extend([spec.as_str(), "-"]);
-        pipe(
+        let log = pipe(
             rbd(&args),
-            snapctl(&dst.socket, &["receive", "--format", "rbd-diff"]),
+            snapctl(
+                &dst.socket,
+                &["receive", "--progress", "--format", "rbd-diff"],
+            ),
         );
+        // A full diff tells its size: the final line's total.
+        let line = log
+            .lines()
+            .rfind(|l| l.starts_with("received "))
+            .unwrap_or("");
+        if prev.is_none() {
+            assert!(line.contains(" of 24.0 MiB ("), "{line:?}");
+        }
+        eprintln!("  {line}");
         let want = export(&spec);
         let got = read_snap(dst, b);
         assert!(
@@ -231,15 +244,22 @@ fn rbd_import_diff_and_export_diff_against_a_cluster() {
     // Ours into Ceph: a full stream, then incrementals.
     let mut prev: Option<&str> = None;
     for &b in &names {
-        let mut args = vec!["send", "--format", "rbd-diff"];
+        let mut args = vec!["send", "--progress", "--format", "rbd-diff"];
         if let Some(a) = prev {
             args.extend(["--from", a]);
         }
         args.push(b);
-        pipe(
+        let log = pipe(
             snapctl(&src.socket, &args),
             rbd(&["import-diff", "-", &image]),
         );
+        // The final line: a full send covers the device, an incremental its diff.
+        let line = log.lines().find(|l| l.starts_with("sent ")).unwrap_or("");
+        assert!(line.contains(" (100%), "), "{line:?}");
+        if prev.is_none() {
+            assert!(line.contains("covered 24.0 MiB of 24.0 MiB"), "{line:?}");
+        }
+        eprintln!("  {line}");
         let got = export(&format!("{image}@{b}"));
         let want = read_snap(&src, b);
         assert!(

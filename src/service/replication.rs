@@ -187,6 +187,9 @@ impl Service {
             }
             None => (random_id()?, None),
         };
+        // What the records will cover: a resumed stream's start at `resume_offset`.
+        let from_off = resume_offset.unwrap_or(0);
+        let size = self.store.size();
         let covers = match a {
             Some(a) => self
                 .store
@@ -194,12 +197,12 @@ impl Service {
                     exception_store::Dev::Snap(a),
                     exception_store::Dev::Snap(b),
                     0,
-                    self.store.size(),
+                    size,
                 )?
                 .iter()
-                .map(|r| r.1)
+                .map(|&(off, len)| (off + len).saturating_sub(off.max(from_off)))
                 .sum(),
-            None => self.store.size(),
+            None => size.saturating_sub(from_off),
         };
         let repl = &self.repl;
         *repl.sending.lock().entry(b).or_default() += 1;
