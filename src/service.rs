@@ -91,7 +91,7 @@ impl Service {
         let origin = FileDevice::open(&cfg.origin).map_err(Error::io("open", &cfg.origin))?;
         let dev = FileDevice::open(&cfg.store).map_err(Error::io("open", &cfg.store))?;
         let chunk_size = u64::from(exception_store::superblock::read_superblock(&dev)?.chunk_size);
-        let store = Store::open(
+        let mut store = Store::open(
             Arc::new(origin),
             Arc::new(dev),
             StoreOptions {
@@ -127,6 +127,10 @@ impl Service {
             .as_deref()
             .map(|d| StateFile::new(d, &cfg.store));
         let repl = replication::Replication::load(cfg.state_dir.as_deref(), &cfg.store)?;
+        if let Some(id) = repl.rollback() {
+            // an unfinished receive's rollback point: never the space policy's victim
+            store.set_in_use(id, true);
+        }
         Ok(Service {
             repl,
             store: Arc::new(SharedStore::new(store)),
@@ -282,11 +286,17 @@ impl Service {
         }
     }
 
+    /// A snapshot a control op may name: not a receive's rollback point.
     pub(crate) fn lookup(&self, name: &str) -> Result<SnapId> {
-        self.store
+        let id = self
+            .store
             .lock()
             .lookup(name)
-            .ok_or_else(|| Error::NoSuchSnapshot(name.to_owned()))
+            .ok_or_else(|| Error::NoSuchSnapshot(name.to_owned()))?;
+        if self.repl.rollback() == Some(id) {
+            return Err(Error::RollbackPoint(name.to_owned()));
+        }
+        Ok(id)
     }
 
     /// [`lookup`](Self::lookup), refused while the snapshot is active or exported.
@@ -461,12 +471,14 @@ impl Service {
             ));
         }
         let devs = self.devices.lock();
+        let rollback = self.repl.rollback();
         let snaps: Vec<_> = self
             .store
             .lock()
             .snapshots()
             .into_iter()
             .filter(|s| s.name.starts_with(prefix.unwrap_or("")))
+            .filter(|s| Some(s.id) != rollback)
             .collect();
         let p = retention::Policy {
             last: policy.keep_last,
@@ -586,12 +598,14 @@ impl Service {
     /// `list`.
     pub fn list(&self) -> protocol::List {
         let devs = self.devices.lock();
+        let rollback = self.repl.rollback();
         let s = self.store.lock();
         protocol::List {
             txn_id: s.txn_id().0,
             snapshots: s
                 .snapshots()
                 .into_iter()
+                .filter(|i| Some(i.id) != rollback) // internal to a receive
                 .map(|i| protocol::Snapshot {
                     id: i.id.0,
                     device: devs.path(Dev::Snap(i.id)),
