@@ -2,7 +2,9 @@
 //! receive runs and after it was cut: `list` does not show it, no control op can
 //! name it (delete, merge, hold, activate, create from it, send it: refused with
 //! `busy`), `prune` never counts or deletes it, and once the receive ends it is
-//! gone; a cut receive's one still rolls back with `receive --force`.
+//! gone; a cut receive's one still rolls back with `receive --force`. A pending
+//! receive (what a daemon that died mid-receive finds) blocks an rbd diff until
+//! `--force`.
 mod common;
 
 use common::daemon::{remote_code, Fixture};
@@ -197,4 +199,54 @@ fn rollback_snapshot_of_a_cut_receive_stays_internal_until_forced() {
     );
     assert!(!store_names(&dst).contains(&rb));
     assert_eq!(listed(&dst), ["mine", "s1"]);
+}
+
+/// What a daemon that died mid-receive finds at its next start (a pending receive
+/// and its rollback point) blocks an rbd diff too, until `--force` drops it; then
+/// the diff is applied whole (docs/cli.md, "a cut one is not resumed").
+#[test]
+fn pending_receive_blocks_an_rbd_diff_until_forced() {
+    let src = source();
+    let full = full_stream(&src);
+    let mut rbd = Vec::new();
+    let mut w = ublk_snapd::rbd_diff::Writer::new(&mut rbd, None);
+    let op = Op::Send {
+        name: "s1".into(),
+        from: None,
+        resume: None,
+    };
+    stream_client::send_records(&src.socket, op, &mut |e| w.event(e), &mut |_| {}).unwrap();
+    let dst = start();
+    let cut = stream_client::receive(
+        &dst.socket,
+        false,
+        false,
+        &mut &full[..full.len() / 2],
+        &mut |_| {},
+    );
+    assert!(cut.is_err());
+    let rb = check_internal(&dst);
+    let e = stream_client::receive(&dst.socket, false, true, &mut &rbd[..], &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pending") && e.contains("--force"), "{e}");
+    assert!(store_names(&dst).contains(&rb), "still pending");
+    let r = stream_client::receive(&dst.socket, true, true, &mut &rbd[..], &mut |_| {}).unwrap();
+    assert!(
+        r.forced.iter().any(|f| f.contains("dropped")),
+        "{:?}",
+        r.forced
+    );
+    assert_eq!(store_names(&dst), ["s1"]);
+    let s = dst.service().store();
+    let id = s.lock().lookup("s1").unwrap();
+    let mut got = vec![0u8; SIZE as usize];
+    s.read(Dev::Snap(id), 0, &mut got).unwrap();
+    let sid = src.service().store().lock().lookup("s1").unwrap();
+    let mut want = vec![0u8; SIZE as usize];
+    src.service()
+        .store()
+        .read(Dev::Snap(sid), 0, &mut want)
+        .unwrap();
+    assert!(got == want);
 }
