@@ -175,6 +175,19 @@ impl Device {
         self.features().data_path()
     }
 
+    /// Make the device `bytes` long while it runs (`UBLK_U_CMD_UPDATE_SIZE`: the
+    /// kernel resizes the disk and tells its users, so `resize2fs` can grow a mounted
+    /// filesystem). The driver must offer `UBLK_F_UPDATE_SIZE` (Linux 6.16+: see
+    /// [`Features::of_driver`]; the bit is advisory, the command works wherever the
+    /// driver knows it). The target must already serve `bytes`
+    /// ([`Target::size_bytes`]); `bytes` must be whole logical blocks.
+    pub fn update_size(&self, bytes: u64) -> Result<()> {
+        ensure_ctrl_ring()?;
+        check_rc("update size", self.ctrl.update_size(bytes))?;
+        tracing::info!(dev_id = self.dev_id, bytes, "ublk device resized");
+        Ok(())
+    }
+
     /// `/dev/ublkbN`.
     pub fn bdev_path(&self) -> PathBuf {
         PathBuf::from(format!("/dev/ublkb{}", self.dev_id))
