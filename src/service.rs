@@ -115,6 +115,15 @@ impl Service {
                 "the store device is larger than the store: `snapctl grow-store` takes the space"
             );
         }
+        if let Ok(now) = store.origin_device_len() {
+            if now > store.size() {
+                tracing::warn!(
+                    device_bytes = now,
+                    origin_bytes = store.size(),
+                    "the origin device is larger than the store's origin: `snapctl resize-origin` takes the space"
+                );
+            }
+        }
         if !store.status().last_shutdown_clean {
             tracing::warn!(
                 txn_id = store.txn_id().0,

@@ -187,6 +187,8 @@ impl Service {
             }
             None => (random_id()?, None),
         };
+        // B's own size (a snapshot taken before a resize-origin is smaller)
+        let b_size = self.store.dev_size(exception_store::Dev::Snap(b))?;
         let covers = match a {
             Some(a) => self
                 .store
@@ -194,12 +196,12 @@ impl Service {
                     exception_store::Dev::Snap(a),
                     exception_store::Dev::Snap(b),
                     0,
-                    self.store.size(),
+                    b_size,
                 )?
                 .iter()
                 .map(|r| r.1)
                 .sum(),
-            None => self.store.size(),
+            None => b_size,
         };
         let repl = &self.repl;
         *repl.sending.lock().entry(b).or_default() += 1;
