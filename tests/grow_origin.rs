@@ -329,3 +329,82 @@ fn power_cut_at_every_point_of_the_growth() {
         "{cut} power-cut points, 4 crash modes each: {at_old} at the old size, {at_new} at the new"
     );
 }
+
+/// A shared store over memory: an origin of `len` bytes of `seed`'s pattern.
+fn mem_store(len: u64, seed: u64) -> (Arc<blockdev::MemDevice>, SharedStore) {
+    let origin = Arc::new(blockdev::MemDevice::from_vec(pattern(seed, len as usize)));
+    let dev = Arc::new(blockdev::MemDevice::new(400 * CS));
+    let s = Store::format(origin.clone(), dev, CS as u32, opts()).unwrap();
+    (origin, SharedStore::new(s))
+}
+
+fn send_of(s: &SharedStore, b: &str, from: Option<&str>) -> Vec<u8> {
+    use exception_store::replicate::{send, SendSpec};
+    let id = |n: &str| s.lock().lookup(n).unwrap();
+    let spec = SendSpec {
+        snap: id(b),
+        from: from.map(id),
+        stream_id: [7; 16],
+        resume_offset: None,
+    };
+    let mut out = Vec::new();
+    send(s, &spec, &mut out, &mut |_| {}).unwrap();
+    out
+}
+
+fn receive_of(
+    s: &SharedStore,
+    stream: &[u8],
+) -> Result<exception_store::replicate::Received, exception_store::replicate::ReceiveError> {
+    use exception_store::replicate::{receive, ReceiveOptions};
+    receive(
+        s,
+        stream,
+        None,
+        ReceiveOptions::default(),
+        &mut |_| Ok(()),
+        &mut |_| {},
+    )
+}
+
+fn snap_bytes(s: &SharedStore, name: &str) -> Vec<u8> {
+    let mut st = s.lock();
+    let id = st.lookup(name).unwrap();
+    read_all(&mut st, Dev::Snap(id))
+}
+
+/// Replication of snapshots of different sizes: a stream has B's own size, an
+/// incremental from a smaller A carries everything past A's size, and a receiver
+/// whose origin has another size refuses (saying to grow it) until it is grown.
+#[test]
+fn snapshots_of_different_sizes_replicate() {
+    let (src_origin, src) = mem_store(OLD, 1);
+    src.lock().create_snapshot("a", None, 1).unwrap();
+    src_origin.extend(NEW);
+    src.grow_origin(NEW).unwrap();
+    src.write(Dev::Origin, 0, &pattern(2, CS as usize)).unwrap();
+    src.write(Dev::Origin, OLD, &pattern(3, (NEW - OLD) as usize))
+        .unwrap();
+    src.lock().create_snapshot("b", None, 2).unwrap();
+    let full_a = send_of(&src, "a", None);
+    let incr = send_of(&src, "b", Some("a"));
+    // the target: an origin of A's size
+    let (dst_origin, dst) = mem_store(OLD, 9);
+    receive_of(&dst, &full_a).unwrap();
+    assert_eq!(snap_bytes(&dst, "a"), snap_bytes(&src, "a"));
+    let e = receive_of(&dst, &incr).unwrap_err();
+    assert!(e.to_string().contains("resize-origin"), "{e}");
+    assert!(dst.lock().lookup("b").is_none());
+    dst_origin.extend(NEW);
+    dst.grow_origin(NEW).unwrap();
+    receive_of(&dst, &incr).unwrap();
+    let b = snap_bytes(&dst, "b");
+    assert_eq!(b.len() as u64, NEW);
+    assert_eq!(b, snap_bytes(&src, "b"));
+    assert_eq!(snap_bytes(&dst, "a"), snap_bytes(&src, "a"));
+    // a full stream of B into an origin of A's size: refused
+    let (_o, small) = mem_store(OLD, 5);
+    let e = receive_of(&small, &send_of(&src, "b", None)).unwrap_err();
+    assert!(e.to_string().contains(&format!("{NEW}-byte")), "{e}");
+    assert!(dst.lock().check().unwrap().errors.is_empty());
+}

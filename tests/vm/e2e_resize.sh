@@ -15,8 +15,9 @@
 #   device is 160 MiB at once, `resize2fs` grows the mounted filesystem, 96 MiB of
 #   new files (more than the old filesystem held) are written and verified after a
 #   cache drop; `before` still has 64 MiB and the same sha256; `after`, taken now,
-#   has 160 MiB and holds the new files; shrinking is refused (exit 2); online and
-#   offline checks clean, e2fsck clean.
+#   has 160 MiB and holds the new files; kill -9 of the daemon and restart (user
+#   recovery) bring the device back at 160 MiB with the files intact; shrinking is
+#   refused (exit 2); online and offline checks clean, e2fsck clean.
 # - Without it (6.12): `resize-origin` is refused (exit 2, naming UPDATE_SIZE) and
 #   nothing changes; after a clean stop, `resize-origin --store --origin` offline
 #   grows the store, the restarted daemon's device is 160 MiB, and an offline
@@ -136,6 +137,17 @@ if (((FEATURES & 0x400) != 0)); then
     cmp "$W/old.sums" "$W/old.sums2" || fail "the old files changed"
     check_before
     check_after
+    step "kill -9 after the growth: the restarted daemon takes the device back at its new size"
+    kill -9 "$(daemon_pid)"
+    sleep 1
+    NDEV=$(start_daemon) || fail "restart after kill -9 failed"
+    [ "$NDEV" = "$ODEV" ] || fail "the origin came back as $NDEV, was $ODEV"
+    [ "$(size_of "$ODEV")" = $NEW ] || fail "$ODEV is $(size_of "$ODEV") bytes after the recovery"
+    [ "$(st .size_bytes)" = $NEW ] || fail "status says $(st .size_bytes) bytes after the recovery"
+    drop_caches
+    sums $MNT/new "$W/new.sums3"
+    cmp "$W/new.sums" "$W/new.sums3" || fail "the new files changed across kill -9"
+    ok "recovered at $NEW bytes, the mounted filesystem's new files intact"
     step "shrinking is refused"
     RC=0
     ctl resize-origin --size 32M 2>"$W/shrink.err" || RC=$?

@@ -87,7 +87,9 @@ impl Device {
     /// only `opts.name` and `opts.bdev_timeout` matter here.
     ///
     /// Fails with [`Error::NotRecoverable`] when the device was created without
-    /// `user_recovery` or `target` has a different size. Waits up to 30 s (libublk's
+    /// `user_recovery` or `target` is smaller than the device. A larger target (the
+    /// old daemon grew it and died before telling the kernel) is recovered at the
+    /// device's size and then resized ([`Device::update_size`]). Waits up to 30 s (libublk's
     /// limit) for the kernel to notice the old daemon is gone.
     pub fn recover(dev_id: u32, target: Arc<dyn Target>, opts: DeviceOptions) -> Result<Device> {
         check_available()?;
@@ -106,8 +108,11 @@ impl Device {
             ..Default::default()
         };
         check_rc("get params", probe.get_params(&mut params))?;
-        if params.basic.dev_sectors * SECTOR_SIZE != target.size_bytes() {
-            return Err(not("the target's size differs from the device's"));
+        let kernel_size = params.basic.dev_sectors * SECTOR_SIZE;
+        // Larger is fine: the old daemon grew the target and died before it told the
+        // kernel (`update_size`); the kernel is told once the device is back.
+        if kernel_size > target.size_bytes() {
+            return Err(not("the target is smaller than the device"));
         }
         check_rc("start user recovery", probe.start_user_recover())?;
         drop(probe);
@@ -123,7 +128,14 @@ impl Device {
             UblkFlags::UBLK_DEV_F_RECOVER_DEV,
         )
         .map_err(|e| Error::ublk("recover", e))?;
-        Self::launch(Arc::new(ctrl), target, params, &opts)
+        let want = target.size_bytes();
+        let device = Self::launch(Arc::new(ctrl), target, params, &opts)?;
+        if kernel_size < want {
+            if let Err(e) = device.update_size(want) {
+                tracing::warn!(dev_id, error = %e, "the recovered device keeps its old size");
+            }
+        }
+        Ok(device)
     }
 
     /// Spawn the control thread, wait for START_DEV (or END_USER_RECOVERY) and the
