@@ -77,6 +77,8 @@ struct Round {
     next: u64,
     /// The origin's size at format (growth stops at twice it).
     first_len: u64,
+    /// Origin growths that returned (for the summary line).
+    grown: u64,
 }
 
 enum Pending {
@@ -110,6 +112,7 @@ impl Round {
             names: BTreeMap::new(),
             next: 0,
             first_len: size,
+            grown: 0,
         }
     }
 
@@ -250,6 +253,7 @@ impl Round {
                     self.origin.extend(new_len);
                     *pending = Pending::GrowOrigin { old_len };
                     self.s.grow_origin(new_len)?;
+                    self.grown += 1;
                     *pending = Pending::None;
                     self.set_origin_len(new_len);
                 }
@@ -374,6 +378,7 @@ fn power_loss_at_random_points() {
         .and_then(|v| v.parse().ok());
     let per_store = 6;
     let mut done = 0;
+    let mut grown = 0;
     let mut seed = 0;
     while done < rounds {
         if only.is_some_and(|o| o != seed) {
@@ -385,6 +390,7 @@ fn power_loss_at_random_points() {
             r.crash_once(seed * 1000 + i);
             done += 1;
         }
+        grown += r.grown;
         r.s.run_background(16).unwrap();
         assert_matches(&mut r.s, &r.m, "after the last crash and drain");
         let rep = r.s.check().unwrap();
@@ -394,5 +400,5 @@ fn power_loss_at_random_points() {
             break;
         }
     }
-    eprintln!("{done} crash points survived");
+    eprintln!("{done} crash points survived ({grown} origin growths among the operations)");
 }
