@@ -50,6 +50,7 @@ pub mod progress;
 pub mod protocol;
 pub mod rbd_diff;
 pub mod report;
+pub mod resize;
 pub mod service;
 pub mod state;
 pub mod stream_client;

@@ -115,6 +115,15 @@ impl Service {
                 "the store device is larger than the store: `snapctl grow-store` takes the space"
             );
         }
+        if let Ok(now) = store.origin_device_len() {
+            if now > store.size() {
+                tracing::warn!(
+                    device_bytes = now,
+                    origin_bytes = store.size(),
+                    "the origin device is larger than the store's origin: `snapctl resize-origin` takes the space"
+                );
+            }
+        }
         if !store.status().last_shutdown_clean {
             tracing::warn!(
                 txn_id = store.txn_id().0,
@@ -273,6 +282,7 @@ impl Service {
                 .map(Reply::Exported),
             Op::Unexport { export } => self.unexport(&export).map(Reply::Unexported),
             Op::GrowStore { sparse } => self.grow_store(sparse).map(Reply::GrownStore),
+            Op::ResizeOrigin { size } => self.resize_origin(size).map(Reply::ResizedOrigin),
             Op::Send { .. } | Op::Receive { .. } => Err(Error::Invalid(
                 "send and receive stream after their line; this connection cannot".into(),
             )),
@@ -548,6 +558,16 @@ impl Service {
     }
 
     /// The activation table's lock (control operations are serialised by it).
+    /// Whether the ublk driver offers every `UBLK_F_*` bit of `bits` (false when
+    /// its features were never read: no device started, or no driver).
+    pub(crate) fn driver_offers(&self, bits: u64) -> bool {
+        self.driver
+            .get()
+            .copied()
+            .flatten()
+            .is_some_and(|f| f.has(bits))
+    }
+
     pub(crate) fn devices(&self) -> parking_lot::MutexGuard<'_, Devices> {
         self.devices.lock()
     }

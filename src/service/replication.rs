@@ -214,9 +214,10 @@ impl Service {
             }
             None => (random_id()?, None),
         };
-        // What the records will cover: a resumed stream's start at `resume_offset`.
+        // What the records will cover: a resumed stream's start at `resume_offset`,
+        // up to B's own size (a snapshot taken before a resize-origin is smaller).
         let from_off = resume_offset.unwrap_or(0);
-        let size = self.store.size();
+        let b_size = self.store.dev_size(exception_store::Dev::Snap(b))?;
         let covers = match a {
             Some(a) => self
                 .store
@@ -224,12 +225,12 @@ impl Service {
                     exception_store::Dev::Snap(a),
                     exception_store::Dev::Snap(b),
                     0,
-                    size,
+                    b_size,
                 )?
                 .iter()
                 .map(|&(off, len)| (off + len).saturating_sub(off.max(from_off)))
                 .sum(),
-            None => size.saturating_sub(from_off),
+            None => b_size.saturating_sub(from_off),
         };
         let repl = &self.repl;
         *repl.sending.lock().entry(b).or_default() += 1;

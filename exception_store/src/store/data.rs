@@ -61,11 +61,12 @@ impl Store {
     /// are then read with one `read_at`, so a 1 MiB read of 64 KiB chunks is usually
     /// one or a few reads, not sixteen.
     pub fn read(&mut self, dev: Dev, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.check_range(offset, buf.len() as u64)?;
+        self.check_dev_range(dev, offset, buf.len() as u64)?;
         let label = match dev {
             Dev::Origin => None,
             Dev::Snap(id) => Some(self.label_of(id)?),
         };
+        let dev_len = self.dev_size(dev)?;
         let cs = self.chunk_size;
         let mut run: Option<(Source, usize, usize)> = None; // (start, buf offset, len)
         let mut done = 0usize;
@@ -73,7 +74,7 @@ impl Store {
             let pos = offset + done as u64;
             let a = pos / cs;
             let off = (pos % cs) as usize;
-            let n = (self.chunk_len(a) - off).min(buf.len() - done);
+            let n = (self.chunk_len_in(dev_len, a) - off).min(buf.len() - done);
             // During a merge, origin addresses not merged yet read as the snapshot.
             let src = match label.or_else(|| self.merging_at(a)) {
                 None => Source::Origin(pos),
@@ -139,7 +140,7 @@ impl Store {
 
     /// Write `data` to `dev` at `offset`.
     pub fn write(&mut self, dev: Dev, offset: u64, data: &[u8]) -> Result<()> {
-        self.check_range(offset, data.len() as u64)?;
+        self.check_dev_range(dev, offset, data.len() as u64)?;
         match dev {
             Dev::Origin => {
                 if self.origin_prepare(offset, data.len() as u64)?.is_some() {
@@ -154,7 +155,7 @@ impl Store {
     /// Make `len` bytes of `dev` at `offset` read as zeros. Whole snapshot chunks
     /// become holes; no space is used for them.
     pub fn write_zeroes(&mut self, dev: Dev, offset: u64, len: u64) -> Result<()> {
-        self.check_range(offset, len)?;
+        self.check_dev_range(dev, offset, len)?;
         match dev {
             Dev::Origin => {
                 if self.origin_prepare(offset, len)?.is_some() {
@@ -178,7 +179,7 @@ impl Store {
     /// space; partial chunks are left as they are. On the origin, the old data is
     /// copied out for snapshots first, then the discard goes down to the device.
     pub fn discard(&mut self, dev: Dev, offset: u64, len: u64) -> Result<()> {
-        self.check_range(offset, len)?;
+        self.check_dev_range(dev, offset, len)?;
         match dev {
             Dev::Origin => {
                 if self.origin_prepare(offset, len)?.is_some() {
@@ -258,18 +259,20 @@ impl Store {
 
     fn snap_write(&mut self, id: SnapId, offset: u64, len: u64, p: Payload) -> Result<()> {
         self.label_of(id)?;
+        let dev_len = self.dev_size(Dev::Snap(id))?;
         let cs = self.chunk_size;
         let mut done = 0u64;
         while done < len {
             let pos = offset + done;
             let a = pos / cs;
             let off = (pos % cs) as usize;
-            let n = ((self.chunk_len(a) - off) as u64).min(len - done) as usize;
+            let clen = self.chunk_len_in(dev_len, a);
+            let n = ((clen - off) as u64).min(len - done) as usize;
             let part = match p {
                 Payload::Data(d) => Payload::Data(&d[done as usize..done as usize + n]),
                 other => other,
             };
-            let whole = off == 0 && n == self.chunk_len(a);
+            let whole = off == 0 && n == clen;
             if !matches!(part, Payload::Discard) || whole {
                 self.latching(|s| s.snap_write_chunk(id, a, off, n, part))?;
             }
@@ -289,7 +292,9 @@ impl Store {
         let t0 = self.label_of(id)?;
         self.alloc.ensure(1 + self.opts.min_free_chunks)?;
         let before = self.load_elems(a)?;
-        let clen = self.chunk_len(a);
+        // the snapshot's own size: its last chunk may be short where the origin's,
+        // grown since, is not
+        let clen = self.chunk_len_in(self.dev_size(Dev::Snap(id))?, a);
         let whole = off == 0 && n == clen;
         let to_hole = whole && !matches!(p, Payload::Data(_));
         let plan = self.view_at(a).snapshot_write(&before, t0);
