@@ -6,6 +6,13 @@
 //! - `map` of the oldest snapshot over the whole device (what an NBD block-status
 //!   walk of the export asks), and over one 64 MiB request at a random place.
 //!
+//! - block status through the NBD server (`ublk_snapd::nbd`, on a Unix socket) with
+//!   real clients: `nbdsh` (libnbd) times 200 `NBD_CMD_BLOCK_STATUS` requests of
+//!   64 MiB at random places with `base:allocation` and `qemu:allocation-depth`
+//!   (p50, p99), and `nbdinfo --map` walks the whole export in each context (the
+//!   walk's wall time, process start included). Skipped, with a note, where
+//!   `nbdsh`/`nbdinfo` are not installed (`apt-get install libnbd-bin python3-libnbd`).
+//!
 //! Nothing reads data, so the origin is a sparse file of the given size: the cost
 //! must follow the elements involved, not the device size.
 //!
@@ -15,7 +22,8 @@
 use blockdev::FileDevice;
 use exception_store::{Dev, SharedStore, SnapInfo, Store, StoreOptions};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use std::{sync::Arc, time::Instant};
+use std::{path::Path, process::Command, sync::Arc, time::Instant};
+use ublk_snapd::nbd::{Export, Exports, Listener, Server};
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -56,6 +64,7 @@ fn main() {
         "map 64 MiB",
         "extents"
     );
+    let mut nbd_rows = Vec::new();
     for gib in sizes {
         let dir = tempfile::tempdir_in(&base).expect("temp dir");
         let origin_len = gib << 30;
@@ -69,7 +78,7 @@ fn main() {
             StoreOptions::default(),
         )
         .expect("format");
-        let sh = SharedStore::new(store);
+        let sh = Arc::new(SharedStore::new(store));
         let mut rng = StdRng::seed_from_u64(11);
         let data = vec![0x5au8; 4096];
         for i in 0..n {
@@ -114,5 +123,114 @@ fn main() {
             m.len()
         );
         let _ = all;
+        nbd_phase(&sh, old, dir.path(), &mut nbd_rows, gib);
     }
+    println!();
+    println!("block status through the NBD server (oldest snapshot exported):");
+    println!(
+        "{:>9} {:>14} {:>14} {:>16} {:>16}",
+        "origin", "64 MiB p50", "64 MiB p99", "nbdinfo --map", "--map=depth"
+    );
+    for r in nbd_rows {
+        println!("{r}");
+    }
+}
+
+/// The python run by `nbdsh`: 200 block-status requests of 64 MiB at random
+/// chunk-aligned places, both contexts, and their latencies' p50 and p99 in ms.
+const NBDSH_TIMING: &str = r#"
+import random, time
+random.seed(7)
+size = h.get_size()
+seen = []
+def cb(meta, off, ents, err):
+    seen.append(len(ents))
+    return 0
+lat = []
+for i in range(200):
+    off = random.randrange(0, (size - (64 << 20)) // 65536) * 65536
+    t = time.perf_counter()
+    h.block_status(64 << 20, off, cb)
+    lat.append((time.perf_counter() - t) * 1e3)
+lat.sort()
+assert len(seen) >= 400, "a reply per context"
+print("%.3f %.3f" % (lat[100], lat[197]))
+"#;
+
+/// `tool` with the system's interpreter first on `PATH`: Debian's `nbdsh` is a
+/// python script for `/usr/bin/python3` (python3-libnbd), which another `python3`
+/// earlier on `PATH` (pyenv, a venv) cannot import.
+fn nbd_tool(tool: &str) -> Command {
+    let mut c = Command::new(tool);
+    let path = std::env::var("PATH").unwrap_or_default();
+    c.env("PATH", format!("/usr/bin:{path}"));
+    c
+}
+
+/// Export `dev` of `sh` over a Unix socket in `dir` and time block status with real
+/// clients; one table row in `rows` (or a note why not).
+fn nbd_phase(sh: &Arc<SharedStore>, dev: Dev, dir: &Path, rows: &mut Vec<String>, gib: u64) {
+    let have = |tool: &str| {
+        nbd_tool(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("nbdsh") || !have("nbdinfo") {
+        rows.push(format!(
+            "{gib:>6}GiB skipped: nbdsh and nbdinfo not installed (libnbd-bin, python3-libnbd)"
+        ));
+        return;
+    }
+    let sock = dir.join("nbd.sock");
+    let exports = Exports::new();
+    exports.insert(Export {
+        name: "old".into(),
+        dev,
+        snapshot: Some("oldest".into()),
+        writable: false,
+    });
+    let server = Server::start(
+        sh.clone(),
+        exports,
+        vec![Listener::unix(&sock).expect("nbd socket")],
+    )
+    .expect("nbd server");
+    let uri = format!("nbd+unix:///old?socket={}", sock.display());
+    let out = nbd_tool("nbdsh")
+        .args(["-c", "h.add_meta_context('base:allocation')"])
+        .args(["-c", "h.add_meta_context('qemu:allocation-depth')"])
+        .args(["-c", &format!("h.connect_uri({uri:?})")])
+        .args(["-c", NBDSH_TIMING])
+        .output()
+        .expect("nbdsh");
+    let timing = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success(),
+        "nbdsh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let walk = |ctx: &str| {
+        let t = Instant::now();
+        let o = Command::new("nbdinfo")
+            .arg(format!("--map={ctx}"))
+            .arg(&uri)
+            .output()
+            .expect("nbdinfo");
+        assert!(o.status.success(), "nbdinfo --map={ctx} failed");
+        let lines = String::from_utf8_lossy(&o.stdout).lines().count();
+        (ms(t), lines)
+    };
+    let (alloc, alloc_lines) = walk("base:allocation");
+    let (depth, depth_lines) = walk("qemu:allocation-depth");
+    server.stop();
+    let mut t = timing.split_whitespace();
+    rows.push(format!(
+        "{:>6}GiB {:>12}ms {:>12}ms {:>10.1}ms ({alloc_lines} ext) {:>8.1}ms ({depth_lines} ext)",
+        gib,
+        t.next().unwrap_or("?"),
+        t.next().unwrap_or("?"),
+        alloc,
+        depth
+    ));
 }

@@ -19,7 +19,9 @@ use crate::{
 use blockdev::ids::SnapId;
 use exception_store::Dev;
 
-/// The name that exports the origin instead of a snapshot.
+/// The name that exports the origin instead of a snapshot (so does `-`, which no
+/// snapshot name can be; while a snapshot is named `origin`, only `-` means the
+/// origin and `origin` alone is refused as ambiguous).
 pub const ORIGIN: &str = "origin";
 
 impl Service {
@@ -33,15 +35,35 @@ impl Service {
         *self.nbd_listen.lock() = addresses;
     }
 
-    /// `export`: serve snapshot `name` (or the origin, for [`ORIGIN`]) as NBD export
-    /// `export` (default: `name`). Exporting the same thing again with the same
-    /// settings is a no-op; an existing export of that name with other settings is
-    /// refused (unexport it first).
+    /// [`export_as`](Self::export_as) where `origin` and `-` mean the origin.
     pub fn export(&self, name: &str, writable: bool, export: Option<&str>) -> Result<ExportEntry> {
+        self.export_as(name, false, writable, export)
+    }
+
+    /// `export`: serve snapshot `name` (or the origin, for `-` or [`ORIGIN`]; with
+    /// `snapshot`, `name` is always a snapshot's) as NBD export `export` (default:
+    /// `name`, `origin` for the origin). Exporting the same thing again with the
+    /// same settings is a no-op; an existing export of that name with other
+    /// settings is refused (unexport it first).
+    pub fn export_as(
+        &self,
+        name: &str,
+        snapshot: bool,
+        writable: bool,
+        export: Option<&str>,
+    ) -> Result<ExportEntry> {
         let devs = self.devices();
-        let export = export.unwrap_or(name);
+        let origin = !snapshot && (name == "-" || name == ORIGIN);
+        if origin && name == ORIGIN && self.store().lock().lookup(ORIGIN).is_some() {
+            return Err(Error::Invalid(
+                "`origin` is ambiguous, a snapshot has that name: export `-` for the origin, or the \
+                 snapshot with --snapshot origin"
+                    .into(),
+            ));
+        }
+        let export = export.unwrap_or(if origin { ORIGIN } else { name });
         exception_store::validate_name(export).map_err(|e| Error::Invalid(e.to_string()))?;
-        let (dev, snapshot) = if name == ORIGIN {
+        let (dev, snapshot) = if origin {
             (Dev::Origin, None)
         } else {
             (Dev::Snap(self.lookup(name)?), Some(name.to_owned()))

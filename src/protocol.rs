@@ -154,10 +154,13 @@ pub enum Op {
         #[serde(default)]
         len: Option<u64>,
     },
-    /// Export a snapshot (or the origin, `name` = "origin") over NBD.
+    /// Export a snapshot (or the origin, `name` = "-" or "origin") over NBD.
     Export {
-        /// The snapshot, or "origin".
+        /// The snapshot, or "-" / "origin" for the origin.
         name: String,
+        /// `name` is a snapshot's even when it reads "origin".
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        snapshot: bool,
         /// Allow writes (default: read-only, writes get EPERM).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         writable: bool,

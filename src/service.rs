@@ -275,10 +275,11 @@ impl Service {
             .map(Reply::Diff),
             Op::Export {
                 name,
+                snapshot,
                 writable,
                 export,
             } => self
-                .export(&name, writable, export.as_deref())
+                .export_as(&name, snapshot, writable, export.as_deref())
                 .map(Reply::Exported),
             Op::Unexport { export } => self.unexport(&export).map(Reply::Unexported),
             Op::GrowStore { sparse } => self.grow_store(sparse).map(Reply::GrownStore),

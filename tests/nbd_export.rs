@@ -396,3 +396,31 @@ fn model_e2e_through_nbd() {
         }
     }
 }
+
+/// A snapshot named `origin`: `export origin` is refused as ambiguous (nothing is
+/// exported), `-` exports the origin, `--snapshot origin` the snapshot; each export
+/// reads its own device.
+#[test]
+fn a_snapshot_named_origin_is_exported_by_flag_and_the_origin_by_dash() {
+    let s = setup();
+    let svc = s.fix.service();
+    let old = pattern(3, 64 << 10);
+    svc.store().write(Dev::Origin, 0, &old).unwrap();
+    svc.create("origin", None).unwrap();
+    let new = pattern(4, 64 << 10);
+    svc.store().write(Dev::Origin, 0, &new).unwrap();
+    let e = svc.export("origin", false, None).unwrap_err().to_string();
+    assert!(e.contains("ambiguous") || e.contains("--snapshot"), "{e}");
+    assert!(svc.exports().list().is_empty(), "nothing exported");
+    let o = svc.export("-", false, None).unwrap();
+    assert_eq!((o.export.as_str(), o.snapshot.as_deref()), ("origin", None));
+    let s1 = svc.export_as("origin", true, false, Some("old")).unwrap();
+    assert_eq!(s1.snapshot.as_deref(), Some("origin"));
+    let mut c = Client::connect(&s.sock, "origin", &[]);
+    assert_eq!(c.read(0, 64 << 10), new);
+    let mut c = Client::connect(&s.sock, "old", &[]);
+    assert_eq!(c.read(0, 64 << 10), old);
+    // `-` is the origin whatever the snapshots are called, and never a default name
+    svc.unexport("origin").unwrap();
+    assert!(svc.export("-", false, Some("live")).is_ok());
+}

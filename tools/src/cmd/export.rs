@@ -11,8 +11,11 @@ use ublk_snapd::protocol::{ExportEntry, Op};
 /// daemon restart after a crash, like an active device; `unexport` removes it.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The snapshot, or `origin`.
+    /// The snapshot, or `-` (or `origin`) for the origin.
     name: String,
+    /// NAME is a snapshot's even if it is `origin`.
+    #[arg(long)]
+    snapshot: bool,
     /// Let clients write (to the snapshot, or to the origin through its copy-outs).
     #[arg(long)]
     writable: bool,
@@ -45,6 +48,7 @@ pub fn uris(e: &ExportEntry) -> Vec<String> {
 pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
     let op = Op::Export {
         name: a.name,
+        snapshot: a.snapshot,
         writable: a.writable,
         export: a.export,
     };
