@@ -10,7 +10,9 @@
 # the one tests/vm/ublk-features.c reads with its own UBLK_U_CMD_GET_FEATURES (a
 # second, independent reader of the driver); every device's flags are a subset of
 # what the driver offers; the origin has user_recovery (and reissue) on, which it
-# asks for; the data path is "copy" (no zero copy yet); an activated snapshot's
+# asks for; the data path is "zero-copy" (flags auto_buf_reg and user_copy) where the
+# driver offers both (7.x) and the daemon was not started with --zero-copy off
+# (SNAPD_ARGS), else "copy" (6.12); an activated snapshot's
 # device reports the same; after kill -9 and a restart (user recovery) the recovered
 # device reports its flags again; the text status prints the driver line and the
 # DATA PATH column.
@@ -60,7 +62,15 @@ ok "status names every bit: $DNAMES"
 grep -q "ublk driver features.*$(printf '%#x' "$MASK")" "$LOG" || fail "the daemon did not log the mask"
 ok "logged: $(grep -o 'ublk driver features.*' "$LOG" | head -n 1 | cut -c1-160)"
 
-# check_device JSON_OF_ONE_DEVICE WHAT: flags inside the driver's, recovery on, copy path.
+# The data path every device must report.
+PATH_WANT=copy
+if [ $((MASK & 0x880)) = $((0x880)) ]; then
+    case " ${SNAPD_ARGS:-} " in *" --zero-copy off "*) ;; *) PATH_WANT=zero-copy ;; esac
+fi
+echo "   expected data path: $PATH_WANT"
+
+# check_device JSON_OF_ONE_DEVICE WHAT: flags inside the driver's, recovery on, the
+# expected data path (zero copy: with auto_buf_reg and user_copy, else without).
 check_device() {
     local d=$1 what=$2 names
     names=$(echo "$d" | jq -r '.features | join(" ")')
@@ -70,8 +80,15 @@ check_device() {
     for n in user_recovery user_recovery_reissue; do
         case " $names " in *" $n "*) ;; *) fail "$what: $n missing: $names" ;; esac
     done
-    [ "$(echo "$d" | jq -r .data_path)" = copy ] || fail "$what: data path $(echo "$d" | jq -r .data_path), want copy"
-    ok "$what: data path copy, flags: $names"
+    [ "$(echo "$d" | jq -r .data_path)" = "$PATH_WANT" ] \
+        || fail "$what: data path $(echo "$d" | jq -r .data_path), want $PATH_WANT"
+    for n in auto_buf_reg user_copy; do
+        case " $names " in
+            *" $n "*) [ "$PATH_WANT" = zero-copy ] || fail "$what: $n on a copying device: $names" ;;
+            *) [ "$PATH_WANT" = copy ] || fail "$what: zero copy without $n: $names" ;;
+        esac
+    done
+    ok "$what: data path $PATH_WANT, flags: $names"
 }
 check_device "$(echo "$S" | jq -c '.devices[0]')" "origin $ODEV"
 
@@ -86,7 +103,7 @@ step "the text status"
 T=$(ctl status)
 echo "$T" | grep -q "^ublk driver: *features $(printf '%#x' "$MASK")" || fail "no driver line in: $T"
 echo "$T" | grep -q "DATA PATH" || fail "no DATA PATH column in: $T"
-echo "$T" | grep -E "^\(origin\) +$ODEV +copy +" >/dev/null || fail "no origin row with its data path in: $T"
+echo "$T" | grep -E "^\(origin\) +$ODEV +$PATH_WANT +" >/dev/null || fail "no origin row with its data path in: $T"
 ok "driver line and DATA PATH column"
 
 step "kill -9, restart: the recovered devices report their flags"

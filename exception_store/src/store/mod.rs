@@ -3,7 +3,7 @@
 //! Operations live in sibling modules: `data` (read, write, discard of the origin
 //! and of snapshots), `snapshots` (create, delete, hold, list), `background` (delete
 //! and cleanup passes, reshaping ghosts), `grow` (taking a larger store device),
-//! `status`.
+//! `read_plan` (where a read's bytes are, for reads done elsewhere), `status`.
 //!
 //! # Concurrency
 //! `Store` is single-threaded (`&mut self`); the daemon wraps it in a lock and groups
@@ -22,11 +22,13 @@ mod data;
 mod grow;
 mod map;
 mod merge;
+mod read_plan;
 mod snapshots;
 mod status;
 
 pub use copy_out::{CopyOut, CopyOutBegin};
 pub use grow::{preallocate, Grown, Preallocation};
+pub use read_plan::{ReadPiece, ReadPlan, ReadSource};
 pub use status::{JobInfo, SnapInfo, Status};
 
 use crate::{
