@@ -94,6 +94,19 @@ pub(crate) struct ZeroCopy {
     deferred: VecDeque<(u16, Request)>,
     /// `/dev/zero`, where holes are read from.
     zero_fd: RawFd,
+    /// What this queue did, for its log line when it stops.
+    pub counts: Counts,
+}
+
+/// Requests a zero-copy queue served each way.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counts {
+    /// Reads done with fixed-buffer reads.
+    pub fixed_reads: u64,
+    /// Origin writes done with a fixed-buffer write.
+    pub fixed_writes: u64,
+    /// Requests served on the copy path.
+    pub copied: u64,
 }
 
 impl ZeroCopy {
@@ -106,6 +119,7 @@ impl ZeroCopy {
             held: 0,
             deferred: VecDeque::new(),
             zero_fd,
+            counts: Counts::default(),
         }
     }
 
@@ -261,6 +275,7 @@ impl ZeroCopy {
             return true;
         }
         self.tags[usize::from(tag)] = Some(f);
+        self.counts.fixed_reads += 1;
         true
     }
 
@@ -277,6 +292,7 @@ impl ZeroCopy {
         let n = req.len_bytes as u32;
         match io.fixed_write(tag, fd, req.offset, 0, n) {
             Ok(()) => {
+                self.counts.fixed_writes += 1;
                 self.tags[usize::from(tag)] = Some(InFlight {
                     req,
                     left: 1,
@@ -320,6 +336,7 @@ impl ZeroCopy {
         req: &Request,
         buf: &mut [u8],
     ) {
+        self.counts.copied += 1;
         let data = matches!(req.op, Op::Read | Op::Write) && in_range(target, req);
         let n = data
             .then(|| data_len(req, buf.len()).map(|(n, _)| n))

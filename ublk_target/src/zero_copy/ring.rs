@@ -170,4 +170,12 @@ pub(crate) fn serve_queue(q: &UblkQueue, target: &dyn Target, bufs: &mut [IoBuf<
         }
     });
     zc.abandon(target);
+    let c = zc.counts;
+    tracing::info!(
+        qid = q.get_qid(),
+        fixed_reads = c.fixed_reads,
+        fixed_writes = c.fixed_writes,
+        copied = c.copied,
+        "zero-copy queue stopped"
+    );
 }

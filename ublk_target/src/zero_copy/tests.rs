@@ -320,6 +320,7 @@ fn a_read_is_one_fixed_read_per_piece() {
         .all(|&x| x == 0));
     assert!(b[3 * LEN as usize / 4..].iter().all(|&x| x == 0x11));
     assert!(t.take_log().is_empty(), "the target read nothing itself");
+    assert_eq!((q.zc.counts.fixed_reads, q.zc.counts.copied), (1, 0));
 }
 
 /// A piece that moves fewer bytes fails the read with EIO.
@@ -404,6 +405,8 @@ fn requests_that_may_block_wait_for_the_held_writes() {
     assert_eq!(q.ring.done[2..], [(1, 0), (2, LEN as i32)]);
     // the deferred write was served with its data copied in from the request
     assert_eq!(t.take_log(), ["end 0", "flush", "write 4096 0x42"]);
+    let c = q.zc.counts;
+    assert_eq!((c.fixed_reads, c.fixed_writes, c.copied), (1, 1, 2));
 }
 
 /// A write answered Busy with nothing held is served at the end of the batch.
