@@ -309,10 +309,13 @@ if section:
     gk = os.path.join(out, "guest-kernel.txt")
     if os.path.exists(gk):
         kernel = open(gk).read().strip()
+    made = next((l.split(" ", 1)[1] for l in env.splitlines() if l.startswith("command ")), None)
     out_lines = []
     for l in text:
         if l.startswith("# "):
             l = f"# Kernel {kernel}: " + l[2:]
+            if made:
+                l += f"\n\nThis section was made with `sudo {made}` (as root; the run's settings are below)."
         if l.startswith("#"):
             l = "#" + l
         out_lines.append(l)

@@ -75,6 +75,7 @@ cp "$repo/tests/vm/bench_fio.sh" "$repo/tests/vm/first_writes_iolog.py" "$bin/"
     echo "rublk $RUBLK_VERSION (--no-default-features)"
     echo "runtime ${BENCH_RUNTIME:-5}s, device ${BENCH_DEV_MIB:-256} MiB, VM_MEM ${VM_MEM:-6G}"
     echo "guest kernel VM_KERNEL=${VM_KERNEL:-6.12}"
+    echo "command VM_KERNEL=${VM_KERNEL:-6.12}${BENCH_UBLK_SNAPS:+ BENCH_UBLK_SNAPS=\"$BENCH_UBLK_SNAPS\"}${BENCH_DMSNAP_SNAPS:+ BENCH_DMSNAP_SNAPS=\"$BENCH_DMSNAP_SNAPS\"}${BENCH_THIN_SNAPS:+ BENCH_THIN_SNAPS=\"$BENCH_THIN_SNAPS\"}${BENCH_BASE:+ BENCH_BASE=$BENCH_BASE} bash benches/vm/run.sh $runs"
     echo "date $(date -u +%Y-%m-%dT%H:%MZ)"
 } >"$out/env.txt"
 
