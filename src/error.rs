@@ -48,6 +48,12 @@ pub enum Error {
         /// The export.
         export: String,
     },
+    /// The snapshot is a receive's rollback point (internal to that receive).
+    #[error(
+        "snapshot {0:?} is the rollback point of an unfinished receive (internal): it goes \
+         away when that receive ends; `snapctl receive --force` drops the receive"
+    )]
+    RollbackPoint(String),
     /// A device is open exclusively by someone else (a mounted filesystem).
     #[error("{device} is in use (mounted?): {why}")]
     InUse {
@@ -101,7 +107,8 @@ impl Error {
             Error::Locked { .. }
             | Error::Active { .. }
             | Error::Exported { .. }
-            | Error::InUse { .. } => ErrorCode::Busy,
+            | Error::InUse { .. }
+            | Error::RollbackPoint(_) => ErrorCode::Busy,
             Error::NoSuchSnapshot(_) => ErrorCode::NoSuchSnapshot,
             Error::NotActive(_) => ErrorCode::NotActive,
             Error::Invalid(_) => ErrorCode::Invalid,

@@ -172,7 +172,8 @@ fn map_page(
     max: usize,
 ) -> Result<MapReport> {
     let dev = device(s, name)?;
-    let size = s.size();
+    // the device's own size (a snapshot taken before a resize-origin is smaller)
+    let size = s.dev_size(dev)?;
     let (mut pos, end) = bounds(size, offset, len)?;
     let layers = s.layers(dev)?;
     let names: HashMap<_, _> = s.snapshots().into_iter().map(|i| (i.id, i.name)).collect();
@@ -288,7 +289,8 @@ fn diff_page(
     max: usize,
 ) -> Result<DiffReport> {
     let (a, b) = (device(s, from)?, device(s, to)?);
-    let size = s.size();
+    // the larger device's size: past the smaller one everything differs
+    let size = s.dev_size(a)?.max(s.dev_size(b)?);
     let (mut pos, end) = bounds(size, offset, len)?;
     let mut ranges: Vec<Range> = Vec::new();
     while pos < end && ranges.len() < max {

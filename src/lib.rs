@@ -50,9 +50,11 @@ pub mod progress;
 pub mod protocol;
 pub mod rbd_diff;
 pub mod report;
+pub mod resize;
 pub mod service;
 pub mod state;
 pub mod stream_client;
+pub mod stream_scan;
 pub mod target;
 pub mod worker;
 

@@ -177,6 +177,13 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         sparse: bool,
     },
+    /// Grow the origin to `size` bytes (default: its file's or block device's size
+    /// now), in one commit, and tell the kernel (`UBLK_F_UPDATE_SIZE`).
+    ResizeOrigin {
+        /// The new size in bytes; absent: the origin device's size.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+    },
     /// Streaming: send snapshot `name` (or, with `from`, what changed since `from`) as
     /// a replication stream. The reply line (`sending`, or an error) is followed by
     /// the raw stream bytes; the daemon then closes the connection.
@@ -312,6 +319,8 @@ pub enum Reply {
     Unexported(ExportEntry),
     /// `grow_store` succeeded.
     GrownStore(crate::grow::GrownStore),
+    /// `resize_origin` succeeded.
+    ResizedOrigin(crate::resize::ResizedOrigin),
     /// The request failed.
     Error(ErrorReply),
 }
@@ -425,7 +434,7 @@ pub struct Status {
     pub store: String,
     /// The origin's block device (`None` before it is started).
     pub origin_device: Option<String>,
-    /// Size of every device, in bytes.
+    /// The origin's size in bytes now (each snapshot's is in `list`).
     pub size_bytes: u64,
     /// Chunk size in bytes.
     pub chunk_size: u64,

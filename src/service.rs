@@ -91,7 +91,7 @@ impl Service {
         let origin = FileDevice::open(&cfg.origin).map_err(Error::io("open", &cfg.origin))?;
         let dev = FileDevice::open(&cfg.store).map_err(Error::io("open", &cfg.store))?;
         let chunk_size = u64::from(exception_store::superblock::read_superblock(&dev)?.chunk_size);
-        let store = Store::open(
+        let mut store = Store::open(
             Arc::new(origin),
             Arc::new(dev),
             StoreOptions {
@@ -115,6 +115,15 @@ impl Service {
                 "the store device is larger than the store: `snapctl grow-store` takes the space"
             );
         }
+        if let Ok(now) = store.origin_device_len() {
+            if now > store.size() {
+                tracing::warn!(
+                    device_bytes = now,
+                    origin_bytes = store.size(),
+                    "the origin device is larger than the store's origin: `snapctl resize-origin` takes the space"
+                );
+            }
+        }
         if !store.status().last_shutdown_clean {
             tracing::warn!(
                 txn_id = store.txn_id().0,
@@ -127,6 +136,10 @@ impl Service {
             .as_deref()
             .map(|d| StateFile::new(d, &cfg.store));
         let repl = replication::Replication::load(cfg.state_dir.as_deref(), &cfg.store)?;
+        if let Some(id) = repl.rollback() {
+            // an unfinished receive's rollback point: never the space policy's victim
+            store.set_in_use(id, true);
+        }
         Ok(Service {
             repl,
             store: Arc::new(SharedStore::new(store)),
@@ -269,6 +282,7 @@ impl Service {
                 .map(Reply::Exported),
             Op::Unexport { export } => self.unexport(&export).map(Reply::Unexported),
             Op::GrowStore { sparse } => self.grow_store(sparse).map(Reply::GrownStore),
+            Op::ResizeOrigin { size } => self.resize_origin(size).map(Reply::ResizedOrigin),
             Op::Send { .. } | Op::Receive { .. } => Err(Error::Invalid(
                 "send and receive stream after their line; this connection cannot".into(),
             )),
@@ -282,11 +296,17 @@ impl Service {
         }
     }
 
+    /// A snapshot a control op may name: not a receive's rollback point.
     pub(crate) fn lookup(&self, name: &str) -> Result<SnapId> {
-        self.store
+        let id = self
+            .store
             .lock()
             .lookup(name)
-            .ok_or_else(|| Error::NoSuchSnapshot(name.to_owned()))
+            .ok_or_else(|| Error::NoSuchSnapshot(name.to_owned()))?;
+        if self.repl.rollback() == Some(id) {
+            return Err(Error::RollbackPoint(name.to_owned()));
+        }
+        Ok(id)
     }
 
     /// [`lookup`](Self::lookup), refused while the snapshot is active or exported.
@@ -461,12 +481,14 @@ impl Service {
             ));
         }
         let devs = self.devices.lock();
+        let rollback = self.repl.rollback();
         let snaps: Vec<_> = self
             .store
             .lock()
             .snapshots()
             .into_iter()
             .filter(|s| s.name.starts_with(prefix.unwrap_or("")))
+            .filter(|s| Some(s.id) != rollback)
             .collect();
         let p = retention::Policy {
             last: policy.keep_last,
@@ -536,6 +558,16 @@ impl Service {
     }
 
     /// The activation table's lock (control operations are serialised by it).
+    /// Whether the ublk driver offers every `UBLK_F_*` bit of `bits` (false when
+    /// its features were never read: no device started, or no driver).
+    pub(crate) fn driver_offers(&self, bits: u64) -> bool {
+        self.driver
+            .get()
+            .copied()
+            .flatten()
+            .is_some_and(|f| f.has(bits))
+    }
+
     pub(crate) fn devices(&self) -> parking_lot::MutexGuard<'_, Devices> {
         self.devices.lock()
     }
@@ -586,12 +618,14 @@ impl Service {
     /// `list`.
     pub fn list(&self) -> protocol::List {
         let devs = self.devices.lock();
+        let rollback = self.repl.rollback();
         let s = self.store.lock();
         protocol::List {
             txn_id: s.txn_id().0,
             snapshots: s
                 .snapshots()
                 .into_iter()
+                .filter(|i| Some(i.id) != rollback) // internal to a receive
                 .map(|i| protocol::Snapshot {
                     id: i.id.0,
                     device: devs.path(Dev::Snap(i.id)),

@@ -5,10 +5,12 @@
 use crate::{
     client::read_reply,
     protocol::{self, to_line, Op, Reply, Request},
+    stream_scan::Scan,
     Error, Result,
 };
 use exception_store::stream::{Decoder, Header, Record};
 use std::{
+    cell::Cell,
     io::{BufReader, Read, Write},
     os::unix::net::UnixStream,
     path::Path,
@@ -25,18 +27,30 @@ fn connect(path: &Path) -> Result<UnixStream> {
 struct Tee<'a, R> {
     inner: R,
     out: &'a mut dyn Write,
-    n: u64,
-    progress: &'a mut dyn FnMut(u64),
+    n: &'a Cell<u64>,
 }
 
 impl<R: Read> Read for Tee<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let k = self.inner.read(buf)?;
         self.out.write_all(&buf[..k])?;
-        self.n += k as u64;
-        (self.progress)(self.n);
+        self.n.set(self.n.get() + k as u64);
         Ok(k)
     }
+}
+
+/// How far a stream got, for `--progress`: the stream's bytes and the device bytes
+/// its records covered so far, and the device bytes it will cover when known (a
+/// send: the daemon's `covers`; a receive: a full stream's size, see
+/// [`crate::stream_scan`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Stream bytes so far.
+    pub stream: u64,
+    /// Device bytes the records so far covered (data and zeros).
+    pub covered: u64,
+    /// Device bytes the whole stream covers, if known.
+    pub total: Option<u64>,
 }
 
 /// A record as [`send_records`] passes it: the header first, each record, then
@@ -51,12 +65,12 @@ pub enum Event<'a> {
 }
 
 /// `send`: write the stream to `out`; returns the `sending` reply and the stream's
-/// length. `progress` gets the stream bytes so far.
+/// length. `progress` is called after the header and after each record.
 pub fn send(
     socket: &Path,
     op: Op,
     out: &mut dyn Write,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<(protocol::Sending, u64)> {
     send_with(socket, op, out, &mut |_| Ok(()), progress)
 }
@@ -67,7 +81,7 @@ pub fn send_records(
     socket: &Path,
     op: Op,
     on: &mut dyn FnMut(Event<'_>) -> std::io::Result<()>,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<(protocol::Sending, u64)> {
     send_with(socket, op, &mut std::io::sink(), on, progress)
 }
@@ -77,7 +91,7 @@ fn send_with(
     op: Op,
     out: &mut dyn Write,
     on: &mut dyn FnMut(Event<'_>) -> std::io::Result<()>,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<(protocol::Sending, u64)> {
     let mut conn = connect(socket)?;
     conn.write_all(&to_line(&Request::new(op)))
@@ -87,33 +101,47 @@ fn send_with(
         Reply::Sending(s) => s,
         other => return Err(Error::Protocol(format!("unexpected reply {other:?}"))),
     };
+    let n = Cell::new(0);
     let mut tee = Tee {
         inner: rd,
         out,
-        n: 0,
-        progress,
+        n: &n,
+    };
+    let mut p = Progress {
+        total: Some(sending.covers),
+        ..Progress::default()
     };
     let check = |e| Error::Invalid(format!("the daemon's stream is bad: {e}"));
-    let wr = Error::io("write", "the output");
+    let wr = || Error::io("write", "the output");
     let mut dec = Decoder::new(&mut tee).map_err(check)?;
-    on(Event::Header(dec.header())).map_err(wr)?;
+    on(Event::Header(dec.header())).map_err(wr())?;
+    p.stream = n.get();
+    progress(p);
     while let Some(r) = dec.next_record().map_err(check)? {
-        on(Event::Record(&r)).map_err(Error::io("write", "the output"))?;
+        on(Event::Record(&r)).map_err(wr())?;
+        p.covered += r.range().1;
+        p.stream = n.get();
+        progress(p);
     }
-    on(Event::End).map_err(Error::io("write", "the output"))?;
-    let n = tee.n;
-    tee.out.flush().map_err(Error::io("write", "the output"))?;
-    Ok((sending, n))
+    on(Event::End).map_err(wr())?;
+    drop(dec);
+    tee.out.flush().map_err(wr())?;
+    p.stream = n.get();
+    progress(p);
+    Ok((sending, p.stream))
 }
 
-/// `receive`: copy `input` to the daemon, then read its answer.
+/// `receive`: copy `input` to the daemon, then read its answer. `progress` is
+/// called after each piece copied; its `covered` and `total` come from a
+/// [`Scan`] of the same bytes (a side thread; the copy does not depend on it).
 pub fn receive(
     socket: &Path,
     force: bool,
     rbd_diff: bool,
     input: &mut dyn Read,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<protocol::Received> {
+    let mut scan = Scan::start(rbd_diff);
     let mut conn = connect(socket)?;
     conn.write_all(&to_line(&Request::new(Op::Receive { force, rbd_diff })))
         .map_err(Error::io("send to", socket))?;
@@ -135,8 +163,10 @@ pub fn receive(
             break;
         }
         n += k as u64;
-        progress(n);
+        scan.feed(&buf[..k]);
+        progress(scan.progress(n));
     }
+    progress(scan.finish(n));
     let _ = conn.shutdown(std::net::Shutdown::Write);
     let r = read_reply(&mut BufReader::new(conn), socket);
     match (r, input_error) {

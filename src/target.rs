@@ -39,6 +39,9 @@ pub struct StoreTarget {
     dev: Dev,
     uring_reads: bool,
     refusals: Arc<SpaceRefusals>,
+    /// A snapshot's size (fixed); `None` for the origin, whose size is the store's
+    /// now (it grows with `resize-origin`).
+    snap_size: Option<u64>,
 }
 
 impl StoreTarget {
@@ -51,11 +54,17 @@ impl StoreTarget {
         uring_reads: bool,
         refusals: Arc<SpaceRefusals>,
     ) -> Self {
+        let snap_size = match dev {
+            Dev::Origin => None,
+            // a snapshot that is gone serves nothing
+            Dev::Snap(_) => Some(store.dev_size(dev).unwrap_or(0)),
+        };
         StoreTarget {
             store,
             dev,
             uring_reads,
             refusals,
+            snap_size,
         }
     }
 
@@ -88,8 +97,10 @@ impl StoreTarget {
 }
 
 impl Target for StoreTarget {
+    /// A snapshot's size is fixed; the origin's grows with `resize-origin` (the store
+    /// first, then the kernel is told, [`ublk_target::Device::update_size`]).
     fn size_bytes(&self) -> u64 {
-        self.store.size()
+        self.snap_size.unwrap_or_else(|| self.store.size())
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {

@@ -4,7 +4,8 @@
 //! size and offset,
 //! write-zeroes, discards, snapshot create, delete and merge, background steps (delete
 //! passes and merge batches), store growth (`grow_store` after the device was
-//! extended), flushes) on
+//! extended), origin growth (`grow_origin` after the origin was extended: a snapshot
+//! keeps its size, later I/O is bounded per device), flushes) on
 //! fault-injecting devices, cuts the power after a random number of device writes
 //! (store or origin), takes what the media would hold (unflushed writes dropped,
 //! kept, or torn at sector granularity), reopens, and checks the contract of the
@@ -74,6 +75,10 @@ struct Round {
     allowed: Allowed,
     names: BTreeMap<Dev, String>,
     next: u64,
+    /// The origin's size at format (growth stops at twice it).
+    first_len: u64,
+    /// Origin growths that returned (for the summary line).
+    grown: u64,
 }
 
 enum Pending {
@@ -81,6 +86,7 @@ enum Pending {
     Create { name: String, parent: Dev },
     Delete { id: Dev },
     Merge { id: Dev },
+    GrowOrigin { old_len: u64 },
 }
 
 impl Round {
@@ -105,7 +111,24 @@ impl Round {
             allowed,
             names: BTreeMap::new(),
             next: 0,
+            first_len: size,
+            grown: 0,
         }
+    }
+
+    /// The model's origin becomes `len` bytes: new bytes read zeros (the device was
+    /// extended with zeros and nothing was written past the old size), and so may
+    /// its new sectors after a crash.
+    fn set_origin_len(&mut self, len: u64) {
+        let o = self.m.devs.get_mut(&Dev::Origin).expect("origin");
+        o.resize(len as usize, 0);
+        let zero = h(&[0u8; SECTOR]);
+        let sets = self
+            .allowed
+            .map
+            .get_mut(&Dev::Origin)
+            .expect("origin tracked");
+        sets.resize_with(len as usize / SECTOR, || BTreeSet::from([zero]));
     }
 
     fn pick(&mut self, snap_only: bool) -> Option<Dev> {
@@ -119,19 +142,26 @@ impl Round {
         (!devs.is_empty()).then(|| devs[self.rng.gen_range(0..devs.len())])
     }
 
-    /// One random operation; `Err` when the power is out.
-    fn step(&mut self, pending: &mut Pending) -> Result<(), exception_store::Error> {
-        let size = self.s.size();
+    /// A sector-aligned range inside `d` (its own size), like every I/O the kernel
+    /// sends: a crash keeps or loses each write per sector, and sub-sector writes
+    /// would make mixes no disk produces.
+    fn range_in(&mut self, d: Dev) -> (u64, u64) {
+        let size = self.m.devs[&d].len() as u64;
         let cs = self.s.chunk_size();
-        let k = self.rng.gen_range(0..100);
-        // Sector-aligned, like every I/O the kernel sends: a crash keeps or loses each
-        // write per sector, and sub-sector writes would make mixes no disk produces.
         let s512 = SECTOR as u64;
         let off = self.rng.gen_range(0..size / s512) * s512;
         let len = (self.rng.gen_range(1..=(2 * cs / s512)) * s512).min(size - off);
+        (off, len)
+    }
+
+    /// One random operation; `Err` when the power is out.
+    fn step(&mut self, pending: &mut Pending) -> Result<(), exception_store::Error> {
+        let cs = self.s.chunk_size();
+        let k = self.rng.gen_range(0..100);
         match k {
             0..=54 => {
                 let d = self.pick(false).unwrap_or(Dev::Origin);
+                let (off, len) = self.range_in(d);
                 let data = pattern(self.rng.gen(), len as usize);
                 let mut after = self.m.clone();
                 after.write(d, off, &data);
@@ -143,12 +173,14 @@ impl Round {
             }
             55..=59 => {
                 let d = self.pick(false).unwrap_or(Dev::Origin);
+                let (off, len) = self.range_in(d);
                 self.m.zero(d, off, len);
                 self.allowed.add(&self.m, d, off, len);
                 self.s.write_zeroes(d, off, len)?;
             }
             60..=63 => {
                 if let Some(d) = self.pick(true) {
+                    let (off, len) = self.range_in(d);
                     self.m.discard_snapshot(d, off, len, cs);
                     self.allowed.add(&self.m, d, off, len);
                     self.s.discard(d, off, len)?;
@@ -201,13 +233,30 @@ impl Round {
                             self.allowed.map.remove(&Dev::Origin);
                             self.allowed.collapse(&self.m, false);
                         }
-                        Err(exception_store::Error::Busy(_)) => *pending = Pending::None,
+                        // busy, or a snapshot smaller than the grown origin
+                        Err(
+                            exception_store::Error::Busy(_) | exception_store::Error::Invalid(_),
+                        ) => *pending = Pending::None,
                         Err(e) => return Err(e),
                     }
                 }
             }
-            80..=92 => {
+            80..=91 => {
                 self.s.background_step(self.rng.gen_range(1..4))?;
+            }
+            92 => {
+                // the origin extended by a few sectors (up to twice its first size),
+                // then grow_origin: snapshots keep their size; a cut may lose it
+                let old_len = self.s.size();
+                let new_len = old_len + self.rng.gen_range(1..=(3 * cs / 512)) * 512;
+                if new_len <= 2 * self.first_len {
+                    self.origin.extend(new_len);
+                    *pending = Pending::GrowOrigin { old_len };
+                    self.s.grow_origin(new_len)?;
+                    self.grown += 1;
+                    *pending = Pending::None;
+                    self.set_origin_len(new_len);
+                }
             }
             93 => {
                 // the store file extended by 64 chunks, then grow-store: reads change
@@ -280,6 +329,13 @@ impl Round {
                     self.allowed.map.insert(Dev::Origin, sets);
                 }
             }
+            Pending::GrowOrigin { old_len } => {
+                if s.size() == old_len {
+                    self.set_origin_len(old_len);
+                } else {
+                    self.set_origin_len(s.size());
+                }
+            }
             Pending::None => {}
         }
         let live: BTreeSet<Dev> = s
@@ -322,6 +378,7 @@ fn power_loss_at_random_points() {
         .and_then(|v| v.parse().ok());
     let per_store = 6;
     let mut done = 0;
+    let mut grown = 0;
     let mut seed = 0;
     while done < rounds {
         if only.is_some_and(|o| o != seed) {
@@ -333,6 +390,7 @@ fn power_loss_at_random_points() {
             r.crash_once(seed * 1000 + i);
             done += 1;
         }
+        grown += r.grown;
         r.s.run_background(16).unwrap();
         assert_matches(&mut r.s, &r.m, "after the last crash and drain");
         let rep = r.s.check().unwrap();
@@ -342,5 +400,5 @@ fn power_loss_at_random_points() {
             break;
         }
     }
-    eprintln!("{done} crash points survived");
+    eprintln!("{done} crash points survived ({grown} origin growths among the operations)");
 }

@@ -1,5 +1,6 @@
 //! Bad input at the daemon's edges, through `Service::open` (what `ublk-snapd` runs
-//! before it creates any device): an origin that shrank or grew since `format`, a
+//! before it creates any device): an origin that shrank since `format` (one that
+//! grew opens at the recorded size, for `resize-origin`), a
 //! truncated store, a store formatted for another origin, a file that is no store.
 //! Each is refused with an error that names the problem and maps to a documented
 //! exit code, and neither file changes by a byte. (A read-only origin needs a
@@ -45,7 +46,7 @@ fn refused(origin: &Path, store: &Path, want: &str, code: u8) {
 }
 
 #[test]
-fn an_origin_that_shrank_or_grew_is_refused() {
+fn an_origin_that_shrank_is_refused_one_that_grew_opens_at_its_old_size() {
     let dir = tempfile::tempdir().unwrap();
     let (origin, store) = files(dir.path(), 4 << 20);
     assert!(
@@ -58,8 +59,11 @@ fn an_origin_that_shrank_or_grew_is_refused() {
         .unwrap();
     f.set_len(3 << 20).unwrap();
     refused(&origin, &store, "origin size", exit::USAGE);
+    // grown: it opens at the size the store records (`resize-origin` takes the rest)
     f.set_len(5 << 20).unwrap();
-    refused(&origin, &store, "origin size", exit::USAGE);
+    let svc = Service::open(config(&origin, &store)).unwrap();
+    assert_eq!(svc.store().size(), 4 << 20);
+    drop(svc);
 }
 
 #[test]

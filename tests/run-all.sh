@@ -42,6 +42,10 @@ else
     part "fuzz" bash tests/fuzz.sh
 fi
 
+# 2b. Ceph: a throw-away cluster on loopback, rbd import-diff/export-diff against our
+# daemon (in-process, no ublk). Prints SKIP (and passes, except under CI) without Ceph.
+part "ceph cluster" bash tests/ceph/run.sh
+
 # 3. Kernel: build the real binaries once, then boot a guest per script.
 if [ "${SKIP_VM:-0}" = 1 ]; then
     echo "=== VM tests SKIPPED (SKIP_VM=1)"
@@ -68,6 +72,7 @@ else
         part "vm[$k]: space policy e2e" bash tests/vm/run.sh tests/vm/e2e_space.sh "$bindir"
         part "vm[$k]: NBD e2e" bash tests/vm/run.sh tests/vm/e2e_nbd.sh "$bindir"
         part "vm[$k]: grow-store e2e" env VM_MEM=2G bash tests/vm/run.sh tests/vm/e2e_grow.sh "$bindir"
+        part "vm[$k]: resize-origin e2e" env VM_MEM=2G bash tests/vm/run.sh tests/vm/e2e_resize.sh "$bindir"
         part "vm[$k]: replication e2e" env VM_MEM=3G bash tests/vm/run.sh tests/vm/e2e_replication.sh "$bindir"
         part "vm[$k]: README quick start" bash tests/vm/run.sh tests/vm/e2e_quickstart.sh
     done

@@ -8,7 +8,8 @@
 //!   Chunks of copy-outs in flight (`Store::copy_out_begin`) count as referenced;
 //! - no element names a label outside the version tree, or label 0;
 //! - the label index holds exactly the counts the elements give (`crate::label_index`);
-//! - every snapshot reads through a live, non-ghost label, one snapshot per label;
+//! - every snapshot reads through a live, non-ghost label, one snapshot per label,
+//!   and its size is whole sectors, no larger than the origin's (which only grows);
 //! - with no background work pending: every ghost has two or more children, and every
 //!   element is read by some visible version (no orphaned element).
 //!
@@ -136,6 +137,16 @@ impl Store {
             if !seen_labels.insert(s.label) {
                 rep.errors
                     .push(format!("label {} used by two snapshots", s.label));
+            }
+            if s.size > self.size() || !s.size.is_multiple_of(512) {
+                // the origin only grows and a snapshot takes its size (`grow_origin`)
+                rep.errors.push(format!(
+                    "snapshot {} is {} bytes: not a whole number of sectors no larger \
+                     than the origin's {}",
+                    s.name,
+                    s.size,
+                    self.size()
+                ));
             }
         }
         let quiescent = self.jobs.is_empty();

@@ -58,7 +58,7 @@ pub mod version_tree;
 pub use error::{Error, Result, Space};
 pub use shared::{DirectPiece, DirectSource, DirectStarted, SharedStore, Started};
 pub use store::{
-    preallocate, CopyOut, CopyOutBegin, Dev, Grown, JobInfo, Preallocation, ReadPiece, ReadPlan,
-    ReadSource, SnapInfo, SpacePolicy, Status, Store, StoreOptions,
+    preallocate, CopyOut, CopyOutBegin, Dev, Grown, JobInfo, OriginGrown, Preallocation, ReadPiece,
+    ReadPlan, ReadSource, SnapInfo, SpacePolicy, Status, Store, StoreOptions,
 };
 pub use tables::validate_name;

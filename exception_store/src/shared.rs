@@ -46,7 +46,10 @@ use blockdev::{
     BlockDevice,
 };
 use parking_lot::{Condvar, Mutex, MutexGuard};
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
 
 #[derive(Debug)]
 struct CommitState {
@@ -77,12 +80,14 @@ pub struct SharedStore {
     gate: OriginGate,
     commit: Mutex<CommitState>,
     done: Condvar,
-    size: u64,
+    /// The origin's size: read without the store lock by every request's bounds
+    /// check; changes only in [`SharedStore::grow_origin`], after the commit.
+    origin_size: AtomicU64,
 }
 
 impl std::fmt::Debug for SharedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SharedStore({} bytes)", self.size)
+        write!(f, "SharedStore({} bytes)", self.size())
     }
 }
 
@@ -104,13 +109,33 @@ impl SharedStore {
                 leader: false,
             }),
             done: Condvar::new(),
-            size,
+            origin_size: AtomicU64::new(size),
         }
     }
 
-    /// Size in bytes of every device.
+    /// The origin's size in bytes now (it grows with
+    /// [`grow_origin`](Self::grow_origin); a snapshot keeps its own, [`Self::dev_size`]).
     pub fn size(&self) -> u64 {
-        self.size
+        self.origin_size.load(Ordering::Acquire)
+    }
+
+    /// The size of `dev` in bytes ([`Store::dev_size`]).
+    pub fn dev_size(&self, dev: Dev) -> Result<u64> {
+        match dev {
+            Dev::Origin => Ok(self.size()),
+            Dev::Snap(_) => self.store.lock().dev_size(dev),
+        }
+    }
+
+    /// Grow the origin to `new_len` bytes ([`Store::grow_origin`]), alone: no origin
+    /// write is between its copy-out and its data meanwhile. The size the devices
+    /// see changes once the growth is committed.
+    pub fn grow_origin(&self, new_len: u64) -> Result<crate::OriginGrown> {
+        self.gate.exclusive(|| {
+            let g = self.store.lock().grow_origin(new_len)?;
+            self.origin_size.store(g.new_len, Ordering::Release);
+            Ok(g)
+        })
     }
 
     /// The store itself, locked (for control operations and tests).

@@ -180,20 +180,23 @@ impl Write for Stream {
 /// The handshake's view of the export table.
 struct StoreCatalog<'a> {
     exports: &'a Exports,
-    size: u64,
+    store: &'a SharedStore,
     chunk: u32,
 }
 
 impl Catalog for StoreCatalog<'_> {
     fn lookup(&self, name: &str) -> Option<ExportInfo> {
         let e = self.exports.get(name)?;
+        // the device's size now: an origin grown since an earlier connection shows
+        // its new size to this one (fixed for the connection's life)
+        let size = self.store.dev_size(e.dev).ok()?;
         Some(ExportInfo {
             description: match &e.snapshot {
                 Some(s) => format!("ublk-snap snapshot {s}"),
                 None => "ublk-snap origin".into(),
             },
             name: e.name,
-            size: self.size,
+            size,
             writable: e.writable,
             preferred_block: self.chunk,
         })
@@ -346,7 +349,7 @@ fn session(s: &mut Stream, store: &SharedStore, exports: &Exports, id: u64) -> i
     let chunk = u32::try_from(store.lock().chunk_size()).unwrap_or(u32::MAX);
     let cat = StoreCatalog {
         exports,
-        size: store.size(),
+        store,
         chunk,
     };
     let Some(n) = handshake::negotiate(s, &cat)? else {

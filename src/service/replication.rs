@@ -22,7 +22,7 @@ use blockdev::ids::SnapId;
 use exception_store::replicate::{
     self, parse_resume_token, Pending, ReceiveError, ReceiveOptions, SendSpec,
 };
-use exception_store::stream::Header;
+use exception_store::{stream::Header, SharedStore};
 use parking_lot::Mutex;
 use std::{
     collections::BTreeMap,
@@ -36,6 +36,10 @@ use std::{
 pub struct Replication {
     path: PathBuf,
     state: Mutex<Option<Pending>>,
+    /// The rollback snapshot of the unfinished or running receive (a copy of the
+    /// state's, readable while a receive holds `state`): internal, see
+    /// [`Replication::rollback`].
+    rollback: Mutex<Option<SnapId>>,
     sending: Mutex<BTreeMap<SnapId, usize>>,
 }
 
@@ -90,9 +94,32 @@ impl Replication {
         };
         Ok(Replication {
             path,
+            rollback: Mutex::new(state.as_ref().map(|p: &Pending| p.rollback)),
             state: Mutex::new(state),
             sending: Mutex::default(),
         })
+    }
+
+    /// The receive's rollback snapshot, if one exists now. It is internal: not
+    /// listed, not a prune candidate, never deleted by the space policy (marked in
+    /// use), and no control op may name it ([`crate::Error::RollbackPoint`]); the
+    /// receive merges or deletes it itself.
+    pub fn rollback(&self) -> Option<SnapId> {
+        *self.rollback.lock()
+    }
+
+    /// Record the pending receive's rollback snapshot (`None`: gone) and keep the
+    /// space policy off it.
+    fn set_rollback(&self, store: &SharedStore, p: Option<&Pending>) {
+        let new = p.map(|p| p.rollback);
+        let old = std::mem::replace(&mut *self.rollback.lock(), new);
+        let mut s = store.lock();
+        if let Some(o) = old.filter(|&o| Some(o) != new) {
+            s.set_in_use(o, false);
+        }
+        if let Some(n) = new {
+            s.set_in_use(n, true);
+        }
     }
 
     /// Whether snapshot `id` is being sent.
@@ -187,6 +214,10 @@ impl Service {
             }
             None => (random_id()?, None),
         };
+        // What the records will cover: a resumed stream's start at `resume_offset`,
+        // up to B's own size (a snapshot taken before a resize-origin is smaller).
+        let from_off = resume_offset.unwrap_or(0);
+        let b_size = self.store.dev_size(exception_store::Dev::Snap(b))?;
         let covers = match a {
             Some(a) => self
                 .store
@@ -194,12 +225,12 @@ impl Service {
                     exception_store::Dev::Snap(a),
                     exception_store::Dev::Snap(b),
                     0,
-                    self.store.size(),
+                    b_size,
                 )?
                 .iter()
-                .map(|r| r.1)
+                .map(|&(off, len)| (off + len).saturating_sub(off.max(from_off)))
                 .sum(),
-            None => self.store.size(),
+            None => b_size.saturating_sub(from_off),
         };
         let repl = &self.repl;
         *repl.sending.lock().entry(b).or_default() += 1;
@@ -264,8 +295,11 @@ impl Service {
             ..ReceiveOptions::default()
         };
         let mut saved = pending.clone();
+        let repl = &self.repl;
+        let store = &self.store;
         let mut save = |p: Option<&Pending>| {
             saved = p.cloned();
+            repl.set_rollback(store, p);
             save_file(&path, &encode(p))
         };
         let r = if rbd_diff {
@@ -289,6 +323,7 @@ impl Service {
                         if let Err(e) = self.store.merge_snapshot(p.rollback) {
                             return err_response(&e.into());
                         }
+                        self.repl.set_rollback(&self.store, None);
                         if let Err(e) = save_file(&path, &encode(None)) {
                             return err_response(&Error::io("write", &path)(e));
                         }

@@ -54,7 +54,10 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 
 /// Read a whole device through the store.
 pub fn read_all(s: &mut Store, d: Dev) -> Vec<u8> {
-    let mut buf = vec![0u8; s.size() as usize];
+    let size = s
+        .dev_size(d)
+        .unwrap_or_else(|e| panic!("size of {d:?}: {e}"));
+    let mut buf = vec![0u8; size as usize];
     s.read(d, 0, &mut buf)
         .unwrap_or_else(|e| panic!("read {d:?}: {e}"));
     buf

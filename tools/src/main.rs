@@ -11,7 +11,7 @@ mod output;
 
 /// Manage ublk-snap stores and snapshots.
 ///
-/// `format`, `grow-store --store`, and `check` (and `check --repair`), `dump`, `map` and `diff` with --store, work offline
+/// `format`, `grow-store --store`, `resize-origin --store`, and `check` (and `check --repair`), `dump`, `map` and `diff` with --store, work offline
 /// (the daemon must not be running on the store); the other commands talk to ublk-snapd over its control
 /// socket. Exit codes: 0 ok, 1 check found problems, 2 usage, 3 I/O error,
 /// 4 corruption, 5 daemon not running, 6 no such snapshot, 7 conflict, 8 store full,
@@ -33,6 +33,7 @@ struct Cli {
 enum Cmd {
     Format(cmd::format::Args),
     GrowStore(cmd::grow_store::Args),
+    ResizeOrigin(cmd::resize_origin::Args),
     Create(cmd::create::Args),
     List(cmd::list::Args),
     Status(cmd::status::Args),
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Format(a) => cmd::format::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::GrowStore(a) => cmd::grow_store::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::ResizeOrigin(a) => cmd::resize_origin::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::Create(a) => cmd::create::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::List(a) => cmd::list::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::Status(a) => cmd::status::run(a, &out).map(|()| ExitCode::SUCCESS),

@@ -89,7 +89,9 @@ impl Device {
     /// only `opts.name` and `opts.bdev_timeout` matter here.
     ///
     /// Fails with [`Error::NotRecoverable`] when the device was created without
-    /// `user_recovery` or `target` has a different size. Waits up to 30 s (libublk's
+    /// `user_recovery` or `target` is smaller than the device. A larger target (the
+    /// old daemon grew it and died before telling the kernel) is recovered at the
+    /// device's size and then resized ([`Device::update_size`]). Waits up to 30 s (libublk's
     /// limit) for the kernel to notice the old daemon is gone.
     pub fn recover(dev_id: u32, target: Arc<dyn Target>, opts: DeviceOptions) -> Result<Device> {
         check_available()?;
@@ -108,8 +110,11 @@ impl Device {
             ..Default::default()
         };
         check_rc("get params", probe.get_params(&mut params))?;
-        if params.basic.dev_sectors * SECTOR_SIZE != target.size_bytes() {
-            return Err(not("the target's size differs from the device's"));
+        let kernel_size = params.basic.dev_sectors * SECTOR_SIZE;
+        // Larger is fine: the old daemon grew the target and died before it told the
+        // kernel (`update_size`); the kernel is told once the device is back.
+        if kernel_size > target.size_bytes() {
+            return Err(not("the target is smaller than the device"));
         }
         check_rc("start user recovery", probe.start_user_recover())?;
         drop(probe);
@@ -125,7 +130,14 @@ impl Device {
             UblkFlags::UBLK_DEV_F_RECOVER_DEV,
         )
         .map_err(|e| Error::ublk("recover", e))?;
-        Self::launch(Arc::new(ctrl), target, params, &opts)
+        let want = target.size_bytes();
+        let device = Self::launch(Arc::new(ctrl), target, params, &opts)?;
+        if kernel_size < want {
+            if let Err(e) = device.update_size(want) {
+                tracing::warn!(dev_id, error = %e, "the recovered device keeps its old size");
+            }
+        }
+        Ok(device)
     }
 
     /// Spawn the control thread, wait for START_DEV (or END_USER_RECOVERY) and the
@@ -175,6 +187,19 @@ impl Device {
     /// How request data moves for this device (from [`Device::features`]).
     pub fn data_path(&self) -> DataPath {
         self.features().data_path()
+    }
+
+    /// Make the device `bytes` long while it runs (`UBLK_U_CMD_UPDATE_SIZE`: the
+    /// kernel resizes the disk and tells its users, so `resize2fs` can grow a mounted
+    /// filesystem). The driver must offer `UBLK_F_UPDATE_SIZE` (Linux 6.16+: see
+    /// [`Features::of_driver`]; the bit is advisory, the command works wherever the
+    /// driver knows it). The target must already serve `bytes`
+    /// ([`Target::size_bytes`]); `bytes` must be whole logical blocks.
+    pub fn update_size(&self, bytes: u64) -> Result<()> {
+        ensure_ctrl_ring()?;
+        check_rc("update size", self.ctrl.update_size(bytes))?;
+        tracing::info!(dev_id = self.dev_id, bytes, "ublk device resized");
+        Ok(())
     }
 
     /// `/dev/ublkbN`.

@@ -63,6 +63,10 @@ impl DataPath {
 }
 
 impl Features {
+    /// `UBLK_F_UPDATE_SIZE`: the driver resizes a running device
+    /// ([`crate::Device::update_size`]; Linux 6.16+).
+    pub const UPDATE_SIZE: u64 = sys::UBLK_F_UPDATE_SIZE as u64;
+
     /// What the loaded driver offers (`UBLK_U_CMD_GET_FEATURES`). `Ok(None)` when the
     /// driver does not answer the command (kernels before 6.5).
     pub fn of_driver() -> Result<Option<Features>> {

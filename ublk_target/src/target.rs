@@ -69,7 +69,10 @@ pub enum WriteStart {
 /// # Errors
 /// Errors are completed to the kernel as errnos, mapped by [`crate::errno::errno`].
 pub trait Target: Send + Sync + 'static {
-    /// Size of the volume in bytes; constant while the device exists.
+    /// Size of the volume in bytes, read at every request's bounds check. Constant,
+    /// except that it may grow (never shrink): the target grows first, then the
+    /// server tells the kernel ([`crate::Device::update_size`]), so the kernel never
+    /// sends a request past what this returns. Use an atomic for a size that grows.
     fn size_bytes(&self) -> u64;
     /// Fill `buf` from `offset`.
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;

@@ -115,7 +115,11 @@ pub enum ReceiveError {
         token: String,
     },
     /// The stream is for another device size.
-    #[error("the stream is for a {stream}-byte device, this origin has {here} bytes")]
+    #[error(
+        "the stream is for a {stream}-byte device, this origin has {here} bytes: a received \
+         snapshot has the origin's size (grow a smaller origin here first: snapctl \
+         resize-origin --size {stream}; an origin cannot shrink)"
+    )]
     Size {
         /// In the stream.
         stream: u64,
@@ -248,7 +252,7 @@ pub fn receive<R: Read>(
                     .iter()
                     .find(|s| s.guid == g)
                     .ok_or_else(|| ReceiveError::WrongBase(hex(&g)))?;
-                if !origin_reads(store, base.id, size)? {
+                if !origin_reads(store, base.id, base.size)? {
                     if !opts.force {
                         return Err(ReceiveError::OriginChanged(base.name.clone()));
                     }

@@ -134,7 +134,8 @@ pub fn send<W: Write>(
             Some(a) => Some(info(a)?.guid),
             None => None,
         };
-        let size = s.size();
+        // the snapshot's own size; past an older, smaller A everything is sent
+        let size = b.size;
         let ranges = match spec.from {
             Some(a) => s.diff(Dev::Snap(a), Dev::Snap(spec.snap), 0, size)?,
             None => vec![(0, size)],

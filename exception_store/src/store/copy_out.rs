@@ -258,6 +258,11 @@ impl Store {
             // every version lies below the newest snapshot: none reads the origin
             return Ok(None);
         }
+        if a * self.chunk_size >= self.snap_cover && !self.is_merging() {
+            // past every snapshot's size (the origin grew since): nobody reads the
+            // old data here (`grow_origin`)
+            return Ok(None);
+        }
         if !self.vt.is_ghost(newest) || self.merging_at(a) == Some(newest) {
             // A visible newest snapshot reads the origin here itself: what
             // `origin_copy_out` decides, without the ancestor queries (whose tour is

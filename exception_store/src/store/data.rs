@@ -87,7 +87,7 @@ impl Store {
 
     /// Write `data` to `dev` at `offset`.
     pub fn write(&mut self, dev: Dev, offset: u64, data: &[u8]) -> Result<()> {
-        self.check_range(offset, data.len() as u64)?;
+        self.check_dev_range(dev, offset, data.len() as u64)?;
         match dev {
             Dev::Origin => {
                 if self.origin_prepare(offset, data.len() as u64)?.is_some() {
@@ -102,7 +102,7 @@ impl Store {
     /// Make `len` bytes of `dev` at `offset` read as zeros. Whole snapshot chunks
     /// become holes; no space is used for them.
     pub fn write_zeroes(&mut self, dev: Dev, offset: u64, len: u64) -> Result<()> {
-        self.check_range(offset, len)?;
+        self.check_dev_range(dev, offset, len)?;
         match dev {
             Dev::Origin => {
                 if self.origin_prepare(offset, len)?.is_some() {
@@ -126,7 +126,7 @@ impl Store {
     /// space; partial chunks are left as they are. On the origin, the old data is
     /// copied out for snapshots first, then the discard goes down to the device.
     pub fn discard(&mut self, dev: Dev, offset: u64, len: u64) -> Result<()> {
-        self.check_range(offset, len)?;
+        self.check_dev_range(dev, offset, len)?;
         match dev {
             Dev::Origin => {
                 if self.origin_prepare(offset, len)?.is_some() {
@@ -206,18 +206,20 @@ impl Store {
 
     fn snap_write(&mut self, id: SnapId, offset: u64, len: u64, p: Payload) -> Result<()> {
         self.label_of(id)?;
+        let dev_len = self.dev_size(Dev::Snap(id))?;
         let cs = self.chunk_size;
         let mut done = 0u64;
         while done < len {
             let pos = offset + done;
             let a = pos / cs;
             let off = (pos % cs) as usize;
-            let n = ((self.chunk_len(a) - off) as u64).min(len - done) as usize;
+            let clen = self.chunk_len_in(dev_len, a);
+            let n = ((clen - off) as u64).min(len - done) as usize;
             let part = match p {
                 Payload::Data(d) => Payload::Data(&d[done as usize..done as usize + n]),
                 other => other,
             };
-            let whole = off == 0 && n == self.chunk_len(a);
+            let whole = off == 0 && n == clen;
             if !matches!(part, Payload::Discard) || whole {
                 self.latching(|s| s.snap_write_chunk(id, a, off, n, part))?;
             }
@@ -237,7 +239,9 @@ impl Store {
         let t0 = self.label_of(id)?;
         self.alloc.ensure(1 + self.opts.min_free_chunks)?;
         let before = self.load_elems(a)?;
-        let clen = self.chunk_len(a);
+        // the snapshot's own size: its last chunk may be short where the origin's,
+        // grown since, is not
+        let clen = self.chunk_len_in(self.dev_size(Dev::Snap(id))?, a);
         let whole = off == 0 && n == clen;
         let to_hole = whole && !matches!(p, Payload::Data(_));
         let plan = self.view_at(a).snapshot_write(&before, t0);

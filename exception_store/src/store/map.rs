@@ -56,7 +56,7 @@ impl Store {
     /// What `dev` reads over `len` bytes at `offset`, as merged extents (see
     /// [`crate::map`]).
     pub fn map(&mut self, dev: Dev, offset: u64, len: u64) -> Result<Vec<MapExtent>> {
-        self.check_range(offset, len)?;
+        self.check_dev_range(dev, offset, len)?;
         let label = self.dev_label(dev)?;
         let (depth_of, origin_depth) = self.path_depths(label);
         let cs = self.chunk_size;
@@ -100,9 +100,28 @@ impl Store {
     }
 
     /// The runs of `len` bytes at `offset` where `a` and `b` may read differently (see
-    /// [`crate::map`] and the module documentation).
+    /// [`crate::map`] and the module documentation). The range lies inside the larger
+    /// of the two devices; past the smaller one's size everything differs (it reads
+    /// nothing there).
     pub fn diff(&mut self, a: Dev, b: Dev, offset: u64, len: u64) -> Result<Vec<(u64, u64)>> {
-        self.check_range(offset, len)?;
+        let (size_a, size_b) = (self.dev_size(a)?, self.dev_size(b)?);
+        let (small, big) = (size_a.min(size_b), size_a.max(size_b));
+        super::check_in(big, offset, len)?;
+        let end = offset + len;
+        let mut out = if offset < small {
+            self.diff_within(a, b, offset, end.min(small) - offset)?
+        } else {
+            Vec::new()
+        };
+        if end > small {
+            let from = offset.max(small);
+            push_run(&mut out, from, end - from);
+        }
+        Ok(out)
+    }
+
+    /// [`diff`](Self::diff) of a range inside both devices.
+    fn diff_within(&mut self, a: Dev, b: Dev, offset: u64, len: u64) -> Result<Vec<(u64, u64)>> {
         let (la, lb) = (self.dev_label(a)?, self.dev_label(b)?);
         let mut out = Vec::new();
         if len == 0 {

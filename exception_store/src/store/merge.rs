@@ -62,6 +62,7 @@ impl Store {
     /// it read. The copy runs in the background ([`Store::background_step`]).
     pub fn merge_snapshot(&mut self, id: SnapId) -> Result<TxnId> {
         let l = self.label_of(id)?;
+        self.check_merge_size(id)?;
         if self.is_merging() {
             return Err(Error::Busy(
                 "a merge is already running; one merge at a time".into(),

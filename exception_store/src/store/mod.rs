@@ -3,7 +3,8 @@
 //! Operations live in sibling modules: `data` (read, write, discard of the origin
 //! and of snapshots), `snapshots` (create, delete, hold, list), `background` (delete
 //! and cleanup passes, reshaping ghosts), `grow` (taking a larger store device),
-//! `read_plan` (where a read's bytes are, for reads done elsewhere), `status`.
+//! `grow_origin` (a larger origin, and every device's own size), `read_plan` (where a
+//! read's bytes are, for reads done elsewhere), `status`.
 //!
 //! # Concurrency
 //! `Store` is single-threaded (`&mut self`); the daemon wraps it in a lock and groups
@@ -20,6 +21,7 @@ mod background;
 mod copy_out;
 mod data;
 mod grow;
+mod grow_origin;
 mod map;
 mod merge;
 mod read_plan;
@@ -28,6 +30,7 @@ mod status;
 
 pub use copy_out::{CopyOut, CopyOutBegin};
 pub use grow::{preallocate, Grown, Preallocation};
+pub use grow_origin::OriginGrown;
 pub use read_plan::{ReadPiece, ReadPlan, ReadSource};
 pub use status::{JobInfo, SnapInfo, Status};
 
@@ -144,6 +147,9 @@ pub struct Store {
     /// Copy-outs in flight without the store lock: address -> the chunk its old data
     /// is being copied to (`copy_out`). Not persisted.
     pub(crate) copying: BTreeMap<u64, ChunkNr>,
+    /// The largest size of any snapshot: origin chunks at or past it need no
+    /// copy-out (`grow_origin`). Kept by every change of `snaps`.
+    pub(crate) snap_cover: u64,
 }
 
 /// Most elements held decoded in the per-address cache.
@@ -366,6 +372,7 @@ impl Store {
             full_logged: false,
             copy_buf: Vec::new(),
             copying: BTreeMap::new(),
+            snap_cover: 0,
         };
         // a fresh store counts as cleanly shut down
         s.commit_marked_clean(false)?;
@@ -380,7 +387,7 @@ impl Store {
         opts: StoreOptions,
     ) -> Result<Store> {
         let sb = read_superblock(&*dev)?;
-        if sb.origin_len != origin.len() {
+        if sb.origin_len > origin.len() {
             return Err(Error::Mismatch {
                 what: "origin size in bytes",
                 store: sb.origin_len,
@@ -572,7 +579,9 @@ impl Store {
             full_logged: false,
             copy_buf: Vec::new(),
             copying: BTreeMap::new(),
-        })
+            snap_cover: 0,
+        }
+        .with_snap_cover())
     }
 
     /// The origin device.
@@ -595,7 +604,8 @@ impl Store {
         self.sb.uuid
     }
 
-    /// Origin size in bytes (every device has this size).
+    /// The origin's size in bytes now (it grows with [`Store::grow_origin`]; each
+    /// snapshot has its own, [`Store::dev_size`]).
     pub fn size(&self) -> u64 {
         self.sb.origin_len
     }
@@ -892,19 +902,24 @@ impl Store {
         Ok(())
     }
 
-    /// Bytes of origin chunk `a` (the last chunk may be short).
-    fn chunk_len(&self, a: u64) -> usize {
-        (self.sb.origin_len - a * self.chunk_size).min(self.chunk_size) as usize
+    /// Bytes of chunk `a` of a device of `dev_len` bytes (the last chunk may be short).
+    fn chunk_len_in(&self, dev_len: u64, a: u64) -> usize {
+        (dev_len - a * self.chunk_size).min(self.chunk_size) as usize
     }
 
+    /// Bytes of origin chunk `a` (the last chunk may be short).
+    fn chunk_len(&self, a: u64) -> usize {
+        self.chunk_len_in(self.sb.origin_len, a)
+    }
+
+    /// Check that a range lies inside the origin.
     fn check_range(&self, offset: u64, len: u64) -> Result<()> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.sb.origin_len => Ok(()),
-            _ => Err(Error::Invalid(format!(
-                "I/O of {len} bytes at {offset} is past the end of a {}-byte device",
-                self.sb.origin_len
-            ))),
-        }
+        check_in(self.sb.origin_len, offset, len)
+    }
+
+    /// Check that a range lies inside `dev` (its own size, [`Store::dev_size`]).
+    fn check_dev_range(&self, dev: Dev, offset: u64, len: u64) -> Result<()> {
+        check_in(self.dev_size(dev)?, offset, len)
     }
 
     fn label_of(&self, id: SnapId) -> Result<Label> {
@@ -912,6 +927,15 @@ impl Store {
             .get(&id)
             .map(|r| r.label)
             .ok_or_else(|| Error::NoSuchSnapshot(crate::error::snap_name(id)))
+    }
+}
+
+fn check_in(size: u64, offset: u64, len: u64) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(Error::Invalid(format!(
+            "I/O of {len} bytes at {offset} is past the end of a {size}-byte device"
+        ))),
     }
 }
 

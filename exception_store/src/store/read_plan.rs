@@ -55,11 +55,13 @@ impl Store {
     /// During a merge, origin addresses not merged yet read as the snapshot being
     /// merged, so the plan names store chunks for them as [`Store::read`] does.
     pub fn read_plan(&mut self, dev: Dev, offset: u64, len: u64) -> Result<ReadPlan> {
-        self.check_range(offset, len)?;
+        self.check_dev_range(dev, offset, len)?;
         let label = match dev {
             Dev::Origin => None,
             Dev::Snap(id) => Some(self.label_of(id)?),
         };
+        // A snapshot taken before the origin grew has its own, smaller size.
+        let dev_len = self.dev_size(dev)?;
         let cs = self.chunk_size;
         let mut plan: ReadPlan = Vec::new();
         let mut done = 0u64;
@@ -67,7 +69,7 @@ impl Store {
             let pos = offset + done;
             let a = pos / cs;
             let off = (pos % cs) as usize;
-            let n = ((self.chunk_len(a) - off) as u64).min(len - done);
+            let n = ((self.chunk_len_in(dev_len, a) - off) as u64).min(len - done);
             let src = match label.or_else(|| self.merging_at(a)) {
                 None => ReadSource::Origin(pos),
                 Some(l) => {

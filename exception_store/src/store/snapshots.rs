@@ -84,6 +84,7 @@ impl Store {
                 },
             );
             s.names.insert(name.to_owned(), id);
+            s.snap_cover = s.snap_cover.max(size);
             s.dirty_snaps.insert(id);
             s.changed = true;
             s.commit_with_origin()?;
@@ -110,6 +111,7 @@ impl Store {
     ) -> Result<TxnId> {
         if let Some(r) = self.snaps.remove(&id) {
             self.names.remove(&r.name);
+            self.refresh_snap_cover();
         }
         self.dirty_snaps.insert(id);
         let now = self.tick();

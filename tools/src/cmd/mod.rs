@@ -16,6 +16,7 @@ pub mod merge;
 pub mod meter;
 pub mod prune;
 pub mod receive;
+pub mod resize_origin;
 pub mod send;
 pub mod status;
 pub mod systemd_units;

@@ -34,18 +34,13 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
         })?),
         None => Box::new(std::io::stdin().lock()),
     };
-    let total = a
-        .input
-        .as_ref()
-        .and_then(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len());
-    let mut meter = Meter::new("received", a.progress, total);
+    let mut meter = Meter::new("received", a.progress);
     let got = stream_client::receive(
         &out.socket,
         a.force,
         matches!(a.format, crate::cmd::send::Format::RbdDiff),
         &mut *r,
-        &mut |n| meter.tick(n),
+        &mut |p| meter.tick(p),
     )?;
     let line = meter.done(got.bytes);
     out.emit(&got, || {

@@ -51,16 +51,16 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
         from: a.from.clone(),
         resume: a.resume.clone(),
     };
-    let mut meter = Meter::new("sent", a.progress, None);
+    let mut meter = Meter::new("sent", a.progress);
     let n = match a.format {
-        Format::Stream => stream_client::send(&out.socket, op, &mut w, &mut |n| meter.tick(n))?.1,
+        Format::Stream => stream_client::send(&out.socket, op, &mut w, &mut |p| meter.tick(p))?.1,
         Format::RbdDiff => {
             if a.resume.is_some() {
                 return Err(Error::Invalid("--resume is for our stream format".into()).into());
             }
             let mut conv = ublk_snapd::rbd_diff::Writer::new(&mut w, a.from.as_deref());
-            stream_client::send_records(&out.socket, op, &mut |e| conv.event(e), &mut |n| {
-                meter.tick(n)
+            stream_client::send_records(&out.socket, op, &mut |e| conv.event(e), &mut |p| {
+                meter.tick(p)
             })?;
             conv.bytes()
         }
