@@ -161,3 +161,30 @@ proptest! {
         }
     }
 }
+
+/// A snapshot taken before the origin grew keeps its size: its plan stops at its
+/// end (a short last chunk is cut there) and a read past it is refused, while the
+/// origin's plan covers the grown origin.
+#[test]
+fn a_snapshot_from_before_a_growth_is_planned_to_its_own_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("origin");
+    let old = 10 * CS + 512;
+    let origin = Arc::new(blockdev::FileDevice::create(&path, old).expect("origin"));
+    let dev = Arc::new(MemDevice::new(4 << 20));
+    let mut s = Store::format(origin, dev, CS as u32, StoreOptions::default()).expect("format");
+    let a = s.create_snapshot("a", None, 0).expect("snapshot");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(16 * CS))
+        .expect("extend the origin file");
+    s.grow_origin(16 * CS).expect("grow");
+    let plan = s
+        .read_plan(Dev::Snap(a), 8 * CS, old - 8 * CS)
+        .expect("plan");
+    check_shape(&plan, old - 8 * CS);
+    assert!(s.read_plan(Dev::Snap(a), 8 * CS, 3 * CS).is_err());
+    let plan = s.read_plan(Dev::Origin, 8 * CS, 8 * CS).expect("plan");
+    check_shape(&plan, 8 * CS);
+}
