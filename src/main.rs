@@ -49,6 +49,12 @@ struct Args {
     /// on the queue (or worker) thread.
     #[arg(long, value_name = "HOW", default_value = "uring", value_parser = ["uring", "sync"])]
     origin_reads: String,
+    /// Zero copy where the kernel's ublk driver offers it (auto buffer registration,
+    /// 7.x kernels): `auto` uses it there and copies elsewhere (6.12), `off` always
+    /// copies request data through the daemon. `snapctl status` shows each device's
+    /// data path.
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "off"])]
+    zero_copy: String,
     /// Metadata cache, MiB.
     #[arg(long, value_name = "N", default_value_t = 64)]
     cache_mb: usize,
@@ -162,6 +168,7 @@ fn run(args: &Args, ready: &Readiness) -> anyhow::Result<()> {
             workers_per_queue: args.workers_per_queue.min(args.queue_depth),
             user_recovery: true,
             user_recovery_reissue: true,
+            zero_copy: args.zero_copy == "auto",
             ..DeviceOptions::default()
         },
         state_dir: Some(state_dir),

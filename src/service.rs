@@ -733,6 +733,7 @@ impl Service {
         let target = Arc::new(self.target(dev));
         let opts = DeviceOptions {
             dev_id: None,
+            zero_copy: self.cfg.device.zero_copy && self.zero_copy_offered(),
             ..self.cfg.device.clone()
         };
         if let Some(id) = recorded {
@@ -760,6 +761,17 @@ impl Service {
             }
         }
         Ok(Device::start(target, opts)?)
+    }
+
+    /// Whether new devices can be zero-copy: the driver offers auto buffer
+    /// registration and user copy (7.x; not 6.12), the queues serve inline (no
+    /// `--workers-per-queue`: the request buffers belong to the queue's own ring),
+    /// and the origin has a descriptor for the queues' fixed-buffer writes.
+    fn zero_copy_offered(&self) -> bool {
+        let driver = self.driver.get_or_init(crate::kernel::driver_features);
+        driver.is_some_and(|f| f.has(ublk_target::ZERO_COPY_FLAGS))
+            && self.cfg.device.workers_per_queue == 0
+            && self.store.origin_writes_direct()
     }
 
     pub(crate) fn save_state(&self, devs: &Devices) {

@@ -5,7 +5,7 @@
 //! logged here because the kernel only sees the number. A write refused for lack of
 //! store space (ENOSPC: the store is full, or under the min-free guard) is also
 //! counted, for `status` ([`SpaceRefusals`]).
-use exception_store::{Dev, SharedStore, Started};
+use exception_store::{Dev, DirectSource, DirectStarted, SharedStore, Started};
 use std::{
     io,
     sync::{
@@ -13,7 +13,7 @@ use std::{
         Arc,
     },
 };
-use ublk_target::{Target, WriteStart};
+use ublk_target::{DirectWrite, Piece, PieceSource, Target, WriteStart};
 
 /// Writes answered with ENOSPC since the daemon started, over all its devices.
 #[derive(Debug, Default)]
@@ -157,6 +157,42 @@ impl Target for StoreTarget {
             Dev::Origin if self.uring_reads => self.store.origin_direct_read(offset, len),
             _ => None,
         }
+    }
+
+    /// Zero copy: the store's plan ([`SharedStore::read_plan`]: origin reads outside
+    /// a merge, snapshot reads that need nothing from the origin).
+    fn read_plan(&self, offset: u64, len: u64) -> Option<Vec<Piece>> {
+        let plan = self.store.read_plan(self.dev, offset, len)?;
+        let piece = |p: exception_store::DirectPiece| Piece {
+            buf_off: p.buf_off,
+            len: p.len,
+            src: match p.src {
+                DirectSource::Fd(fd, at) => PieceSource::Fd(fd, at),
+                DirectSource::Zeroes => PieceSource::Zeroes,
+            },
+        };
+        Some(plan.into_iter().map(piece).collect())
+    }
+
+    /// Zero copy: origin writes copy out here and the queue writes their data
+    /// ([`SharedStore::origin_write_direct_start`]); snapshot writes are copied.
+    fn direct_write_start(&self, offset: u64, len: u64) -> DirectWrite {
+        if self.dev != Dev::Origin || !self.store.origin_writes_direct() {
+            return DirectWrite::Unsupported;
+        }
+        match self.store.origin_write_direct_start(offset, len) {
+            Ok(DirectStarted::Busy) => DirectWrite::Busy,
+            Ok(DirectStarted::Ready(fd)) => DirectWrite::Ready(fd),
+            Ok(DirectStarted::Wait(t, fd)) => DirectWrite::Wait(t.0, fd),
+            Err(e) => match self.map("write", offset, Err::<(), _>(e)) {
+                Err(e) => DirectWrite::Failed(e),
+                Ok(()) => DirectWrite::Unsupported,
+            },
+        }
+    }
+
+    fn direct_write_end(&self, _offset: u64, _len: u64) {
+        self.store.origin_write_direct_end();
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {

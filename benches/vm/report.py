@@ -9,6 +9,13 @@ the ublk ceiling, to the kernel loop device and to dm-thin, each ratio computed 
 one guest run and then given as min-max over the runs; then the issue's targets with a
 verdict, and metadata bytes per copied chunk.  benches/vm/analysis.md, if present, is
 appended (the hand-written reading of the last full run).
+
+With --section the report is one section of a larger document (docs/benchmarks.md
+keeps the 6.12 report and adds the 7.x one below it): its title becomes a "## " heading
+naming the guest kernel (from env.txt), every other heading goes one level down, and
+analysis.md is not appended (it reads the 6.12 run). Where the results have the
+zero-copy stacks (rublk-z, ublk-snap-copy: a kernel whose driver offers auto_buf_reg),
+a zero-copy section gives ublk-snap (zero copy) over its copy path and over rublk -z.
 """
 import collections
 import csv
@@ -17,6 +24,7 @@ import os
 import sys
 
 out = sys.argv[1]
+section = "--section" in sys.argv[2:]
 here = os.path.dirname(os.path.abspath(__file__))
 
 # val[run][(system, snaps, phase, workload)] = figure
@@ -40,7 +48,7 @@ WL_NAME = {"randwrite4k": "4 KiB random write", "randread4k": "4 KiB random read
 
 
 def ceiling(run, wl):
-    """The ublk ceiling: the better of rublk's two modes in that run."""
+    """The ublk ceiling: the better of rublk's two copying modes in that run."""
     c = [val[run].get((s, 0, "none", wl)) for s in ("rublk", "rublk-buf")]
     c = [x for x in c if x]
     return max(c) if c else None
@@ -54,6 +62,10 @@ def ref(run, key, what):
         return val[run].get(("loop", 0, "none", wl))
     if what == "thin":
         return val[run].get(("dm-thin", n, phase, wl))
+    if what == "zc":
+        return val[run].get(("rublk-z", 0, "none", wl))
+    if what == "copy":
+        return val[run].get(("ublk-snap-copy", 0, "none", wl))
     raise ValueError(what)
 
 
@@ -85,7 +97,7 @@ def num_fmt(wl):
 
 # rows in display order
 order = []
-for s in ("loop", "rublk", "rublk-buf", "ublk-snap", "dm-snap", "dm-thin"):
+for s in ("loop", "rublk", "rublk-buf", "rublk-z", "ublk-snap", "ublk-snap-copy", "dm-snap", "dm-thin"):
     order.append((s, 0, "none"))
 for phase in ("first", "steady"):
     for s, ns in (("ublk-snap", (1, 16, 256)), ("dm-snap", (1, 16)), ("dm-thin", (1, 16, 256))):
@@ -99,7 +111,13 @@ PHASE_NAME = {"none": "no snapshot", "first": "copy-out (first write, chunks sha
               "snap-copied": "snapshot device, chunks copied"}
 READ_ONLY_PHASES = ("snap-shared", "snap-copied")
 
-p = print
+lines = []
+
+
+def p(*a):
+    lines.append(" ".join(str(x) for x in a))
+
+
 env = ""
 if os.path.exists(os.path.join(out, "env.txt")):
     env = open(os.path.join(out, "env.txt")).read().strip()
@@ -243,6 +261,23 @@ for phase in READ_ONLY_PHASES:
         p(f"| snapshot reads ({PHASE_NAME[phase].split(', ')[1]}) vs ublk ceiling | {WL_NAME[wl]} | {span(xs, '{:.2f}')} | ≥ 0.8 | {verdict(xs, 0.8)} |")
 p()
 
+if any(("rublk-z", 0, "none", wl) in val[r] or ("ublk-snap-copy", 0, "none", wl) in val[r]
+       for r in runs for wl in WORKLOADS):
+    p("## Zero copy (no snapshot)\n")
+    p("`ublk-snap` is zero-copy here (`--zero-copy auto` on a driver with auto_buf_reg),")
+    p("`ublk-snap-copy` the same daemon with `--zero-copy off`, `rublk-z` rublk's loop with")
+    p("`-z` (auto_buf_reg, O_DIRECT): the zero-copy ceiling. Ratios inside each run, min–max.\n")
+    p("| workload | ublk-snap | ublk-snap-copy | rublk-z | zero-copy gain (ublk-snap ÷ ublk-snap-copy) | ublk-snap ÷ rublk-z | threshold | verdict |")
+    p("|---|---|---|---|---|---|---|---|")
+    for wl in WORKLOADS:
+        key = ("ublk-snap", 0, "none", wl)
+        gain, zc = ratios(key, "copy"), ratios(key, "zc")
+        f = num_fmt(wl)
+        p(f"| {WL_NAME[wl]} ({UNIT[wl]}) | {span(figs(key), f)} | "
+          f"{span(figs(('ublk-snap-copy', 0, 'none', wl)), f)} | {span(figs(('rublk-z', 0, 'none', wl)), f)} | "
+          f"{span(gain, '{:.2f}')} | {span(zc, '{:.2f}')} | ≥ 0.9 × rublk-z | {verdict(zc, 0.9)} |")
+    p()
+
 p("## Metadata per copied chunk (1 snapshot, 64 KiB chunks)\n")
 p("Added by the random copy-out (2048 scattered 4 KiB first writes) and by the")
 p("sequential one (128 MiB in 1 MiB writes = 2048 chunks). ublk-snap: *node bytes* =")
@@ -265,5 +300,24 @@ for s in ("ublk-snap", "dm-thin"):
 p()
 
 analysis = os.path.join(here, "analysis.md")
-if os.path.exists(analysis):
+if not section and os.path.exists(analysis):
     p(open(analysis).read().rstrip())
+
+text = "\n".join(lines).split("\n")
+if section:
+    kernel = next((l.split(" ", 2)[2] for l in env.splitlines() if l.startswith("guest kernel ")), "?")
+    gk = os.path.join(out, "guest-kernel.txt")
+    if os.path.exists(gk):
+        kernel = open(gk).read().strip()
+    made = next((l.split(" ", 1)[1] for l in env.splitlines() if l.startswith("command ")), None)
+    out_lines = []
+    for l in text:
+        if l.startswith("# "):
+            l = f"# Kernel {kernel}: " + l[2:]
+            if made:
+                l += f"\n\nThis section was made with `sudo {made}` (as root; the run's settings are below)."
+        if l.startswith("#"):
+            l = "#" + l
+        out_lines.append(l)
+    text = out_lines
+print("\n".join(text))

@@ -6,6 +6,9 @@
 #   sudo bash benches/vm/run.sh          # 2 runs (about 15-20 min each on 2 cores)
 #   sudo bash benches/vm/run.sh 3        # 3 runs
 #   BENCH_REPORT_ONLY=DIR bash benches/vm/run.sh   # rebuild the report from DIR
+#   sudo VM_KERNEL=7.x BENCH_BASE=benches/vm/results-20261124-0c0ed50 bash benches/vm/run.sh 1
+#       # on 7.x (zero copy: adds rublk -z and ublk-snap --zero-copy off), the report
+#       # being the BENCH_BASE (6.12) one followed by this run's as a section
 #
 # Steps: release build of ublk-snapd and snapctl from the committed HEAD (git archive
 # into $BENCH_SRC, default /tmp/bench-src) in $BENCH_TARGET (default /tmp/target-bench,
@@ -33,9 +36,17 @@ out=${BENCH_OUT:-$repo/target/bench-vm/$(date -u +%Y%m%d-%H%M%S)}
 doc=${BENCH_DOC:-$repo/docs/benchmarks.md}
 log() { printf '[bench-vm] %s\n' "$*" >&2; }
 
+# report DIR: docs/benchmarks.md from DIR, after the BENCH_BASE report when one is named
+report() {
+    if [ -n "${BENCH_BASE:-}" ]; then
+        { python3 "$here/report.py" "$BENCH_BASE"; echo; python3 "$here/report.py" "$1" --section; } >"$doc"
+    else
+        python3 "$here/report.py" "$1" >"$doc"
+    fi
+}
 if [ -n "${BENCH_REPORT_ONLY:-}" ]; then
-    python3 "$here/report.py" "$BENCH_REPORT_ONLY" >"$doc"
-    log "wrote $doc from $BENCH_REPORT_ONLY"
+    report "$BENCH_REPORT_ONLY"
+    log "wrote $doc from ${BENCH_BASE:+$BENCH_BASE and }$BENCH_REPORT_ONLY"
     exit 0
 fi
 [ "$(id -u)" = 0 ] || { log "run as root (tests/vm/run.sh needs it)"; exit 1; }
@@ -63,6 +74,8 @@ cp "$repo/tests/vm/bench_fio.sh" "$repo/tests/vm/first_writes_iolog.py" "$bin/"
     echo "host $(uname -r), $(nproc) cores, $(qemu-system-x86_64 --version | head -n1)"
     echo "rublk $RUBLK_VERSION (--no-default-features)"
     echo "runtime ${BENCH_RUNTIME:-5}s, device ${BENCH_DEV_MIB:-256} MiB, VM_MEM ${VM_MEM:-6G}"
+    echo "guest kernel VM_KERNEL=${VM_KERNEL:-6.12}"
+    echo "command VM_KERNEL=${VM_KERNEL:-6.12}${BENCH_UBLK_SNAPS:+ BENCH_UBLK_SNAPS=\"$BENCH_UBLK_SNAPS\"}${BENCH_DMSNAP_SNAPS:+ BENCH_DMSNAP_SNAPS=\"$BENCH_DMSNAP_SNAPS\"}${BENCH_THIN_SNAPS:+ BENCH_THIN_SNAPS=\"$BENCH_THIN_SNAPS\"}${BENCH_BASE:+ BENCH_BASE=$BENCH_BASE} bash benches/vm/run.sh $runs"
     echo "date $(date -u +%Y-%m-%dT%H:%MZ)"
 } >"$out/env.txt"
 
@@ -75,5 +88,5 @@ for r in $(seq 1 "$runs"); do
     cp "$out/vm-console.log" "$out/vm-console-$r.log" 2>/dev/null || true
     log "run $r took $(($(date +%s) - start)) s"
 done
-python3 "$here/report.py" "$out" >"$doc"
+report "$out"
 log "wrote $doc"

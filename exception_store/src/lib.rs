@@ -56,9 +56,9 @@ pub mod testing;
 pub mod version_tree;
 
 pub use error::{Error, Result, Space};
-pub use shared::{SharedStore, Started};
+pub use shared::{DirectPiece, DirectSource, DirectStarted, SharedStore, Started};
 pub use store::{
-    preallocate, CopyOut, CopyOutBegin, Dev, Grown, JobInfo, OriginGrown, Preallocation, SnapInfo,
-    SpacePolicy, Status, Store, StoreOptions,
+    preallocate, CopyOut, CopyOutBegin, Dev, Grown, JobInfo, OriginGrown, Preallocation, ReadPiece,
+    ReadPlan, ReadSource, SnapInfo, SpacePolicy, Status, Store, StoreOptions,
 };
 pub use tables::validate_name;

@@ -75,6 +75,8 @@ pub struct SharedStore {
     /// flight); waited on with the store lock.
     copied: Condvar,
     origin: Arc<dyn BlockDevice>,
+    /// The store device's descriptor, for reads done elsewhere (`direct`).
+    store_fd: Option<std::os::fd::RawFd>,
     gate: OriginGate,
     commit: Mutex<CommitState>,
     done: Condvar,
@@ -94,11 +96,13 @@ impl SharedStore {
     pub fn new(store: Store) -> Self {
         let durable = store.txn_id();
         let origin = store.origin_device();
+        let store_fd = store.dev.raw_fd();
         let size = store.size();
         SharedStore {
             store: Mutex::new(store),
             copied: Condvar::new(),
             origin,
+            store_fd,
             gate: OriginGate::new(),
             commit: Mutex::new(CommitState {
                 durable,
@@ -467,5 +471,8 @@ impl SharedStore {
     }
 }
 
+mod direct;
 #[cfg(test)]
 mod tests;
+
+pub use direct::{DirectPiece, DirectSource, DirectStarted};

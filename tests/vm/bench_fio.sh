@@ -14,7 +14,12 @@
 #   loop        kernel loop device (direct I/O) over the origin file   (ceiling)
 #   rublk       rublk's ublk loop target over the origin file          (ceiling)
 #   rublk-buf   the same with --buffered-io (ublk-snapd's files are buffered too)
+#   rublk-z     the same with -z (auto_buf_reg zero copy; the zero-copy ceiling),
+#               skipped where the driver does not offer it (6.12)
 #   ublk-snap   ublk-snapd's origin device, 64 KiB chunks, 0/1/16/256 snapshots
+#               (zero copy where the driver offers it: --zero-copy auto)
+#   ublk-snap-copy  ublk-snapd --zero-copy off, 0 snapshots, only where ublk-snap
+#               was zero-copy (its data path as `snapctl status` reports it)
 #   dm-snap     dm snapshot-origin over a loop device, 0/1/16 classic snapshots
 #               (chunk 64 KiB, persistent, one loop COW device each)
 #   dm-thin     thin volume of a thin-pool (block 64 KiB, skip_block_zeroing) on
@@ -37,7 +42,7 @@
 # metadata blocks (dmsetup status; thin_ls is logged), before and after the random and
 # the sequential copy-out of the 1-snapshot run.
 #
-# Output in $VM_OUT: bench-RUN.tsv (run system snaps phase workload iops MBps seconds),
+# Output in $VM_OUT: guest-kernel.txt (uname -r), bench-RUN.tsv (run system snaps phase workload iops MBps seconds),
 # bench-meta-RUN.tsv (run system what chunks_copied meta_bytes ...), bench-RUN.log.
 #
 # Environment: BENCH_RUNTIME (5), BENCH_DEV_MIB (256), BENCH_ONLY (space-separated
@@ -53,7 +58,7 @@ RUBLK=$BIN/rublk
 OUT=${VM_OUT:-/tmp}
 RT=${BENCH_RUNTIME:-5}
 MIB=${BENCH_DEV_MIB:-256}
-ONLY=${BENCH_ONLY:-loop rublk rublk-buf ublk-snap dm-snap dm-thin}
+ONLY=${BENCH_ONLY:-loop rublk rublk-buf rublk-z ublk-snap ublk-snap-copy dm-snap dm-thin}
 UBLK_SNAPS=${BENCH_UBLK_SNAPS:-0 1 16 256}
 DMSNAP_SNAPS=${BENCH_DMSNAP_SNAPS:-0 1 16}
 THIN_SNAPS=${BENCH_THIN_SNAPS:-0 1 16 256}
@@ -65,6 +70,7 @@ SIZE=$((MIB << 20))
 SECT=$((SIZE / 512))
 HALF=$((SIZE / 2))
 T0=$(date +%s)
+uname -r >"$OUT/guest-kernel.txt"
 
 say() { printf '[%4ss] %s\n' "$(($(date +%s) - T0))" "$*" | tee -a "$LOG"; }
 die() {
@@ -79,7 +85,7 @@ want() { case " $ONLY " in *" $1 "*) return 0 ;; esac; return 1; }
 
 for t in fio jq python3 losetup dmsetup thin_ls; do command -v $t >/dev/null || die "$t missing"; done
 [ -x "$SNAPD" ] && [ -x "$SNAPCTL" ] || die "ublk-snapd/snapctl not in $BIN"
-{ want rublk || want rublk-buf; } && { [ -x "$RUBLK" ] || die "rublk not in $BIN"; }
+{ want rublk || want rublk-buf || want rublk-z; } && { [ -x "$RUBLK" ] || die "rublk not in $BIN"; }
 modprobe loop
 modprobe dm-mod
 modprobe dm-snapshot
@@ -174,14 +180,20 @@ if want loop; then
 fi
 # rublk twice: its default (O_DIRECT on the backing file) and --buffered-io (as
 # ublk-snapd opens its files); the report takes the better of the two as the ceiling.
-for mode in direct buffered; do
-    sys=rublk; [ $mode = buffered ] && sys=rublk-buf
+# Then -z (zero copy, O_DIRECT) where the driver offers auto_buf_reg.
+for mode in direct buffered zc; do
+    sys=rublk; [ $mode = buffered ] && sys=rublk-buf; [ $mode = zc ] && sys=rublk-z
     want "$sys" || continue
     say "== $sys loop ($($RUBLK --version))"
     new_file $W/origin.img $SIZE
-    opt=(); [ $mode = buffered ] && opt=(--buffered-io)
-    $RUBLK add loop -n 90 -f $W/origin.img -q 2 -d 64 --quiet "${opt[@]}" >>"$LOG" 2>&1
+    opt=(); [ $mode = buffered ] && opt=(--buffered-io); [ $mode = zc ] && opt=(-z)
+    $RUBLK add loop -n 90 -f $W/origin.img -q 2 -d 64 --quiet "${opt[@]}" >>"$LOG" 2>&1 || true
     for _ in $(seq 100); do [ -b /dev/ublkb90 ] && break; sleep 0.1; done
+    if [ $mode = zc ] && ! [ -b /dev/ublkb90 ]; then
+        say "rublk-z: no device (the driver does not offer zero copy?): skipped"
+        rm -f $W/origin.img
+        continue
+    fi
     [ -b /dev/ublkb90 ] || die "rublk device did not appear"
     fill /dev/ublkb90
     phases "$sys" 0 /dev/ublkb90
@@ -212,7 +224,8 @@ if want ublk-snap; then
         dev=$("$SNAPD" --origin $W/origin.img --store $W/store.img --socket $W/run/snapd.sock \
             --state-dir $W/run --queues 2 --queue-depth 64 2>>$W/ublk-snapd.log) || die "ublk-snapd did not start"
         pid=$(ctl --json status | jq -r .pid)
-        say "ublk-snap, $n snapshots: origin $dev, daemon $pid"
+        ZC_PATH=$(ctl --json status | jq -r '.devices[0].data_path')
+        say "ublk-snap, $n snapshots: origin $dev, daemon $pid, data path $ZC_PATH"
         fill "$dev"
         for i in $(seq 1 "$n"); do ctl create "s$i" >/dev/null; done
         hook=""
@@ -235,6 +248,26 @@ if want ublk-snap; then
         kill -0 "$pid" 2>/dev/null && die "ublk-snapd $pid did not exit on SIGTERM"
         rm -rf $W/origin.img $W/store.img $W/run
     done
+fi
+
+# ublk-snap with --zero-copy off beside the zero-copy one: the gain of zero copy.
+if want ublk-snap-copy && [ "${ZC_PATH:-}" = zero-copy ]; then
+    say "== ublk-snap-copy (--zero-copy off)"
+    new_file $W/origin.img $SIZE
+    new_file $W/store.img $((SIZE * 3 + (256 << 20)))
+    mkdir -p $W/run
+    ctl format --origin $W/origin.img --store $W/store.img --chunk-size 64K >>"$LOG"
+    dev=$("$SNAPD" --origin $W/origin.img --store $W/store.img --socket $W/run/snapd.sock \
+        --state-dir $W/run --queues 2 --queue-depth 64 --zero-copy off 2>>$W/ublk-snapd.log) \
+        || die "ublk-snapd did not start"
+    pid=$(ctl --json status | jq -r .pid)
+    say "ublk-snap-copy: origin $dev, daemon $pid, data path $(ctl --json status | jq -r '.devices[0].data_path')"
+    fill "$dev"
+    phases ublk-snap-copy 0 "$dev"
+    kill -TERM "$pid"
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && die "ublk-snapd $pid did not exit on SIGTERM"
+    rm -rf $W/origin.img $W/store.img $W/run
 fi
 
 # ---------------------------------------------------------------- dm-snapshot

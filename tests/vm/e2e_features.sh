@@ -10,10 +10,15 @@
 # the one tests/vm/ublk-features.c reads with its own UBLK_U_CMD_GET_FEATURES (a
 # second, independent reader of the driver); every device's flags are a subset of
 # what the driver offers; the origin has user_recovery (and reissue) on, which it
-# asks for; the data path is "copy" (no zero copy yet); an activated snapshot's
+# asks for; the data path is "zero-copy" (flags auto_buf_reg and user_copy) where the
+# driver offers both (7.x) and the daemon was not started with --zero-copy off
+# (SNAPD_ARGS), else "copy" (6.12); an activated snapshot's
 # device reports the same; after kill -9 and a restart (user recovery) the recovered
 # device reports its flags again; the text status prints the driver line and the
-# DATA PATH column.
+# DATA PATH column; then data through every piece of the data path (origin reads and
+# writes after a snapshot, a snapshot's copied-out chunks, its own writes, a hole, a
+# range still on the origin) reads back exactly, and at the clean shutdown the
+# zero-copy queues' counters show fixed-buffer reads and writes (none on the copy path).
 set -Eeuo pipefail
 
 BIN=${1:-${UBLK_SNAP_BIN:-/run/host/tmp/e2e-bin}}
@@ -60,7 +65,15 @@ ok "status names every bit: $DNAMES"
 grep -q "ublk driver features.*$(printf '%#x' "$MASK")" "$LOG" || fail "the daemon did not log the mask"
 ok "logged: $(grep -o 'ublk driver features.*' "$LOG" | head -n 1 | cut -c1-160)"
 
-# check_device JSON_OF_ONE_DEVICE WHAT: flags inside the driver's, recovery on, copy path.
+# The data path every device must report.
+PATH_WANT=copy
+if [ $((MASK & 0x880)) = $((0x880)) ]; then
+    case " ${SNAPD_ARGS:-} " in *" --zero-copy off "*) ;; *) PATH_WANT=zero-copy ;; esac
+fi
+echo "   expected data path: $PATH_WANT"
+
+# check_device JSON_OF_ONE_DEVICE WHAT: flags inside the driver's, recovery on, the
+# expected data path (zero copy: with auto_buf_reg and user_copy, else without).
 check_device() {
     local d=$1 what=$2 names
     names=$(echo "$d" | jq -r '.features | join(" ")')
@@ -70,8 +83,15 @@ check_device() {
     for n in user_recovery user_recovery_reissue; do
         case " $names " in *" $n "*) ;; *) fail "$what: $n missing: $names" ;; esac
     done
-    [ "$(echo "$d" | jq -r .data_path)" = copy ] || fail "$what: data path $(echo "$d" | jq -r .data_path), want copy"
-    ok "$what: data path copy, flags: $names"
+    [ "$(echo "$d" | jq -r .data_path)" = "$PATH_WANT" ] \
+        || fail "$what: data path $(echo "$d" | jq -r .data_path), want $PATH_WANT"
+    for n in auto_buf_reg user_copy; do
+        case " $names " in
+            *" $n "*) [ "$PATH_WANT" = zero-copy ] || fail "$what: $n on a copying device: $names" ;;
+            *) [ "$PATH_WANT" = copy ] || fail "$what: zero copy without $n: $names" ;;
+        esac
+    done
+    ok "$what: data path $PATH_WANT, flags: $names"
 }
 check_device "$(echo "$S" | jq -c '.devices[0]')" "origin $ODEV"
 
@@ -86,7 +106,7 @@ step "the text status"
 T=$(ctl status)
 echo "$T" | grep -q "^ublk driver: *features $(printf '%#x' "$MASK")" || fail "no driver line in: $T"
 echo "$T" | grep -q "DATA PATH" || fail "no DATA PATH column in: $T"
-echo "$T" | grep -E "^\(origin\) +$ODEV +copy +" >/dev/null || fail "no origin row with its data path in: $T"
+echo "$T" | grep -E "^\(origin\) +$ODEV +$PATH_WANT +" >/dev/null || fail "no origin row with its data path in: $T"
 ok "driver line and DATA PATH column"
 
 step "kill -9, restart: the recovered devices report their flags"
@@ -101,9 +121,45 @@ check_device "$(echo "$S" | jq -c '.devices[0]')" "recovered origin"
 check_device "$(echo "$S" | jq -c '.devices[] | select(.snapshot == "s1")')" "recovered s1"
 [ "$(echo "$S" | jq -r .driver_features)" = "$MASK" ] || fail "mask after the restart"
 
+step "data through every path of the data path in use (after the recovery)"
+# Origin reads and writes (fixed-buffer on zero copy, copy-outs first), a snapshot's
+# copied-out chunks, its own chunks written through user copy, a hole (a fixed read
+# of /dev/zero on zero copy), and a snapshot range still on the origin (copy path).
+MiB=$((1 << 20))
+for f in a b c; do head -c $((4 * MiB)) /dev/urandom >"$W/$f"; done
+head -c $MiB /dev/zero >"$W/zero"
+put() { dd if="$1" of="$2" bs=1M seek="$3" oflag=direct conv=fsync,notrunc status=none; }
+get() { dd if="$1" of="$W/got" bs=1M skip="$2" count="$3" iflag=direct status=none; }
+same() { cmp -s "$W/got" "$1" || fail "$2: the bytes differ"; ok "$2"; }
+put "$W/c" "$ODEV" 8
+ctl create s2 >/dev/null
+S2DEV=$(ctl activate s2)
+put "$W/a" "$ODEV" 8
+get "$ODEV" 8 4 && same "$W/a" "origin reads the new data"
+get "$S2DEV" 8 4 && same "$W/c" "s2 reads its copied-out chunks (the old data)"
+put "$W/b" "$S2DEV" 0
+get "$S2DEV" 0 4 && same "$W/b" "s2 reads what was written to it"
+blkdiscard -o $((4 * MiB)) -l $MiB "$S2DEV"
+get "$S2DEV" 4 1 && same "$W/zero" "s2 reads a discarded range as zeros"
+get "$ODEV" 12 4 && cp "$W/got" "$W/o12"
+get "$S2DEV" 12 4 && same "$W/o12" "s2 reads the origin where it was not written"
+
 step "clean shutdown"
 PID=$(daemon_pid)
 kill -TERM "$PID"
 while kill -0 "$PID" 2>/dev/null; do sleep 0.2; done
 ok "daemon stopped"
+# What the zero-copy queues did (logged as each stops), summed over the run.
+zc_sum() {
+    { grep -o "zero-copy queue stopped.*" "$LOG" || true; } | { grep -o "$1=[0-9]*" || true; } \
+        | cut -d= -f2 | awk '{s += $1} END {print s + 0}'
+}
+FR=$(zc_sum fixed_reads) FW=$(zc_sum fixed_writes) CP=$(zc_sum copied)
+if [ "$PATH_WANT" = zero-copy ]; then
+    [ "$FR" -gt 0 ] && [ "$FW" -gt 0 ] || fail "zero copy, yet $FR fixed-buffer reads and $FW writes"
+    ok "zero-copy queues: $FR fixed-buffer reads, $FW fixed-buffer writes, $CP requests copied"
+else
+    [ "$FR$FW" = 00 ] || fail "copy path, yet zero-copy queues ran: $FR reads, $FW writes"
+    ok "no zero-copy queue ran"
+fi
 echo "e2e_features: all checks passed ($(($(date +%s) - T0)) s)"

@@ -38,9 +38,12 @@ expect_rc() {
     [ "$rc" = "$want" ] || fail "'$*' exited $rc, expected $want"
     ok "'$*' -> exit $rc"
 }
+# SNAPD_ARGS: extra ublk-snapd options for every script (e.g. "--zero-copy off";
+# pass it into the guest with VM_PASS_ENV=SNAPD_ARGS).
+# shellcheck disable=SC2086 # SNAPD_ARGS: word-split on purpose
 start_daemon() {
     timeout "${1:-0}" "$SNAPD" --origin "$ORIGIN" --store "$STORE" --socket "$SOCK" \
-        --state-dir "$STATE" --queues "${DAEMON_QUEUES:-2}" --queue-depth 32 "${@:2}" 2>>"$LOG"
+        --state-dir "$STATE" --queues "${DAEMON_QUEUES:-2}" --queue-depth 32 ${SNAPD_ARGS:-} "${@:2}" 2>>"$LOG"
 }
 daemon_pid() { ctl --json status | jq -r .pid; }
 diag() {

@@ -29,8 +29,10 @@ use crate::{
     DataPath, DeviceOptions, Error, Features, Result, Target,
 };
 
-/// Flags a recovered device keeps from the one it replaces.
-const RECOVERY_FLAGS: u64 = (sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE) as u64;
+/// Flags a recovered device keeps from the one it replaces (a zero-copy device stays
+/// one: its queues fetch with auto registration).
+const RECOVERY_FLAGS: u64 = (sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE) as u64
+    | crate::options::ZERO_COPY_FLAGS;
 
 /// A running ublk device, `/dev/ublkbN`; its queues run on their own threads.
 ///

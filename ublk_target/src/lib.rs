@@ -42,12 +42,13 @@ mod params;
 mod queue;
 mod request;
 mod target;
+mod zero_copy;
 
 pub use control::{check_available, ublk_available, CTRL_PATH};
 pub use device::Device;
 pub use error::{Error, Result};
 pub use features::{DataPath, Features};
 pub use mem::MemTarget;
-pub use options::DeviceOptions;
+pub use options::{DeviceOptions, ZERO_COPY_FLAGS};
 pub use request::SECTOR_SIZE;
-pub use target::{Target, WriteStart};
+pub use target::{DirectWrite, Piece, PieceSource, Target, WriteStart};

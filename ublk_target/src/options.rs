@@ -5,6 +5,9 @@ use libublk::sys;
 
 use crate::{Error, Result};
 
+/// The flags of a zero-copy device (`UBLK_F_AUTO_BUF_REG | UBLK_F_USER_COPY`).
+pub const ZERO_COPY_FLAGS: u64 = (sys::UBLK_F_AUTO_BUF_REG as u64) | (sys::UBLK_F_USER_COPY as u64);
+
 /// Largest I/O buffer libublk 0.4.8 accepts per tag (its private `MAX_BUF_SZ`).
 const MAX_IO_BUF_BYTES: u32 = 32 << 20;
 
@@ -41,6 +44,14 @@ pub struct DeviceOptions {
     /// to N requests of the queue are served at once: a request waiting for a commit
     /// no longer stalls the others, and concurrent first writes share one commit.
     pub workers_per_queue: u16,
+    /// Zero copy (`UBLK_F_AUTO_BUF_REG` with `UBLK_F_USER_COPY`): request data goes
+    /// between the kernel's pages and the backing files with fixed-buffer io_uring
+    /// I/O wherever the target allows it (`Target::read_plan`,
+    /// `Target::direct_write_start`), and is copied with `pread`/`pwrite` on
+    /// `/dev/ublkcN` elsewhere. Only where the driver offers it
+    /// ([`crate::Features::of_driver`]); the queues then serve inline whatever
+    /// `workers_per_queue` says.
+    pub zero_copy: bool,
 }
 
 impl Default for DeviceOptions {
@@ -57,6 +68,7 @@ impl Default for DeviceOptions {
             discard_granularity: 4096,
             bdev_timeout: Duration::from_secs(10),
             workers_per_queue: 0,
+            zero_copy: false,
         }
     }
 }
@@ -99,7 +111,8 @@ impl DeviceOptions {
 
     /// The `ctrl_flags` passed to ADD_DEV.
     pub(crate) fn ctrl_flags(&self) -> u64 {
-        match (self.user_recovery, self.user_recovery_reissue) {
+        let zc = if self.zero_copy { ZERO_COPY_FLAGS } else { 0 };
+        zc | match (self.user_recovery, self.user_recovery_reissue) {
             (true, true) => {
                 u64::from(sys::UBLK_F_USER_RECOVERY) | u64::from(sys::UBLK_F_USER_RECOVERY_REISSUE)
             }

@@ -41,7 +41,7 @@ use crate::{
     batch::{Begun, Next},
     error::ublk_to_io,
     request::{serve, Op, Request},
-    Error, Target,
+    zero_copy, Error, Target,
 };
 
 /// The first queue-setup failure of a device, reported by `Device::start`.
@@ -66,8 +66,18 @@ pub(crate) fn run(
     // Where the workers' eventfd read lands (offloaded mode): declared before `queue`
     // so that it outlives the ring, which may still hold the armed read.
     let mut efd_counter = 0u64;
-    let queue = match UblkQueue::new(qid, dev)
-        .and_then(|q| q.submit_fetch_commands_unified(BufDescList::Slices(Some(&bufs))))
+    // Zero copy: the kernel registers each request's pages as the tag's fixed buffer
+    // (`crate::zero_copy`); the device's flags say, also for a recovered device.
+    let zc = dev.dev_info.flags & u64::from(libublk::sys::UBLK_F_AUTO_BUF_REG) != 0;
+    let regs: Vec<_> = (0..dev.dev_info.queue_depth)
+        .map(zero_copy::auto_reg)
+        .collect();
+    let fetch = if zc {
+        BufDescList::AutoRegs(&regs)
+    } else {
+        BufDescList::Slices(Some(&bufs))
+    };
+    let queue = match UblkQueue::new(qid, dev).and_then(|q| q.submit_fetch_commands_unified(fetch))
     {
         Ok(q) => q,
         Err(e) => {
@@ -90,7 +100,10 @@ pub(crate) fn run(
         workers,
         "ublk queue serving"
     );
-    if workers == 0 {
+    if zc {
+        // Inline whatever `workers` says: the request buffers belong to this ring.
+        zero_copy::serve_queue(&queue, &**target, &mut bufs, dev.tgt.fds[0]);
+    } else if workers == 0 {
         // Reads in flight on the ring: their lengths, by tag.
         let mut direct: Vec<Option<u32>> = vec![None; bufs.len()];
         // Writes begun and waiting for the batch's settle (`crate::batch`).

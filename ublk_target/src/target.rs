@@ -1,5 +1,45 @@
 //! The [`Target`] trait: what a ublk device serves.
-use std::io;
+use std::{io, os::fd::RawFd};
+
+/// Where one piece of a planned read ([`Target::read_plan`]) is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceSource {
+    /// This descriptor, from this byte offset.
+    Fd(RawFd, u64),
+    /// Zeros.
+    Zeroes,
+}
+
+/// One piece of a planned read: `len` bytes of the request's buffer at `buf_off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    /// Offset in the request's buffer.
+    pub buf_off: u64,
+    /// Bytes (not 0).
+    pub len: u64,
+    /// Where they are read from.
+    pub src: PieceSource,
+}
+
+/// What [`Target::direct_write_start`] did with a write.
+#[derive(Debug)]
+pub enum DirectWrite {
+    /// The target cannot have this write's data written by the queue: serve it
+    /// with the data in memory ([`Target::write`]).
+    Unsupported,
+    /// Not begun: starting it now would wait for writes this caller has begun
+    /// (as [`WriteStart::Busy`]). Finish those first, then serve it with
+    /// [`Target::write`].
+    Busy,
+    /// Begun: write the data to this descriptor at the write's offset, then
+    /// [`Target::direct_write_end`].
+    Ready(RawFd),
+    /// Begun: settle up to this token first ([`Target::write_settle`]), then as
+    /// `Ready`; if the settle fails, end without writing.
+    Wait(u64, RawFd),
+    /// Failed before anything was written.
+    Failed(io::Error),
+}
 
 /// What [`Target::write_start`] did with a write.
 #[derive(Debug)]
@@ -69,8 +109,34 @@ pub trait Target: Send + Sync + 'static {
     /// [`read`](Self::read) would return now, so the queue may read it with io_uring
     /// instead (no thread blocked, many reads in flight). The descriptor must stay
     /// open as long as the target. `None` (the default): call `read`.
-    fn direct_read(&self, offset: u64, len: u64) -> Option<std::os::fd::RawFd> {
+    fn direct_read(&self, offset: u64, len: u64) -> Option<RawFd> {
         let _ = (offset, len);
         None
+    }
+    /// Zero copy: where each byte of a read of `len` bytes at `offset` is, as
+    /// pieces that cover the request's buffer in order, such that reading them now
+    /// returns exactly what [`read`](Self::read) would. Descriptors stay open as long
+    /// as the target. `None`: call `read`. The default: one piece from
+    /// [`direct_read`](Self::direct_read).
+    fn read_plan(&self, offset: u64, len: u64) -> Option<Vec<Piece>> {
+        let fd = self.direct_read(offset, len)?;
+        Some(vec![Piece {
+            buf_off: 0,
+            len,
+            src: PieceSource::Fd(fd, offset),
+        }])
+    }
+    /// Zero copy: begin a plain write of `len` bytes at `offset` whose data the
+    /// queue writes to a descriptor itself (see [`DirectWrite`]). Every `Ready` and
+    /// `Wait` is ended exactly once with [`direct_write_end`](Self::direct_write_end).
+    /// The default: `Unsupported`.
+    fn direct_write_start(&self, offset: u64, len: u64) -> DirectWrite {
+        let _ = (offset, len);
+        DirectWrite::Unsupported
+    }
+    /// The data of a write begun with [`direct_write_start`](Self::direct_write_start)
+    /// is written, or will not be: release what the write holds.
+    fn direct_write_end(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
     }
 }

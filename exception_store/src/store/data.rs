@@ -15,7 +15,7 @@
 //!   address has no uncommitted element change (then the committed and the in-memory
 //!   readers are the same, because visibility changes commit at once). Otherwise the
 //!   chunk is copied to a new one and the element moves (redirect on write).
-use super::{origin_io, store_io, Dev, SpacePolicy, Store};
+use super::{origin_io, read_plan::ReadSource as Source, store_io, Dev, SpacePolicy, Store};
 use crate::{
     rules::{Elems, SnapWrite},
     Result,
@@ -32,78 +32,25 @@ enum Payload<'a> {
     Discard,
 }
 
-/// Where a piece of a read comes from: a byte position on the origin or in the store,
-/// or nowhere (a hole reads as zeros).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Source {
-    Origin(u64),
-    Store(u64),
-    Zeroes,
-}
-
-impl Source {
-    /// The source of the byte `len` bytes further on, if it continues this one.
-    fn advanced(self, len: usize) -> Option<Source> {
-        let len = len as u64;
-        Some(match self {
-            Source::Origin(p) => Source::Origin(p.checked_add(len)?),
-            Source::Store(p) => Source::Store(p.checked_add(len)?),
-            Source::Zeroes => Source::Zeroes,
-        })
-    }
-}
-
 impl Store {
     /// Read `buf.len()` bytes of `dev` at `offset`.
     ///
-    /// Every chunk piece of the range is located first; pieces that continue each
+    /// The read is planned first ([`Store::read_plan`]): pieces that continue each
     /// other on the same device (consecutive origin chunks, consecutive store chunks)
-    /// are then read with one `read_at`, so a 1 MiB read of 64 KiB chunks is usually
-    /// one or a few reads, not sixteen.
+    /// are one piece, read with one `read_at`, so a 1 MiB read of 64 KiB chunks is
+    /// usually one or a few reads, not sixteen.
     pub fn read(&mut self, dev: Dev, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.check_dev_range(dev, offset, buf.len() as u64)?;
-        let label = match dev {
-            Dev::Origin => None,
-            Dev::Snap(id) => Some(self.label_of(id)?),
-        };
-        let dev_len = self.dev_size(dev)?;
-        let cs = self.chunk_size;
-        let mut run: Option<(Source, usize, usize)> = None; // (start, buf offset, len)
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let a = pos / cs;
-            let off = (pos % cs) as usize;
-            let n = (self.chunk_len_in(dev_len, a) - off).min(buf.len() - done);
-            // During a merge, origin addresses not merged yet read as the snapshot.
-            let src = match label.or_else(|| self.merging_at(a)) {
-                None => Source::Origin(pos),
-                Some(l) => {
-                    let e = self.load_elems_shared(a)?;
-                    self.locate(&e, l, a, off)
-                }
-            };
-            run = match run {
-                Some((start, at, len)) if start.advanced(len) == Some(src) => {
-                    Some((start, at, len + n))
-                }
-                prev => {
-                    if let Some((start, at, len)) = prev {
-                        self.read_source(start, &mut buf[at..at + len])?;
-                    }
-                    Some((src, done, n))
-                }
-            };
-            done += n;
-        }
-        if let Some((start, at, len)) = run {
-            self.read_source(start, &mut buf[at..at + len])?;
+        let plan = self.read_plan(dev, offset, buf.len() as u64)?;
+        for p in plan {
+            // the plan covers the buffer exactly (read_plan's invariants)
+            let (at, n) = (p.buf_off as usize, p.len as usize);
+            self.read_source(p.src, &mut buf[at..at + n])?;
         }
         Ok(())
     }
 
     /// Where version `l` reads byte `off` of address `a` (given its elements `e`).
-    fn locate(&mut self, e: &Elems, l: Label, a: u64, off: usize) -> Source {
+    pub(super) fn locate(&mut self, e: &Elems, l: Label, a: u64, off: usize) -> Source {
         let r = self.view_at(a).reader(e, l);
         if r.0 == 0 {
             return Source::Origin(a * self.chunk_size + off as u64);

@@ -3,7 +3,8 @@
 //! Operations live in sibling modules: `data` (read, write, discard of the origin
 //! and of snapshots), `snapshots` (create, delete, hold, list), `background` (delete
 //! and cleanup passes, reshaping ghosts), `grow` (taking a larger store device),
-//! `grow_origin` (a larger origin, and every device's own size), `status`.
+//! `grow_origin` (a larger origin, and every device's own size), `read_plan` (where a
+//! read's bytes are, for reads done elsewhere), `status`.
 //!
 //! # Concurrency
 //! `Store` is single-threaded (`&mut self`); the daemon wraps it in a lock and groups
@@ -23,12 +24,14 @@ mod grow;
 mod grow_origin;
 mod map;
 mod merge;
+mod read_plan;
 mod snapshots;
 mod status;
 
 pub use copy_out::{CopyOut, CopyOutBegin};
 pub use grow::{preallocate, Grown, Preallocation};
 pub use grow_origin::OriginGrown;
+pub use read_plan::{ReadPiece, ReadPlan, ReadSource};
 pub use status::{JobInfo, SnapInfo, Status};
 
 use crate::{

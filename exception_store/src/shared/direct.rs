@@ -1,0 +1,136 @@
+//! Reads and origin writes done by someone else: the plan of a read with the
+//! descriptors to read it from ([`SharedStore::read_plan`]), and origin writes whose
+//! data another party writes to the origin itself
+//! ([`SharedStore::origin_write_direct_start`]). The ublk queues use them for zero
+//! copy: the request's pages go straight between the kernel and the backing files.
+//!
+//! # Why a plan stays true while it is carried out
+//! A plan is taken under the store lock and carried out without it, so it must stay
+//! what [`SharedStore::read`] would return until its reads land:
+//! - Origin reads outside a merge are the origin's bytes, as in `read`: a write
+//!   racing them may or may not be seen, as with any concurrent write. No plan
+//!   during a merge (origin addresses not merged yet read as the snapshot).
+//! - Snapshot reads are planned only when no piece comes from the origin. An origin
+//!   chunk a snapshot reads may be copied out and overwritten right after the lock
+//!   is dropped (the copy-out, its commit and the origin write need nothing from the
+//!   reader), and the snapshot would then read the origin's new data. Store chunks
+//!   and holes do not change under a snapshot that nobody writes: a chunk is freed
+//!   only when no version reads it any more and reused only after that commit
+//!   (`crate::allocator`), which takes a write, discard or delete of that snapshot
+//!   range, racing the read like any write of the same range.
+//!
+//! # Origin writes
+//! [`SharedStore::origin_write_direct_start`] is
+//! [`SharedStore::origin_write_start`] without the data: it enters the origin gate,
+//! copies out, and says whether a commit must come first. The caller then writes
+//! the data to the origin descriptor itself and calls
+//! [`SharedStore::origin_write_direct_end`] once it is written (or failed), which
+//! leaves the gate: so a snapshot is never created between a copy-out decision and
+//! its data landing, as for the other origin writes.
+use super::SharedStore;
+use crate::{Dev, ReadSource, Result};
+use blockdev::ids::TxnId;
+use std::os::fd::RawFd;
+
+/// Where one piece of a planned read is read from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DirectSource {
+    /// This descriptor, from this byte offset.
+    Fd(RawFd, u64),
+    /// Zeros.
+    Zeroes,
+}
+
+/// One piece of a planned read: `len` bytes for the buffer at `buf_off`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DirectPiece {
+    /// Offset in the request's buffer.
+    pub buf_off: u64,
+    /// Bytes.
+    pub len: u64,
+    /// Where they are read from.
+    pub src: DirectSource,
+}
+
+/// What [`SharedStore::origin_write_direct_start`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DirectStarted {
+    /// Nothing: the gate is closed for now (as [`super::Started::Busy`]).
+    Busy,
+    /// Copied out, nothing to commit: write the data to this descriptor at the
+    /// write's offset, then [`SharedStore::origin_write_direct_end`].
+    Ready(RawFd),
+    /// Copied out: make the transaction durable first
+    /// ([`SharedStore::wait_durable`]), then write as for `Ready`; if it cannot be
+    /// made durable, end without writing.
+    Wait(TxnId, RawFd),
+}
+
+impl SharedStore {
+    /// The plan of a read of `len` bytes of `dev` at `offset`, with the descriptor of
+    /// each piece, when one can be carried out without the store lock (module docs);
+    /// `None`: read through [`read`](Self::read).
+    pub fn read_plan(&self, dev: Dev, offset: u64, len: u64) -> Option<Vec<DirectPiece>> {
+        let mut s = self.store.lock();
+        if s.is_merging() {
+            return None;
+        }
+        let plan = s.read_plan(dev, offset, len).ok()?;
+        drop(s);
+        let (origin, store) = (self.origin.raw_fd(), self.store_fd);
+        plan.into_iter()
+            .map(|p| {
+                let src = match p.src {
+                    ReadSource::Origin(_) if dev != Dev::Origin => return None,
+                    ReadSource::Origin(at) => DirectSource::Fd(origin?, at),
+                    ReadSource::Store(at) => DirectSource::Fd(store?, at),
+                    ReadSource::Zeroes => DirectSource::Zeroes,
+                };
+                Some(DirectPiece {
+                    buf_off: p.buf_off,
+                    len: p.len,
+                    src,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether origin writes can be done by the caller
+    /// ([`origin_write_direct_start`](Self::origin_write_direct_start)): the origin
+    /// has a descriptor.
+    pub fn origin_writes_direct(&self) -> bool {
+        self.origin.raw_fd().is_some()
+    }
+
+    /// First half of an origin write of `len` bytes at `offset` whose data the caller
+    /// writes itself (module docs). Every `Ready` or `Wait` is matched by exactly one
+    /// [`origin_write_direct_end`](Self::origin_write_direct_end).
+    pub fn origin_write_direct_start(&self, offset: u64, len: u64) -> Result<DirectStarted> {
+        let Some(fd) = self.origin.raw_fd() else {
+            return Err(crate::Error::Invalid(
+                "the origin has no descriptor for direct writes".into(),
+            ));
+        };
+        if !self.gate.try_enter() {
+            return Ok(DirectStarted::Busy);
+        }
+        match self.copy_out(offset, len) {
+            Ok(Some(t)) => Ok(DirectStarted::Wait(t, fd)),
+            Ok(None) => Ok(DirectStarted::Ready(fd)),
+            Err(e) => {
+                self.gate.leave();
+                Err(e)
+            }
+        }
+    }
+
+    /// The data of a write started with
+    /// [`origin_write_direct_start`](Self::origin_write_direct_start) is written, or
+    /// will not be: leave the gate.
+    pub fn origin_write_direct_end(&self) {
+        self.gate.leave();
+    }
+}
+
+#[cfg(test)]
+mod tests;
