@@ -9,8 +9,10 @@
 # A SIZE_MIB origin of random data (default 256), snapshot s1, the origin then
 # rewritten in every other chunk (so s1 reads half from the store, half from the
 # origin). s1 is exported; a raw copy of it (read through the export) is served by
-# qemu-nbd on another Unix socket. Each tool reads each side 3 times, the median
-# wall time printed, and the ratio ours/qemu-nbd (>1: we are faster):
+# qemu-nbd on another Unix socket. Each tool reads both sides BENCH_NBD_ROUNDS times
+# (default 7), ours and qemu-nbd back to back in each round (order alternating), and
+# prints the median times and the median (min, max) of the per-round ratios
+# qemu-nbd time / ours (>1: we are faster):
 #   nbdcopy --connections=4 EXPORT null:   (libnbd's null destination)
 #   qemu-img convert -O raw EXPORT /dev/null   (well, a tmpfs file, removed)
 #   nbdcopy of s1's ublk device (activated) to null:, as a third reference.
@@ -38,7 +40,7 @@ mkdir -p "$W" "$OUT"
 
 head -c "${MIB}M" /dev/urandom >"$ORIGIN"
 truncate -s $((MIB * 2 + 64))M "$STORE"
-"$SNAPCTL" format --origin "$ORIGIN" --store "$STORE" >/dev/null
+"$SNAPCTL" format --sparse --origin "$ORIGIN" --store "$STORE" >/dev/null
 ODEV=$(start_daemon 60)
 ctl create s1 >/dev/null
 # every other 64 KiB chunk (write 64 KiB, skip 64 KiB)
@@ -53,24 +55,41 @@ for _ in $(seq 50); do [ -S "$QSOCK" ] && break; sleep 0.1; done
 Q="nbd+unix:///s1?socket=$QSOCK"
 SDEV=$(ctl activate s1)
 
-median3() { # median3 CMD...: median wall seconds of 3 runs
-    local t=() i s
-    for i in 1 2 3; do
-        s=$(date +%s.%N)
-        "$@" >/dev/null 2>&1
-        t+=("$(echo "$(date +%s.%N) - $s" | bc)")
-    done
-    printf '%s\n' "${t[@]}" | sort -n | sed -n 2p
+ROUNDS=${BENCH_NBD_ROUNDS:-7}
+secs() { # secs CMD...: wall seconds of one run
+    local s
+    s=$(date +%s.%N)
+    "$@" >/dev/null 2>&1
+    echo "$(date +%s.%N) - $s" | bc
 }
+median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 convert() { qemu-img convert -f raw -O raw "$1" "$W/conv.img" && rm -f "$W/conv.img"; }
-step "nbdcopy --connections=4 to null: ($MIB MiB)"
-a=$(median3 nbdcopy --connections=4 "$U" null:)
-b=$(median3 nbdcopy --connections=4 "$Q" null:)
-c=$(median3 nbdcopy --connections=4 "$SDEV" null:)
-printf 'nbdcopy   ublk-snap %ss  qemu-nbd %ss  ublk device %ss  ratio (qemu-nbd/ours) %.2f\n' "$a" "$b" "$c" "$(echo "$b / $a" | bc -l)"
-step "qemu-img convert to a tmpfs file ($MIB MiB)"
-a=$(median3 convert "$U")
-b=$(median3 convert "$Q")
-printf 'convert   ublk-snap %ss  qemu-nbd %ss  ratio (qemu-nbd/ours) %.2f\n' "$a" "$b" "$(echo "$b / $a" | bc -l)"
+# pairs TOOL ARGS-BEFORE-URI: ROUNDS rounds, each running the tool on ours then on
+# qemu-nbd back to back (the order alternating), so both sides of a ratio see the
+# same moment of the host's load; prints the median times and the median, min
+# and max of the per-round ratios qemu-nbd/ours (>1: we are faster).
+pairs() {
+    local label=$1 r ta tb
+    shift
+    : >"$W/ratios" ; : >"$W/ta" ; : >"$W/tb"
+    for r in $(seq "$ROUNDS"); do
+        if [ $((r % 2)) -eq 1 ]; then
+            ta=$(secs "$@" "$U"); tb=$(secs "$@" "$Q")
+        else
+            tb=$(secs "$@" "$Q"); ta=$(secs "$@" "$U")
+        fi
+        echo "$ta" >>"$W/ta"; echo "$tb" >>"$W/tb"
+        echo "$tb / $ta" | bc -l >>"$W/ratios"
+    done
+    printf '%-9s ublk-snap %ss  qemu-nbd %ss  ratio qemu-nbd/ours: median %.2f (min %.2f, max %.2f, %s rounds)\n' \
+        "$label" "$(median <"$W/ta")" "$(median <"$W/tb")" "$(median <"$W/ratios")" \
+        "$(sort -n "$W/ratios" | head -1)" "$(sort -n "$W/ratios" | tail -1)" "$ROUNDS"
+}
+copy_null() { nbdcopy --connections=4 "$1" null:; }
+step "nbdcopy --connections=4 to null: ($MIB MiB, $ROUNDS interleaved rounds)"
+pairs nbdcopy copy_null
+printf 'nbdcopy   of the ublk device %ss (one run, for reference)\n' "$(secs copy_null "$SDEV")"
+step "qemu-img convert to a tmpfs file ($MIB MiB, $ROUNDS interleaved rounds)"
+pairs convert convert
 kill "$QPID" 2>/dev/null || true
 ctl deactivate s1 >/dev/null
