@@ -21,7 +21,7 @@ export PATH=/bin
 say() { echo "[vm-init] $*"; }
 fail() {
     say "FATAL: $*"
-    [ -d /ctl ] && mountpoint -q /ctl && echo "$*" >/ctl/init-error
+    grep -q " /ctl " /proc/mounts 2>/dev/null && echo "$*" >/ctl/init-error
     sync
     poweroff -f
     sleep 5
@@ -56,6 +56,20 @@ mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work 
     || fail "mount overlay"
 
 n=/newroot
+# The host directories the job needs at their own paths (run.sh's `keep` list: the
+# repo and the VM cache), when they are under /tmp or /run, would be hidden by the
+# guest's own /tmp and /run below: hold their overlay view aside, bind it back after.
+: >/kept
+i=0
+if [ -f /ctl/keep ]; then
+    while IFS= read -r d; do
+        case "$d" in /tmp/*|/run/*) ;; *) continue ;; esac
+        [ -d "$n$d" ] || continue
+        mkdir -p /keep/$i && mount -o bind "$n$d" /keep/$i || fail "hold $d"
+        printf '%s %s\n' "$i" "$d" >>/kept
+        i=$((i + 1))
+    done </ctl/keep
+fi
 mount -t proc proc $n/proc || fail "mount $n/proc"
 mount -t sysfs sysfs $n/sys || fail "mount $n/sys"
 mount -t devtmpfs devtmpfs $n/dev || fail "mount $n/dev"
@@ -71,6 +85,11 @@ mount -t tmpfs -o mode=0755 tmpfs $n/run || fail "mount /run"
 mkdir -p $n/run/host $n/run/vm-ctl
 mount -o bind /lower $n/run/host || fail "bind /run/host"
 mount -o bind /ctl $n/run/vm-ctl || fail "bind /run/vm-ctl"
+
+while read -r i d; do
+    mkdir -p "$n$d" && mount -o bind "/keep/$i" "$n$d" || fail "bind $d back"
+    umount "/keep/$i"
+done </kept
 
 # Results share, at the same path as on the host.
 mkdir -p "$n$VM_OUT" || fail "mkdir $VM_OUT"

@@ -89,9 +89,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 log "results dir (VM_OUT): $VM_OUT"
 
-# Paths the guest mounts its own filesystems over are invisible in the
-# guest's chroot; a script living there is copied to the control share.
+# The guest mounts its own /tmp and /run (and /dev, /proc, /sys) over the host
+# root's. The repo and the VM cache stay visible at their paths wherever they are
+# (a CI runner may check the repo out under /tmp), and so does the guest kernel's
+# module directory: guest-init.sh binds each
+# directory listed in the control share's `keep` back over the guest's own mounts.
+# Any other script living under those mounts is copied to the control share.
+printf '%s\n' "$repo" "$(realpath "$cache")" "$MODDIR" >"$ctl/keep"
 case "$script" in
+    "$repo"/*) guest_script=$script ;;
     /tmp/*|/run/*|/dev/*|/proc/*|/sys/*)
         cp "$script" "$ctl/script"; guest_script=/run/vm-ctl/script ;;
     *)  guest_script=$script ;;
