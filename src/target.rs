@@ -13,7 +13,7 @@ use std::{
         Arc,
     },
 };
-use ublk_target::{DirectWrite, Piece, PieceSource, Target, WriteStart};
+use ublk_target::{DirectWrite, Piece, PieceSource, Plan, Target, WriteStart};
 
 /// Writes answered with ENOSPC since the daemon started, over all its devices.
 #[derive(Debug, Default)]
@@ -159,9 +159,10 @@ impl Target for StoreTarget {
         }
     }
 
-    /// Zero copy: the store's plan ([`SharedStore::read_plan`]: origin reads outside
-    /// a merge, snapshot reads that need nothing from the origin).
-    fn read_plan(&self, offset: u64, len: u64) -> Option<Vec<Piece>> {
+    /// Zero copy: the store's plan ([`SharedStore::read_plan`]: reads outside a
+    /// merge; a snapshot's origin pieces carry the check of
+    /// [`SharedStore::plan_holds`]).
+    fn read_plan(&self, offset: u64, len: u64) -> Option<Plan> {
         let plan = self.store.read_plan(self.dev, offset, len)?;
         let piece = |p: exception_store::DirectPiece| Piece {
             buf_off: p.buf_off,
@@ -171,7 +172,14 @@ impl Target for StoreTarget {
                 DirectSource::Zeroes => PieceSource::Zeroes,
             },
         };
-        Some(plan.into_iter().map(piece).collect())
+        Some(Plan {
+            pieces: plan.pieces.into_iter().map(piece).collect(),
+            check: plan.check,
+        })
+    }
+
+    fn plan_holds(&self, check: u64) -> bool {
+        self.store.plan_holds(check)
     }
 
     /// Zero copy: origin writes copy out here and the queue writes their data

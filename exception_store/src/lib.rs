@@ -56,7 +56,7 @@ pub mod testing;
 pub mod version_tree;
 
 pub use error::{Error, Result, Space};
-pub use shared::{DirectPiece, DirectSource, DirectStarted, SharedStore, Started};
+pub use shared::{DirectPiece, DirectPlan, DirectSource, DirectStarted, SharedStore, Started};
 pub use store::{
     preallocate, CopyOut, CopyOutBegin, Dev, Grown, JobInfo, OriginGrown, Preallocation, ReadPiece,
     ReadPlan, ReadSource, SnapInfo, SpacePolicy, Status, Store, StoreOptions,

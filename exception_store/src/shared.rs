@@ -83,6 +83,8 @@ pub struct SharedStore {
     /// The origin's size: read without the store lock by every request's bounds
     /// check; changes only in [`SharedStore::grow_origin`], after the commit.
     origin_size: AtomicU64,
+    /// The store's count of moves ([`Store::moves`]), read without its lock.
+    moves: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SharedStore {
@@ -98,6 +100,7 @@ impl SharedStore {
         let origin = store.origin_device();
         let store_fd = store.dev.raw_fd();
         let size = store.size();
+        let moves = store.moves();
         SharedStore {
             store: Mutex::new(store),
             copied: Condvar::new(),
@@ -110,6 +113,7 @@ impl SharedStore {
             }),
             done: Condvar::new(),
             origin_size: AtomicU64::new(size),
+            moves,
         }
     }
 
@@ -475,4 +479,4 @@ mod direct;
 #[cfg(test)]
 mod tests;
 
-pub use direct::{DirectPiece, DirectSource, DirectStarted};
+pub use direct::{DirectPiece, DirectPlan, DirectSource, DirectStarted};

@@ -17,7 +17,9 @@
 # device reports its flags again; the text status prints the driver line and the
 # DATA PATH column; then data through every piece of the data path (origin reads and
 # writes after a snapshot, a snapshot's copied-out chunks, its own writes, a hole, a
-# range still on the origin) reads back exactly, and at the clean shutdown the
+# range still on the origin) reads back exactly, a snapshot read over and over while
+# its origin chunks are copied out and overwritten reads its old data every time,
+# and at the clean shutdown the
 # zero-copy queues' counters show fixed-buffer reads and writes (none on the copy path).
 set -Eeuo pipefail
 
@@ -144,6 +146,32 @@ get "$S2DEV" 4 1 && same "$W/zero" "s2 reads a discarded range as zeros"
 get "$ODEV" 12 4 && cp "$W/got" "$W/o12"
 get "$S2DEV" 12 4 && same "$W/o12" "s2 reads the origin where it was not written"
 
+step "a snapshot read racing the copy-outs of its origin chunks"
+# s3's chunks are all on the origin; while fio overwrites them (every 64 KiB block
+# once, in random order: each write a copy-out), s3 is read again and again. On zero
+# copy a read planned from the origin whose chunk was copied out under it is read
+# again (the queue's `reread` counter); either way s3 must read its old data.
+head -c $((32 * MiB)) /dev/urandom >"$W/d"
+put "$W/d" "$ODEV" 16
+ctl create s3 >/dev/null
+S3DEV=$(ctl activate s3)
+fio --name=race --filename="$ODEV" --rw=randwrite --bs=64k --offset=16M --size=32M \
+    --direct=1 --ioengine=io_uring --iodepth=16 --randrepeat=0 \
+    --output="$W/fio-race.log" &
+FIO=$!
+passes=0
+while kill -0 "$FIO" 2>/dev/null || [ "$passes" -eq 0 ]; do
+    dd if="$S3DEV" of="$W/got" bs=64k skip=256 count=512 iflag=direct status=none
+    cmp -s "$W/got" "$W/d" || fail "s3 read other data during pass $passes of the race"
+    passes=$((passes + 1))
+done
+wait "$FIO" || fail "fio failed: $(cat "$W/fio-race.log")"
+RACE_PASSES=$passes
+get "$S3DEV" 16 32 && same "$W/d" "s3 read its old data in $passes passes during the copy-outs and after"
+cmp -s <(dd if="$ODEV" bs=1M skip=16 count=32 iflag=direct status=none) "$W/d" \
+    && fail "the origin was not overwritten"
+ok "the origin was overwritten"
+
 step "clean shutdown"
 PID=$(daemon_pid)
 kill -TERM "$PID"
@@ -154,10 +182,13 @@ zc_sum() {
     { grep -o "zero-copy queue stopped.*" "$LOG" || true; } | { grep -o "$1=[0-9]*" || true; } \
         | cut -d= -f2 | awk '{s += $1} END {print s + 0}'
 }
-FR=$(zc_sum fixed_reads) FW=$(zc_sum fixed_writes) CP=$(zc_sum copied)
+FR=$(zc_sum fixed_reads) FW=$(zc_sum fixed_writes) CP=$(zc_sum copied) RR=$(zc_sum reread)
 if [ "$PATH_WANT" = zero-copy ]; then
     [ "$FR" -gt 0 ] && [ "$FW" -gt 0 ] || fail "zero copy, yet $FR fixed-buffer reads and $FW writes"
-    ok "zero-copy queues: $FR fixed-buffer reads, $FW fixed-buffer writes, $CP requests copied"
+    # a pass that began while fio ran read planned origin chunks as they moved
+    [ "$RACE_PASSES" -lt 2 ] || [ "$RR" -gt 0 ] \
+        || fail "$RACE_PASSES passes of s3 during the copy-outs, yet no read was read again"
+    ok "zero-copy queues: $FR fixed-buffer reads ($RR read again: moved under them), $FW fixed-buffer writes, $CP requests copied"
 else
     [ "$FR$FW" = 00 ] || fail "copy path, yet zero-copy queues ran: $FR reads, $FW writes"
     ok "no zero-copy queue ran"

@@ -51,4 +51,4 @@ pub use features::{DataPath, Features};
 pub use mem::MemTarget;
 pub use options::{DeviceOptions, ZERO_COPY_FLAGS};
 pub use request::SECTOR_SIZE;
-pub use target::{DirectWrite, Piece, PieceSource, Target, WriteStart};
+pub use target::{DirectWrite, Piece, PieceSource, Plan, Target, WriteStart};

@@ -21,6 +21,17 @@ pub struct Piece {
     pub src: PieceSource,
 }
 
+/// A planned read ([`Target::read_plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The pieces, covering the request's buffer in order.
+    pub pieces: Vec<Piece>,
+    /// Read as planned, the pieces are right only if
+    /// [`Target::plan_holds`] says so for this value once all of them have landed;
+    /// if not, the read is served with [`Target::read`] instead. `None`: always right.
+    pub check: Option<u64>,
+}
+
 /// What [`Target::direct_write_start`] did with a write.
 #[derive(Debug)]
 pub enum DirectWrite {
@@ -115,16 +126,27 @@ pub trait Target: Send + Sync + 'static {
     }
     /// Zero copy: where each byte of a read of `len` bytes at `offset` is, as
     /// pieces that cover the request's buffer in order, such that reading them now
-    /// returns exactly what [`read`](Self::read) would. Descriptors stay open as long
+    /// returns exactly what [`read`](Self::read) would (or, with a `check`, did if
+    /// [`plan_holds`](Self::plan_holds) says so after). Descriptors stay open as long
     /// as the target. `None`: call `read`. The default: one piece from
     /// [`direct_read`](Self::direct_read).
-    fn read_plan(&self, offset: u64, len: u64) -> Option<Vec<Piece>> {
+    fn read_plan(&self, offset: u64, len: u64) -> Option<Plan> {
         let fd = self.direct_read(offset, len)?;
-        Some(vec![Piece {
-            buf_off: 0,
-            len,
-            src: PieceSource::Fd(fd, offset),
-        }])
+        Some(Plan {
+            pieces: vec![Piece {
+                buf_off: 0,
+                len,
+                src: PieceSource::Fd(fd, offset),
+            }],
+            check: None,
+        })
+    }
+    /// Zero copy: whether a plan with this `check`, whose pieces have all landed,
+    /// read what [`read`](Self::read) would have (see [`Plan::check`]). The default:
+    /// true.
+    fn plan_holds(&self, check: u64) -> bool {
+        let _ = check;
+        true
     }
     /// Zero copy: begin a plain write of `len` bytes at `offset` whose data the
     /// queue writes to a descriptor itself (see [`DirectWrite`]). Every `Ready` and

@@ -10,14 +10,19 @@
 //! - Origin reads outside a merge are the origin's bytes, as in `read`: a write
 //!   racing them may or may not be seen, as with any concurrent write. No plan
 //!   during a merge (origin addresses not merged yet read as the snapshot).
-//! - Snapshot reads are planned only when no piece comes from the origin. An origin
-//!   chunk a snapshot reads may be copied out and overwritten right after the lock
-//!   is dropped (the copy-out, its commit and the origin write need nothing from the
-//!   reader), and the snapshot would then read the origin's new data. Store chunks
-//!   and holes do not change under a snapshot that nobody writes: a chunk is freed
-//!   only when no version reads it any more and reused only after that commit
-//!   (`crate::allocator`), which takes a write, discard or delete of that snapshot
-//!   range, racing the read like any write of the same range.
+//! - A snapshot's origin pieces are checked: an origin chunk a snapshot reads may be
+//!   copied out and overwritten right after the lock is dropped (the copy-out, its
+//!   commit and the origin write need nothing from the reader), and the snapshot
+//!   would then read the origin's new data. Such a plan carries the store's count of
+//!   moves ([`Store::moves`](crate::Store::moves)) taken with it; every copy-out
+//!   counts a move before its origin write may start, so when the count is the same
+//!   after the reads landed ([`SharedStore::plan_holds`]) no origin byte the plan
+//!   names has changed. If it moved, the reader reads again through
+//!   [`read`](SharedStore::read).
+//! - Store chunks and holes do not change under a snapshot that nobody writes: a
+//!   chunk is freed only when no version reads it any more and reused only after
+//!   that commit (`crate::allocator`), which takes a write, discard or delete of that
+//!   snapshot range, racing the read like any write of the same range.
 //!
 //! # Origin writes
 //! [`SharedStore::origin_write_direct_start`] is
@@ -30,7 +35,7 @@
 use super::SharedStore;
 use crate::{Dev, ReadSource, Result};
 use blockdev::ids::TxnId;
-use std::os::fd::RawFd;
+use std::{os::fd::RawFd, sync::atomic::Ordering};
 
 /// Where one piece of a planned read is read from.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -52,6 +57,16 @@ pub struct DirectPiece {
     pub src: DirectSource,
 }
 
+/// A read's pieces ([`SharedStore::read_plan`]).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DirectPlan {
+    /// The pieces, covering the read in order.
+    pub pieces: Vec<DirectPiece>,
+    /// Some pieces are a snapshot's origin chunks: once every piece has landed,
+    /// [`SharedStore::plan_holds`] with this says whether they still were.
+    pub check: Option<u64>,
+}
+
 /// What [`SharedStore::origin_write_direct_start`] did.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum DirectStarted {
@@ -70,19 +85,28 @@ impl SharedStore {
     /// The plan of a read of `len` bytes of `dev` at `offset`, with the descriptor of
     /// each piece, when one can be carried out without the store lock (module docs);
     /// `None`: read through [`read`](Self::read).
-    pub fn read_plan(&self, dev: Dev, offset: u64, len: u64) -> Option<Vec<DirectPiece>> {
+    pub fn read_plan(&self, dev: Dev, offset: u64, len: u64) -> Option<DirectPlan> {
         let mut s = self.store.lock();
         if s.is_merging() {
             return None;
         }
         let plan = s.read_plan(dev, offset, len).ok()?;
+        // Read with the plan, under the lock (moves are counted under it): every
+        // move counted before this is in the plan; any after it fails `plan_holds`.
+        let moves = self.moves.load(Ordering::SeqCst);
         drop(s);
         let (origin, store) = (self.origin.raw_fd(), self.store_fd);
-        plan.into_iter()
+        let mut check = None;
+        let pieces = plan
+            .into_iter()
             .map(|p| {
                 let src = match p.src {
-                    ReadSource::Origin(_) if dev != Dev::Origin => return None,
-                    ReadSource::Origin(at) => DirectSource::Fd(origin?, at),
+                    ReadSource::Origin(at) => {
+                        if dev != Dev::Origin {
+                            check = Some(moves);
+                        }
+                        DirectSource::Fd(origin?, at)
+                    }
                     ReadSource::Store(at) => DirectSource::Fd(store?, at),
                     ReadSource::Zeroes => DirectSource::Zeroes,
                 };
@@ -92,7 +116,15 @@ impl SharedStore {
                     src,
                 })
             })
-            .collect()
+            .collect::<Option<Vec<_>>>()?;
+        Some(DirectPlan { pieces, check })
+    }
+
+    /// Whether the reads of a plan whose `check` is `check`, all landed now, read
+    /// what the plan meant: no move since it was taken (module docs). False: read
+    /// through [`read`](Self::read) instead.
+    pub fn plan_holds(&self, check: u64) -> bool {
+        self.moves.load(Ordering::SeqCst) == check
     }
 
     /// Whether origin writes can be done by the caller

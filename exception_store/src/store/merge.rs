@@ -161,6 +161,7 @@ impl Store {
         }
         let mut buf = vec![0u8; self.chunk_len(a)];
         self.read_as(&e, s, a, 0, &mut buf)?;
+        self.moved();
         let pos = a * self.chunk_size;
         self.origin
             .write_at(&buf, pos)

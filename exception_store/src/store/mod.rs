@@ -51,7 +51,10 @@ use blockdev::{
 use btree::{elements::Elements, elements::Ptr, Codec, NodeCache, Tree};
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
 /// A device the store serves.
@@ -150,6 +153,9 @@ pub struct Store {
     /// The largest size of any snapshot: origin chunks at or past it need no
     /// copy-out (`grow_origin`). Kept by every change of `snaps`.
     pub(crate) snap_cover: u64,
+    /// Counts the changes that may make a read plan taken earlier read the wrong
+    /// bytes ([`Store::moves`]). Not persisted.
+    pub(crate) moves: Arc<AtomicU64>,
 }
 
 /// Most elements held decoded in the per-address cache.
@@ -373,6 +379,7 @@ impl Store {
             copy_buf: Vec::new(),
             copying: BTreeMap::new(),
             snap_cover: 0,
+            moves: Arc::default(),
         };
         // a fresh store counts as cleanly shut down
         s.commit_marked_clean(false)?;
@@ -580,8 +587,24 @@ impl Store {
             copy_buf: Vec::new(),
             copying: BTreeMap::new(),
             snap_cover: 0,
+            moves: Arc::default(),
         }
         .with_snap_cover())
+    }
+
+    /// The counter of moves: it is incremented before any change of where some
+    /// version's data lives (an element set changes, a snapshot is deleted or
+    /// merged) takes effect, so before the origin bytes that a snapshot read until
+    /// then are overwritten. A read planned ([`Store::read_plan`]) when it was `n`
+    /// and carried out without the store lock read what the plan meant if it is
+    /// still `n` once the reads have landed (`SharedStore::read_plan`).
+    pub fn moves(&self) -> Arc<AtomicU64> {
+        self.moves.clone()
+    }
+
+    /// Count a move ([`Store::moves`]).
+    pub(crate) fn moved(&self) {
+        self.moves.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The origin device.
@@ -851,6 +874,7 @@ impl Store {
         after: &Elems,
         new: &[ChunkNr],
     ) -> Result<()> {
+        self.moved();
         self.forget_elems(a);
         let mut changed = false;
         for (l, p) in before {

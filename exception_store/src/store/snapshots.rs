@@ -109,6 +109,7 @@ impl Store {
         l: blockdev::ids::Label,
         kind: JobKind,
     ) -> Result<TxnId> {
+        self.moved();
         if let Some(r) = self.snaps.remove(&id) {
             self.names.remove(&r.name);
             self.refresh_snap_cover();

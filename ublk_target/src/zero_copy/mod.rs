@@ -5,7 +5,9 @@
 //! buffer of the request's tag, so request data never passes through the daemon:
 //! - A read the target can plan ([`Target::read_plan`]) is one fixed-buffer read per
 //!   piece, from the piece's descriptor into the request's buffer at the piece's
-//!   offset; holes are read from `/dev/zero`. It completes when every piece landed.
+//!   offset; holes are read from `/dev/zero`. It completes when every piece landed,
+//!   unless its plan has a check that no longer holds ([`Target::plan_holds`]: the
+//!   data moved while it was read): then it is read again on the copy path.
 //! - A plain origin write ([`Target::direct_write_start`]) is one fixed-buffer write
 //!   from the request's buffer to the origin, after its copy-out and, when the target
 //!   asks, after the batch's shared settle (one commit for all of them, as
@@ -80,6 +82,8 @@ struct InFlight {
     err: Option<i32>,
     /// A direct write: ended with `direct_write_end` when done.
     write: bool,
+    /// A read whose plan has this check ([`Target::plan_holds`]).
+    check: Option<u64>,
 }
 
 /// See the module documentation.
@@ -107,6 +111,9 @@ pub(crate) struct Counts {
     pub fixed_writes: u64,
     /// Requests served on the copy path.
     pub copied: u64,
+    /// Fixed-buffer reads whose plan no longer held when they landed, read again
+    /// on the copy path (counted in `copied` too).
+    pub reread: u64,
 }
 
 impl ZeroCopy {
@@ -165,8 +172,16 @@ impl ZeroCopy {
         self.copy_path(target, io, tag, &req, buf);
     }
 
-    /// An operation submitted for `tag` completed with `res`.
-    pub fn on_done(&mut self, target: &dyn Target, io: &mut dyn ZcIo, tag: u16, res: i32) {
+    /// An operation submitted for `tag` completed with `res`; `buf` is the tag's own
+    /// buffer (a read whose plan did not hold is read again through it).
+    pub fn on_done(
+        &mut self,
+        target: &dyn Target,
+        io: &mut dyn ZcIo,
+        tag: u16,
+        res: i32,
+        buf: &mut [u8],
+    ) {
         let Some(slot) = self.tags.get_mut(usize::from(tag)) else {
             return;
         };
@@ -183,6 +198,14 @@ impl ZeroCopy {
         }
         let f = *f;
         *slot = None;
+        if let (None, Some(check)) = (f.err, f.check) {
+            // a read that failed fails as it is; one that read everything is
+            // checked
+            if f.got == f.req.len_bytes && !target.plan_holds(check) {
+                self.counts.reread += 1;
+                return self.copy_path(target, io, tag, &f.req, buf);
+            }
+        }
         self.finish(target, io, tag, f);
     }
 
@@ -247,8 +270,9 @@ impl ZeroCopy {
             got: 0,
             err: None,
             write: false,
+            check: plan.check,
         };
-        for p in &plan {
+        for p in &plan.pieces {
             let (fd, at) = match p.src {
                 PieceSource::Fd(fd, at) => (fd, at),
                 PieceSource::Zeroes => (self.zero_fd, 0),
@@ -299,6 +323,7 @@ impl ZeroCopy {
                     got: 0,
                     err: None,
                     write: true,
+                    check: None,
                 });
             }
             Err(e) => {

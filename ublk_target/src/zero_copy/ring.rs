@@ -148,7 +148,8 @@ pub(crate) fn serve_queue(q: &UblkQueue, target: &dyn Target, bufs: &mut [IoBuf<
         let mut ring = Ring { q, cdev };
         if ctx.is_tgt_io() {
             if UblkIOCtx::user_data_to_op(ctx.user_data()) == FIXED_OP {
-                zc.on_done(target, &mut ring, tag, ctx.result());
+                let buf = bufs[usize::from(tag)].as_mut_slice();
+                zc.on_done(target, &mut ring, tag, ctx.result(), buf);
             }
         } else {
             let iod = q.get_iod(tag);
@@ -176,6 +177,7 @@ pub(crate) fn serve_queue(q: &UblkQueue, target: &dyn Target, bufs: &mut [IoBuf<
         fixed_reads = c.fixed_reads,
         fixed_writes = c.fixed_writes,
         copied = c.copied,
+        reread = c.reread,
         "zero-copy queue stopped"
     );
 }

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use super::{ZcIo, ZeroCopy};
 use crate::{
     request::{Op, Request},
-    DirectWrite, Piece, PieceSource, Target,
+    DirectWrite, Piece, PieceSource, Plan, Target,
 };
 
 const LEN: u64 = 64 << 10;
@@ -57,6 +57,8 @@ struct Fake {
     writes: Mutex<Writes>,
     fail_settle: bool,
     log: Mutex<Vec<String>>,
+    /// Plans carry check 7; `plan_holds` answers this.
+    holds: Mutex<Option<bool>>,
 }
 
 impl Fake {
@@ -66,6 +68,7 @@ impl Fake {
             writes: Mutex::new(writes),
             fail_settle: false,
             log: Mutex::new(Vec::new()),
+            holds: Mutex::new(None),
         }
     }
     fn log(&self, s: String) {
@@ -106,10 +109,10 @@ impl Target for Fake {
         }
         Ok(())
     }
-    fn read_plan(&self, offset: u64, len: u64) -> Option<Vec<Piece>> {
+    fn read_plan(&self, offset: u64, len: u64) -> Option<Plan> {
         let fd = self.file.as_raw_fd();
         let q = len / 4;
-        Some(vec![
+        let pieces = vec![
             Piece {
                 buf_off: 0,
                 len: 2 * q,
@@ -125,7 +128,15 @@ impl Target for Fake {
                 len: len - 3 * q,
                 src: PieceSource::Fd(fd, offset + 3 * q),
             },
-        ])
+        ];
+        let check = self.holds.lock().map(|_| 7);
+        Some(Plan { pieces, check })
+    }
+    fn plan_holds(&self, check: u64) -> bool {
+        assert_eq!(check, 7);
+        let holds = self.holds.lock().expect("a plan with a check");
+        self.log(format!("holds {holds}"));
+        holds
     }
     fn direct_write_start(&self, offset: u64, _len: u64) -> DirectWrite {
         let w = *self.writes.lock();
@@ -176,7 +187,7 @@ impl FakeRing {
     }
 
     /// Carry out the oldest queued operation and deliver its completion.
-    fn deliver_one(&mut self, zc: &mut ZeroCopy, t: &dyn Target) -> bool {
+    fn deliver_one(&mut self, zc: &mut ZeroCopy, t: &dyn Target, own: &mut [Vec<u8>]) -> bool {
         let Some(op) = self.ops.pop_front() else {
             return false;
         };
@@ -188,12 +199,12 @@ impl FakeRing {
         } else {
             pwrite(op.fd, &buf[at..at + n], op.file_off)
         };
-        zc.on_done(t, self, op.tag, res as i32);
+        zc.on_done(t, self, op.tag, res as i32, &mut own[usize::from(op.tag)]);
         true
     }
 
-    fn deliver_all(&mut self, zc: &mut ZeroCopy, t: &dyn Target) {
-        while self.deliver_one(zc, t) {}
+    fn deliver_all(&mut self, zc: &mut ZeroCopy, t: &dyn Target, own: &mut [Vec<u8>]) {
+        while self.deliver_one(zc, t, own) {}
     }
 }
 
@@ -308,10 +319,10 @@ fn a_read_is_one_fixed_read_per_piece() {
             (3 * LEN / 4, 4096 + 3 * LEN / 4, (LEN / 4) as u32)
         ]
     );
-    assert!(q.ring.deliver_one(&mut q.zc, &t));
-    assert!(q.ring.deliver_one(&mut q.zc, &t));
+    assert!(q.ring.deliver_one(&mut q.zc, &t, &mut q.own));
+    assert!(q.ring.deliver_one(&mut q.zc, &t, &mut q.own));
     assert!(q.ring.done.is_empty(), "completed before its last piece");
-    q.ring.deliver_all(&mut q.zc, &t);
+    q.ring.deliver_all(&mut q.zc, &t, &mut q.own);
     assert_eq!(q.ring.done, [(3, LEN as i32)]);
     let b = &q.ring.req_bufs[3];
     assert!(b[..LEN as usize / 2].iter().all(|&x| x == 0x11));
@@ -330,8 +341,54 @@ fn a_short_piece_fails_the_read() {
     let mut q = Queue::new();
     q.ring.short = Some(512);
     q.request(&t, 0, req(Op::Read, 0), true);
-    q.ring.deliver_all(&mut q.zc, &t);
+    q.ring.deliver_all(&mut q.zc, &t, &mut q.own);
     assert_eq!(q.ring.done, [(0, -libc::EIO)]);
+}
+
+/// A read whose plan holds once its pieces landed completes as planned; one whose
+/// plan no longer holds (the data moved under it) is read again on the copy path:
+/// the target's read, copied into the request, completed once.
+#[test]
+fn a_read_whose_plan_moved_is_read_again() {
+    let t = Fake::new(Writes::Ready);
+    *t.holds.lock() = Some(true);
+    let mut q = Queue::new();
+    q.request(&t, 1, req(Op::Read, 0), true);
+    q.ring.deliver_all(&mut q.zc, &t, &mut q.own);
+    assert_eq!(q.ring.done, [(1, LEN as i32)]);
+    assert_eq!(t.take_log(), ["holds true"]);
+    assert!(q.ring.req_bufs[1][..LEN as usize / 2]
+        .iter()
+        .all(|&x| x == 0x11));
+
+    *t.holds.lock() = Some(false);
+    q.ring.done.clear();
+    q.request(&t, 2, req(Op::Read, 8192), true);
+    assert_eq!(q.ring.ops.len(), 3);
+    q.ring.deliver_one(&mut q.zc, &t, &mut q.own);
+    assert!(t.take_log().is_empty(), "checked before the last piece");
+    q.ring.deliver_all(&mut q.zc, &t, &mut q.own);
+    assert_eq!(q.ring.done, [(2, LEN as i32)]);
+    assert_eq!(t.take_log(), ["holds false", "read 8192"]);
+    assert!(
+        q.ring.req_bufs[2].iter().all(|&x| x == 0x22),
+        "the request holds the target's read"
+    );
+    let c = q.zc.counts;
+    assert_eq!((c.fixed_reads, c.reread, c.copied), (2, 1, 1));
+}
+
+/// A failed piece fails the read without a check.
+#[test]
+fn a_failed_read_is_not_checked() {
+    let t = Fake::new(Writes::Ready);
+    *t.holds.lock() = Some(false);
+    let mut q = Queue::new();
+    q.ring.short = Some(512);
+    q.request(&t, 0, req(Op::Read, 0), true);
+    q.ring.deliver_all(&mut q.zc, &t, &mut q.own);
+    assert_eq!(q.ring.done, [(0, -libc::EIO)]);
+    assert!(t.take_log().is_empty());
 }
 
 /// A request the kernel could not register is served on the copy path: read by the
@@ -360,7 +417,7 @@ fn waiting_writes_settle_once_then_write_from_the_request() {
     assert_eq!(q.ring.ops.len(), 2);
     assert!(q.ring.ops.iter().all(|o| !o.read && o.buf_off == 0));
     assert_eq!(t.take_log(), ["start 12288", "start 163840", "settle 40"]);
-    q.ring.deliver_all(&mut q.zc, &t);
+    q.ring.deliver_all(&mut q.zc, &t, &mut q.own);
     assert_eq!(q.ring.done, [(0, LEN as i32), (1, LEN as i32)]);
     assert_eq!(t.take_log(), ["end 12288", "end 163840"]);
     // the request's bytes are in the file
@@ -399,7 +456,7 @@ fn requests_that_may_block_wait_for_the_held_writes() {
     q.end_of_batch(&t);
     assert!(q.ring.done.is_empty());
     assert_eq!(t.take_log(), ["start 0"]);
-    q.ring.deliver_all(&mut q.zc, &t);
+    q.ring.deliver_all(&mut q.zc, &t, &mut q.own);
     assert_eq!(q.ring.done, [(0, LEN as i32), (3, LEN as i32)]);
     q.end_of_batch(&t);
     assert_eq!(q.ring.done[2..], [(1, 0), (2, LEN as i32)]);

@@ -40,11 +40,12 @@ fn carry_out(plan: &[DirectPiece], len: u64) -> Vec<u8> {
     out
 }
 
-/// Origin reads are planned as the origin's bytes; a snapshot read is planned only
-/// when nothing of it comes from the origin (a copy-out could replace an origin
-/// chunk under it); carried out, a plan reads what `read` reads.
+/// Origin reads are planned as the origin's bytes, with nothing to check; a
+/// snapshot read is planned with a check when some of it comes from the origin (a
+/// copy-out could replace an origin chunk under it), without one when none does;
+/// carried out, a plan reads what `read` reads.
 #[test]
-fn plans_cover_origin_reads_and_snapshot_reads_off_the_origin() {
+fn plans_cover_origin_reads_and_snapshot_reads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = files(&dir);
     s.write(Dev::Origin, 0, &vec![7u8; (16 * CS) as usize])
@@ -57,28 +58,96 @@ fn plans_cover_origin_reads_and_snapshot_reads_off_the_origin() {
     let plan = s
         .read_plan(Dev::Origin, CS, 8 * CS)
         .expect("an origin plan");
-    assert_eq!(plan.len(), 1);
+    assert_eq!(plan.pieces.len(), 1);
+    assert_eq!(plan.check, None);
     let mut want = vec![0u8; (8 * CS) as usize];
     s.read(Dev::Origin, CS, &mut want).expect("read");
-    assert_eq!(carry_out(&plan, 8 * CS), want);
+    assert_eq!(carry_out(&plan.pieces, 8 * CS), want);
 
-    // chunks 0..4 are the snapshot's own (copied out, one a hole): planned
+    // chunks 0..4 are the snapshot's own (copied out, one a hole): nothing to check
     let plan = s
         .read_plan(Dev::Snap(snap), 0, 4 * CS)
         .expect("a snapshot plan");
+    assert_eq!(plan.check, None);
     assert!(
-        plan.iter().any(|p| p.src == DirectSource::Zeroes),
+        plan.pieces.iter().any(|p| p.src == DirectSource::Zeroes),
         "{plan:?}"
     );
     let mut want = vec![0u8; (4 * CS) as usize];
     s.read(Dev::Snap(snap), 0, &mut want).expect("read");
-    assert_eq!(carry_out(&plan, 4 * CS), want);
+    assert_eq!(carry_out(&plan.pieces, 4 * CS), want);
     assert!(want[..CS as usize].iter().all(|&b| b == 7));
 
-    // chunk 4 is still read through the origin: no plan
-    assert_eq!(s.read_plan(Dev::Snap(snap), 3 * CS, 2 * CS), None);
+    // chunk 4 is still read through the origin: a plan to check, which holds
+    // while nothing moves
+    let plan = s
+        .read_plan(Dev::Snap(snap), 3 * CS, 2 * CS)
+        .expect("a snapshot plan");
+    let check = plan.check.expect("an origin piece is checked");
+    let mut want = vec![0u8; (2 * CS) as usize];
+    s.read(Dev::Snap(snap), 3 * CS, &mut want).expect("read");
+    assert_eq!(carry_out(&plan.pieces, 2 * CS), want);
+    s.write(Dev::Origin, 0, &vec![3u8; CS as usize])
+        .expect("write"); // no copy-out: chunk 0 is the snapshot's already
+    assert!(s.plan_holds(check));
     // outside the device: no plan
     assert_eq!(s.read_plan(Dev::Origin, 15 * CS, 2 * CS), None);
+}
+
+/// The race a check catches: a snapshot read planned from the origin, then the
+/// origin chunk copied out and overwritten before the plan is carried out (with
+/// either kind of origin write, and by a merge of another snapshot). The plan no
+/// longer holds, and `read` returns the snapshot's data.
+#[test]
+fn a_plan_of_origin_chunks_fails_its_check_once_they_move() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = files(&dir);
+    s.write(Dev::Origin, 0, &vec![7u8; (16 * CS) as usize])
+        .expect("write");
+    let snap = s.create_snapshot("a", None, 0).expect("snapshot");
+    let old = vec![7u8; CS as usize];
+
+    // through the store's own origin write
+    let plan = s.read_plan(Dev::Snap(snap), 0, CS).expect("plan");
+    let check = plan.check.expect("checked");
+    s.write(Dev::Origin, 0, &vec![9u8; CS as usize])
+        .expect("write");
+    assert_eq!(
+        carry_out(&plan.pieces, CS),
+        vec![9u8; CS as usize],
+        "the race"
+    );
+    assert!(!s.plan_holds(check));
+    let mut got = vec![0u8; CS as usize];
+    s.read(Dev::Snap(snap), 0, &mut got).expect("read");
+    assert_eq!(got, old);
+
+    // through a direct origin write (the zero-copy queue's)
+    let plan = s.read_plan(Dev::Snap(snap), CS, CS).expect("plan");
+    let check = plan.check.expect("checked");
+    let fd = match s.origin_write_direct_start(CS, CS).expect("start") {
+        DirectStarted::Ready(fd) | DirectStarted::Wait(_, fd) => fd,
+        DirectStarted::Busy => panic!("busy"),
+    };
+    pwrite(fd, &vec![9u8; CS as usize], CS);
+    s.origin_write_direct_end();
+    assert!(!s.plan_holds(check));
+    s.read(Dev::Snap(snap), CS, &mut got).expect("read");
+    assert_eq!(got, old);
+
+    // a merge of another snapshot writes the origin: the plan taken before it
+    let other = s.create_snapshot("b", None, 0).expect("snapshot");
+    s.write(Dev::Snap(other), 2 * CS, &vec![5u8; CS as usize])
+        .expect("write");
+    let plan = s.read_plan(Dev::Snap(snap), 2 * CS, CS).expect("plan");
+    let check = plan.check.expect("checked");
+    s.merge_snapshot(other).expect("merge");
+    while s.background_step(64).expect("step") {}
+    assert!(!s.plan_holds(check));
+    s.read(Dev::Snap(snap), 2 * CS, &mut got).expect("read");
+    assert_eq!(got, old);
+    s.read(Dev::Origin, 2 * CS, &mut got).expect("read");
+    assert_eq!(got, vec![5u8; CS as usize]);
 }
 
 /// No plan while a merge runs (origin addresses not merged yet read as the
