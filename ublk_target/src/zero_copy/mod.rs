@@ -13,6 +13,10 @@
 //!   asks, after the batch's shared settle (one commit for all of them, as
 //!   `crate::batch` does for copied writes). The target's hold on the write (its
 //!   origin gate entry) lasts until the write's completion arrives.
+//! - A fixed-buffer operation that completes with `EOPNOTSUPP` or `EINVAL` says that
+//!   a backing file cannot take fixed-buffer I/O: the request is served again on the
+//!   copy path (a read at once, a write once no direct write is held) and so is
+//!   every later request of the queue (logged once).
 //! - Everything else (snapshot writes, flushes, discards, reads the target cannot
 //!   plan, requests the kernel could not register) takes the copy path: the data is
 //!   copied between the request and the tag's own buffer with `UBLK_F_USER_COPY`
@@ -98,6 +102,8 @@ pub(crate) struct ZeroCopy {
     deferred: VecDeque<(u16, Request)>,
     /// `/dev/zero`, where holes are read from.
     zero_fd: RawFd,
+    /// A backing file refused fixed-buffer I/O: everything takes the copy path.
+    fixed_off: bool,
     /// What this queue did, for its log line when it stops.
     pub counts: Counts,
 }
@@ -114,6 +120,9 @@ pub(crate) struct Counts {
     /// Fixed-buffer reads whose plan no longer held when they landed, read again
     /// on the copy path (counted in `copied` too).
     pub reread: u64,
+    /// Requests whose fixed-buffer I/O a backing file refused, served again on the
+    /// copy path (counted in `copied` too).
+    pub refused: u64,
 }
 
 impl ZeroCopy {
@@ -126,6 +135,7 @@ impl ZeroCopy {
             held: 0,
             deferred: VecDeque::new(),
             zero_fd,
+            fixed_off: false,
             counts: Counts::default(),
         }
     }
@@ -143,6 +153,7 @@ impl ZeroCopy {
         buf: &mut [u8],
     ) {
         let fits = in_range(target, &req) && data_len(&req, buf.len()).is_some();
+        let registered = registered && !self.fixed_off;
         if req.op == Op::Read {
             if registered && fits && self.submit_read(target, io, tag, req) {
                 return;
@@ -198,6 +209,9 @@ impl ZeroCopy {
         }
         let f = *f;
         *slot = None;
+        if f.err.is_some_and(is_refusal) {
+            return self.refused(target, io, tag, f, buf);
+        }
         if let (None, Some(check)) = (f.err, f.check) {
             // a read that failed fails as it is; one that read everything is
             // checked
@@ -333,6 +347,34 @@ impl ZeroCopy {
         }
     }
 
+    /// A backing file refused the fixed-buffer I/O of `f` (all of it done): from now
+    /// on the queue copies; `f` is served again on the copy path, a write once no
+    /// direct write is held (it may block in the target: module invariants).
+    fn refused(
+        &mut self,
+        target: &dyn Target,
+        io: &mut dyn ZcIo,
+        tag: u16,
+        f: InFlight,
+        buf: &mut [u8],
+    ) {
+        if !self.fixed_off {
+            tracing::warn!(
+                tag,
+                errno = f.err.map_or(0, |e| -e),
+                "a backing file refused fixed-buffer I/O: this queue copies from now on"
+            );
+            self.fixed_off = true;
+        }
+        self.counts.refused += 1;
+        if f.write {
+            self.end_write(target, &f.req);
+            self.deferred.push_back((tag, f.req));
+        } else {
+            self.copy_path(target, io, tag, &f.req, buf);
+        }
+    }
+
     fn end_write(&mut self, target: &dyn Target, req: &Request) {
         target.direct_write_end(req.offset, req.len_bytes);
         self.held = self.held.saturating_sub(1);
@@ -383,6 +425,12 @@ impl ZeroCopy {
         }
         io.complete(tag, res);
     }
+}
+
+/// Whether a fixed-buffer operation's error says that its file cannot take
+/// fixed-buffer I/O (rather than that the I/O failed).
+fn is_refusal(res: i32) -> bool {
+    res == -libc::EOPNOTSUPP || res == -libc::EINVAL
 }
 
 mod ring;

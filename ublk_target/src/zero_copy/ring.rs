@@ -178,6 +178,7 @@ pub(crate) fn serve_queue(q: &UblkQueue, target: &dyn Target, bufs: &mut [IoBuf<
         fixed_writes = c.fixed_writes,
         copied = c.copied,
         reread = c.reread,
+        refused = c.refused,
         "zero-copy queue stopped"
     );
 }

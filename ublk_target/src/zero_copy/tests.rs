@@ -171,6 +171,9 @@ struct FakeRing {
     zero: OwnedFd,
     /// Carry out at most this many bytes per operation (a short read or write).
     short: Option<u32>,
+    /// Complete every operation with this error instead (a file that refuses
+    /// fixed-buffer I/O, or fails it).
+    fail: Option<i32>,
 }
 
 impl FakeRing {
@@ -183,6 +186,7 @@ impl FakeRing {
             done: Vec::new(),
             zero: memfd(LEN, 0),
             short: None,
+            fail: None,
         }
     }
 
@@ -194,7 +198,9 @@ impl FakeRing {
         let n = self.short.map_or(op.len, |s| s.min(op.len)) as usize;
         let buf = &mut self.req_bufs[usize::from(op.tag)];
         let at = op.buf_off as usize;
-        let res = if op.read {
+        let res = if let Some(e) = self.fail {
+            -e as isize
+        } else if op.read {
             pread(op.fd, &mut buf[at..at + n], op.file_off)
         } else {
             pwrite(op.fd, &buf[at..at + n], op.file_off)
@@ -343,6 +349,55 @@ fn a_short_piece_fails_the_read() {
     q.request(&t, 0, req(Op::Read, 0), true);
     q.ring.deliver_all(&mut q.zc, &t, &mut q.own);
     assert_eq!(q.ring.done, [(0, -libc::EIO)]);
+}
+
+/// A file that refuses fixed-buffer I/O (EOPNOTSUPP, EINVAL): the read is served
+/// again on the copy path, and every later request of the queue goes there at once;
+/// a write is ended (its hold released) and served on the copy path at the end of
+/// the batch. A real I/O error (EIO) fails the request as it is.
+#[test]
+fn a_refused_fixed_read_or_write_falls_back_to_copying() {
+    let t = Fake::new(Writes::Ready);
+    let mut q = Queue::new();
+    q.ring.fail = Some(libc::EOPNOTSUPP);
+    q.request(&t, 1, req(Op::Read, 0), true);
+    q.ring.deliver_all(&mut q.zc, &t, &mut q.own);
+    assert_eq!(q.ring.done, [(1, LEN as i32)]);
+    assert_eq!(t.take_log(), ["read 0"]);
+    assert!(q.ring.req_bufs[1].iter().all(|&x| x == 0x22));
+    // from now on, no fixed-buffer I/O
+    q.ring.fail = None;
+    q.request(&t, 2, req(Op::Read, 4096), true);
+    q.request(&t, 3, req(Op::Write, 8192), true);
+    assert!(q.ring.ops.is_empty());
+    assert_eq!(t.take_log(), ["read 4096", "write 8192 0x43"]);
+    let c = q.zc.counts;
+    assert_eq!((c.fixed_reads, c.refused, c.copied), (1, 1, 3));
+
+    // a write refused: ended, then copied once nothing is held
+    let t = Fake::new(Writes::Ready);
+    let mut q = Queue::new();
+    q.ring.fail = Some(libc::EINVAL);
+    q.request(&t, 4, req(Op::Write, 0), true);
+    assert_eq!(t.take_log(), ["start 0"]);
+    q.ring.deliver_all(&mut q.zc, &t, &mut q.own);
+    assert!(q.ring.done.is_empty(), "served at the end of the batch");
+    assert_eq!(t.take_log(), ["end 0"]);
+    q.end_of_batch(&t);
+    assert_eq!(q.ring.done, [(4, LEN as i32)]);
+    assert_eq!(t.take_log(), ["write 0 0x44"]);
+
+    // an I/O error is not a refusal
+    let t = Fake::new(Writes::Ready);
+    let mut q = Queue::new();
+    q.ring.fail = Some(libc::EIO);
+    q.request(&t, 0, req(Op::Read, 0), true);
+    q.ring.deliver_all(&mut q.zc, &t, &mut q.own);
+    assert_eq!(q.ring.done, [(0, -libc::EIO)]);
+    q.ring.fail = None;
+    q.ring.done.clear();
+    q.request(&t, 0, req(Op::Read, 0), true);
+    assert_eq!(q.ring.ops.len(), 3, "still zero copy");
 }
 
 /// A read whose plan holds once its pieces landed completes as planned; one whose
