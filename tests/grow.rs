@@ -7,7 +7,7 @@
 mod common;
 
 use blockdev::{CrashMode, FaultyDevice, FileDevice};
-use common::*;
+use common::{power_cut::*, *};
 use exception_store::{Dev, Error, Preallocation, SharedStore, Store, StoreOptions};
 use std::sync::Arc;
 
@@ -15,7 +15,6 @@ const CS: u64 = 4096;
 const ORIGIN_CHUNKS: u64 = 512;
 const STORE_CHUNKS: u64 = 300;
 const GROWN_CHUNKS: u64 = 1200;
-const SECTOR: usize = 512;
 
 fn chunk(v: u8) -> Vec<u8> {
     vec![v; CS as usize]
@@ -193,11 +192,6 @@ fn a_shrunk_store_file_is_refused_and_nothing_changes() {
     assert!(s.check().unwrap().is_clean());
 }
 
-/// Per sector of the origin: the hashes it may read after a crash.
-fn sectors(v: &[u8]) -> Vec<u32> {
-    v.chunks(SECTOR).map(crc32fast::hash).collect()
-}
-
 #[test]
 fn power_cut_at_every_point_of_the_growth() {
     let (origin, dev, s, before, refused) = full_store();
@@ -205,50 +199,32 @@ fn power_cut_at_every_point_of_the_growth() {
     // the flushed base every round starts from
     let base_origin = origin.crash_image(CrashMode::DropAll, 0);
     let base_store = dev.crash_image(CrashMode::DropAll, 0);
-    let old = sectors(&base_origin);
+    let old = sector_hashes(&base_origin);
     // after the growth: the refused chunks and 30 more written, then a flush
     let last = (refused + 30).min(ORIGIN_CHUNKS);
     let mut after = base_origin.clone();
     for n in refused..last {
         after[(n * CS) as usize..((n + 1) * CS) as usize].fill(0x5A);
     }
-    let new = sectors(&after);
-    let modes = [
-        CrashMode::DropAll,
-        CrashMode::KeepAll,
-        CrashMode::RandomWrites,
-        CrashMode::TornSectors,
-    ];
-    let mut cut = 0u64;
+    let new = sector_hashes(&after);
     let (mut at_old, mut at_new) = (0, 0);
-    loop {
-        let o = Arc::new(FaultyDevice::from_vec(base_origin.clone()));
-        let d = Arc::new(FaultyDevice::from_vec(base_store.clone()));
-        let mut s = Store::open(o.clone(), d.clone(), opts()).unwrap();
-        d.extend(GROWN_CHUNKS * CS);
-        d.plan().lock().power_cut_in = Some(cut);
-        let run = (|| -> Result<(), Error> {
+    let cuts = at_every_power_cut(
+        &base_origin,
+        &base_store,
+        &opts,
+        |_, d| d.extend(GROWN_CHUNKS * CS),
+        |s, cut| {
             s.grow_store(cut.is_multiple_of(2))?;
             for n in refused..last {
                 s.write(Dev::Origin, n * CS, &chunk(0x5A))?;
             }
-            s.flush()?;
-            Ok(())
-        })();
-        drop(s);
-        if run.is_ok() {
-            break;
-        }
-        for (i, mode) in modes.iter().enumerate() {
-            let seed = cut * 8 + i as u64;
-            let o2 = Arc::new(o.crash(*mode, seed));
-            let d2 = Arc::new(d.crash(*mode, seed ^ 1));
-            let mut s = Store::open(o2, d2.clone(), opts())
-                .unwrap_or_else(|e| panic!("cut {cut} {mode:?}: reopen: {e}"));
+            s.flush().map(drop)
+        },
+        |mut s, what| {
             let len = s.store_len();
             assert!(
                 len == STORE_CHUNKS * CS || len == GROWN_CHUNKS * CS,
-                "cut {cut} {mode:?}: store length {len}"
+                "{what}: store length {len}"
             );
             if len == STORE_CHUNKS * CS {
                 at_old += 1;
@@ -256,45 +232,36 @@ fn power_cut_at_every_point_of_the_growth() {
                 at_new += 1;
             }
             let rep = s.check().unwrap();
-            assert!(
-                rep.errors.is_empty(),
-                "cut {cut} {mode:?}: {:?}",
-                rep.errors
-            );
+            assert!(rep.errors.is_empty(), "{what}: {:?}", rep.errors);
             let sid = snap(&s);
-            assert_eq!(
-                read_all(&mut s, sid),
-                before,
-                "cut {cut} {mode:?}: snapshot"
-            );
-            let got = sectors(&read_all(&mut s, Dev::Origin));
+            assert_eq!(read_all(&mut s, sid), before, "{what}: snapshot");
+            let got = sector_hashes(&read_all(&mut s, Dev::Origin));
             for (i, h) in got.iter().enumerate() {
                 assert!(
                     *h == old[i] || *h == new[i],
-                    "cut {cut} {mode:?}: origin sector {i} reads neither its old nor its new data"
+                    "{what}: origin sector {i} reads neither its old nor its new data"
                 );
             }
             // the growth, redone if it was lost, then the writes go through
             if len == STORE_CHUNKS * CS {
                 s.grow_store(true)
-                    .unwrap_or_else(|e| panic!("cut {cut} {mode:?}: grow again: {e}"));
+                    .unwrap_or_else(|e| panic!("{what}: grow again: {e}"));
             }
             for n in refused..last {
                 s.write(Dev::Origin, n * CS, &chunk(0x5A)).unwrap();
             }
             s.flush().unwrap();
-            assert!(s.check().unwrap().is_clean(), "cut {cut} {mode:?}");
+            assert!(s.check().unwrap().is_clean(), "{what}");
             assert_eq!(read_all(&mut s, sid), before);
-        }
-        cut += 1;
-    }
+        },
+    );
     assert!(
-        cut > 10,
-        "the growth and its writes made only {cut} store writes"
+        cuts > 10,
+        "the growth and its writes made only {cuts} store writes"
     );
     assert!(
         at_old > 0 && at_new > 0,
         "crashes landed at the old length {at_old} times, at the new {at_new}"
     );
-    eprintln!("{cut} power-cut points, 4 crash modes each: {at_old} at the old length, {at_new} at the new");
+    eprintln!("{cuts} power-cut points, 4 crash modes each: {at_old} at the old length, {at_new} at the new");
 }

@@ -8,7 +8,7 @@
 mod common;
 
 use blockdev::{CrashMode, FaultyDevice};
-use common::*;
+use common::{power_cut::*, *};
 use exception_store::{Dev, Error, SharedStore, Store};
 use std::sync::Arc;
 
@@ -216,11 +216,6 @@ fn shared_growth_under_concurrent_origin_writes() {
     assert!(s.check().unwrap().is_clean());
 }
 
-/// Per sector: the hashes a device may read after a crash.
-fn sectors(v: &[u8]) -> Vec<u32> {
-    v.chunks(512).map(crc32fast::hash).collect()
-}
-
 #[test]
 fn power_cut_at_every_point_of_the_growth() {
     let (origin, dev, mut s, before) = store();
@@ -242,91 +237,62 @@ fn power_cut_at_every_point_of_the_growth() {
     }
     let mut grown_before = base_origin.clone();
     grown_before.resize(NEW as usize, 0);
-    let (old_h, new_h) = (sectors(&grown_before), sectors(&after));
-    let modes = [
-        CrashMode::DropAll,
-        CrashMode::KeepAll,
-        CrashMode::RandomWrites,
-        CrashMode::TornSectors,
-    ];
-    let (mut cut, mut at_old, mut at_new) = (0u64, 0, 0);
-    loop {
-        let o = Arc::new(FaultyDevice::from_vec(base_origin.clone()));
-        let d = Arc::new(FaultyDevice::from_vec(base_store.clone()));
-        let mut s = Store::open(o.clone(), d.clone(), opts()).unwrap();
-        o.extend(NEW);
-        d.plan().lock().power_cut_in = Some(cut);
-        let run = (|| -> Result<(), Error> {
+    let (old_h, new_h) = (sector_hashes(&grown_before), sector_hashes(&after));
+    let (mut at_old, mut at_new) = (0, 0);
+    let cuts = at_every_power_cut(
+        &base_origin,
+        &base_store,
+        &opts,
+        |o, _| o.extend(NEW),
+        |s, _| {
             s.grow_origin(NEW)?;
             for (off, data) in &writes {
                 s.write(Dev::Origin, *off, data)?;
             }
-            s.flush()?;
-            Ok(())
-        })();
-        drop(s);
-        if run.is_ok() {
-            break;
-        }
-        for (i, mode) in modes.iter().enumerate() {
-            let seed = cut * 8 + i as u64;
-            let o2 = Arc::new(o.crash(*mode, seed));
-            let d2 = Arc::new(d.crash(*mode, seed ^ 1));
-            let mut s = Store::open(o2, d2, opts())
-                .unwrap_or_else(|e| panic!("cut {cut} {mode:?}: reopen: {e}"));
+            s.flush().map(drop)
+        },
+        |mut s, what| {
             let len = s.size();
-            assert!(
-                len == OLD || len == NEW,
-                "cut {cut} {mode:?}: origin size {len}"
-            );
+            assert!(len == OLD || len == NEW, "{what}: origin size {len}");
             if len == OLD {
                 at_old += 1;
             } else {
                 at_new += 1;
             }
             let rep = s.check().unwrap();
-            assert!(
-                rep.errors.is_empty(),
-                "cut {cut} {mode:?}: {:?}",
-                rep.errors
-            );
+            assert!(rep.errors.is_empty(), "{what}: {:?}", rep.errors);
             let sid = Dev::Snap(s.lookup("old").unwrap());
-            assert_eq!(
-                read_all(&mut s, sid),
-                before,
-                "cut {cut} {mode:?}: snapshot"
-            );
-            let got = sectors(&read_all(&mut s, Dev::Origin));
+            assert_eq!(read_all(&mut s, sid), before, "{what}: snapshot");
+            let got = sector_hashes(&read_all(&mut s, Dev::Origin));
             for (i, h) in got.iter().enumerate() {
                 assert!(
                     *h == old_h[i] || *h == new_h[i],
-                    "cut {cut} {mode:?}: origin sector {i} reads neither its old nor its new data"
+                    "{what}: origin sector {i} reads neither its old nor its new data"
                 );
             }
             if len == OLD {
                 s.grow_origin(NEW)
-                    .unwrap_or_else(|e| panic!("cut {cut} {mode:?}: grow again: {e}"));
+                    .unwrap_or_else(|e| panic!("{what}: grow again: {e}"));
             }
             for (off, data) in &writes {
                 s.write(Dev::Origin, *off, data).unwrap();
             }
             s.flush().unwrap();
-            assert!(s.check().unwrap().is_clean(), "cut {cut} {mode:?}");
+            assert!(s.check().unwrap().is_clean(), "{what}");
             assert_eq!(read_all(&mut s, sid), before);
             assert_eq!(read_all(&mut s, Dev::Origin), after);
-        }
-        cut += 1;
-    }
+        },
+    );
     assert!(
-        cut > 3,
-        "the growth and its writes made only {cut} store writes"
+        cuts > 3,
+        "the growth and its writes made only {cuts} store writes"
     );
     assert!(
         at_old > 0 && at_new > 0,
         "crashes landed at the old size {at_old} times, at the new {at_new}"
     );
     eprintln!(
-        "{cut} power-cut points, 4 crash modes each: {at_old} at the old size, {at_new} at the new"
+        "{cuts} power-cut points, 4 crash modes each: {at_old} at the old size, {at_new} at the new"
     );
 }
 

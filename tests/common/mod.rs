@@ -6,6 +6,7 @@
 
 pub mod daemon;
 pub mod nbd;
+pub mod power_cut;
 
 use blockdev::{BlockDevice, FaultyDevice};
 use exception_store::{Dev, Store, StoreOptions};
