@@ -25,6 +25,7 @@
 //! - [`exporting`]: `export` / `unexport` on the service, and their state.
 //! - [`grow`]: `grow-store`, online and offline.
 //! - [`exit`]: the one mapping from errors to exit codes of both binaries.
+//! - [`crash_point`]: named points where the kernel tests make the daemon abort.
 //!
 //! # Guarantees
 //! - A FLUSH on any device commits the store and flushes the origin before it completes.
@@ -35,6 +36,7 @@
 
 pub mod client;
 pub mod control;
+pub mod crash_point;
 pub mod daemon;
 pub mod devices;
 mod error;

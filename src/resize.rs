@@ -71,6 +71,9 @@ impl Service {
             }
         }
         let g = self.store().grow_origin(new_len)?;
+        // a daemon that dies here leaves a larger store than the kernel's device: the
+        // restart's recovery tells the kernel (`ublk_target::Device::recover`)
+        crate::crash_point::at("resize-committed");
         let Some(d) = dev else {
             return Ok(ResizedOrigin::new(&g, None));
         };

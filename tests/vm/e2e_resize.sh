@@ -17,7 +17,10 @@
 #   cache drop; `before` still has 64 MiB and the same sha256; `after`, taken now,
 #   has 160 MiB and holds the new files; kill -9 of the daemon and restart (user
 #   recovery) bring the device back at 160 MiB with the files intact; shrinking is
-#   refused (exit 2); online and offline checks clean, e2fsck clean.
+#   refused (exit 2); a daemon made to abort (UBLK_SNAPD_TEST_CRASH=resize-committed)
+#   inside a growth to 224 MiB after the store's commit and before the kernel's
+#   resize is restarted, and its recovery resizes the device to 224 MiB (resize2fs
+#   again, files intact); online and offline checks clean, e2fsck clean.
 # - Without it (6.12): `resize-origin` is refused (exit 2, naming UPDATE_SIZE) and
 #   nothing changes; after a clean stop, `resize-origin --store --origin` offline
 #   grows the store, the restarted daemon's device is 160 MiB, and an offline
@@ -155,6 +158,38 @@ if (((FEATURES & 0x400) != 0)); then
     grep -q "cannot shrink" "$W/shrink.err" || fail "the shrink said: $(cat "$W/shrink.err")"
     [ "$(size_of "$ODEV")" = $NEW ] || fail "the device changed size"
     ok "exit 2: $(cat "$W/shrink.err")"
+    step "a crash between the growth's commit and the kernel's resize: the restart finishes it"
+    # The daemon restarted with the crash point armed aborts inside resize-origin once
+    # the store holds the larger size, before UPDATE_SIZE: the kernel's device keeps
+    # 160 MiB until the restart's recovery tells it the store's size.
+    GROWN=$((224 << 20))
+    truncate -s $GROWN "$ORIGIN"
+    kill -9 "$(daemon_pid)"
+    sleep 1
+    export UBLK_SNAPD_TEST_CRASH=resize-committed
+    NDEV=$(start_daemon) || fail "restart with the crash point armed failed"
+    unset UBLK_SNAPD_TEST_CRASH
+    PID=$(daemon_pid)
+    RC=0
+    ctl resize-origin >"$W/crash.out" 2>&1 || RC=$?
+    [ "$RC" != 0 ] || fail "resize-origin returned 0 with the crash point armed: $(cat "$W/crash.out")"
+    for _ in $(seq 1 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$PID" 2>/dev/null && fail "the daemon did not abort at the crash point"
+    grep -q "aborting at this crash point" "$LOG" || fail "no crash-point line in the log"
+    [ "$(size_of "$ODEV")" = $NEW ] || fail "$ODEV is $(size_of "$ODEV") bytes: the kernel was told before the crash"
+    ok "aborted after the commit (resize-origin exit $RC), the kernel's device still $NEW bytes"
+    NDEV=$(start_daemon) || fail "restart after the crash failed"
+    [ "$NDEV" = "$ODEV" ] || fail "the origin came back as $NDEV, was $ODEV"
+    [ "$(size_of "$ODEV")" = $GROWN ] || fail "$ODEV is $(size_of "$ODEV") bytes after the recovery, want $GROWN"
+    [ "$(st .size_bytes)" = $GROWN ] || fail "status says $(st .size_bytes) bytes after the recovery"
+    resize2fs "$ODEV" 2>&1 | tail -n 1
+    BLOCKS2=$(df -B1 --output=size $MNT | tail -n 1)
+    [ "$BLOCKS2" -gt "$BLOCKS" ] || fail "the filesystem is $BLOCKS2 bytes, was $BLOCKS"
+    drop_caches
+    sums $MNT/new "$W/new.sums4"
+    cmp "$W/new.sums" "$W/new.sums4" || fail "the new files changed across the crash"
+    check_before
+    ok "the recovery resized $ODEV to $GROWN bytes; resize2fs online to $BLOCKS2 bytes; files intact"
     ctl check || fail "online check"
     umount $MNT
     e2fsck -fn "$ODEV" >/dev/null || fail "e2fsck found problems"
