@@ -874,7 +874,9 @@ impl Store {
         after: &Elems,
         new: &[ChunkNr],
     ) -> Result<()> {
-        self.moved();
+        if before != after {
+            self.moved();
+        }
         self.forget_elems(a);
         let mut changed = false;
         for (l, p) in before {

@@ -27,6 +27,15 @@ fn files(dir: &tempfile::TempDir) -> SharedStore {
     SharedStore::new(s)
 }
 
+/// [`files`], its origin all 7s, and snapshot `a` of it.
+fn sevens_and_a_snapshot(dir: &tempfile::TempDir) -> (SharedStore, blockdev::ids::SnapId) {
+    let s = files(dir);
+    s.write(Dev::Origin, 0, &vec![7u8; (16 * CS) as usize])
+        .expect("write");
+    let snap = s.create_snapshot("a", None, 0).expect("snapshot");
+    (s, snap)
+}
+
 /// Carry a plan out with the descriptors, as a zero-copy queue does.
 fn carry_out(plan: &[DirectPiece], len: u64) -> Vec<u8> {
     let mut out = vec![0xeeu8; len as usize];
@@ -47,10 +56,7 @@ fn carry_out(plan: &[DirectPiece], len: u64) -> Vec<u8> {
 #[test]
 fn plans_cover_origin_reads_and_snapshot_reads() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = files(&dir);
-    s.write(Dev::Origin, 0, &vec![7u8; (16 * CS) as usize])
-        .expect("write");
-    let snap = s.create_snapshot("a", None, 0).expect("snapshot");
+    let (s, snap) = sevens_and_a_snapshot(&dir);
     s.write(Dev::Origin, 0, &vec![9u8; (4 * CS) as usize])
         .expect("write"); // copied out
     s.write_zeroes(Dev::Snap(snap), 2 * CS, CS).expect("zeroes");
@@ -101,10 +107,7 @@ fn plans_cover_origin_reads_and_snapshot_reads() {
 #[test]
 fn a_plan_of_origin_chunks_fails_its_check_once_they_move() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = files(&dir);
-    s.write(Dev::Origin, 0, &vec![7u8; (16 * CS) as usize])
-        .expect("write");
-    let snap = s.create_snapshot("a", None, 0).expect("snapshot");
+    let (s, snap) = sevens_and_a_snapshot(&dir);
     let old = vec![7u8; CS as usize];
 
     // through the store's own origin write
