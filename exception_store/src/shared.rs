@@ -85,6 +85,8 @@ pub struct SharedStore {
     origin_size: AtomicU64,
     /// The store's count of moves ([`Store::moves`]), read without its lock.
     moves: Arc<AtomicU64>,
+    /// The store's count of frees ([`Store::frees`]), read without its lock.
+    frees: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SharedStore {
@@ -101,6 +103,7 @@ impl SharedStore {
         let store_fd = store.dev.raw_fd();
         let size = store.size();
         let moves = store.moves();
+        let frees = store.frees();
         SharedStore {
             store: Mutex::new(store),
             copied: Condvar::new(),
@@ -114,6 +117,7 @@ impl SharedStore {
             done: Condvar::new(),
             origin_size: AtomicU64::new(size),
             moves,
+            frees,
         }
     }
 

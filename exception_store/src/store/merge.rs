@@ -69,7 +69,7 @@ impl Store {
             ));
         }
         self.check_writable()?;
-        self.alloc.ensure(0)?;
+        self.ensure_room(0, 0)?;
         self.latching(|s| s.retire(id, l, JobKind::Merge))
     }
 

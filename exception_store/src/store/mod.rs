@@ -24,6 +24,8 @@ mod commit;
 mod copy_out;
 mod data;
 mod elems;
+#[cfg(test)]
+mod full_tests;
 mod grow;
 mod grow_origin;
 mod map;
@@ -158,9 +160,15 @@ pub struct Store {
     /// The largest size of any snapshot: origin chunks at or past it need no
     /// copy-out (`grow_origin`). Kept by every change of `snaps`.
     pub(crate) snap_cover: u64,
+    /// The allocator's [`ops`](Allocator::ops) count at the last space refusal
+    /// ([`Store::refusal`]): an error returned with no allocator call since then is
+    /// that refusal, made before anything changed, and does not latch the store.
+    pub(crate) refused_at: Option<u64>,
     /// Counts the changes that may make a read plan taken earlier read the wrong
     /// bytes ([`Store::moves`]). Not persisted.
     pub(crate) moves: Arc<AtomicU64>,
+    /// The counter of chunk frees that took effect ([`Store::frees`]). Not persisted.
+    pub(crate) frees: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -200,6 +208,14 @@ impl Store {
     /// still `n` once the reads have landed (`SharedStore::read_plan`).
     pub fn moves(&self) -> Arc<AtomicU64> {
         self.moves.clone()
+    }
+
+    /// The counter of frees: incremented by every commit that makes freed data
+    /// chunks allocatable again, before any of them can be reused. A read planned
+    /// when it was `n`, whose store chunks were then freed and reused, sees it past
+    /// `n` once its reads have landed (`SharedStore::plan_holds`).
+    pub fn frees(&self) -> Arc<AtomicU64> {
+        self.frees.clone()
     }
 
     /// Count a move ([`Store::moves`]).

@@ -187,10 +187,12 @@ impl Store {
             closing: false,
             in_use: HashSet::new(),
             full_logged: false,
+            refused_at: None,
             copy_buf: Vec::new(),
             copying: BTreeMap::new(),
             snap_cover: 0,
             moves: Arc::default(),
+            frees: Arc::default(),
         };
         // a fresh store counts as cleanly shut down
         s.commit_marked_clean(false)?;
@@ -395,10 +397,12 @@ impl Store {
             closing: false,
             in_use: HashSet::new(),
             full_logged: false,
+            refused_at: None,
             copy_buf: Vec::new(),
             copying: BTreeMap::new(),
             snap_cover: 0,
             moves: Arc::default(),
+            frees: Arc::default(),
         }
         .with_snap_cover())
     }

@@ -49,7 +49,7 @@ impl Store {
             None => (None, self.sb.origin_len),
         };
         self.check_writable()?;
-        self.alloc.ensure(0)?;
+        self.ensure_room(0, 0)?;
         if parent.is_none() {
             // It must capture the merged origin (design note E7).
             self.finish_merge()?;
