@@ -281,16 +281,50 @@ impl SharedStore {
             })
     }
 
-    /// Write zeroes (see [`Store::write_zeroes`]).
+    /// Write zeroes (see [`Store::write_zeroes`]), in steps of at most
+    /// [`RANGE_STEP`] bytes: the store lock is taken per step, and the origin's
+    /// zeros are written without it, so a 1 GiB WRITE_ZEROES never stalls other
+    /// devices' I/O for longer than one step's copy-out decision.
     pub fn write_zeroes(&self, dev: Dev, offset: u64, len: u64) -> Result<()> {
-        let _g = (dev == Dev::Origin).then(|| self.gate.entry());
-        self.with_origin_commit(dev, offset, len, |s| s.write_zeroes(dev, offset, len))
+        self.check_whole(dev, offset, len)?;
+        in_steps(offset, len, |off, n| match dev {
+            Dev::Origin => {
+                let _g = self.gate.entry();
+                let need = self.copy_out(off, n)?;
+                self.wait_for(need)?;
+                // copy_out checked the range
+                let zeros = vec![0u8; (n as usize).min(ZERO_BUF)];
+                let mut done = 0;
+                while done < n {
+                    let k = (n - done).min(zeros.len() as u64);
+                    self.write_origin(off + done, &zeros[..k as usize])?;
+                    done += k;
+                }
+                Ok(())
+            }
+            Dev::Snap(_) => self.with_origin_commit(dev, off, n, |s| s.write_zeroes(dev, off, n)),
+        })
     }
 
-    /// Discard (see [`Store::discard`]).
+    /// Refuse a range that is not inside `dev` before any step of it is done.
+    fn check_whole(&self, dev: Dev, offset: u64, len: u64) -> Result<()> {
+        let size = self.store.lock().dev_size(dev)?;
+        match offset.checked_add(len) {
+            Some(end) if end <= size => Ok(()),
+            _ => Err(crate::Error::Invalid(format!(
+                "I/O of {len} bytes at {offset} is past the end of a {size}-byte device"
+            ))),
+        }
+    }
+
+    /// Discard (see [`Store::discard`]), in steps of at most [`RANGE_STEP`] bytes
+    /// (chunk-aligned: a step boundary splits no chunk), the store lock per step.
     pub fn discard(&self, dev: Dev, offset: u64, len: u64) -> Result<()> {
-        let _g = (dev == Dev::Origin).then(|| self.gate.entry());
-        self.with_origin_commit(dev, offset, len, |s| s.discard(dev, offset, len))
+        self.check_whole(dev, offset, len)?;
+        in_steps(offset, len, |off, n| {
+            let _g = (dev == Dev::Origin).then(|| self.gate.entry());
+            self.with_origin_commit(dev, off, n, |s| s.discard(dev, off, n))
+        })
     }
 
     /// For the rarer operations: on the origin, prepare, group-commit, then run `f`
@@ -484,3 +518,27 @@ mod direct;
 mod tests;
 
 pub use direct::{DirectPiece, DirectPlan, DirectSource, DirectStarted};
+
+/// Most bytes of a WRITE_ZEROES or discard done in one step (one copy-out decision
+/// under the store lock, one commit). A multiple of every chunk size, so that step
+/// boundaries split no chunk.
+pub const RANGE_STEP: u64 = 16 << 20;
+
+/// The buffer of zeros written to the origin, per write.
+const ZERO_BUF: usize = 1 << 20;
+
+/// Run `f` on the pieces of `offset..+len` cut at multiples of [`RANGE_STEP`]; once
+/// on the empty range when `len` is 0 (so that its bounds are checked as before).
+fn in_steps(offset: u64, len: u64, mut f: impl FnMut(u64, u64) -> Result<()>) -> Result<()> {
+    if len == 0 {
+        return f(offset, 0);
+    }
+    let end = offset.saturating_add(len);
+    let mut at = offset;
+    while at < end {
+        let next = ((at / RANGE_STEP + 1) * RANGE_STEP).min(end);
+        f(at, next - at)?;
+        at = next;
+    }
+    Ok(())
+}

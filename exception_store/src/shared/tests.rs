@@ -318,3 +318,88 @@ fn a_create_waits_for_started_writes_and_new_starts_answer_busy() {
         "the new snapshot must see the write that finished before it"
     );
 }
+
+/// An origin that stops inside its first write of zeros of at least 1 MiB, until
+/// told to go on: the moment a WRITE_ZEROES is writing, made to last.
+#[derive(Debug)]
+struct PausingOrigin {
+    inner: blockdev::MemDevice,
+    paused: std::sync::Mutex<bool>,
+    at_pause: std::sync::mpsc::SyncSender<()>,
+    go: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl blockdev::BlockDevice for PausingOrigin {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let first = buf.len() >= 1 << 20
+            && buf.iter().all(|&b| b == 0)
+            && !std::mem::replace(&mut *self.paused.lock().expect("lock"), true);
+        if first {
+            self.at_pause.send(()).expect("test waits");
+            self.go.lock().expect("lock").recv().expect("test goes on");
+        }
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A WRITE_ZEROES of the origin far larger than one step writes its zeros without
+/// the store lock, and takes it only per step: while it is writing, another device
+/// is read, and the store committed. The result is zeros on the origin, the old
+/// data in the snapshot.
+#[test]
+fn a_huge_write_zeroes_of_the_origin_never_holds_the_store_lock_while_writing() {
+    use std::sync::mpsc::sync_channel;
+    const LEN: u64 = 3 * super::RANGE_STEP;
+    let (at_pause, paused) = sync_channel(1);
+    let (go, gone) = sync_channel(1);
+    let origin = Arc::new(PausingOrigin {
+        inner: blockdev::MemDevice::from_vec(vec![7u8; LEN as usize]),
+        paused: std::sync::Mutex::new(false),
+        at_pause,
+        go: std::sync::Mutex::new(gone),
+    });
+    let dev = Arc::new(blockdev::MemDevice::new(LEN + (16 << 20)));
+    let store = Store::format(origin, dev, 1 << 20, StoreOptions::default()).expect("format");
+    let s = Arc::new(SharedStore::new(store));
+    let snap = s.create_snapshot("a", None, 0).expect("snapshot");
+    s.write(Dev::Snap(snap), 0, &[5u8; 4096]).expect("write");
+    let zeroer = {
+        let s = s.clone();
+        std::thread::spawn(move || s.write_zeroes(Dev::Origin, 0, LEN))
+    };
+    paused.recv().expect("the zeroer writes");
+    // the zeroer is inside its write: the lock is free for everyone else
+    assert!(
+        s.store.try_lock().is_some(),
+        "the store lock is held while zeros are written"
+    );
+    let mut b = [0u8; 4096];
+    s.read(Dev::Snap(snap), 0, &mut b).expect("read");
+    assert_eq!(b, [5u8; 4096]);
+    s.commit().expect("commit");
+    go.send(()).expect("go");
+    zeroer.join().expect("zeroer").expect("write_zeroes");
+    let mut all = vec![1u8; LEN as usize];
+    s.read(Dev::Origin, 0, &mut all).expect("read");
+    assert!(all.iter().all(|&b| b == 0), "the origin is not all zeros");
+    s.read(Dev::Snap(snap), 4096, &mut all[..4096])
+        .expect("read");
+    assert!(
+        all[..4096].iter().all(|&b| b == 7),
+        "the snapshot lost its data"
+    );
+    let mut big = vec![0u8; (LEN - 4096) as usize];
+    s.read(Dev::Snap(snap), 4096, &mut big).expect("read");
+    assert!(big.iter().all(|&b| b == 7), "the snapshot lost its data");
+    let rep = s.lock().check().expect("check");
+    assert!(rep.is_clean(), "{rep:?}");
+}
