@@ -164,7 +164,9 @@ fn receive_code(e: &ReceiveError) -> ErrorCode {
         ReceiveError::Cut { .. } | ReceiveError::State(_) => ErrorCode::Io,
         ReceiveError::Size { .. } | ReceiveError::WrongBase(_) => ErrorCode::Invalid,
         ReceiveError::ResumeMismatch(_) => ErrorCode::Invalid,
-        ReceiveError::OriginChanged(_) | ReceiveError::Pending { .. } => ErrorCode::Busy,
+        ReceiveError::OriginChanged(_)
+        | ReceiveError::Pending { .. }
+        | ReceiveError::WrittenSinceCut { .. } => ErrorCode::Busy,
         ReceiveError::NameTaken(_) => ErrorCode::Exists,
         ReceiveError::Store(s) => Error::code_of_store(s),
     }
@@ -320,7 +322,7 @@ impl Service {
                 (Err(ReceiveError::Cut { error, .. }), rbd_error) => {
                     let why = rbd_error.map_or_else(|| error.to_string(), |e| e.to_string());
                     if let Some(p) = saved.take() {
-                        if let Err(e) = self.store.merge_snapshot(p.rollback) {
+                        if let Err(e) = replicate::abandon(&self.store, &p) {
                             return err_response(&e.into());
                         }
                         self.repl.set_rollback(&self.store, None);
