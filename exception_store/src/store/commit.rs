@@ -7,7 +7,7 @@ use crate::{
     allocator::{Allocator, TREE_CHANGE_BLOCKS},
     format::FORMAT_VERSION,
     superblock::write_superblock,
-    tables::{SnapRec, VersionRec},
+    tables::{OriginRec, SnapRec, VersionRec},
     Error, Result, Space,
 };
 use blockdev::ids::{Label, SnapId, TxnId};
@@ -151,6 +151,10 @@ impl Store {
         persist(&mut self.job_tree, cache, alloc, jobs, |id| {
             self.jobs.get(id).copied()
         })?;
+        let origins = std::mem::take(&mut self.dirty_origins);
+        persist(&mut self.origin_tree, cache, alloc, origins, |id| {
+            self.origins.get(id).map(OriginRec::to_raw)
+        })?;
         let merged = std::mem::take(&mut self.dirty_merged);
         persist(&mut self.merged_tree, cache, alloc, merged, |a| {
             self.merged_ahead.contains(a).then_some(0)
@@ -165,6 +169,7 @@ impl Store {
         sb.jobs_root = self.job_tree.root();
         sb.merged_root = self.merged_tree.root();
         sb.label_index_root = self.label_index.root();
+        sb.origins_root = self.origin_tree.root();
         sb.clean_shutdown = self.closing;
         sb.format_version = FORMAT_VERSION;
         write_superblock(&*self.dev, &sb)?;
@@ -241,6 +246,7 @@ impl Store {
             + self.dirty_snaps.len()
             + self.dirty_jobs.len()
             + self.dirty_merged.len()
+            + self.dirty_origins.len()
             + 1;
         keys as u64 * TREE_CHANGE_BLOCKS
     }

@@ -39,7 +39,7 @@ pub use copy_out::{CopyOut, CopyOutBegin};
 pub use grow::{preallocate, Grown, Preallocation};
 pub use grow_origin::OriginGrown;
 pub use read_plan::{ReadPiece, ReadPlan, ReadSource};
-pub use status::{JobInfo, SnapInfo, Status};
+pub use status::{JobInfo, OriginInfo, SnapInfo, Status};
 
 use crate::{
     allocator::Allocator,
@@ -47,7 +47,7 @@ use crate::{
     label_index::LabelIndex,
     rules::Elems,
     superblock::Superblock,
-    tables::{JobRec, SnapRec, SnapRecRaw, VersionRec},
+    tables::{JobRec, OriginRec, OriginRecRaw, SnapRec, SnapRecRaw, VersionRec},
     version_tree::VersionTree,
     Error, Result,
 };
@@ -120,6 +120,12 @@ pub struct Store {
     pub(crate) merged_tree: Tree<u64, u32>,
     /// Where each label holds elements (kept with every element change).
     pub(crate) label_index: LabelIndex,
+    /// The origin table (format version 4): one store serves origins by id; a
+    /// one-origin store has origin 0, rooted at label 0, whose size is the
+    /// superblock's `origin_len`.
+    pub(crate) origin_tree: Tree<u32, OriginRecRaw>,
+    pub(crate) origins: BTreeMap<u32, OriginRec>,
+    pub(crate) dirty_origins: BTreeSet<u32>,
     /// Addresses the running merge did ahead of its cursor (persisted in `merged_tree`).
     pub(crate) merged_ahead: BTreeSet<u64>,
     pub(crate) dirty_merged: BTreeSet<u64>,

@@ -44,9 +44,13 @@ impl Store {
                 guid_hex(&guid)
             )));
         }
-        let (parent_label, size) = match parent {
-            Some(p) => (Some(self.label_of(p)?), self.snaps[&p].size),
-            None => (None, self.sb.origin_len),
+        let (parent_label, size, origin) = match parent {
+            Some(p) => (
+                Some(self.label_of(p)?),
+                self.snaps[&p].size,
+                self.snaps[&p].origin,
+            ),
+            None => (None, self.sb.origin_len, 0),
         };
         self.check_writable()?;
         self.ensure_room(0, 0)?;
@@ -81,6 +85,8 @@ impl Store {
                     name: name.to_owned(),
                     guid,
                     size,
+                    origin,
+                    group: 0,
                 },
             );
             s.names.insert(name.to_owned(), id);
@@ -189,6 +195,22 @@ impl Store {
                 label: r.label,
                 guid: r.guid,
                 size: r.size,
+                origin: r.origin,
+                group: r.group,
+            })
+            .collect()
+    }
+
+    /// Every origin, by id.
+    pub fn origins(&self) -> Vec<super::OriginInfo> {
+        self.origins
+            .iter()
+            .map(|(id, o)| super::OriginInfo {
+                id: *id,
+                name: o.name.clone(),
+                size: o.size,
+                path: o.path.clone(),
+                quota: o.quota,
             })
             .collect()
     }
