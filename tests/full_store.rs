@@ -136,7 +136,7 @@ fn a_full_store_refuses_new_snapshot_chunks_and_takes_overwrites_of_owned_ones()
     // the snapshot owns chunks 0..4 (written once, committed)
     f.write(Dev::Snap(snap), 0, &fill(0xB1, 4)).unwrap();
     f.s.commit().unwrap();
-    let (_, err) = write_until_full(&mut f, 8, 4, 0xB2);
+    let (_, err) = write_until_full(&mut f, 8, 1, 0xB2);
     assert!(matches!(err, Error::NoSpace(_)), "{err}");
     assert!(!f.s.is_failed());
     // snapshots of a full store take metadata from the reserve

@@ -403,3 +403,74 @@ fn a_huge_write_zeroes_of_the_origin_never_holds_the_store_lock_while_writing() 
     let rep = s.lock().check().expect("check");
     assert!(rep.is_clean(), "{rep:?}");
 }
+
+/// The steady state takes no store lock: once a chunk's copy-out is committed, the
+/// next origin writes to it (and origin reads) go through while another thread holds
+/// the store lock. A new snapshot, a merge and a growth each end the steady state:
+/// the first write after them copies out again, and every snapshot reads what it
+/// captured.
+#[test]
+fn settled_origin_chunks_are_written_without_the_store_lock_until_the_next_snapshot() {
+    use std::{sync::mpsc::channel, time::Duration};
+    let cs = 4096u64;
+    let origin = Arc::new(blockdev::FaultyDevice::from_vec(vec![
+        1u8;
+        (64 * cs) as usize
+    ]));
+    let dev = Arc::new(MemDevice::new(4096 * cs));
+    let s = Store::format(origin.clone(), dev, cs as u32, StoreOptions::default()).unwrap();
+    let s = Arc::new(SharedStore::new(s));
+    let a = s.create_snapshot("a", None, 0).unwrap();
+    s.write(Dev::Origin, 0, &vec![2u8; (8 * cs) as usize])
+        .unwrap(); // copy-out, commit
+    s.write(Dev::Origin, 0, &vec![3u8; (8 * cs) as usize])
+        .unwrap(); // settles 0..8
+                   // with the store lock held elsewhere, a settled write and an origin read finish
+    let held = s.lock();
+    let (done, finished) = channel();
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            s.write(Dev::Origin, cs, &vec![4u8; cs as usize]).unwrap();
+            let mut b = vec![0u8; cs as usize];
+            s.read(Dev::Origin, cs, &mut b).unwrap();
+            done.send(b).unwrap();
+        })
+    };
+    let got = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a settled origin write waited for the store lock");
+    assert_eq!(got, vec![4u8; cs as usize]);
+    drop(held);
+    writer.join().unwrap();
+    let read = |d: Dev, at: u64| {
+        let mut b = vec![0u8; cs as usize];
+        s.read(d, at * cs, &mut b).unwrap();
+        b[0]
+    };
+    // a new snapshot: the next write copies out for it
+    let b = s.create_snapshot("b", None, 1).unwrap();
+    s.write(Dev::Origin, cs, &vec![5u8; cs as usize]).unwrap();
+    assert_eq!((read(Dev::Snap(a), 1), read(Dev::Snap(b), 1)), (1, 4));
+    s.write(Dev::Origin, cs, &vec![6u8; cs as usize]).unwrap(); // settled again
+                                                                // a merge: writes go through the store (the address merges first)
+    s.write(Dev::Snap(b), 0, &vec![7u8; cs as usize]).unwrap();
+    s.merge_snapshot(b).unwrap();
+    s.write(Dev::Origin, 2 * cs, &vec![8u8; cs as usize])
+        .unwrap();
+    while s.background_step(64).unwrap() {}
+    assert_eq!(read(Dev::Origin, 0), 7, "the merge took effect");
+    assert_eq!(read(Dev::Origin, 2), 8);
+    assert_eq!((read(Dev::Snap(a), 0), read(Dev::Snap(a), 1)), (1, 1));
+    // a growth: the new chunks and the old ones copy out for a snapshot after it
+    origin.extend(128 * cs);
+    s.grow_origin(128 * cs).unwrap_or_else(|e| panic!("{e}"));
+    let c = s.create_snapshot("c", None, 2).unwrap();
+    s.write(Dev::Origin, 100 * cs, &vec![9u8; cs as usize])
+        .unwrap();
+    s.write(Dev::Origin, 2 * cs, &vec![10u8; cs as usize])
+        .unwrap();
+    assert_eq!((read(Dev::Snap(c), 100), read(Dev::Snap(c), 2)), (0, 8));
+    let rep = s.lock().check().unwrap();
+    assert!(rep.is_clean(), "{rep:?}");
+}

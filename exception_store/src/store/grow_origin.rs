@@ -107,6 +107,7 @@ impl Store {
                 "a merge is running: grow the origin once it has finished".into(),
             ));
         }
+        self.new_copy_epoch();
         self.sb.origin_len = new_len;
         if let Some(o) = self.origins.get_mut(&0) {
             o.size = new_len;

@@ -175,6 +175,10 @@ pub struct Store {
     pub(crate) moves: Arc<AtomicU64>,
     /// The counter of chunk frees that took effect ([`Store::frees`]). Not persisted.
     pub(crate) frees: Arc<AtomicU64>,
+    /// The copy epoch ([`Store::copy_epoch`]). Not persisted.
+    pub(crate) copy_epoch: Arc<AtomicU64>,
+    /// Whether a merge runs ([`Store::merging_flag`]). Not persisted.
+    pub(crate) merging_flag: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -222,6 +226,25 @@ impl Store {
     /// `n` once its reads have landed (`SharedStore::plan_holds`).
     pub fn frees(&self) -> Arc<AtomicU64> {
         self.frees.clone()
+    }
+
+    /// The copy epoch: incremented, before it takes effect, by every change that can
+    /// make an origin write need a copy-out where none was (a snapshot created, a
+    /// merge started, the origin grown). What `SharedStore` learnt about origin
+    /// chunks needing no copy-out holds for one epoch (`shared::settled`).
+    pub fn copy_epoch(&self) -> Arc<AtomicU64> {
+        self.copy_epoch.clone()
+    }
+
+    /// Whether a merge runs, readable without the store lock ([`Store::is_merging`]
+    /// is the truth; this follows it at the merge's start and end).
+    pub fn merging_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.merging_flag.clone()
+    }
+
+    /// A new copy epoch ([`Store::copy_epoch`]).
+    pub(crate) fn new_copy_epoch(&self) {
+        self.copy_epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Count a move ([`Store::moves`]).

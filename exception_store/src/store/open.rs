@@ -286,6 +286,8 @@ impl Store {
             snap_cover: 0,
             moves: Arc::default(),
             frees: Arc::default(),
+            copy_epoch: Arc::default(),
+            merging_flag: Arc::default(),
         };
         // a fresh store counts as cleanly shut down
         s.commit_marked_clean(false)?;
@@ -502,8 +504,11 @@ impl Store {
             snap_cover: 0,
             moves: Arc::default(),
             frees: Arc::default(),
+            copy_epoch: Arc::default(),
+            merging_flag: Arc::default(),
         }
-        .with_snap_cover())
+        .with_snap_cover()
+        .with_merging_flag())
     }
 }
 

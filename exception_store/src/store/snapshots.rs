@@ -55,6 +55,9 @@ impl Store {
         self.check_writable()?;
         self.ensure_room(0, 0)?;
         if parent.is_none() {
+            // before the snapshot exists: origin chunks settled until now need a
+            // copy-out for it (`shared::settled`)
+            self.new_copy_epoch();
             // It must capture the merged origin (design note E7).
             self.finish_merge()?;
         }
