@@ -2,42 +2,10 @@
 //! (`exception_store::Store::grow_store`), online through the daemon
 //! ([`Service::grow_store`](crate::service::Service::grow_store)) or offline
 //! ([`grow_offline`]). The reply, [`GrownStore`], is the same for both.
-use crate::{lock::StoreLock, service::Service, Error, Result};
+use crate::{lock::StoreLock, protocol::GrownStore, service::Service, Error, Result};
 use blockdev::FileDevice;
 use exception_store::{Grown, Preallocation, Store};
-use serde::{Deserialize, Serialize};
 use std::{path::Path, sync::Arc};
-
-/// What `grow-store` did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GrownStore {
-    /// The store's length before, in bytes.
-    pub old_bytes: u64,
-    /// Its length now (the device's size rounded down to whole chunks).
-    pub new_bytes: u64,
-    /// Chunks added, all free.
-    pub added_chunks: u64,
-    /// Chunks free now.
-    pub nr_free: u64,
-    /// The new part: "preallocated", "sparse", or "sparse (why)" when the filesystem
-    /// cannot preallocate.
-    pub storage: String,
-    /// Transaction id of the commit that recorded the new length.
-    pub txn_id: u64,
-}
-
-impl GrownStore {
-    fn new(g: &Grown, nr_free: u64) -> Self {
-        GrownStore {
-            old_bytes: g.old_len,
-            new_bytes: g.new_len,
-            added_chunks: g.added_chunks,
-            nr_free,
-            storage: g.preallocation.describe(),
-            txn_id: g.txn_id.0,
-        }
-    }
-}
 
 fn warn_sparse(g: &Grown) {
     if let Preallocation::Unsupported(why) = &g.preallocation {

@@ -16,7 +16,6 @@
 //! - [`kernel`]: the ublk driver's features and each device's data path, for `status`.
 //! - [`worker`]: background passes and the periodic commit.
 //! - [`progress`]: rates and ETAs of background jobs for `status`.
-//! - [`report`]: `check` and `dump` results as plain data (offline and online).
 //! - [`nbd`]: the NBD export of snapshots and the origin, with block status.
 //! - [`lock`]: the store lock that refuses a second daemon (and an online `format`).
 //! - [`state`]: the state file that lets a restarted daemon take its devices back.
@@ -51,7 +50,6 @@ pub mod offline;
 pub mod progress;
 pub mod protocol;
 pub mod rbd_diff;
-pub mod report;
 pub mod resize;
 pub mod service;
 pub mod state;

@@ -9,7 +9,7 @@
 //! only to finish a merge.
 use crate::{
     lock::StoreLock,
-    report::{CheckReport, DumpReport, RepairReport},
+    protocol::{CheckReport, DumpReport, RepairReport},
     Error, Result,
 };
 use blockdev::{BlockDevice, FileDevice};
@@ -206,7 +206,7 @@ pub fn map(
     name: Option<&str>,
     offset: u64,
     len: Option<u64>,
-) -> Result<crate::inspect::MapReport> {
+) -> Result<crate::protocol::MapReport> {
     let (_lock, mut s) = open_offline(store)?;
     crate::inspect::map(&mut s, name, offset, len)
 }
@@ -218,7 +218,7 @@ pub fn diff(
     to: Option<&str>,
     offset: u64,
     len: Option<u64>,
-) -> Result<crate::inspect::DiffReport> {
+) -> Result<crate::protocol::DiffReport> {
     let (_lock, mut s) = open_offline(store)?;
     crate::inspect::diff(&mut s, from, to, offset, len)
 }

@@ -11,37 +11,10 @@
 //! elsewhere a running origin device is refused before anything changes, since the
 //! store would serve a size the kernel never shows. Snapshot devices keep their size;
 //! NBD connections keep the size they negotiated, new ones see the new size.
-use crate::{lock::StoreLock, service::Service, Error, Result};
+use crate::{lock::StoreLock, protocol::ResizedOrigin, service::Service, Error, Result};
 use blockdev::FileDevice;
-use exception_store::{Dev, OriginGrown, Store, StoreOptions};
-use serde::{Deserialize, Serialize};
+use exception_store::{Dev, Store, StoreOptions};
 use std::{path::Path, sync::Arc};
-
-/// What `resize-origin` did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResizedOrigin {
-    /// The origin's size before, in bytes.
-    pub old_bytes: u64,
-    /// Its size now.
-    pub new_bytes: u64,
-    /// Transaction id of the commit that recorded it.
-    pub txn_id: u64,
-    /// The origin's ublk device, resized in the kernel; `None` when none runs
-    /// (offline, or a daemon without devices).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-}
-
-impl ResizedOrigin {
-    fn new(g: &OriginGrown, device: Option<String>) -> Self {
-        ResizedOrigin {
-            old_bytes: g.old_len,
-            new_bytes: g.new_len,
-            txn_id: g.txn_id.0,
-            device,
-        }
-    }
-}
 
 /// The size asked for, or the origin device's size now.
 fn target_size(s: &Store, size: Option<u64>) -> Result<u64> {

@@ -11,7 +11,7 @@ use crate::{
     lock::StoreLock,
     progress::Progress,
     protocol::{self, Op, Reply, Response},
-    report::{CheckReport, DumpReport},
+    protocol::{CheckReport, DumpReport},
     state::{ActiveSnapshot, State, StateFile, STATE_VERSION},
     target::{SpaceRefusals, StoreTarget},
     Error, Result,
