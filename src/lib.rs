@@ -49,12 +49,9 @@ pub mod nbd;
 pub mod offline;
 pub mod progress;
 pub mod protocol;
-pub mod rbd_diff;
 pub mod resize;
 pub mod service;
 pub mod state;
-pub mod stream_client;
-pub mod stream_scan;
 pub mod target;
 pub mod worker;
 
