@@ -15,14 +15,10 @@
 //! - [`target`]: a ublk target over the shared store.
 //! - [`kernel`]: the ublk driver's features and each device's data path, for `status`.
 //! - [`worker`]: background passes and the periodic commit.
-//! - [`progress`]: rates and ETAs of background jobs for `status`.
 //! - [`nbd`]: the NBD export of snapshots and the origin, with block status.
 //! - [`lock`]: the store lock that refuses a second daemon (and an online `format`).
-//! - [`state`]: the state file that lets a restarted daemon take its devices back.
 //! - [`daemon`]: daemon mode and its readiness pipe.
 //! - [`offline`]: operations on a store without a daemon (`format`).
-//! - [`exporting`]: `export` / `unexport` on the service, and their state.
-//! - [`grow`]: `grow-store`, online and offline.
 //! - [`exit`]: the one mapping from errors to exit codes of both binaries.
 //! - [`crash_point`]: named points where the kernel tests make the daemon abort.
 //!
@@ -40,18 +36,13 @@ pub mod daemon;
 pub mod devices;
 mod error;
 pub mod exit;
-pub mod exporting;
-pub mod grow;
 pub mod inspect;
 pub mod kernel;
 pub mod lock;
 pub mod nbd;
 pub mod offline;
-pub mod progress;
 pub mod protocol;
-pub mod resize;
 pub mod service;
-pub mod state;
 pub mod target;
 pub mod worker;
 

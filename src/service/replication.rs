@@ -80,7 +80,7 @@ impl Replication {
     pub fn load(state_dir: Option<&Path>, store: &Path) -> Result<Replication> {
         let path = match state_dir {
             Some(d) => {
-                let f = crate::state::StateFile::new(d, store);
+                let f = super::state::StateFile::new(d, store);
                 f.path().with_extension("").with_extension("repl")
             }
             None => PathBuf::from(format!("{}.repl", store.display())),

@@ -9,13 +9,11 @@
 //!   serves the same exports (a clean shutdown removes the file: exports, like
 //!   devices, are then made again by whoever made them).
 //! - Export names follow the snapshot-name rules ([`exception_store::validate_name`]).
-use crate::{
-    nbd::Export,
-    protocol::ExportEntry,
-    service::Service,
+use super::{
     state::{RecordedExport, State},
-    Error, Result,
+    Service,
 };
+use crate::{nbd::Export, protocol::ExportEntry, Error, Result};
 use blockdev::ids::SnapId;
 use exception_store::Dev;
 
