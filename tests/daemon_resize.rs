@@ -11,7 +11,7 @@ use common::daemon::{remote_code, Fixture, CHUNK};
 use exception_store::Dev;
 use ublk_snapd::{
     client::request,
-    control::Limits,
+    daemon::control::Limits,
     offline,
     protocol::{ErrorCode, Op, Reply},
     Error,

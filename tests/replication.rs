@@ -9,7 +9,7 @@ use exception_store::Dev;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use ublk_snapd::{
     client,
-    control::Limits,
+    daemon::control::Limits,
     protocol::{ErrorCode, Op, Reply},
     Error,
 };

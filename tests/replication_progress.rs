@@ -11,7 +11,7 @@ use exception_store::{stream::rbd_diff::Writer, Dev};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use ublk_snapd::{
     client::{self, scan::StreamProgress},
-    control::Limits,
+    daemon::control::Limits,
     protocol::{Op, Reply},
 };
 

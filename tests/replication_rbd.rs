@@ -17,7 +17,7 @@ use rand::{rngs::SmallRng, Rng, SeedableRng};
 use std::{path::Path, process::Command};
 use ublk_snapd::{
     client,
-    control::Limits,
+    daemon::control::Limits,
     protocol::{ErrorCode, Op, Reply},
     Error,
 };

@@ -17,7 +17,7 @@ use std::{
 };
 use ublk_snapd::{
     client,
-    control::Limits,
+    daemon::control::Limits,
     protocol::{ErrorCode, Op, PrunePolicy, Reply},
 };
 

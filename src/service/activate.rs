@@ -12,7 +12,11 @@ use super::{
     state::{ActiveSnapshot, State, StateFile, STATE_VERSION},
     Service,
 };
-use crate::{devices::Devices, protocol, target::StoreTarget, Error, Result};
+use crate::{
+    protocol,
+    ublk::{target::StoreTarget, Devices},
+    Error, Result,
+};
 use blockdev::ids::SnapId;
 use exception_store::Dev;
 use std::{path::Path, sync::Arc};
@@ -22,7 +26,8 @@ impl Service {
     /// Start the origin's device and, after a crash, take back (or recreate) the
     /// devices the state file records. Returns the origin's `/dev/ublkbN`.
     pub fn start_devices(&self) -> Result<String> {
-        self.driver.get_or_init(crate::kernel::driver_features);
+        self.driver
+            .get_or_init(crate::ublk::kernel::driver_features);
         let previous = self.state.as_ref().and_then(StateFile::load);
         if let Some(p) = &previous {
             tracing::warn!(
@@ -100,7 +105,7 @@ impl Service {
         self.store.lock().set_in_use(id, exported);
         self.save_state(&devs);
         stopped?;
-        let t = crate::target::flush(&self.store)?;
+        let t = crate::ublk::target::flush(&self.store)?;
         tracing::info!(name, "snapshot deactivated");
         Ok(changed(name, t.0))
     }
@@ -158,7 +163,9 @@ impl Service {
     /// `--workers-per-queue`: the request buffers belong to the queue's own ring),
     /// and the origin has a descriptor for the queues' fixed-buffer writes.
     fn zero_copy_offered(&self) -> bool {
-        let driver = self.driver.get_or_init(crate::kernel::driver_features);
+        let driver = self
+            .driver
+            .get_or_init(crate::ublk::kernel::driver_features);
         driver.is_some_and(|f| f.has(ublk_target::ZERO_COPY_FLAGS))
             && self.cfg.device.workers_per_queue == 0
             && self.store.origin_writes_direct()

@@ -1,7 +1,7 @@
 //! [`Service`]: the daemon's core. It holds the store lock, the shared store, the
 //! activation table and the state file, and turns each protocol [`Op`] into a
-//! [`Reply`]. The socket ([`crate::control`]) and the devices' queues call into it
-//! from their own threads.
+//! [`Reply`]. The control socket (the daemon's, `daemon::control`) and the devices'
+//! queues call into it from their own threads; it names nothing of the daemon.
 //!
 //! Every `impl Service` lives in this folder, one file per concern:
 //! - this file: [`Config`], [`Service::open`], shutdown, and [`Service::handle`],
@@ -20,10 +20,9 @@
 //! Control operations are serialised by the activation table's lock, taken first;
 //! the store's own locks come after it. The I/O path never takes the table's lock.
 use crate::{
-    devices::Devices,
     lock::StoreLock,
     protocol::{self, Op, Reply, Response},
-    target::SpaceRefusals,
+    ublk::{target::SpaceRefusals, Devices},
     Error, Result,
 };
 use blockdev::{ids::SnapId, FileDevice};
@@ -63,7 +62,7 @@ pub struct Config {
     /// use it act as if the store were full.
     pub min_free_bytes: u64,
     /// Origin reads outside a merge go to the origin's descriptor through each queue's
-    /// io_uring instead of a blocking `pread` ([`crate::target::StoreTarget::new`]).
+    /// io_uring instead of a blocking `pread` ([`crate::ublk::target::StoreTarget::new`]).
     pub uring_reads: bool,
     /// The NBD server's Unix socket (`None`: none).
     pub nbd_socket: Option<PathBuf>,
@@ -81,7 +80,7 @@ pub struct Service {
     deferred_merge: Mutex<Option<SnapId>>,
     /// Writes the devices answered with ENOSPC (`status`).
     refusals: Arc<SpaceRefusals>,
-    /// The ublk driver's features, read when the devices start ([`crate::kernel`]).
+    /// The ublk driver's features, read when the devices start ([`crate::ublk::kernel`]).
     driver: std::sync::OnceLock<Option<ublk_target::Features>>,
     /// NBD exports (see [`export`]).
     pub(crate) exports: Arc<crate::nbd::Exports>,
@@ -201,7 +200,7 @@ impl Service {
     /// Stop every device and commit, keeping the state file (a failed start).
     pub fn abort(&self) {
         self.devices.lock().stop_all();
-        if let Err(e) = crate::target::flush(&self.store) {
+        if let Err(e) = crate::ublk::target::flush(&self.store) {
             tracing::error!(error = %e, "final commit failed");
         }
     }

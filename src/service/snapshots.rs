@@ -9,7 +9,7 @@
 //!   receive's rollback point; `delete` also one being sent. `prune` never deletes
 //!   a held or active one.
 use super::{changed, claim_origin, Service};
-use crate::{devices::Devices, protocol, Error, Result};
+use crate::{protocol, ublk::Devices, Error, Result};
 use blockdev::ids::SnapId;
 use exception_store::{retention, Dev};
 

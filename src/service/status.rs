@@ -76,7 +76,7 @@ impl Service {
                                 .unwrap_or_else(|| format!("#{}", id.0)),
                         ),
                     };
-                    crate::kernel::active_device(snapshot, d)
+                    crate::ublk::kernel::active_device(snapshot, d)
                 })
                 .collect(),
             nbd: Box::new(self.nbd_status(s.txn_id().0)),
