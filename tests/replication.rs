@@ -9,9 +9,9 @@ use exception_store::Dev;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use ublk_snapd::{
     client,
-    control::Limits,
+    daemon::control::Limits,
     protocol::{ErrorCode, Op, Reply},
-    stream_client, Error,
+    Error,
 };
 
 const SIZE: u64 = 8 << 20;
@@ -66,7 +66,7 @@ fn send(f: &Fixture, b: &str, from: Option<&str>, resume: Option<String>) -> Vec
         from: from.map(Into::into),
         resume,
     };
-    let (sending, n) = stream_client::send(&f.socket, op, &mut out, &mut |_| {}).unwrap();
+    let (sending, n) = client::stream::send(&f.socket, op, &mut out, &mut |_| {}).unwrap();
     assert_eq!(n, out.len() as u64);
     assert_eq!(sending.name, b);
     out
@@ -77,7 +77,7 @@ fn receive(
     stream: &[u8],
     force: bool,
 ) -> Result<ublk_snapd::protocol::Received, Error> {
-    stream_client::receive(&f.socket, force, false, &mut &stream[..], &mut |_| {})
+    client::stream::receive(&f.socket, force, false, &mut &stream[..], &mut |_| {})
 }
 
 fn source() -> Fixture {

@@ -13,7 +13,6 @@
 //!   device is held open exclusively meanwhile, so nothing mounts it mid-stream.
 //! - A snapshot being sent cannot be deleted (`delete` asks [`Replication::is_sending`]).
 use super::{claim_origin, Service};
-use crate::rbd_diff::{Reader, ToStream};
 use crate::{
     protocol::{self, ErrorCode, Reply, Response},
     Error, Result,
@@ -22,6 +21,7 @@ use blockdev::ids::SnapId;
 use exception_store::replicate::{
     self, parse_resume_token, Pending, ReceiveError, ReceiveOptions, SendSpec,
 };
+use exception_store::stream::rbd_diff::{Reader, ToStream};
 use exception_store::{stream::Header, SharedStore};
 use parking_lot::Mutex;
 use std::{
@@ -80,7 +80,7 @@ impl Replication {
     pub fn load(state_dir: Option<&Path>, store: &Path) -> Result<Replication> {
         let path = match state_dir {
             Some(d) => {
-                let f = crate::state::StateFile::new(d, store);
+                let f = super::state::StateFile::new(d, store);
                 f.path().with_extension("").with_extension("repl")
             }
             None => PathBuf::from(format!("{}.repl", store.display())),

@@ -4,7 +4,7 @@
 //! unflushed (but never flushed) work. About once a second it samples the jobs'
 //! progress for [`Progress`] (the ETA in `status`) and logs snapshots the space
 //! policy deleted.
-use crate::progress::{Progress, SAMPLE_INTERVAL};
+use crate::service::progress::{Progress, SAMPLE_INTERVAL};
 use exception_store::SharedStore;
 use parking_lot::{Condvar, Mutex};
 use std::{

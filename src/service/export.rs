@@ -9,13 +9,11 @@
 //!   serves the same exports (a clean shutdown removes the file: exports, like
 //!   devices, are then made again by whoever made them).
 //! - Export names follow the snapshot-name rules ([`exception_store::validate_name`]).
-use crate::{
-    nbd::Export,
-    protocol::ExportEntry,
-    service::Service,
+use super::{
     state::{RecordedExport, State},
-    Error, Result,
+    Service,
 };
+use crate::{nbd::Export, protocol::ExportEntry, Error, Result};
 use blockdev::ids::SnapId;
 use exception_store::Dev;
 
@@ -107,7 +105,7 @@ impl Service {
         }
         self.save_state(&devs);
         // what its clients wrote is durable once they are gone
-        crate::target::flush(self.store())?;
+        crate::ublk::target::flush(self.store())?;
         tracing::info!(export, "NBD export removed");
         Ok(self.entry(&e))
     }
