@@ -152,11 +152,11 @@ impl Service {
             .as_deref()
             .map(|d| StateFile::new(d, &cfg.store));
         let repl = replication::Replication::load(cfg.state_dir.as_deref(), &cfg.store)?;
-        if let Some(id) = repl.rollback() {
-            // an unfinished receive's rollback point: never the space policy's victim
+        for id in repl.internal() {
+            // an unfinished receive's snapshots: never the space policy's victims
             store.set_in_use(id, true);
         }
-        Ok(Service {
+        let svc = Service {
             repl,
             store: Arc::new(SharedStore::new(store)),
             devices: Mutex::new(Devices::new()),
@@ -169,7 +169,10 @@ impl Service {
             nbd_listen: Mutex::new(Vec::new()),
             cfg,
             _lock: lock,
-        })
+        };
+        // before any device serves the origin
+        svc.repl.take_mark(&svc.store)?;
+        Ok(svc)
     }
 
     /// The shared store.
@@ -277,7 +280,7 @@ impl Service {
             .lock()
             .lookup(name)
             .ok_or_else(|| Error::NoSuchSnapshot(name.to_owned()))?;
-        if self.repl.rollback() == Some(id) {
+        if self.repl.is_internal(id) {
             return Err(Error::RollbackPoint(name.to_owned()));
         }
         Ok(id)

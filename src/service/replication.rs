@@ -36,11 +36,16 @@ use std::{
 pub struct Replication {
     path: PathBuf,
     state: Mutex<Option<Pending>>,
-    /// The rollback snapshot of the unfinished or running receive (a copy of the
-    /// state's, readable while a receive holds `state`): internal, see
-    /// [`Replication::rollback`].
-    rollback: Mutex<Option<SnapId>>,
+    /// The rollback snapshot and the mark of the unfinished or running receive (a
+    /// copy of the state's, readable while a receive holds `state`): internal, see
+    /// [`Replication::is_internal`].
+    internal: Mutex<Vec<SnapId>>,
     sending: Mutex<BTreeMap<SnapId, usize>>,
+}
+
+/// The snapshots internal to the receive `p`: its rollback snapshot and its mark.
+fn internal_of(p: &Pending) -> Vec<SnapId> {
+    std::iter::once(p.rollback).chain(p.mark).collect()
 }
 
 fn encode(p: Option<&Pending>) -> String {
@@ -94,32 +99,55 @@ impl Replication {
         };
         Ok(Replication {
             path,
-            rollback: Mutex::new(state.as_ref().map(|p: &Pending| p.rollback)),
+            internal: Mutex::new(state.as_ref().map(internal_of).unwrap_or_default()),
             state: Mutex::new(state),
             sending: Mutex::default(),
         })
     }
 
-    /// The receive's rollback snapshot, if one exists now. It is internal: not
-    /// listed, not a prune candidate, never deleted by the space policy (marked in
-    /// use), and no control op may name it ([`crate::Error::RollbackPoint`]); the
-    /// receive merges or deletes it itself.
-    pub fn rollback(&self) -> Option<SnapId> {
-        *self.rollback.lock()
+    /// Whether snapshot `id` is internal to a receive: its rollback snapshot (what
+    /// the origin read before it) or its mark (what the origin read when it
+    /// stopped, [`replicate::mark`]). Internal snapshots are not listed, not prune
+    /// candidates, never deleted by the space policy (marked in use), and no control
+    /// op may name them ([`crate::Error::RollbackPoint`]); the receive merges or
+    /// deletes them itself.
+    pub fn is_internal(&self, id: SnapId) -> bool {
+        self.internal.lock().contains(&id)
     }
 
-    /// Record the pending receive's rollback snapshot (`None`: gone) and keep the
-    /// space policy off it.
-    fn set_rollback(&self, store: &SharedStore, p: Option<&Pending>) {
-        let new = p.map(|p| p.rollback);
-        let old = std::mem::replace(&mut *self.rollback.lock(), new);
+    /// The snapshots internal to a receive now ([`Replication::is_internal`]).
+    pub fn internal(&self) -> Vec<SnapId> {
+        self.internal.lock().clone()
+    }
+
+    /// Record the pending receive's internal snapshots (`None`: gone) and keep the
+    /// space policy off them.
+    fn set_internal(&self, store: &SharedStore, p: Option<&Pending>) {
+        let new = p.map(internal_of).unwrap_or_default();
+        let old = std::mem::replace(&mut *self.internal.lock(), new.clone());
         let mut s = store.lock();
-        if let Some(o) = old.filter(|&o| Some(o) != new) {
+        for o in old.into_iter().filter(|o| !new.contains(o)) {
             s.set_in_use(o, false);
         }
-        if let Some(n) = new {
+        for n in new {
             s.set_in_use(n, true);
         }
+    }
+
+    /// At the daemon's start, before it serves the origin: a new mark for the
+    /// unfinished receive, so that a resume can tell whether the origin was written
+    /// since ([`replicate::mark`]); and the space policy kept off its snapshots.
+    pub fn take_mark(&self, store: &SharedStore) -> Result<()> {
+        let mut st = self.state.lock();
+        let Some(p) = st.as_mut() else {
+            return Ok(());
+        };
+        let path = self.path.clone();
+        let r = replicate::mark(store, p, crate::now_secs(), &mut |q| {
+            save_file(&path, &encode(q))
+        });
+        self.set_internal(store, Some(p));
+        r.map_err(|e| Error::Invalid(format!("the unfinished receive's mark: {e}")))
     }
 
     /// Whether snapshot `id` is being sent.
@@ -301,7 +329,7 @@ impl Service {
         let store = &self.store;
         let mut save = |p: Option<&Pending>| {
             saved = p.cloned();
-            repl.set_rollback(store, p);
+            repl.set_internal(store, p);
             save_file(&path, &encode(p))
         };
         let r = if rbd_diff {
@@ -325,7 +353,7 @@ impl Service {
                         if let Err(e) = replicate::abandon(&self.store, &p) {
                             return err_response(&e.into());
                         }
-                        self.repl.set_rollback(&self.store, None);
+                        self.repl.set_internal(&self.store, None);
                         if let Err(e) = save_file(&path, &encode(None)) {
                             return err_response(&Error::io("write", &path)(e));
                         }

@@ -164,14 +164,13 @@ impl Service {
             ));
         }
         let devs = self.devices.lock();
-        let rollback = self.repl.rollback();
         let snaps: Vec<_> = self
             .store
             .lock()
             .snapshots()
             .into_iter()
             .filter(|s| s.name.starts_with(prefix.unwrap_or("")))
-            .filter(|s| Some(s.id) != rollback)
+            .filter(|s| !self.repl.is_internal(s.id))
             .collect();
         let p = retention::Policy {
             last: policy.keep_last,

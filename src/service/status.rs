@@ -11,14 +11,13 @@ impl Service {
     /// `list`.
     pub fn list(&self) -> protocol::List {
         let devs = self.devices.lock();
-        let rollback = self.repl.rollback();
         let s = self.store.lock();
         protocol::List {
             txn_id: s.txn_id().0,
             snapshots: s
                 .snapshots()
                 .into_iter()
-                .filter(|i| Some(i.id) != rollback) // internal to a receive
+                .filter(|i| !self.repl.is_internal(i.id)) // internal to a receive
                 .map(|i| protocol::Snapshot {
                     id: i.id.0,
                     device: devs.path(Dev::Snap(i.id)),
