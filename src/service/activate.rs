@@ -101,8 +101,7 @@ impl Service {
             .remove(Dev::Snap(id))
             .ok_or_else(|| Error::NotActive(name.to_owned()))?;
         let stopped = device.stop();
-        let exported = !self.exports.of(Dev::Snap(id)).is_empty();
-        self.store.lock().set_in_use(id, exported);
+        self.refresh_in_use(&devs, id);
         self.save_state(&devs);
         stopped?;
         let t = crate::ublk::target::flush(&self.store)?;

@@ -100,8 +100,7 @@ impl Service {
             .remove(export)
             .ok_or_else(|| Error::Invalid(format!("no NBD export named {export:?}")))?;
         if let Dev::Snap(id) = e.dev {
-            let still = devs.get(e.dev).is_some() || !self.exports.of(e.dev).is_empty();
-            self.store().lock().set_in_use(id, still);
+            self.refresh_in_use(&devs, id);
         }
         self.save_state(&devs);
         // what its clients wrote is durable once they are gone

@@ -286,6 +286,31 @@ impl Service {
         Ok(id)
     }
 
+    /// Why snapshot `id` must not vanish now, if it must not: a device serves it, an
+    /// NBD export serves it, or it is being sent. `delete`, `merge` and `prune` ask
+    /// this, and the space policy is kept off such snapshots
+    /// ([`refresh_in_use`](Self::refresh_in_use)).
+    pub(crate) fn protected(&self, devs: &Devices, id: SnapId) -> Option<String> {
+        if let Some(device) = devs.path(Dev::Snap(id)) {
+            return Some(format!("active as {device}"));
+        }
+        if let Some(e) = self.exports.of(Dev::Snap(id)).into_iter().next() {
+            return Some(format!("exported over NBD as {:?}", e.name));
+        }
+        if self.repl.is_sending(id) {
+            return Some("being sent".into());
+        }
+        None
+    }
+
+    /// Tell the store whether snapshot `id` is in use (the space policy never
+    /// deletes one that is): protected ([`protected`](Self::protected)) or internal
+    /// to a receive.
+    pub(crate) fn refresh_in_use(&self, devs: &Devices, id: SnapId) {
+        let used = self.protected(devs, id).is_some() || self.repl.is_internal(id);
+        self.store.lock().set_in_use(id, used);
+    }
+
     /// [`lookup`](Self::lookup), refused while the snapshot is active or exported.
     fn lookup_inactive(&self, devs: &Devices, name: &str) -> Result<SnapId> {
         let id = self.lookup(name)?;

@@ -11,7 +11,8 @@
 //! # Invariants
 //! - One receive at a time (the state's lock is held for its duration); the origin
 //!   device is held open exclusively meanwhile, so nothing mounts it mid-stream.
-//! - A snapshot being sent cannot be deleted (`delete` asks [`Replication::is_sending`]).
+//! - A snapshot being sent cannot be deleted, merged or pruned, and the space policy
+//!   spares it (`Service::protected`, [`Replication::is_sending`]).
 use super::{claim_origin, Service};
 use crate::{
     protocol::{self, ErrorCode, Reply, Response},
@@ -163,18 +164,30 @@ impl Replication {
     }
 }
 
-/// Marks a snapshot sent while alive.
-struct Sending<'a>(&'a Replication, SnapId);
+/// Marks a snapshot sent while alive, and in use for the space policy.
+struct Sending<'a>(&'a Service, SnapId);
+
+impl<'a> Sending<'a> {
+    fn new(svc: &'a Service, id: SnapId) -> Self {
+        *svc.repl.sending.lock().entry(id).or_default() += 1;
+        svc.store.lock().set_in_use(id, true);
+        Sending(svc, id)
+    }
+}
 
 impl Drop for Sending<'_> {
     fn drop(&mut self) {
-        let mut m = self.0.sending.lock();
-        if let Some(n) = m.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.1);
+        {
+            let mut m = self.0.repl.sending.lock();
+            if let Some(n) = m.get_mut(&self.1) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.1);
+                }
             }
         }
+        let devs = self.0.devices.lock();
+        self.0.refresh_in_use(&devs, self.1);
     }
 }
 
@@ -262,9 +275,7 @@ impl Service {
                 .sum(),
             None => b_size.saturating_sub(from_off),
         };
-        let repl = &self.repl;
-        *repl.sending.lock().entry(b).or_default() += 1;
-        let _held = Sending(repl, b);
+        let _held = Sending::new(self, b);
         // Re-check under the hold: a delete may have raced the lookup.
         self.lookup(name)?;
         reply_line(

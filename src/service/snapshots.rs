@@ -11,7 +11,7 @@
 use super::{changed, claim_origin, Service};
 use crate::{protocol, ublk::Devices, Error, Result};
 use blockdev::ids::SnapId;
-use exception_store::{retention, Dev};
+use exception_store::retention;
 
 impl Service {
     /// `create`.
@@ -56,6 +56,12 @@ impl Service {
     pub fn merge(&self, name: &str, deferred: bool) -> Result<Merge> {
         let devs = self.devices.lock();
         let id = self.lookup_inactive(&devs, name)?;
+        if self.repl.is_sending(id) {
+            return Err(Error::InUse {
+                device: name.to_owned(),
+                why: "it is being sent (`snapctl send`)",
+            });
+        }
         let claim = match claim_origin(&devs) {
             Ok(claim) => claim,
             Err(device) if deferred => {
@@ -110,7 +116,8 @@ impl Service {
             self.clear_deferred(&devs, id);
             return;
         };
-        if devs.get(Dev::Snap(id)).is_some() {
+        if self.protected(&devs, id).is_some() {
+            // active, exported or being sent: later, once it is not
             return;
         }
         let Ok(claim) = claim_origin(&devs) else {
@@ -193,10 +200,10 @@ impl Service {
             let Some(s) = snaps.iter().find(|s| s.id == *id) else {
                 continue;
             };
-            if let Some(device) = devs.path(Dev::Snap(*id)) {
+            if let Some(reason) = self.protected(&devs, *id) {
                 skipped.push(protocol::Skipped {
                     name: s.name.clone(),
-                    reason: format!("active as {device}"),
+                    reason,
                 });
                 continue;
             }

@@ -155,6 +155,11 @@ impl Store {
         }
     }
 
+    /// Whether snapshot `id` is marked in use ([`Store::set_in_use`]).
+    pub fn is_in_use(&self, id: SnapId) -> bool {
+        self.in_use.contains(&id)
+    }
+
     /// Mark a snapshot held (never pruned) or not. Durable on return.
     pub fn set_hold(&mut self, id: SnapId, hold: bool) -> Result<TxnId> {
         self.label_of(id)?;
