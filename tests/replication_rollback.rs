@@ -249,3 +249,53 @@ fn pending_receive_blocks_an_rbd_diff_until_forced() {
         .unwrap();
     assert!(got == want);
 }
+
+fn export_origin(f: &Fixture, writable: bool) -> Result<Reply, ublk_snapd::Error> {
+    client::request(
+        &f.socket,
+        Op::Export {
+            name: "-".into(),
+            snapshot: false,
+            writable,
+            export: Some("o".into()),
+        },
+    )
+}
+
+/// Writers of the origin through NBD are kept out during a receive, as the ublk
+/// device is: a receive is refused while a writable export of the origin exists,
+/// and a writable export of the origin is refused while a receive runs (a
+/// read-only one is not); once the receive ends, it can be added.
+#[test]
+fn a_receive_and_a_writable_origin_export_exclude_each_other() {
+    let src = source();
+    let full = full_stream(&src);
+    let dst = start();
+    assert!(matches!(export_origin(&dst, true), Ok(Reply::Exported(_))));
+    let e = client::stream::receive(&dst.socket, false, false, &mut &full[..], &mut |_| {})
+        .unwrap_err();
+    assert!(e.to_string().contains("unexport"), "{e}");
+    assert!(store_names(&dst).is_empty(), "nothing was received");
+    let r = client::request(&dst.socket, Op::Unexport { export: "o".into() });
+    assert!(r.is_ok(), "{r:?}");
+
+    let (tx, rx) = mpsc::channel();
+    let sock = dst.socket.clone();
+    let t = std::thread::spawn(move || {
+        client::stream::receive(&sock, false, false, &mut Fed(rx, Vec::new()), &mut |_| {})
+    });
+    tx.send(full[..full.len() / 2].to_vec()).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !store_names(&dst).iter().any(|n| n.starts_with("recv+")) {
+        assert!(Instant::now() < end, "the receive never began");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(remote_code(export_origin(&dst, true)), ErrorCode::Busy);
+    assert!(matches!(export_origin(&dst, false), Ok(Reply::Exported(_))));
+    let r = client::request(&dst.socket, Op::Unexport { export: "o".into() });
+    assert!(r.is_ok(), "{r:?}");
+    tx.send(full[full.len() / 2..].to_vec()).unwrap();
+    drop(tx);
+    assert_eq!(t.join().unwrap().unwrap().name, "s1");
+    assert!(matches!(export_origin(&dst, true), Ok(Reply::Exported(_))));
+}

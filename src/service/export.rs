@@ -61,6 +61,12 @@ impl Service {
         }
         let export = export.unwrap_or(if origin { ORIGIN } else { name });
         exception_store::validate_name(export).map_err(|e| Error::Invalid(e.to_string()))?;
+        if origin && writable && self.repl.is_receiving() {
+            return Err(Error::InUse {
+                device: ORIGIN.into(),
+                why: "a receive writes the origin: export it writable once the receive ends",
+            });
+        }
         let (dev, snapshot) = if origin {
             (Dev::Origin, None)
         } else {

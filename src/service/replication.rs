@@ -42,6 +42,9 @@ pub struct Replication {
     /// [`Replication::is_internal`].
     internal: Mutex<Vec<SnapId>>,
     sending: Mutex<BTreeMap<SnapId, usize>>,
+    /// A receive is writing the origin: no writable NBD export of the origin may
+    /// be added meanwhile (set and read under the devices lock).
+    receiving: std::sync::atomic::AtomicBool,
 }
 
 /// The snapshots internal to the receive `p`: its rollback snapshot and its mark.
@@ -103,6 +106,7 @@ impl Replication {
             internal: Mutex::new(state.as_ref().map(internal_of).unwrap_or_default()),
             state: Mutex::new(state),
             sending: Mutex::default(),
+            receiving: Default::default(),
         })
     }
 
@@ -151,6 +155,11 @@ impl Replication {
         r.map_err(|e| Error::Invalid(format!("the unfinished receive's mark: {e}")))
     }
 
+    /// Whether a receive is writing the origin now.
+    pub fn is_receiving(&self) -> bool {
+        self.receiving.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Whether snapshot `id` is being sent.
     pub fn is_sending(&self, id: SnapId) -> bool {
         self.sending.lock().contains_key(&id)
@@ -161,6 +170,25 @@ impl Replication {
         self.state
             .try_lock()
             .and_then(|s| s.as_ref().map(Pending::token))
+    }
+}
+
+/// Marks the origin as being written by a receive while alive.
+struct Receiving<'a>(&'a Replication);
+
+impl<'a> Receiving<'a> {
+    fn new(repl: &'a Replication) -> Self {
+        repl.receiving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Receiving(repl)
+    }
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        self.0
+            .receiving
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -325,6 +353,23 @@ impl Service {
         };
         let Some(mut st) = self.repl.state.try_lock() else {
             return Response::error(ErrorCode::Busy, "another receive is running");
+        };
+        // No other writer of the origin: its ublk device is claimed above, and a
+        // writable NBD export of it is refused here and kept out until the end.
+        let _receiving = {
+            let _devs = self.devices.lock();
+            if let Some(e) = self
+                .exports
+                .of(exception_store::Dev::Origin)
+                .into_iter()
+                .find(|e| e.writable)
+            {
+                return err_response(&Error::InUse {
+                    device: format!("NBD export {:?}", e.name),
+                    why: "a receive writes the origin: unexport its writable NBD export first",
+                });
+            }
+            Receiving::new(&self.repl)
         };
         let pending = &mut *st;
         let mut input = std::io::Cursor::new(leftover)
