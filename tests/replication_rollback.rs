@@ -299,3 +299,28 @@ fn a_receive_and_a_writable_origin_export_exclude_each_other() {
     assert_eq!(t.join().unwrap().unwrap().name, "s1");
     assert!(matches!(export_origin(&dst, true), Ok(Reply::Exported(_))));
 }
+
+/// A crash between `--force`'s two commits (its rollback snapshot created, not yet
+/// merged) leaves `recv-force+<id>` behind: the next start deletes it, and leaves
+/// the user's snapshots alone.
+#[test]
+fn a_receive_snapshot_left_by_a_crash_is_deleted_at_start() {
+    let mut f = start();
+    assert!(matches!(create(&f, "mine", None), Ok(Reply::Created(_))));
+    f.service()
+        .store()
+        .create_snapshot("recv-force+0123456789abcdef", None, 1)
+        .unwrap();
+    let (origin, store) = (f.origin_path(), f.store_path());
+    f.stop();
+    let svc = ublk_snapd::service::Service::open(common::daemon::config(&origin, &store)).unwrap();
+    let names: Vec<String> = svc
+        .store()
+        .lock()
+        .snapshots()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["mine"]);
+    svc.shutdown().unwrap();
+}

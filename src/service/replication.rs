@@ -139,11 +139,16 @@ impl Replication {
         }
     }
 
-    /// At the daemon's start, before it serves the origin: a new mark for the
+    /// At the daemon's start, before it serves the origin: delete the snapshots a
+    /// crash left behind a receive ([`replicate::orphans`]); then a new mark for the
     /// unfinished receive, so that a resume can tell whether the origin was written
     /// since ([`replicate::mark`]); and the space policy kept off its snapshots.
     pub fn take_mark(&self, store: &SharedStore) -> Result<()> {
         let mut st = self.state.lock();
+        for (id, name) in replicate::orphans(store, st.as_ref()) {
+            tracing::warn!(snapshot = %name, "deleting a receive's snapshot that a crash left behind");
+            store.delete_snapshot(id)?;
+        }
         let Some(p) = st.as_mut() else {
             return Ok(());
         };

@@ -209,6 +209,31 @@ pub fn mark(
     Ok(())
 }
 
+/// Snapshots a receive made for itself that no pending receive names any more:
+/// left by a crash between a receive's commit that created one and the save of its
+/// state, or between the two commits of `--force`'s rollback (create, merge). Their
+/// names are the receive's own (`recv+`, `recv-force+`, `recv-mark+` and 16 hex
+/// digits of a stream id), which `validate_name` allows but nothing else makes. The
+/// daemon deletes them at start.
+pub fn orphans(store: &SharedStore, pending: Option<&Pending>) -> Vec<(SnapId, String)> {
+    let named = |id: SnapId| pending.is_some_and(|p| p.rollback == id || p.mark == Some(id));
+    let ours = |name: &str| {
+        ["recv+", "recv-force+", "recv-mark+"].iter().any(|prefix| {
+            name.strip_prefix(prefix).is_some_and(|rest| {
+                let hex = rest.split('.').next().unwrap_or("");
+                hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+        })
+    };
+    store
+        .lock()
+        .snapshots()
+        .into_iter()
+        .filter(|s| ours(&s.name) && !named(s.id))
+        .map(|s| (s.id, s.name))
+        .collect()
+}
+
 /// Give up the pending receive `p`: the origin reads what it read before the
 /// receive began (its rollback snapshot merged), and its mark is deleted. The
 /// caller then forgets `p` (saves no state).

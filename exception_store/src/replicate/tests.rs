@@ -2,7 +2,7 @@
 //! corrupt / cut / wrong-base streams refused with the target unchanged, resume.
 use super::*;
 use crate::{Dev, SharedStore, Store, StoreOptions};
-use blockdev::MemDevice;
+use blockdev::{ids::SnapId, MemDevice};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use std::sync::Arc;
 
@@ -354,4 +354,29 @@ fn a_mark_taken_at_start_catches_later_writes_and_is_dropped_at_the_end() {
     let rest = send_bytes(&src, "s1", None, 9, Some(at));
     let e = t.recv(&rest, false).unwrap_err();
     assert!(matches!(e, ReceiveError::WrittenSinceCut { .. }), "{e}");
+}
+
+/// What a crash can leave: a rollback point or a mark that no state names, and
+/// `--force`'s rollback snapshot between its create and its merge. Those are
+/// orphans; the pending receive's own snapshots and user snapshots are not.
+#[test]
+fn orphans_are_the_receive_snapshots_no_state_names() {
+    let src = source();
+    let mut t = Target::new();
+    cut_receive(&src, &mut t);
+    let p = t.pending.clone().unwrap();
+    assert!(orphans(&t.s, Some(&p)).is_empty());
+    let force =
+        t.s.create_snapshot("recv-force+0123456789abcdef", None, 1)
+            .unwrap();
+    t.s.create_snapshot("recv+not-ours", None, 1).unwrap();
+    t.s.create_snapshot("mine", None, 1).unwrap();
+    let o: Vec<SnapId> = orphans(&t.s, Some(&p)).into_iter().map(|x| x.0).collect();
+    assert_eq!(o, [force]);
+    // with no state (lost), the rollback and the mark are orphans too
+    let mut o: Vec<SnapId> = orphans(&t.s, None).into_iter().map(|x| x.0).collect();
+    o.sort();
+    let mut want = vec![force, p.rollback, p.mark.unwrap()];
+    want.sort();
+    assert_eq!(o, want);
 }
