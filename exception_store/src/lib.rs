@@ -59,7 +59,7 @@ pub use error::{Error, Result, Space};
 pub use shared::{DirectPiece, DirectPlan, DirectSource, DirectStarted, SharedStore, Started};
 pub use store::{
     preallocate, CopyOut, CopyOutBegin, Dev, Grown, JobInfo, OriginGrown, OriginInfo,
-    Preallocation, ReadPiece, ReadPlan, ReadSource, SnapInfo, SpacePolicy, Status, Store,
+    Preallocation, ReadPiece, ReadPlan, ReadSource, RoomStep, SnapInfo, SpacePolicy, Status, Store,
     StoreOptions,
 };
 pub use tables::validate_name;

@@ -417,6 +417,18 @@ impl SharedStore {
                     return Ok(None);
                 }
                 CopyOutBegin::Done(need) => return Ok(need),
+                CopyOutBegin::NeedRoom(need) => {
+                    // The space policy in steps, the lock per step: other devices'
+                    // I/O goes on while a big snapshot's space is freed.
+                    drop(s);
+                    loop {
+                        let mut s = self.store.lock();
+                        if s.room_step(need, ROOM_STEP_BUDGET)? == crate::RoomStep::Room {
+                            break;
+                        }
+                    }
+                    s = self.store.lock();
+                }
                 CopyOutBegin::Copy(mut job) => {
                     let r = MutexGuard::unlocked(&mut s, || job.run());
                     let need = s.copy_out_finish(job, r);
@@ -547,7 +559,16 @@ impl SharedStore {
     /// Take the space the store device gained ([`Store::grow_store`]). Origin writes
     /// go on meanwhile: the growth only adds free chunks and commits.
     pub fn grow_store(&self, sparse: bool) -> Result<crate::Grown> {
-        let g = self.store.lock().grow_store(sparse)?;
+        // The new part's preallocation (seconds for a large growth) runs without the
+        // store lock: nothing can be placed past the store's length before the
+        // commit below takes it.
+        let (old_len, new_len, dev) = {
+            let s = self.store.lock();
+            let (old, new) = s.grow_plan()?;
+            (old, new, s.dev.clone())
+        };
+        let pre = crate::store::preallocate(&*dev, old_len, new_len - old_len, sparse)?;
+        let g = self.store.lock().grow_to(old_len, new_len, pre)?;
         self.note_durable(g.txn_id);
         Ok(g)
     }
@@ -581,6 +602,10 @@ pub use direct::{DirectPiece, DirectPlan, DirectSource, DirectStarted};
 /// under the store lock, one commit). A multiple of every chunk size, so that step
 /// boundaries split no chunk.
 pub const RANGE_STEP: u64 = 16 << 20;
+
+/// Pass steps the space policy runs per hold of the store lock
+/// ([`Store::room_step`]).
+const ROOM_STEP_BUDGET: usize = 256;
 
 /// The buffer of zeros written to the origin, per write.
 const ZERO_BUF: usize = 1 << 20;

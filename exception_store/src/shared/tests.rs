@@ -474,3 +474,153 @@ fn settled_origin_chunks_are_written_without_the_store_lock_until_the_next_snaps
     let rep = s.lock().check().unwrap();
     assert!(rep.is_clean(), "{rep:?}");
 }
+
+/// A full store with the delete-oldest policy: an old snapshot holding thousands of
+/// single-chunk elements, a young one whose copy-outs filled the rest; the next
+/// origin chunk to write (it needs room).
+fn full_with_a_big_victim() -> (Arc<SharedStore>, u64) {
+    const N: u64 = 16384;
+    let cs = 4096u64;
+    let origin = Arc::new(MemDevice::from_vec(vec![7u8; (N * cs) as usize]));
+    let dev = Arc::new(MemDevice::new(9000 * cs));
+    let opts = StoreOptions {
+        cache_bytes: 4 << 20,
+        space_policy: crate::SpacePolicy::DeleteOldest,
+        min_free_chunks: 0,
+    };
+    let s = Arc::new(SharedStore::new(
+        Store::format(origin, dev, cs as u32, opts).unwrap(),
+    ));
+    s.create_snapshot("old", None, 1).unwrap();
+    // every other chunk: one element each, so its pass has thousands of steps
+    let mut a = 0;
+    while a < N && s.lock().fits(1) {
+        s.write(Dev::Origin, a * cs, &[1; 4096]).unwrap();
+        a += 2;
+    }
+    s.create_snapshot("young", None, 2).unwrap();
+    let mut b = 1;
+    while s.lock().fits(1) {
+        s.write(Dev::Origin, b * cs, &[2; 4096]).unwrap();
+        b += 2;
+    }
+    (s, b)
+}
+
+/// The delete-oldest policy frees a big snapshot's space in bounded steps
+/// (`Store::room_step`): the delete, then passes of at most the budget each, until
+/// the chunks fit; the rest of the pass is the background worker's. A writer that
+/// waits for room (`SharedStore::copy_out`, `NeedRoom`) takes the store lock once
+/// per step, so other devices' I/O goes on between them, and its write then goes
+/// through.
+#[test]
+fn delete_oldest_frees_a_big_victim_in_bounded_steps() {
+    let (s, _) = full_with_a_big_victim();
+    let mut st = s.lock();
+    assert_eq!(st.room_step(1, 16).unwrap(), crate::RoomStep::Progress);
+    assert!(
+        st.lookup("old").is_none(),
+        "the first step deletes the victim"
+    );
+    assert!(st.has_background_work());
+    let mut steps = 1;
+    while st.room_step(1, 16).unwrap() == crate::RoomStep::Progress {
+        steps += 1;
+        assert!(steps < 10_000, "no room ever");
+    }
+    // room came back after a few visits and their commit
+    assert!(steps <= 3, "{steps} steps");
+    assert!(st.has_background_work(), "the whole pass ran for one write");
+    drop(st);
+
+    // through the writer's path
+    let (s, b) = full_with_a_big_victim();
+    s.write(Dev::Origin, b * 4096, &[3; 4096]).unwrap();
+    assert!(s.lock().lookup("old").is_none());
+    assert!(
+        s.lock().has_background_work(),
+        "the write waited for the victim's whole pass"
+    );
+    let mut got = [0u8; 4096];
+    s.read(Dev::Origin, b * 4096, &mut got).unwrap();
+    assert_eq!(got, [3; 4096]);
+    s.lock().run_background(64).unwrap();
+    let rep = s.lock().check().unwrap();
+    assert!(rep.is_clean(), "{rep:?}");
+}
+
+/// A store device that stops inside its first `allocate` (a slow `fallocate` of a
+/// large growth) until told to go on.
+#[derive(Debug)]
+struct PausingStore {
+    inner: MemDevice,
+    at_pause: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
+    go: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl blockdev::BlockDevice for PausingStore {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+    fn grow(&self) -> std::io::Result<u64> {
+        self.inner.grow()
+    }
+    fn allocate(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        if let Some(tx) = self.at_pause.lock().expect("lock").take() {
+            tx.send(()).expect("test waits");
+            self.go.lock().expect("lock").recv().expect("test goes on");
+        }
+        self.inner.allocate(offset, len)
+    }
+}
+
+/// grow-store preallocates the new part without the store lock: while the
+/// `fallocate` runs, origin writes with copy-outs and commits go on; then the new
+/// chunks are free.
+#[test]
+fn grow_store_preallocates_without_the_store_lock() {
+    use std::sync::mpsc::sync_channel;
+    let cs = 4096u64;
+    let (at_pause, paused) = sync_channel(1);
+    let (go, gone) = sync_channel(1);
+    let inner = MemDevice::new(1024 * cs);
+    let dev = Arc::new(PausingStore {
+        inner,
+        at_pause: std::sync::Mutex::new(Some(at_pause)),
+        go: std::sync::Mutex::new(gone),
+    });
+    let origin = Arc::new(MemDevice::new(64 * cs));
+    let s = Store::format(origin, dev.clone(), cs as u32, StoreOptions::default()).unwrap();
+    let s = Arc::new(SharedStore::new(s));
+    let snap = s.create_snapshot("a", None, 0).unwrap();
+    dev.inner.extend(2048 * cs);
+    let grower = {
+        let s = s.clone();
+        std::thread::spawn(move || s.grow_store(false))
+    };
+    paused.recv().expect("the growth preallocates");
+    // the lock is free: a first write (copy-out, commit) goes through
+    assert!(
+        s.store.try_lock().is_some(),
+        "the store lock is held while preallocating"
+    );
+    s.write(Dev::Origin, 0, &[9; 4096]).unwrap();
+    go.send(()).unwrap();
+    let g = grower.join().unwrap().unwrap();
+    assert_eq!((g.old_len, g.new_len), (1024 * cs, 2048 * cs));
+    assert_eq!(s.lock().store_len(), 2048 * cs);
+    let mut b = [0u8; 4096];
+    s.read(Dev::Snap(snap), 0, &mut b).unwrap();
+    assert_eq!(b, [0; 4096]);
+    let rep = s.lock().check().unwrap();
+    assert!(rep.is_clean(), "{rep:?}");
+}

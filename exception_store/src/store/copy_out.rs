@@ -77,6 +77,10 @@ pub enum CopyOutBegin {
     /// Copy with [`CopyOut::run`], without the store lock, then hand it to
     /// [`Store::copy_out_finish`].
     Copy(CopyOut),
+    /// The store is full and the space policy deletes the oldest snapshots: make
+    /// room for this many chunks with [`Store::room_step`], taking the store lock
+    /// for each step only, then ask again.
+    NeedRoom(u64),
 }
 
 impl CopyOut {
@@ -154,6 +158,13 @@ impl Store {
             return Ok(CopyOutBegin::Done(self.uncommitted_in(offset, len)));
         }
         if self.room_for(todo.len() as u64).is_err() {
+            if self.opts.space_policy == super::SpacePolicy::DeleteOldest
+                && self.room_for(1).is_err()
+                && self.has_victim()
+            {
+                // the policy's deletes and their passes, in steps (`room_step`)
+                return Ok(CopyOutBegin::NeedRoom(1));
+            }
             // the space policy, one address at a time
             return self.origin_prepare(offset, len).map(CopyOutBegin::Done);
         }

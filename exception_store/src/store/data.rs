@@ -32,6 +32,15 @@ enum Payload<'a> {
     Discard,
 }
 
+/// What one [`Store::room_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomStep {
+    /// The chunks fit now.
+    Room,
+    /// Some work done (a delete, or steps of its pass and a commit): ask again.
+    Progress,
+}
+
 impl Store {
     /// Read `buf.len()` bytes of `dev` at `offset`.
     ///
@@ -319,54 +328,94 @@ impl Store {
     /// deleting the oldest snapshots that are neither held nor in use (served by a
     /// device, [`Store::set_in_use`]), or fail with `NoSpace`. The first refusal of an
     /// episode is logged; later ones are not, until a copy-out finds room again.
+    /// All of it under the caller's `&mut self`; [`Store::room_step`] does the same
+    /// in steps.
     pub(super) fn make_room(&mut self, need: u64) -> Result<()> {
-        loop {
-            let full = match self.room_for(need) {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            if self.opts.space_policy != SpacePolicy::DeleteOldest {
-                if !std::mem::replace(&mut self.full_logged, true) {
-                    tracing::warn!(
-                        "store full: origin writes that need space fail with ENOSPC (policy: fail)"
-                    );
-                }
-                return Err(full);
+        while self.room_step(need, usize::MAX)? == RoomStep::Progress {}
+        Ok(())
+    }
+
+    /// Whether `need` chunks fit now beside the min-free guard and the metadata
+    /// reserve (what a copy-out of `need` addresses checks), changing nothing.
+    pub fn fits(&self, need: u64) -> bool {
+        self.alloc
+            .ensure_for(need + self.opts.min_free_chunks, need)
+            .is_ok()
+    }
+
+    /// Whether the space policy has a snapshot it may delete.
+    pub(super) fn has_victim(&self) -> bool {
+        self.victim().is_some()
+    }
+
+    /// The oldest snapshot neither held nor in use.
+    fn victim(&self) -> Option<(SnapId, String)> {
+        self.snaps
+            .iter()
+            .filter(|(id, r)| !r.hold && !self.in_use.contains(id))
+            .min_by_key(|(id, r)| (r.created, **id))
+            .map(|(id, r)| (*id, r.name.clone()))
+    }
+
+    /// One step of the space policy for `need` chunks: [`RoomStep::Room`] when they
+    /// fit; else up to `budget` steps of the delete passes that run (then a commit,
+    /// which gives back what they freed), or, with none running, the delete of the
+    /// oldest snapshot the policy may take; [`RoomStep::Progress`] after either. With
+    /// nothing left to delete, or with the `Fail` policy, `NoSpace` (a refusal: the
+    /// store stays writable). A caller that holds a lock around the store releases it
+    /// between steps, so other devices' I/O goes on while a big snapshot is freed.
+    pub fn room_step(&mut self, need: u64, budget: usize) -> Result<RoomStep> {
+        let full = match self.room_for(need) {
+            Ok(()) => return Ok(RoomStep::Room),
+            Err(e) => e,
+        };
+        if self.opts.space_policy != SpacePolicy::DeleteOldest {
+            if !std::mem::replace(&mut self.full_logged, true) {
+                tracing::warn!(
+                    "store full: origin writes that need space fail with ENOSPC (policy: fail)"
+                );
             }
-            let victim = self
-                .snaps
-                .iter()
-                .filter(|(id, r)| !r.hold && !self.in_use.contains(id))
-                .min_by_key(|(id, r)| (r.created, **id))
-                .map(|(id, r)| (*id, r.name.clone()));
-            let Some((id, name)) = victim else {
-                if !std::mem::replace(&mut self.full_logged, true) {
-                    tracing::warn!(
-                        "store full and every snapshot left is held or active: origin writes that need space fail with ENOSPC"
-                    );
+            return Err(full);
+        }
+        let passes: Vec<u32> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.kind != crate::tables::JobKind::Merge)
+            .map(|(i, _)| *i)
+            .collect();
+        if !passes.is_empty() {
+            let mut done = 0;
+            'steps: while done < budget {
+                let mut any = false;
+                for &i in &passes {
+                    if self.jobs.contains_key(&i) {
+                        self.latching(|s| s.pass_step(i))?;
+                        any = true;
+                        done += 1;
+                        if done >= budget {
+                            break 'steps;
+                        }
+                    }
                 }
-                return Err(full);
-            };
-            tracing::warn!(snapshot = %name, "store full: deleting the oldest unheld snapshot");
-            self.delete_snapshot(id)?;
-            self.auto_deleted += 1;
-            while self
-                .jobs
-                .values()
-                .any(|j| j.kind != crate::tables::JobKind::Merge)
-            {
-                let ids: Vec<u32> = self
-                    .jobs
-                    .iter()
-                    .filter(|(_, j)| j.kind != crate::tables::JobKind::Merge)
-                    .map(|(i, _)| *i)
-                    .collect();
-                for i in ids {
-                    self.latching(|s| s.pass_step(i))?;
+                if !any {
+                    break;
                 }
             }
             self.commit()?;
+            return Ok(RoomStep::Progress);
         }
+        let Some((id, name)) = self.victim() else {
+            if !std::mem::replace(&mut self.full_logged, true) {
+                tracing::warn!(
+                    "store full and every snapshot left is held or active: origin writes that need space fail with ENOSPC"
+                );
+            }
+            return Err(self.refusal(full));
+        };
+        tracing::warn!(snapshot = %name, "store full: deleting the oldest unheld snapshot");
+        self.delete_snapshot(id)?;
+        self.auto_deleted += 1;
+        Ok(RoomStep::Progress)
     }
 
     /// Implicit split: `t` becomes a ghost parent, the device moves to a new leaf.

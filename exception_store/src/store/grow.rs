@@ -110,6 +110,14 @@ impl Store {
     /// (with everything else pending). Refused, changing nothing, when the device
     /// did not grow by a whole chunk or shrank.
     pub fn grow_store(&mut self, sparse: bool) -> Result<Grown> {
+        let (old_len, new_len) = self.grow_plan()?;
+        let preallocation = preallocate(&*self.dev, old_len, new_len - old_len, sparse)?;
+        self.grow_to(old_len, new_len, preallocation)
+    }
+
+    /// The growth [`Store::grow_store`] would make, `(old_len, new_len)`, or why
+    /// none: checks only, nothing changes.
+    pub fn grow_plan(&self) -> Result<(u64, u64)> {
         self.check_writable()?;
         let old_len = self.sb.store_len;
         let now = self.dev.grow().map_err(|source| Error::Io {
@@ -133,7 +141,28 @@ impl Store {
                 self.chunk_size
             )));
         }
-        let preallocation = preallocate(&*self.dev, old_len, new_len - old_len, sparse)?;
+        Ok((old_len, new_len))
+    }
+
+    /// Take the store to `new_len` bytes, planned by [`Store::grow_plan`] at
+    /// `old_len` and preallocated as `preallocation` says: the new chunks become
+    /// free and the new length commits. Refused, changing nothing, when the store
+    /// is no longer `old_len` bytes (another growth came first) or the device is
+    /// smaller than `new_len`.
+    pub fn grow_to(
+        &mut self,
+        old_len: u64,
+        new_len: u64,
+        preallocation: Preallocation,
+    ) -> Result<Grown> {
+        self.check_writable()?;
+        let (now_old, now_new) = self.grow_plan()?;
+        if now_old != old_len || now_new < new_len {
+            return Err(Error::Invalid(format!(
+                "the store changed size while it grew (it is {now_old} bytes, the device \
+                 holds {now_new}): nothing changed; grow it again"
+            )));
+        }
         self.alloc.grow(new_len / self.chunk_size);
         self.sb.store_len = new_len;
         self.changed = true;

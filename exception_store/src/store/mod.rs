@@ -36,6 +36,7 @@ mod snapshots;
 mod status;
 
 pub use copy_out::{CopyOut, CopyOutBegin};
+pub use data::RoomStep;
 pub use grow::{preallocate, Grown, Preallocation};
 pub use grow_origin::OriginGrown;
 pub use read_plan::{ReadPiece, ReadPlan, ReadSource};
