@@ -143,6 +143,11 @@ impl Readiness {
 pub fn serve(cfg: Config, socket: &Path, ready: &Readiness) -> Result<()> {
     ublk_target::check_available()?;
     let cfg_nbd = (cfg.nbd_socket.clone(), cfg.nbd_listen.clone());
+    let nbd_security = crate::nbd::Security::new(
+        cfg.nbd_tls.as_ref(),
+        cfg.nbd_listen.is_some(),
+        cfg.nbd_insecure,
+    )?;
     let service = Arc::new(Service::open(cfg)?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -188,6 +193,7 @@ pub fn serve(cfg: Config, socket: &Path, ready: &Readiness) -> Result<()> {
         service.store().clone(),
         service.exports().clone(),
         listeners,
+        nbd_security,
     );
     let nbd = match nbd {
         Ok(n) => n,

@@ -268,6 +268,7 @@ fn nbd_multi_conn_flush() {
         shared.clone(),
         exports,
         vec![Listener::unix(&sock).unwrap()],
+        ublk_snapd::nbd::Security::default(),
     )
     .unwrap();
     let mut a = Client::connect(&sock, "o", &[]);

@@ -8,6 +8,16 @@
 //! one gets `NBD_REP_ERR_INVALID`, an unknown one `NBD_REP_ERR_UNSUP`; the client
 //! may then try again. A client that breaks the framing (a wrong magic, a missing
 //! fixed-newstyle flag) is dropped. At most [`MAX_OPTIONS`] options per connection.
+//!
+//! # TLS (`NBD_OPT_STARTTLS`)
+//! [`options`] runs under a [`TlsPolicy`]. Where TLS is [`TlsPolicy::Required`],
+//! every option before `STARTTLS` but `ABORT` gets `NBD_REP_ERR_TLS_REQD`
+//! (`EXPORT_NAME`, which cannot be answered, closes the connection), so nothing about
+//! the exports is told in the clear. A `STARTTLS` that is acknowledged ends the
+//! phase ([`Outcome::StartTls`]): the caller runs the TLS handshake and calls
+//! [`options`] again over TLS with [`TlsPolicy::Done`] and a fresh state, so that
+//! nothing negotiated before (structured replies, meta contexts, an export) carries
+//! over (nbdkit's CVE-2021-3716). A second `STARTTLS` gets `NBD_REP_ERR_INVALID`.
 use super::{
     be,
     consts::*,
@@ -72,16 +82,42 @@ pub fn transmission_flags(e: &ExportInfo, structured: bool) -> u16 {
     f
 }
 
+/// Whether the client must, may or cannot switch to TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// No TLS here: `STARTTLS` gets `NBD_REP_ERR_POLICY`.
+    Off,
+    /// The client may start TLS (it may also go on in the clear).
+    Offered,
+    /// The client must start TLS before anything but `ABORT`.
+    Required,
+    /// TLS is running: a second `STARTTLS` is invalid.
+    Done,
+}
+
+/// How an option phase ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The client chose an export.
+    Go(Negotiated),
+    /// The client aborted or left cleanly.
+    Left,
+    /// `STARTTLS` was acknowledged: run the TLS handshake, then [`options`] again.
+    StartTls,
+}
+
+/// What an option phase has negotiated so far; dropped when TLS starts.
 struct State {
+    tls: TlsPolicy,
     structured: bool,
     no_zeroes: bool,
     /// (export name as asked, contexts) of the last SET_META_CONTEXT
     meta: Option<(String, Vec<Context>)>,
 }
 
-/// Run the handshake. `Ok(None)`: the client aborted or left cleanly; `Err`: it
-/// broke the protocol or the connection failed (the caller drops it).
-pub fn negotiate<S: Read + Write>(s: &mut S, cat: &dyn Catalog) -> io::Result<Option<Negotiated>> {
+/// Send the greeting and read the client's flags; returns whether the client asked
+/// for no zeroes after `NBD_OPT_EXPORT_NAME`. An error: not a fixed newstyle client.
+pub fn greet<S: Read + Write>(s: &mut S) -> io::Result<bool> {
     let mut hello = Vec::with_capacity(18);
     be::put_u64(&mut hello, NBDMAGIC);
     be::put_u64(&mut hello, IHAVEOPT);
@@ -96,16 +132,40 @@ pub fn negotiate<S: Read + Write>(s: &mut S, cat: &dyn Catalog) -> io::Result<Op
     {
         return Err(bad("client flags without fixed newstyle, or unknown flags"));
     }
+    Ok(cflags & FLAG_C_NO_ZEROES != 0)
+}
+
+/// Run the whole handshake without TLS. `Ok(None)`: the client aborted or left
+/// cleanly; `Err`: it broke the protocol or the connection failed (the caller
+/// drops it).
+pub fn negotiate<S: Read + Write>(s: &mut S, cat: &dyn Catalog) -> io::Result<Option<Negotiated>> {
+    let no_zeroes = greet(s)?;
+    match options(s, cat, TlsPolicy::Off, no_zeroes)? {
+        Outcome::Go(n) => Ok(Some(n)),
+        Outcome::Left => Ok(None),
+        Outcome::StartTls => Err(bad("STARTTLS acknowledged without TLS")),
+    }
+}
+
+/// One phase of options (after [`greet`], or after the TLS handshake with
+/// [`TlsPolicy::Done`]), from a fresh state.
+pub fn options<S: Read + Write>(
+    s: &mut S,
+    cat: &dyn Catalog,
+    tls: TlsPolicy,
+    no_zeroes: bool,
+) -> io::Result<Outcome> {
     let mut st = State {
+        tls,
         structured: false,
-        no_zeroes: cflags & FLAG_C_NO_ZEROES != 0,
+        no_zeroes,
         meta: None,
     };
     for _ in 0..MAX_OPTIONS {
         let mut h = [0u8; 16];
         match s.read_exact(&mut h) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Outcome::Left),
             Err(e) => return Err(e),
         }
         if be::get_u64(&h, 0) != IHAVEOPT {
@@ -123,11 +183,44 @@ pub fn negotiate<S: Read + Write>(s: &mut S, cat: &dyn Catalog) -> io::Result<Op
         }
         let mut data = vec![0u8; len as usize];
         s.read_exact(&mut data)?;
+        if st.tls == TlsPolicy::Required && !matches!(opt, OPT_ABORT | OPT_STARTTLS) {
+            if opt == OPT_EXPORT_NAME {
+                return Err(bad("EXPORT_NAME before the required STARTTLS"));
+            }
+            reply_err(s, opt, REP_ERR_TLS_REQD, "TLS is required: send STARTTLS")?;
+            continue;
+        }
+        if opt == OPT_STARTTLS {
+            if let Some(o) = starttls(s, &st, &data)? {
+                return Ok(o);
+            }
+            continue;
+        }
         if let Some(n) = option(s, cat, &mut st, opt, &data)? {
-            return Ok(n);
+            return Ok(match n {
+                Some(n) => Outcome::Go(n),
+                None => Outcome::Left,
+            });
         }
     }
     Err(bad("too many options"))
+}
+
+/// `NBD_OPT_STARTTLS`; `Some(StartTls)` once acknowledged.
+fn starttls<S: Write>(s: &mut S, st: &State, data: &[u8]) -> io::Result<Option<Outcome>> {
+    let opt = OPT_STARTTLS;
+    match st.tls {
+        TlsPolicy::Off => reply_err(s, opt, REP_ERR_POLICY, "TLS is not configured")?,
+        TlsPolicy::Done => reply_err(s, opt, REP_ERR_INVALID, "TLS is already running")?,
+        TlsPolicy::Offered | TlsPolicy::Required if !data.is_empty() => {
+            reply_err(s, opt, REP_ERR_INVALID, "STARTTLS takes no data")?
+        }
+        TlsPolicy::Offered | TlsPolicy::Required => {
+            reply(s, opt, REP_ACK, &[])?;
+            return Ok(Some(Outcome::StartTls));
+        }
+    }
+    Ok(None)
 }
 
 /// One option; `Some(x)` ends the handshake with `x`.
@@ -186,7 +279,6 @@ fn option<S: Read + Write>(
         }
         OPT_INFO | OPT_GO => return info_or_go(s, cat, st, opt, data),
         OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => meta_context(s, cat, st, opt, data)?,
-        OPT_STARTTLS => reply_err(s, opt, REP_ERR_POLICY, "TLS is not supported")?,
         OPT_EXTENDED_HEADERS => {
             reply_err(s, opt, REP_ERR_UNSUP, "extended headers are not supported")?
         }

@@ -12,7 +12,8 @@
 //! - [`block_status`]: block-status extents from the store's map.
 //! - [`transmission`]: one connection's request loop on the shared store.
 //! - [`exports`]: the export table and its connections.
-//! - [`server`]: listeners and connection threads.
+//! - [`server`]: listeners and connection threads; who may connect ([`Security`]).
+//! - [`tls`]: `STARTTLS`: certificates, client checks, the TLS stream.
 //!
 //! # Guarantees
 //! - Data goes through the ublk devices' paths ([`exception_store::SharedStore`]):
@@ -29,10 +30,12 @@ pub mod handshake;
 pub mod meta;
 pub mod request;
 pub mod server;
+pub mod tls;
 pub mod transmission;
 
 pub use exports::{Export, Exports};
-pub use server::{Listener, Server};
+pub use server::{Listener, Security, Server};
+pub use tls::{Tls, TlsFiles};
 
 /// The default NBD socket for control socket `control`: beside it, `NAME.sock`
 /// becoming `NAME.nbd.sock` (`/run/ublk-snap/ublk-snapd.nbd.sock` by default).
