@@ -39,7 +39,7 @@ fn tls_setup(pki: &Pki, mutual: bool, allow: &[&str]) -> (Setup, u16, Vec<u8>) {
         tls: Some(tls),
         insecure_tcp: false,
     };
-    let (s, port) = nbd::setup_with(LEN, 64 << 20, sec, true);
+    let (s, port) = nbd::setup_with(LEN, 64 << 20, sec, true, Default::default());
     let svc = s.fix.service();
     let data = pattern(5, LEN as usize);
     svc.store().write(Dev::Origin, 0, &data).unwrap();

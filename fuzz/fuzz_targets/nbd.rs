@@ -80,5 +80,5 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Dev::Origin
     };
-    let _ = transmission::run(&mut w, io::sink(), st, dev, &n);
+    let _ = transmission::run(&mut w, io::sink(), st, dev, &n, &|| {});
 });

@@ -34,7 +34,7 @@ pub mod tls;
 pub mod transmission;
 
 pub use exports::{Export, Exports};
-pub use server::{Listener, Security, Server};
+pub use server::{Listener, Security, Server, Timeouts};
 pub use tls::{Tls, TlsFiles};
 
 /// The default NBD socket for control socket `control`: beside it, `NAME.sock`

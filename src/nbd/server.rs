@@ -4,7 +4,7 @@
 //! # Bounds
 //! - At most [`MAX_CONNECTIONS`] connections at once; more are closed at accept.
 //! - The whole handshake (options, TLS, options over TLS) must end within
-//!   [`HANDSHAKE_TIMEOUT`] of the connection's accept, however the client spreads
+//!   [`HANDSHAKE_TIMEOUT`] of the connection's start, however the client spreads
 //!   its bytes; the transmission phase has no read timeout (an idle client is a
 //!   normal client).
 //! - A write that cannot progress for [`WRITE_TIMEOUT`] (a client that stopped
@@ -59,6 +59,25 @@ pub const MAX_CONNECTIONS: usize = 128;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a write to a client may be blocked.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The connection timeouts ([`HANDSHAKE_TIMEOUT`], [`WRITE_TIMEOUT`] by default;
+/// tests shorten them).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Longest handshake, from accept to the export chosen.
+    pub handshake: Duration,
+    /// Longest a write to a client may be blocked.
+    pub write: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            handshake: HANDSHAKE_TIMEOUT,
+            write: WRITE_TIMEOUT,
+        }
+    }
+}
 
 /// Who may connect how: TLS, and whether TCP may go without it.
 #[derive(Debug, Clone, Default)]
@@ -170,7 +189,7 @@ impl Listener {
         }
         .map(|sock| Stream {
             sock,
-            deadline: Some(Instant::now() + HANDSHAKE_TIMEOUT),
+            deadline: None,
         })
     }
 }
@@ -235,6 +254,13 @@ impl Stream {
         };
         self.deadline = Some(Instant::now() + Duration::from_secs(1));
         let _ = io::copy(&mut Read::by_ref(self).take(1 << 20), &mut io::sink());
+    }
+    /// Close both directions (another thread's blocked read or write returns).
+    fn shutdown(&self) {
+        let _ = match &self.sock {
+            Sock::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Sock::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+        };
     }
     fn peer(&self) -> io::Result<Peer> {
         Ok(match &self.sock {
@@ -346,6 +372,17 @@ impl Server {
         listeners: Vec<Listener>,
         security: Security,
     ) -> Result<Server> {
+        Server::start_with(store, exports, listeners, security, Timeouts::default())
+    }
+
+    /// [`Server::start`] with other timeouts.
+    pub fn start_with(
+        store: Arc<SharedStore>,
+        exports: Arc<Exports>,
+        listeners: Vec<Listener>,
+        security: Security,
+        timeouts: Timeouts,
+    ) -> Result<Server> {
         let tcp = listeners.iter().any(|l| matches!(l, Listener::Tcp(_)));
         if tcp && security.tls.is_none() && !security.insecure_tcp {
             return Err(Error::Invalid(
@@ -371,6 +408,7 @@ impl Server {
                 exports: exports.clone(),
                 policy: security.policy(&l),
                 tls: security.tls.clone(),
+                timeouts,
             });
             let (stop, conns) = (stop.clone(), conns.clone());
             let t = std::thread::Builder::new()
@@ -430,6 +468,7 @@ struct Ctx {
     exports: Arc<Exports>,
     policy: TlsPolicy,
     tls: Option<Tls>,
+    timeouts: Timeouts,
 }
 
 fn accept_loop(
@@ -470,9 +509,10 @@ fn accept_loop(
 }
 
 fn connection(mut s: Stream, ctx: &Ctx) {
+    s.deadline = Some(Instant::now() + ctx.timeouts.handshake);
     let peer = match s
         .set_blocking()
-        .and_then(|()| s.set_write_timeout(Some(WRITE_TIMEOUT)))
+        .and_then(|()| s.set_write_timeout(Some(ctx.timeouts.write)))
         .and_then(|()| s.peer())
     {
         Ok(p) => p,
@@ -502,7 +542,8 @@ fn session(s: &mut Stream, ctx: &Ctx, id: u64) -> io::Result<()> {
         Outcome::Go(n) => {
             s.set_deadline(None)?;
             let w = s.try_clone()?;
-            attach_and_run(s, w, ctx, &cat, id, &n)
+            let killer = s.try_clone()?;
+            attach_and_run(s, w, &killer, ctx, &cat, id, &n)
         }
         Outcome::StartTls => {
             let tls = ctx
@@ -519,7 +560,8 @@ fn session(s: &mut Stream, ctx: &Ctx, id: u64) -> io::Result<()> {
             match handshake::options(&mut d, &cat, TlsPolicy::Done, no_zeroes)? {
                 Outcome::Go(n) => {
                     d.r.raw_mut().set_deadline(None)?;
-                    attach_and_run(&mut d.r, d.w, ctx, &cat, id, &n)
+                    let killer = s.try_clone()?;
+                    attach_and_run(&mut d.r, d.w, &killer, ctx, &cat, id, &n)
                 }
                 Outcome::Left => Ok(()),
                 Outcome::StartTls => Err(bad("a second STARTTLS acknowledged")),
@@ -533,6 +575,7 @@ fn session(s: &mut Stream, ctx: &Ctx, id: u64) -> io::Result<()> {
 fn attach_and_run<R: Read, W: Write + Send>(
     r: &mut R,
     w: W,
+    killer: &Stream,
     ctx: &Ctx,
     cat: &StoreCatalog<'_>,
     id: u64,
@@ -548,7 +591,7 @@ fn attach_and_run<R: Read, W: Write + Send>(
     }
     let dev: Dev = e.dev;
     tracing::debug!(export = %e.name, structured = n.structured, contexts = n.contexts.len(), "NBD client attached");
-    transmission::run(r, w, &ctx.store, dev, n)
+    transmission::run(r, w, &ctx.store, dev, n, &|| killer.shutdown())
 }
 
 fn bad(msg: &str) -> io::Error {

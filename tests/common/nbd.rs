@@ -11,7 +11,7 @@ use std::{
 };
 use ublk_snapd::{
     control::Limits,
-    nbd::{Listener, Security, Server},
+    nbd::{Listener, Security, Server, Timeouts},
 };
 
 /// A daemon fixture (origin of `len` bytes, store of `store_len`) with an NBD server
@@ -31,12 +31,25 @@ impl Drop for Setup {
 }
 
 pub fn setup(len: u64, store_len: u64) -> Setup {
-    setup_with(len, store_len, Security::default(), false).0
+    setup_with(
+        len,
+        store_len,
+        Security::default(),
+        false,
+        Timeouts::default(),
+    )
+    .0
 }
 
 /// [`setup`] with `security`, and (if `tcp`) a TCP listener on 127.0.0.1 too, whose
 /// port is returned.
-pub fn setup_with(len: u64, store_len: u64, security: Security, tcp: bool) -> (Setup, u16) {
+pub fn setup_with(
+    len: u64,
+    store_len: u64,
+    security: Security,
+    tcp: bool,
+    timeouts: Timeouts,
+) -> (Setup, u16) {
     let fix = Fixture::start(len, store_len, Limits::default());
     let sock = fix.socket.with_file_name("nbd.sock");
     let svc = fix.service().clone();
@@ -44,11 +57,12 @@ pub fn setup_with(len: u64, store_len: u64, security: Security, tcp: bool) -> (S
     if tcp {
         listeners.push(Listener::tcp("127.0.0.1:0").unwrap());
     }
-    let server = Server::start(
+    let server = Server::start_with(
         svc.store().clone(),
         svc.exports().clone(),
         listeners,
         security,
+        timeouts,
     )
     .unwrap();
     let port = server
