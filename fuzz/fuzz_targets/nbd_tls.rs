@@ -9,7 +9,10 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::io::{self, Read, Write};
-use ublk_snapd::nbd::handshake::{self, Catalog, ExportInfo, Outcome, TlsPolicy};
+use ublk_snapd::nbd::{
+    dirty::Candidate,
+    handshake::{self, Catalog, ExportInfo, Outcome, TlsPolicy},
+};
 
 /// Reads come from the input; replies are kept for the checks.
 struct Wire<'a> {
@@ -49,6 +52,10 @@ impl Catalog for Cat {
             writable,
             preferred_block: 4096,
             description: "fuzz".into(),
+            bitmaps: vec![Candidate {
+                name: "a".into(),
+                snap: 1,
+            }],
         })
     }
     fn names(&self) -> Vec<String> {

@@ -21,6 +21,7 @@
 use super::{
     be,
     consts::*,
+    dirty::{self, Bitmap, Candidate},
     meta::{self, Context},
 };
 use std::io::{self, Read, Write};
@@ -45,6 +46,8 @@ pub struct ExportInfo {
     pub preferred_block: u32,
     /// For `NBD_INFO_DESCRIPTION`.
     pub description: String,
+    /// The snapshots it has a dirty bitmap against ([`dirty`]).
+    pub bitmaps: Vec<Candidate>,
 }
 
 /// The exports a handshake can pick from.
@@ -64,6 +67,8 @@ pub struct Negotiated {
     pub structured: bool,
     /// The metadata contexts selected for that export, in reply order.
     pub contexts: Vec<Context>,
+    /// The dirty bitmaps selected for that export, replied after `contexts`.
+    pub bitmaps: Vec<Bitmap>,
     /// The transmission flags sent.
     pub flags: u16,
 }
@@ -111,8 +116,8 @@ struct State {
     tls: TlsPolicy,
     structured: bool,
     no_zeroes: bool,
-    /// (export name as asked, contexts) of the last SET_META_CONTEXT
-    meta: Option<(String, Vec<Context>)>,
+    /// (export name as asked, contexts, bitmaps) of the last SET_META_CONTEXT
+    meta: Option<(String, Vec<Context>, Vec<Bitmap>)>,
 }
 
 /// Send the greeting and read the client's flags; returns whether the client asked
@@ -245,11 +250,12 @@ fn option<S: Read + Write>(
             }
             s.write_all(&out)?;
             s.flush()?;
-            let contexts = contexts_for(st, &name);
+            let (contexts, bitmaps) = contexts_for(st, &name);
             return Ok(Some(Some(Negotiated {
                 export: e,
                 structured: st.structured,
                 contexts,
+                bitmaps,
                 flags,
             })));
         }
@@ -287,10 +293,10 @@ fn option<S: Read + Write>(
     Ok(None)
 }
 
-fn contexts_for(st: &State, export: &str) -> Vec<Context> {
+fn contexts_for(st: &State, export: &str) -> (Vec<Context>, Vec<Bitmap>) {
     match &st.meta {
-        Some((name, c)) if name == export => c.clone(),
-        _ => Vec::new(),
+        Some((name, c, b)) if name == export => (c.clone(), b.clone()),
+        _ => (Vec::new(), Vec::new()),
     }
 }
 
@@ -356,11 +362,12 @@ fn info_or_go<S: Read + Write>(
     if opt == OPT_INFO {
         return Ok(None);
     }
-    let contexts = contexts_for(st, &name);
+    let (contexts, bitmaps) = contexts_for(st, &name);
     Ok(Some(Some(Negotiated {
         export: e,
         structured: st.structured,
         contexts,
+        bitmaps,
         flags,
     })))
 }
@@ -395,13 +402,21 @@ fn meta_context<S: Read + Write>(
     let Some((name, queries)) = parsed else {
         return reply_err(s, opt, REP_ERR_INVALID, "malformed meta context request");
     };
-    if cat.lookup(&name).is_none() {
+    let Some(e) = cat.lookup(&name) else {
         return reply_err(s, opt, REP_ERR_UNKNOWN, "no such export");
-    }
-    let chosen = if opt == OPT_LIST_META_CONTEXT {
-        meta::list(&queries)
+    };
+    let (chosen, bitmaps) = if opt == OPT_LIST_META_CONTEXT {
+        let listed = dirty::list(&queries, &e.bitmaps).into_iter();
+        let b = listed
+            .map(|c| Bitmap {
+                id: 0,
+                snap: c.snap,
+                name: dirty::context_name(c),
+            })
+            .collect();
+        (meta::list(&queries), b)
     } else {
-        meta::select(&queries)
+        (meta::select(&queries), dirty::select(&queries, &e.bitmaps))
     };
     for c in &chosen {
         let mut d = Vec::new();
@@ -409,8 +424,14 @@ fn meta_context<S: Read + Write>(
         d.extend_from_slice(c.name().as_bytes());
         reply(s, opt, REP_META_CONTEXT, &d)?;
     }
+    for b in &bitmaps {
+        let mut d = Vec::with_capacity(4 + b.name.len());
+        be::put_u32(&mut d, b.id);
+        d.extend_from_slice(b.name.as_bytes());
+        reply(s, opt, REP_META_CONTEXT, &d)?;
+    }
     if opt == OPT_SET_META_CONTEXT {
-        st.meta = Some((name, chosen));
+        st.meta = Some((name, chosen, bitmaps));
     }
     reply(s, opt, REP_ACK, &[])
 }

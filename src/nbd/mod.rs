@@ -10,6 +10,7 @@
 //! - [`meta`]: the metadata contexts (`base:allocation`, `qemu:allocation-depth`,
 //!   `ublk-snap:owner`).
 //! - [`block_status`]: block-status extents from the store's map.
+//! - [`dirty`]: the dirty bitmaps `qemu:dirty-bitmap:A`, from the store's diff.
 //! - [`transmission`]: one connection's request loop on the shared store.
 //! - [`exports`]: the export table and its connections.
 //! - [`server`]: listeners and connection threads; who may connect ([`Security`]).
@@ -25,6 +26,7 @@
 pub mod be;
 pub mod block_status;
 pub mod consts;
+pub mod dirty;
 pub mod exports;
 pub mod handshake;
 pub mod meta;

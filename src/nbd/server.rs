@@ -341,6 +341,7 @@ impl Catalog for StoreCatalog<'_> {
                 Some(s) => format!("ublk-snap snapshot {s}"),
                 None => "ublk-snap origin".into(),
             },
+            bitmaps: super::dirty::candidates(self.store, e.dev),
             name: e.name,
             size,
             writable: e.writable,

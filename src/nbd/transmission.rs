@@ -45,6 +45,7 @@
 use super::{
     block_status,
     consts::*,
+    dirty,
     handshake::Negotiated,
     request::{self, Request, Shape, Verdict, REQUEST_LEN},
 };
@@ -172,7 +173,7 @@ fn read_loop<R: Read, W: Write>(
         size: n.export.size,
         writable: n.export.writable,
         structured: n.structured,
-        has_contexts: !n.contexts.is_empty(),
+        has_contexts: !n.contexts.is_empty() || !n.bitmaps.is_empty(),
     };
     loop {
         if c.broken.load(Ordering::Relaxed) {
@@ -374,7 +375,11 @@ fn status<W: Write>(c: &Conn<'_, W>, r: &Request) -> io::Result<()> {
     // at most STATUS_MAX_CHUNKS chunks, ending on a chunk boundary
     let limit = (r.offset / c.chunk + STATUS_MAX_CHUNKS) * c.chunk - r.offset;
     let len = u64::from(r.len).min(limit);
-    let map = match c.store.map(c.dev, r.offset, len) {
+    // (dirty bitmaps alone need no map)
+    let map = match c
+        .store
+        .map(c.dev, r.offset, if n.contexts.is_empty() { 0 } else { len })
+    {
         Ok(m) => m,
         Err(e) => {
             let mut out = Vec::new();
@@ -382,13 +387,29 @@ fn status<W: Write>(c: &Conn<'_, W>, r: &Request) -> io::Result<()> {
             return c.send(&out);
         }
     };
-    let runs = block_status::runs(&map, &n.contexts, r.flags & CMD_FLAG_REQ_ONE != 0);
+    let req_one = r.flags & CMD_FLAG_REQ_ONE != 0;
+    let runs = block_status::runs(&map, &n.contexts, req_one);
     drop(map);
     let mut out = Vec::new();
+    let total = n.contexts.len() + n.bitmaps.len();
     for (i, ctx) in n.contexts.iter().enumerate() {
-        let done = i + 1 == n.contexts.len();
+        let done = i + 1 == total;
         let d = block_status::descriptors(&runs, *ctx);
         out.extend_from_slice(&request::block_status_chunk(r.cookie, done, ctx.id(), &d));
+    }
+    for (i, b) in n.bitmaps.iter().enumerate() {
+        let done = n.contexts.len() + i + 1 == total;
+        let d = match dirty::descriptors(c.store, c.dev, b, r.offset, len, req_one) {
+            Ok(d) => d,
+            Err(e) => {
+                // (a snapshot deleted since the handshake): the reply so far is
+                // dropped, an error is the whole reply
+                let mut out = Vec::new();
+                error(&mut out, n, r, nbd_errno(&e), &e.to_string())?;
+                return c.send(&out);
+            }
+        };
+        out.extend_from_slice(&request::block_status_chunk(r.cookie, done, b.id, &d));
     }
     c.send(&out)
 }
