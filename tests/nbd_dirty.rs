@@ -139,6 +139,7 @@ fn dirty_bitmaps_with_nbdinfo_qemu_img_and_an_incremental_backup_over_tls() {
 
     // nbdinfo --map: the diff exactly
     let map = run("nbdinfo", &["--map=qemu:dirty-bitmap:A", &unix("B")]);
+    eprintln!("nbdinfo --map=qemu:dirty-bitmap:A:\n{map}");
     assert_eq!(dirty_of_map(&map), want, "{map}");
     let om = run("nbdinfo", &["--map=qemu:dirty-bitmap:B", &unix("o")]);
     assert_eq!(dirty_of_map(&om), [(20 * CHUNK, CHUNK)], "{om}");

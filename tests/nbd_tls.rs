@@ -40,12 +40,19 @@ fn tls_setup(pki: &Pki, mutual: bool, allow: &[&str]) -> (Setup, u16, Vec<u8>) {
         insecure_tcp: false,
     };
     let (s, port) = nbd::setup_with(LEN, 64 << 20, sec, true, Default::default());
+
     let svc = s.fix.service();
     let data = pattern(5, LEN as usize);
     svc.store().write(Dev::Origin, 0, &data).unwrap();
     svc.create("s1", None).unwrap();
     svc.store().write(Dev::Origin, 0, &[9; 65536]).unwrap();
-    svc.export("s1", false, None).unwrap();
+    let e = svc.export("s1", false, None).unwrap();
+    // status and `snapctl export` say TCP is TLS (nbds:// URIs)
+    assert!(
+        e.listen.contains(&format!("tls:127.0.0.1:{port}")),
+        "{:?}",
+        e.listen
+    );
     svc.export("origin", true, Some("o")).unwrap();
     (s, port, data)
 }

@@ -392,7 +392,14 @@ impl Server {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let addresses = listeners.iter().map(Listener::address).collect();
+        // `tls:HOST:PORT` for a TCP listener that requires TLS (`nbds://` URIs)
+        let addresses = listeners
+            .iter()
+            .map(|l| match security.policy(l) {
+                TlsPolicy::Required => l.address().replacen("tcp:", "tls:", 1),
+                _ => l.address(),
+            })
+            .collect();
         let unix_paths = listeners
             .iter()
             .filter_map(|l| match l {
@@ -428,7 +435,8 @@ impl Server {
         })
     }
 
-    /// Where the server listens (`unix:PATH`, `tcp:HOST:PORT`).
+    /// Where the server listens (`unix:PATH`, `tcp:HOST:PORT`, or `tls:HOST:PORT`
+    /// for TCP with TLS required).
     pub fn addresses(&self) -> &[String] {
         &self.addresses
     }

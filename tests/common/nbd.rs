@@ -68,7 +68,10 @@ pub fn setup_with(
     let port = server
         .addresses()
         .iter()
-        .find_map(|a| a.rsplit_once(':').filter(|_| a.starts_with("tcp:")))
+        .find_map(|a| {
+            a.rsplit_once(':')
+                .filter(|_| a.starts_with("tcp:") || a.starts_with("tls:"))
+        })
         .map_or(0, |(_, p)| p.parse().unwrap());
     svc.set_nbd_listen(server.addresses().to_vec());
     (
