@@ -482,3 +482,6 @@ fn reply_err<S: Write>(s: &mut S, opt: u32, typ: u32, msg: &str) -> io::Result<(
 fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
 }
+
+#[cfg(test)]
+mod tests;
