@@ -141,13 +141,14 @@ impl Readiness {
 /// Run the daemon until SIGTERM or SIGINT: open the store, start (or recover) the
 /// devices, serve the socket, then shut down cleanly (stop the devices, commit).
 pub fn serve(cfg: Config, socket: &Path, ready: &Readiness) -> Result<()> {
-    ublk_target::check_available()?;
-    let cfg_nbd = (cfg.nbd_socket.clone(), cfg.nbd_listen.clone());
+    // NBD's TLS files and the TCP-without-TLS refusal: checked before anything starts
     let nbd_security = crate::nbd::Security::new(
         cfg.nbd_tls.as_ref(),
         cfg.nbd_listen.is_some(),
         cfg.nbd_insecure,
     )?;
+    ublk_target::check_available()?;
+    let cfg_nbd = (cfg.nbd_socket.clone(), cfg.nbd_listen.clone());
     let service = Arc::new(Service::open(cfg)?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
