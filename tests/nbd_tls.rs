@@ -1,7 +1,7 @@
 //! NBD over TLS (`NBD_OPT_STARTTLS`) with clients nobody here wrote: qemu-img with
 //! `--object tls-creds-x509` (TLS 1.3, and 1.2 through a GnuTLS priority string),
 //! libnbd's `nbdinfo` and `nbdcopy` with `nbds://` and `nbds+unix://` URIs and
-//! `tls-certificates=DIR`; certificates made by `certtool` (tests/common/tls.rs).
+//! `tls-certificates=DIR`, Debian's `nbd-client -l` with its certificate options; certificates made by `certtool` (tests/common/tls.rs).
 //! Refusals: a client certificate of another CA, a name not in the allow-list, no
 //! client certificate, a client that does not trust our CA, a client that skips
 //! TLS; and with a raw client: every option before STARTTLS gets
@@ -170,6 +170,28 @@ fn qemu_img_and_libnbd_over_tls_with_client_certificates() {
     let back = dir.path().join("back.raw");
     run("nbdcopy", &[&o, back.to_str().unwrap()]);
     assert!(std::fs::read(&back).unwrap() == new);
+    // Debian's nbd-client (GnuTLS, TLS 1.2 forced) lists the exports over TLS with
+    // its certificate options (attaching a device needs the kernel: tests/vm)
+    let g = |f: &str| good.join(f).to_str().unwrap().to_owned();
+    let port_s = port.to_string();
+    let list = run(
+        "nbd-client",
+        &[
+            "-l",
+            "127.0.0.1",
+            &port_s,
+            "-cacertfile",
+            &g("ca-cert.pem"),
+            "-certfile",
+            &g("client-cert.pem"),
+            "-keyfile",
+            &g("client-key.pem"),
+            "-tlshostname",
+            "localhost",
+        ],
+    );
+    assert!(list.lines().any(|l| l.trim() == "s1"), "{list}");
+    assert!(list.lines().any(|l| l.trim() == "o"), "{list}");
     // nbds+unix:// on the Unix socket
     let unix = format!(
         "nbds+unix:///s1?socket={}&tls-certificates={}",
@@ -209,6 +231,34 @@ fn refusals_wrong_certificate_unknown_ca_name_not_allowed_no_tls() {
             assert!(err.to_lowercase().contains("alert"), "{dir}: {err}");
         }
     }
+    // nbd-client with another CA's certificate, and without TLS
+    let r = |f: &str| pki.path("rogue").join(f).to_str().unwrap().to_owned();
+    let port_s = port.to_string();
+    let err = refused(
+        "nbd-client",
+        &[
+            "-l",
+            "127.0.0.1",
+            &port_s,
+            "-cacertfile",
+            &r("ca-cert.pem"),
+            "-certfile",
+            &r("client-cert.pem"),
+            "-keyfile",
+            &r("client-key.pem"),
+            "-tlshostname",
+            "localhost",
+        ],
+    );
+    let _ = err;
+    let out = output("nbd-client", &["-l", "127.0.0.1", &port_s]);
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains("s1"), "listed without TLS: {said}");
+    assert!(
+        !out.status.success() && said.contains("TLS is required"),
+        "{said}"
+    );
     // a client that skips TLS: the server requires it
     let err = refused("nbdinfo", &[&format!("nbd://127.0.0.1:{port}/s1")]);
     // (libnbd reports NBD_REP_ERR_TLS_REQD to GO as "Operation not supported")
