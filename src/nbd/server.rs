@@ -594,7 +594,7 @@ fn attach_and_run<R: Read, W: Write + Send>(
     let Some(e) = ctx.exports.attach(id, &n.export.name) else {
         return Ok(());
     };
-    if cat.told(&n.export.name).as_ref() != Some(&e) || e.writable != n.export.writable {
+    if !still_told(cat, &e, n) {
         tracing::info!(export = %e.name, "NBD export changed during the handshake; dropping the client");
         return Ok(());
     }
@@ -603,6 +603,15 @@ fn attach_and_run<R: Read, W: Write + Send>(
     transmission::run(r, w, &ctx.store, dev, n, &|| killer.shutdown())
 }
 
+/// Whether export `e` (what the client is about to be attached to) is still the one
+/// the handshake told it about: same device, same writability.
+fn still_told(cat: &StoreCatalog<'_>, e: &Export, n: &Negotiated) -> bool {
+    cat.told(&n.export.name).as_ref() == Some(e) && e.writable == n.export.writable
+}
+
 fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
 }
+
+#[cfg(test)]
+mod tests;
