@@ -7,7 +7,8 @@
 //! must be dropped after the write timeout, the trickling one after the handshake
 //! deadline, and an honest client (the 128th connection) must be served
 //! throughout. The server runs in process with shortened timeouts (1 s writes,
-//! 2 s handshakes) so that the test takes seconds.
+//! 2 s handshakes) so that the test takes seconds. `NBD_HOSTILE_ROUNDS=N` repeats
+//! the hostile round N times (the soak, docs/cli.md), under the same bound.
 //!
 //! Before requests were streamed, the writer alone made the server buffer its
 //! queued payloads (16 x 32 MiB per connection), far over the bound.
@@ -65,33 +66,10 @@ fn drain_read_reply(s: &mut UnixStream, len: u64) -> u64 {
     }
 }
 
-#[test]
-fn hostile_clients_bounded_memory_honest_client_served() {
-    let timeouts = Timeouts {
-        handshake: Duration::from_secs(2),
-        write: Duration::from_secs(1),
-    };
-    let (s, _) = nbd::setup_with(LEN, 64 << 20, Security::default(), false, timeouts);
-    let svc = s.fix.service();
-    svc.export("origin", true, Some("o")).unwrap();
-    let sock = s.sock.clone();
-    let mut honest = Client::connect(&sock, "o", &[]);
-    assert_eq!(honest.write(0, b"hello"), 0);
-    assert_eq!(honest.read(0, 5), b"hello");
-    let idle: Vec<Client> = (0..123).map(|_| Client::connect(&sock, "o", &[])).collect();
-    let base = rss_bytes();
-    let peak = Arc::new(AtomicU64::new(base));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, stop) = (peak.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_bytes(), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
-    let t0 = Instant::now();
+/// One round of hostile clients (see the module documentation), with the honest
+/// client served meanwhile; every hostile connection is gone at its end.
+fn round(svc: &ublk_snapd::service::Service, sock: &std::path::Path, honest: &mut Client) {
+    let sock = sock.to_path_buf();
     // 1. 32 MiB writes (4 of them, 128 MiB), no reply read until all are sent
     let writer = {
         let sock = sock.clone();
@@ -187,11 +165,57 @@ fn hostile_clients_bounded_memory_honest_client_served() {
         }
     }
     assert!(rest < 16 * LEN, "it was dropped before all its replies");
+    drop(big);
+    drop(sleeper);
+    // back to the idle clients and the honest one
+    let until = Instant::now() + Duration::from_secs(10);
+    while svc.exports().connections().get("o").copied().unwrap_or(0) != 124 {
+        assert!(Instant::now() < until, "hostile connections linger");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn hostile_clients_bounded_memory_honest_client_served() {
+    let timeouts = Timeouts {
+        handshake: Duration::from_secs(2),
+        write: Duration::from_secs(1),
+    };
+    let (s, _) = nbd::setup_with(LEN, 64 << 20, Security::default(), false, timeouts);
+    let svc = s.fix.service();
+    svc.export("origin", true, Some("o")).unwrap();
+    let sock = s.sock.clone();
+    let mut honest = Client::connect(&sock, "o", &[]);
+    assert_eq!(honest.write(0, b"hello"), 0);
+    assert_eq!(honest.read(0, 5), b"hello");
+    let idle: Vec<Client> = (0..123).map(|_| Client::connect(&sock, "o", &[])).collect();
+    let base = rss_bytes();
+    let peak = Arc::new(AtomicU64::new(base));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_bytes(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let t0 = Instant::now();
+    // NBD_HOSTILE_ROUNDS=N repeats the round (a soak: memory must not grow with
+    // the rounds either)
+    let rounds: u32 = std::env::var("NBD_HOSTILE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for _ in 0..rounds {
+        round(svc, &sock, &mut honest);
+    }
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     let peak = peak.load(Ordering::Relaxed);
     eprintln!(
-        "hostile: VmRSS before {} MiB, peak {} MiB (+{} MiB), {:?}, 128 connections",
+        "hostile: VmRSS before {} MiB, peak {} MiB (+{} MiB), {rounds} round(s) in {:?}, 128 connections",
         base >> 20,
         peak >> 20,
         (peak - base) >> 20,
