@@ -204,6 +204,10 @@ impl<W: Write> Shared<W> {
     /// Write out whatever TLS records the connection has queued (alerts, tickets,
     /// key updates, handshake messages).
     fn flush_records(&self) -> io::Result<()> {
+        // mostly nothing: then do not wait for a writer's long socket write
+        if !self.conn.lock().wants_write() {
+            return Ok(());
+        }
         let mut sock = self.sock.lock();
         let mut out = Vec::new();
         {
