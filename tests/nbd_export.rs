@@ -425,3 +425,53 @@ fn a_snapshot_named_origin_is_exported_by_flag_and_the_origin_by_dash() {
     svc.unexport("origin").unwrap();
     assert!(svc.export("-", false, Some("live")).is_ok());
 }
+
+/// Long reads: a structured READ comes in 256 KiB `OFFSET_DATA` chunks (the last
+/// one DONE), or in one chunk with `NBD_CMD_FLAG_DF`; a simple READ is one reply;
+/// all read the store's bytes. A READ and a WRITE longer than the advertised
+/// 32 MiB maximum payload are served too (any size within the export).
+#[test]
+#[allow(clippy::big_endian_bytes)]
+fn long_reads_in_pieces_or_one_chunk_with_df() {
+    use std::io::Read;
+    let s = nbd::setup(48 << 20, 128 << 20);
+    let svc = s.fix.service();
+    svc.store()
+        .write(Dev::Origin, 0, &pattern(4, 1 << 20))
+        .unwrap();
+    svc.export("origin", true, None).unwrap();
+    let mut c = Client::connect(&s.sock, "origin", &[]);
+    // chunk headers of one reply: (flags, type, length)
+    let chunks = |c: &mut Client, data: &mut Vec<u8>| {
+        let mut v = Vec::new();
+        loop {
+            let mut h = [0u8; 20];
+            c.s.read_exact(&mut h).unwrap();
+            let flags = u16::from_be_bytes([h[4], h[5]]);
+            let typ = u16::from_be_bytes([h[6], h[7]]);
+            let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
+            let mut d = vec![0u8; len as usize];
+            c.s.read_exact(&mut d).unwrap();
+            data.extend_from_slice(&d[8..]);
+            v.push((flags, typ, len));
+            if flags & 1 != 0 {
+                return v;
+            }
+        }
+    };
+    let mut data = Vec::new();
+    c.send(nbd::READ, 0, 0, 1 << 20, &[]);
+    let v = chunks(&mut c, &mut data);
+    assert_eq!(v.len(), 4, "{v:?}");
+    assert!(v.iter().all(|x| x.1 == 1 && x.2 == (256 << 10) + 8));
+    assert_eq!(data, pattern(4, 1 << 20));
+    data.clear();
+    c.send(nbd::READ, 4, 0, 1 << 20, &[]); // DF
+    let v = chunks(&mut c, &mut data);
+    assert_eq!(v, [(1, 1, (1 << 20) + 8)]);
+    assert_eq!(data, pattern(4, 1 << 20));
+    // past the advertised maximum: a 40 MiB write and read
+    let big = pattern(5, 40 << 20);
+    assert_eq!(c.write(4 << 20, &big), 0);
+    assert!(c.read(4 << 20, 40 << 20) == big);
+}

@@ -15,8 +15,9 @@
 //! said; a WRITE longer than the export drops the connection). Data moves in
 //! pieces of at most [`PIECE`] bytes:
 //! - a READ is read and sent piece by piece (a structured reply sends one
-//!   `OFFSET_DATA` chunk per piece; a simple reply whose read fails after its
-//!   header was sent drops the connection, as the protocol requires);
+//!   `OFFSET_DATA` chunk per piece, or one chunk for all with `NBD_CMD_FLAG_DF`,
+//!   its data still sent piece by piece; a reply whose read fails after a header
+//!   promised the data drops the connection, as the protocol requires);
 //! - a WRITE of at most [`PIECE`] bytes is read whole, then queued for the workers
 //!   while the connection's queued payloads stay under [`QUEUED_MAX`]; any other
 //!   WRITE is streamed: the reading thread writes each piece to the store as it
@@ -322,6 +323,13 @@ fn read<W: Write>(c: &Conn<'_, W>, r: &Request) -> io::Result<()> {
         };
         return c.send(&out);
     }
+    // NBD_CMD_FLAG_DF: one OFFSET_DATA chunk, its data still sent piece by piece
+    let one_chunk = n.structured && r.flags & CMD_FLAG_DF != 0;
+    if one_chunk && r.len > u32::MAX - 8 {
+        let mut out = Vec::new();
+        error(&mut out, n, r, EOVERFLOW, "too long for one chunk")?;
+        return c.send(&out);
+    }
     let total = u64::from(r.len);
     let mut buf = vec![0u8; PIECE.min(r.len as usize)];
     let mut w: Option<parking_lot::MutexGuard<'_, W>> = None;
@@ -331,8 +339,8 @@ fn read<W: Write>(c: &Conn<'_, W>, r: &Request) -> io::Result<()> {
         let at = r.offset + done;
         if let Err(e) = c.store.read(c.dev, at, &mut buf[..k]) {
             tracing::warn!(dev = ?c.dev, offset = at, error = %e, "NBD read failed");
-            if done > 0 && !n.structured {
-                // the simple reply's header promised the data
+            if done > 0 && (!n.structured || one_chunk) {
+                // the reply's header promised the data
                 c.fail();
                 return Err(bad("a read failed after its reply began"));
             }
@@ -347,7 +355,14 @@ fn read<W: Write>(c: &Conn<'_, W>, r: &Request) -> io::Result<()> {
             return Err(gone());
         }
         let g = w.get_or_insert_with(|| c.w.lock());
-        let mut head = if n.structured {
+        let mut head = if one_chunk && done == 0 {
+            let mut h =
+                request::chunk_header(r.cookie, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, r.len + 8);
+            crate::nbd::be::put_u64(&mut h, r.offset);
+            h
+        } else if one_chunk {
+            Vec::new()
+        } else if n.structured {
             let last = done + k as u64 == total;
             let flags = if last { REPLY_FLAG_DONE } else { 0 };
             let mut h =
