@@ -475,3 +475,65 @@ fn long_reads_in_pieces_or_one_chunk_with_df() {
     assert_eq!(c.write(4 << 20, &big), 0);
     assert!(c.read(4 << 20, 40 << 20) == big);
 }
+
+/// A BLOCK_STATUS over a range with more extents than one reply holds (a snapshot
+/// whose every other chunk was copied out: 10,000 extents) stops after about 4096
+/// extents plus a window, describes a prefix of the range, and the client's next
+/// requests from where it stopped describe the rest; the dirty bitmap of the
+/// origin against that snapshot agrees, walked the same way.
+#[test]
+fn block_status_of_many_extents_in_several_replies() {
+    let chunks = 10_000u64;
+    let s = nbd::setup(chunks * CHUNK, 512 << 20);
+    let svc = s.fix.service();
+    svc.create("s", None).unwrap();
+    for c in (0..chunks).step_by(2) {
+        svc.store()
+            .write(Dev::Origin, c * CHUNK, &[1; 512])
+            .unwrap();
+    }
+    svc.export("s", false, None).unwrap();
+    svc.export("origin", false, Some("o")).unwrap();
+    // walk: (offset, len, value) of every extent of context `ctx` of `export`
+    let walk = |export: &str, ctx: &str| {
+        let mut c = Client::connect(&s.sock, export, &[ctx]);
+        let (mut at, mut replies, mut out) = (0u64, 0, Vec::new());
+        while at < chunks * CHUNK {
+            let len = (chunks * CHUNK - at).min(u64::from(u32::MAX) & !(CHUNK - 1));
+            let r = c.call(nbd::BLOCK_STATUS, 0, at, len as u32, &[]);
+            assert_eq!(r.error, 0);
+            let d = &r.status[0].1;
+            assert!(
+                d.len() <= 4096 + 4096 + 1,
+                "{} extents in one reply",
+                d.len()
+            );
+            for (l, v) in d {
+                out.push((at, u64::from(*l), *v));
+                at += u64::from(*l);
+            }
+            replies += 1;
+        }
+        assert_eq!(at, chunks * CHUNK);
+        (replies, out)
+    };
+    let (replies, depth) = walk("s", "qemu:allocation-depth");
+    assert!(replies >= 2, "one reply held everything");
+    assert_eq!(depth.len() as u64, chunks, "one extent per chunk");
+    for (i, (o, l, v)) in depth.iter().enumerate() {
+        assert_eq!((*o, *l), (i as u64 * CHUNK, CHUNK));
+        // copied out (the snapshot's own) on even chunks, the origin's on odd
+        assert_eq!(*v, if i % 2 == 0 { 1 } else { 2 }, "chunk {i}");
+    }
+    let (replies, dirty) = walk("o", "qemu:dirty-bitmap:s");
+    assert!(replies >= 2);
+    let dirty: Vec<u64> = dirty
+        .iter()
+        .filter(|e| e.2 == 1)
+        .map(|e| {
+            assert_eq!(e.1, CHUNK);
+            e.0 / CHUNK
+        })
+        .collect();
+    assert_eq!(dirty, (0..chunks).step_by(2).collect::<Vec<_>>());
+}

@@ -9,10 +9,12 @@
 //! Unlike QEMU's bitmaps it is exact (whole chunks), persistent, and never reset.
 //!
 //! # Invariants
-//! - A bitmap's descriptors cover the request's range exactly (clean gaps between
-//!   dirty runs included), at most one with `NBD_CMD_FLAG_REQ_ONE`, at most
-//!   [`MAX_EXTENTS`]; their boundaries are the diff's (chunk boundaries), not
-//!   necessarily those of the other contexts.
+//! - A bitmap's descriptors cover the range they describe exactly, from the
+//!   request's offset (clean gaps between dirty runs included), at most one with
+//!   `NBD_CMD_FLAG_REQ_ONE`, at most [`MAX_EXTENTS`]; their boundaries are the
+//!   diff's (chunk boundaries), not necessarily those of the other contexts. The
+//!   transmission phase walks long requests in windows and may describe less
+//!   than was asked.
 //! - Context ids of bitmaps are [`FIRST_ID`] and up, in selection order; they never
 //!   collide with the fixed contexts' ids (1 to 3).
 use super::block_status::MAX_EXTENTS;
@@ -100,17 +102,15 @@ pub fn candidates(store: &SharedStore, dev: Dev) -> Vec<Candidate> {
         .collect()
 }
 
-/// The descriptors of bitmap `b` for `len` bytes of `dev` at `offset`.
-pub fn descriptors(
+/// The dirty runs of bitmap `b` in `len` bytes of `dev` at `offset` (sorted).
+pub fn dirty_runs(
     store: &SharedStore,
     dev: Dev,
     b: &Bitmap,
     offset: u64,
     len: u64,
-    req_one: bool,
-) -> exception_store::Result<Vec<(u32, u32)>> {
-    let dirty = store.diff(Dev::Snap(SnapId(b.snap)), dev, offset, len)?;
-    Ok(cover(&dirty, offset, len, req_one))
+) -> exception_store::Result<Vec<(u64, u64)>> {
+    store.diff(Dev::Snap(SnapId(b.snap)), dev, offset, len)
 }
 
 /// Descriptors covering `[offset, offset + len)`: the `dirty` runs (sorted, inside

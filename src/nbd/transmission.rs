@@ -25,12 +25,14 @@
 //!   which an unacknowledged write may do);
 //! - TRIM and WRITE_ZEROES run in steps of [`STEP_CHUNKS`] chunks, each one store
 //!   call (the store's lock is let go between steps); CACHE and zeroing with
-//!   `NO_HOLE` in pieces; a BLOCK_STATUS describes at most [`STATUS_MAX_CHUNKS`]
-//!   chunks (the client asks again for the rest).
+//!   `NO_HOLE` in pieces; a BLOCK_STATUS asks the store in windows of
+//!   [`WINDOW_CHUNKS`] chunks and stops once it has [`STATUS_MAX_EXTENTS`]
+//!   extents (the client asks again for the rest).
 //!
 //! So a connection holds at most: [`QUEUED_MAX`] of queued write payloads, one
-//! piece on its reading thread, one piece per worker, and a BLOCK_STATUS map of at
-//! most [`STATUS_MAX_CHUNKS`] chunks per worker; about 2.5 MiB (docs/cli.md).
+//! piece on its reading thread, one piece per worker, and per worker a BLOCK_STATUS
+//! reply of at most about [`STATUS_MAX_EXTENTS`] extents per context plus one
+//! window's map; about 3 MiB (docs/cli.md).
 //!
 //! A reply that cannot be written (the socket's write timeout, a client that
 //! stopped reading) marks the connection broken: the `shutdown` callback closes
@@ -67,8 +69,12 @@ pub const PIECE: usize = 256 << 10;
 pub const QUEUED_MAX: usize = 1 << 20;
 /// TRIM and WRITE_ZEROES run in steps of this many chunks.
 pub const STEP_CHUNKS: u64 = 1024;
-/// Most chunks one BLOCK_STATUS reply describes.
-pub const STATUS_MAX_CHUNKS: u64 = 4096;
+/// BLOCK_STATUS asks the store about at most this many chunks per call (so per
+/// hold of its lock).
+pub const WINDOW_CHUNKS: u64 = 4096;
+/// A BLOCK_STATUS reply stops asking for more windows once a context has this
+/// many extents (its memory).
+pub const STATUS_MAX_EXTENTS: usize = 4096;
 
 /// The NBD error for a store error.
 pub fn nbd_errno(e: &exception_store::Error) -> u32 {
@@ -386,25 +392,61 @@ fn write_or_fail<W: Write>(c: &Conn<'_, W>, g: &mut W, b: &[u8]) -> io::Result<(
 }
 
 fn status<W: Write>(c: &Conn<'_, W>, r: &Request) -> io::Result<()> {
-    let n = c.n;
-    // at most STATUS_MAX_CHUNKS chunks, ending on a chunk boundary
-    let limit = (r.offset / c.chunk + STATUS_MAX_CHUNKS) * c.chunk - r.offset;
-    let len = u64::from(r.len).min(limit);
-    // (dirty bitmaps alone need no map)
-    let map = match c
-        .store
-        .map(c.dev, r.offset, if n.contexts.is_empty() { 0 } else { len })
-    {
-        Ok(m) => m,
+    match status_reply(c, r) {
+        Ok(out) => c.send(&out),
         Err(e) => {
+            // (a bitmap's snapshot deleted since the handshake, an I/O error): an
+            // error is the whole reply
             let mut out = Vec::new();
-            error(&mut out, n, r, nbd_errno(&e), &e.to_string())?;
-            return c.send(&out);
+            error(&mut out, c.n, r, nbd_errno(&e), &e.to_string())?;
+            c.send(&out)
         }
-    };
+    }
+}
+
+/// The request's range in windows of [`WINDOW_CHUNKS`] chunks, cut at multiples
+/// of the window: `(offset, len)`.
+fn windows(offset: u64, len: u64, chunk: u64) -> impl Iterator<Item = (u64, u64)> {
+    let step = WINDOW_CHUNKS * chunk;
+    let end = offset + len;
+    let mut at = offset;
+    std::iter::from_fn(move || {
+        (at < end).then(|| {
+            let e = ((at / step + 1) * step).min(end);
+            let w = (at, e - at);
+            at = e;
+            w
+        })
+    })
+}
+
+/// A BLOCK_STATUS reply: the fixed contexts from the store's map, then the dirty
+/// bitmaps from its diff, each walked in windows (one store call, one lock hold,
+/// each) until the range ends or [`STATUS_MAX_EXTENTS`] extents were found (or
+/// the first window, with `REQ_ONE`); the reply then covers less than asked, as
+/// the protocol allows.
+fn status_reply<W>(c: &Conn<'_, W>, r: &Request) -> exception_store::Result<Vec<u8>> {
+    let n = c.n;
     let req_one = r.flags & CMD_FLAG_REQ_ONE != 0;
-    let runs = block_status::runs(&map, &n.contexts, req_one);
-    drop(map);
+    let len = u64::from(r.len);
+    let mut runs = Vec::new();
+    let mut covered = len;
+    if !n.contexts.is_empty() {
+        covered = 0;
+        for (o, l) in windows(r.offset, len, c.chunk) {
+            let map = c.store.map(c.dev, o, l)?;
+            block_status::extend_runs(&mut runs, &map, &n.contexts);
+            covered = o + l - r.offset;
+            if req_one || runs.len() >= STATUS_MAX_EXTENTS {
+                break;
+            }
+        }
+        runs.truncate(if req_one {
+            1
+        } else {
+            block_status::MAX_EXTENTS
+        });
+    }
     let mut out = Vec::new();
     let total = n.contexts.len() + n.bitmaps.len();
     for (i, ctx) in n.contexts.iter().enumerate() {
@@ -414,19 +456,19 @@ fn status<W: Write>(c: &Conn<'_, W>, r: &Request) -> io::Result<()> {
     }
     for (i, b) in n.bitmaps.iter().enumerate() {
         let done = n.contexts.len() + i + 1 == total;
-        let d = match dirty::descriptors(c.store, c.dev, b, r.offset, len, req_one) {
-            Ok(d) => d,
-            Err(e) => {
-                // (a snapshot deleted since the handshake): the reply so far is
-                // dropped, an error is the whole reply
-                let mut out = Vec::new();
-                error(&mut out, n, r, nbd_errno(&e), &e.to_string())?;
-                return c.send(&out);
+        let mut dirty = Vec::new();
+        let mut seen = 0;
+        for (o, l) in windows(r.offset, covered, c.chunk) {
+            dirty.extend(dirty::dirty_runs(c.store, c.dev, b, o, l)?);
+            seen = o + l - r.offset;
+            if req_one || dirty.len() >= STATUS_MAX_EXTENTS / 2 {
+                break;
             }
-        };
+        }
+        let d = dirty::cover(&dirty, r.offset, seen, req_one);
         out.extend_from_slice(&request::block_status_chunk(r.cookie, done, b.id, &d));
     }
-    c.send(&out)
+    Ok(out)
 }
 
 /// WRITE_ZEROES with NO_HOLE: write zero data, so the range stays allocated.
