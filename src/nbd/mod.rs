@@ -14,6 +14,7 @@
 //! - [`transmission`]: one connection's request loop on the shared store.
 //! - [`exports`]: the export table and its connections.
 //! - [`server`]: listeners and connection threads; who may connect ([`Security`]).
+//! - [`socket`]: the listening sockets and client streams (with the handshake's deadline).
 //! - [`tls`]: `STARTTLS`: certificates, client checks, the TLS stream.
 //!
 //! # Guarantees
@@ -32,11 +33,13 @@ pub mod handshake;
 pub mod meta;
 pub mod request;
 pub mod server;
+pub mod socket;
 pub mod tls;
 pub mod transmission;
 
 pub use exports::{Export, Exports};
-pub use server::{Listener, Security, Server, Timeouts};
+pub use server::{Security, Server, Timeouts};
+pub use socket::Listener;
 pub use tls::{Tls, TlsFiles};
 
 /// The default NBD socket for control socket `control`: beside it, `NAME.sock`
