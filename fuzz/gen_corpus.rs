@@ -1,7 +1,7 @@
 //! Writes the seed corpora under fuzz/corpus/ (run from fuzz/: `cargo run --bin gen_corpus`).
-//! Seeds are committed; this program says how they were made. The `*-v1` and `*-v2` seeds are
-//! what it wrote under format versions 1 and 2 (kept, not regenerated: they drive `open`'s
-//! upgrade path).
+//! Seeds are committed; this program says how they were made. The `*-v1`, `*-v2` and `*-v3`
+//! seeds are what it wrote under format versions 1, 2 and 3 (kept, not regenerated: they
+//! drive `open`'s upgrade path).
 use blockdev::{BlockDevice, MemDevice};
 use exception_store::{Dev, Store, StoreOptions};
 use std::{fs, sync::Arc};
@@ -37,6 +37,8 @@ fn main() {
         name: "daily-2026-11-23".into(),
         guid: [0x5a; 16],
         size: 1 << 30,
+        origin: 0,
+        group: 0,
     };
     fs::write(dir.join("records/snap"), rec.to_raw().0).expect("write");
     fs::write(dir.join("records/elem"), [7u8, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0])

@@ -6,7 +6,7 @@
 //! point does nothing.
 //!
 //! Points: `resize-committed`, in `resize-origin` after the store recorded the new
-//! size and before the kernel was told (`crate::resize`).
+//! size and before the kernel was told (`service::grow`).
 
 /// The environment variable naming the point to crash at.
 pub const ENV: &str = "UBLK_SNAPD_TEST_CRASH";

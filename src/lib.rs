@@ -6,26 +6,24 @@
 //! protocol of [`protocol`]; `snapctl` (the `tools` crate) is its client and uses this
 //! library for the types and the client side.
 //!
-//! # Modules
-//! - [`protocol`]: versioned JSON-lines requests and replies, their size and time bounds.
-//! - [`control`]: the socket server (peer credentials, bounds, one task per client).
-//! - [`client`]: the blocking client `snapctl` uses.
-//! - [`service`]: what a request does: the store, the activation table, the state file.
-//! - [`devices`]: the activation table, `Dev` -> running ublk device.
-//! - [`target`]: a ublk target over the shared store.
-//! - [`kernel`]: the ublk driver's features and each device's data path, for `status`.
-//! - [`worker`]: background passes and the periodic commit.
-//! - [`progress`]: rates and ETAs of background jobs for `status`.
-//! - [`report`]: `check` and `dump` results as plain data (offline and online).
-//! - [`nbd`]: the NBD export of snapshots and the origin, with block status.
-//! - [`lock`]: the store lock that refuses a second daemon (and an online `format`).
-//! - [`state`]: the state file that lets a restarted daemon take its devices back.
-//! - [`daemon`]: daemon mode and its readiness pipe.
-//! - [`offline`]: operations on a store without a daemon (`format`).
-//! - [`exporting`]: `export` / `unexport` on the service, and their state.
-//! - [`grow`]: `grow-store`, online and offline.
-//! - [`exit`]: the one mapping from errors to exit codes of both binaries.
-//! - [`crash_point`]: named points where the kernel tests make the daemon abort.
+//! # Modules, bottom up
+//! Each layer imports only from the layers listed before it (the map, with
+//! what each folder owns, is in `docs/architecture.md`).
+//! 1. [`protocol`]: the wire, a leaf: versioned JSON-lines requests and replies,
+//!    their size and time bounds.
+//! 2. [`Error`] and [`exit`]: the one error type and its exit codes.
+//! 3. [`lock`]: the store lock that refuses a second daemon (and an online
+//!    `format`); [`crash_point`]: named points where the kernel tests make the
+//!    daemon abort.
+//! 4. [`client`]: the blocking client `snapctl` uses, and its streaming ops;
+//!    [`inspect`]: `map` and `diff` pages of a store; [`ublk`]: the store as ublk
+//!    devices (the activation table, the target, the driver's features); [`nbd`]:
+//!    the NBD export of snapshots and the origin, with block status.
+//! 5. [`offline`]: operations on a store without a daemon (`format`, `check`,
+//!    `grow-store`, …).
+//! 6. [`service`]: what a request does; every `impl Service` lives there.
+//! 7. [`daemon`]: the process: `serve`, daemon mode, the control socket server,
+//!    the background worker.
 //!
 //! # Guarantees
 //! - A FLUSH on any device commits the store and flushes the origin before it completes.
@@ -34,31 +32,25 @@
 //!   nothing else.
 #![warn(missing_docs)]
 
-pub mod client;
-pub mod control;
-pub mod crash_point;
-pub mod daemon;
-pub mod devices;
+// 1. the wire
+pub mod protocol;
+// 2. errors
 mod error;
 pub mod exit;
-pub mod exporting;
-pub mod grow;
-pub mod inspect;
-pub mod kernel;
+// 3. the store lock, test hooks
+pub mod crash_point;
 pub mod lock;
+// 4. the client; the store seen as pages, ublk devices, NBD exports
+pub mod client;
+pub mod inspect;
 pub mod nbd;
+pub mod ublk;
+// 5. without a daemon
 pub mod offline;
-pub mod progress;
-pub mod protocol;
-pub mod rbd_diff;
-pub mod report;
-pub mod resize;
+// 6. what each request does
 pub mod service;
-pub mod state;
-pub mod stream_client;
-pub mod stream_scan;
-pub mod target;
-pub mod worker;
+// 7. the process
+pub mod daemon;
 
 pub use error::{Error, Result};
 

@@ -1,6 +1,8 @@
 //! Operations on a store with no daemon running: `format`, `check`, `check
-//! --repair`, `dump`. Each takes the store lock first, so it is refused while a daemon
-//! serves the store.
+//! --repair`, `dump`, `map`, `diff`, `grow-store` and `resize-origin`. Each takes
+//! the store lock first, so it is refused while a daemon serves the store. Nothing
+//! here names the service or the daemon; the service calls in for the parts its
+//! online `grow-store` and `resize-origin` share (`warn_sparse`, `target_size`).
 //!
 //! `check` and `dump` open the store without its origin ([`Store::open_offline`])
 //! and never commit: they write nothing (the device is opened read-write only
@@ -9,11 +11,11 @@
 //! only to finish a merge.
 use crate::{
     lock::StoreLock,
-    report::{CheckReport, DumpReport, RepairReport},
+    protocol::{CheckReport, DumpReport, GrownStore, RepairReport, ResizedOrigin},
     Error, Result,
 };
 use blockdev::{BlockDevice, FileDevice};
-use exception_store::{repair as store_repair, Store, StoreOptions};
+use exception_store::{repair as store_repair, Grown, Preallocation, Store, StoreOptions};
 use std::{
     fs::{File, OpenOptions},
     os::unix::fs::{FileTypeExt, OpenOptionsExt},
@@ -206,7 +208,7 @@ pub fn map(
     name: Option<&str>,
     offset: u64,
     len: Option<u64>,
-) -> Result<crate::inspect::MapReport> {
+) -> Result<crate::protocol::MapReport> {
     let (_lock, mut s) = open_offline(store)?;
     crate::inspect::map(&mut s, name, offset, len)
 }
@@ -218,7 +220,55 @@ pub fn diff(
     to: Option<&str>,
     offset: u64,
     len: Option<u64>,
-) -> Result<crate::inspect::DiffReport> {
+) -> Result<crate::protocol::DiffReport> {
     let (_lock, mut s) = open_offline(store)?;
     crate::inspect::diff(&mut s, from, to, offset, len)
+}
+
+/// `grow-store --store PATH`: `grow-store` on a store no daemon serves (refused
+/// while one does). The origin is not needed. The daemon's `grow-store` gives the
+/// same reply.
+pub fn grow_offline(store: &Path, sparse: bool) -> Result<GrownStore> {
+    let _lock = StoreLock::acquire(store)?;
+    let dev = FileDevice::open(store).map_err(Error::io("open", store))?;
+    let mut s = Store::open_offline(Arc::new(dev))?;
+    let g = s.grow_store(sparse)?;
+    warn_sparse(&g);
+    // it was closed cleanly before (or recovered at this open): say so again
+    s.commit_clean_shutdown()?;
+    Ok(GrownStore::new(&g, s.status().nr_free))
+}
+
+/// Warn that the new part of a grown store is sparse (the filesystem could not
+/// preallocate it); shared with the daemon's `grow-store`.
+pub(crate) fn warn_sparse(g: &Grown) {
+    if let Preallocation::Unsupported(why) = &g.preallocation {
+        tracing::warn!(
+            why,
+            "the new part of the store is sparse: a full filesystem can fail copy-outs"
+        );
+    }
+}
+
+/// `resize-origin --store PATH --origin PATH`: `resize-origin` on a store no daemon
+/// serves (refused while one does). The daemon's `resize-origin` gives the same
+/// reply.
+pub fn resize_offline(store: &Path, origin: &Path, size: Option<u64>) -> Result<ResizedOrigin> {
+    let _lock = StoreLock::acquire(store)?;
+    let dev = FileDevice::open(store).map_err(Error::io("open", store))?;
+    let o = FileDevice::open_with(origin, false).map_err(Error::io("open", origin))?;
+    let mut s = Store::open(Arc::new(o), Arc::new(dev), StoreOptions::default())?;
+    let new_len = target_size(&s, size)?;
+    let g = s.grow_origin(new_len)?;
+    s.commit_clean_shutdown()?;
+    Ok(ResizedOrigin::new(&g, None))
+}
+
+/// The size asked for, or the origin device's size now (shared with the daemon's
+/// `resize-origin`).
+pub(crate) fn target_size(s: &Store, size: Option<u64>) -> Result<u64> {
+    match size {
+        Some(n) => Ok(n),
+        None => Ok(s.origin_device_len()?),
+    }
 }

@@ -21,7 +21,7 @@ use std::{
 };
 use ublk_snapd::{
     client,
-    control::Limits,
+    daemon::control::Limits,
     protocol::{Op, Reply},
 };
 

@@ -11,7 +11,7 @@ use std::{
 };
 use ublk_snapd::{
     client::{request, Client},
-    control::Limits,
+    daemon::control::Limits,
     lock::StoreLock,
     offline::{self, FormatOptions},
     protocol::{ErrorCode, Op, Reply, Response, MAX_REQUEST_BYTES},

@@ -8,7 +8,7 @@ use common::daemon::{remote_code, Fixture, CHUNK};
 use exception_store::Dev;
 use ublk_snapd::{
     client::request,
-    control::Limits,
+    daemon::control::Limits,
     protocol::{ErrorCode, Op, Reply},
 };
 use ublk_target::Target;

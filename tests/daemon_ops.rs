@@ -13,12 +13,12 @@ use std::{
 };
 use ublk_snapd::{
     client::request,
-    control::Limits,
+    daemon::control::Limits,
+    daemon::worker::Worker,
     offline,
-    progress::Progress,
     protocol::{ErrorCode, Op, PrunePolicy, Reply},
+    service::progress::Progress,
     service::Service,
-    worker::Worker,
     Error,
 };
 

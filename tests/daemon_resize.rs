@@ -11,9 +11,10 @@ use common::daemon::{remote_code, Fixture, CHUNK};
 use exception_store::Dev;
 use ublk_snapd::{
     client::request,
-    control::Limits,
+    daemon::control::Limits,
+    offline,
     protocol::{ErrorCode, Op, Reply},
-    resize, Error,
+    Error,
 };
 use ublk_target::Target;
 
@@ -119,7 +120,7 @@ fn the_origin_grows_through_the_daemon_and_snapshots_keep_their_size() {
     assert!(c.clean, "{c:?}");
     // offline: refused while the daemon holds the store, then it works
     let (store, origin_path) = (f.store_path(), f.origin_path());
-    let e = resize::resize_offline(&store, &origin_path, None).unwrap_err();
+    let e = offline::resize_offline(&store, &origin_path, None).unwrap_err();
     assert!(matches!(e, Error::Locked { .. }), "{e}");
     drop(origin);
     drop(s1_target);
@@ -131,10 +132,10 @@ fn the_origin_grows_through_the_daemon_and_snapshots_keep_their_size() {
         .unwrap()
         .set_len(16 << 20)
         .unwrap();
-    let r = resize::resize_offline(&store, &origin_path, Some(14 << 20)).unwrap();
+    let r = offline::resize_offline(&store, &origin_path, Some(14 << 20)).unwrap();
     assert_eq!((r.old_bytes, r.new_bytes), (NEW, 14 << 20));
-    let r = resize::resize_offline(&store, &origin_path, None).unwrap();
+    let r = offline::resize_offline(&store, &origin_path, None).unwrap();
     assert_eq!((r.old_bytes, r.new_bytes), (14 << 20, 16 << 20));
-    let e = resize::resize_offline(&store, &origin_path, None).unwrap_err();
+    let e = offline::resize_offline(&store, &origin_path, None).unwrap_err();
     assert!(e.to_string().contains("already"), "{e}");
 }

@@ -1,9 +1,11 @@
 //! Opening stores written by older format versions: version 1 (no label index: `open`
-//! builds it from the elements) and version 2 (snapshot records without guid and
-//! size: `open` rewrites the table). The first commit writes version 3, and nothing a
-//! device reads changes. The old images are the fuzz seeds that `fuzz/gen_corpus.rs`
-//! wrote under those versions (`fuzz/corpus/store_image/basic-v1`, `basic-v2`, kept
-//! as written); the same operations on a fresh store give the contents they must read.
+//! builds it from the elements), version 2 (snapshot records without guid and size:
+//! `open` rewrites the table) and version 3 (no origin table: `open` makes it with
+//! origin 0; snapshot records without origin and group: rewritten). The first commit
+//! writes version 4, and nothing a device reads changes. The old images are the fuzz
+//! seeds that `fuzz/gen_corpus.rs` wrote under those versions
+//! (`fuzz/corpus/store_image/basic-v1`, `basic-v2`, `basic-v3`, kept as written); the
+//! same operations on a fresh store give the contents they must read.
 use blockdev::{BlockDevice, MemDevice};
 use exception_store::{
     format::{BLOCK_SIZE, FORMAT_VERSION},
@@ -75,6 +77,17 @@ fn upgrade_from(image: &str, version: u32) {
     s.commit().unwrap();
     let sb = read_superblock(&*dev).unwrap();
     assert_ne!(sb.label_index_root.0, 0, "the first commit names the index");
+    assert_ne!(
+        sb.origins_root.0, 0,
+        "the first commit names the origin table"
+    );
+    let origins = s.origins();
+    assert_eq!(origins.len(), 1, "{image}: one origin");
+    assert_eq!((origins[0].id, origins[0].name.as_str()), (0, "origin"));
+    assert_eq!(origins[0].size, origin_len);
+    for i in s.snapshots() {
+        assert_eq!((i.origin, i.group), (0, 0), "{image}: {}", i.name);
+    }
     let mut b = vec![0u8; BLOCK_SIZE as usize];
     dev.read_at(&mut b, (sb.txn_id.0 % 2) * BLOCK_SIZE).unwrap();
     assert_eq!(b[VERSION_AT..VERSION_AT + 4], FORMAT_VERSION.to_le_bytes());
@@ -109,6 +122,11 @@ fn a_version1_store_is_upgraded_at_open() {
 #[test]
 fn a_version2_store_is_upgraded_at_open() {
     upgrade_from("basic-v2", 2);
+}
+
+#[test]
+fn a_version3_store_is_upgraded_at_open() {
+    upgrade_from("basic-v3", 3);
 }
 
 /// The superblock records a clean stop, and the next open reports it; a store that

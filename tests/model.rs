@@ -85,22 +85,6 @@ impl Run {
         }
     }
 
-    fn pick(&self, i: usize) -> Dev {
-        let devs: Vec<Dev> = self.m.devs.keys().copied().collect();
-        devs[i % devs.len()]
-    }
-
-    fn pick_snap(&self, i: usize) -> Option<Dev> {
-        let snaps: Vec<Dev> = self
-            .m
-            .devs
-            .keys()
-            .copied()
-            .filter(|d| *d != Dev::Origin)
-            .collect();
-        (!snaps.is_empty()).then(|| snaps[i % snaps.len()])
-    }
-
     fn apply(&mut self, op: &Op) {
         let cs = self.s.chunk_size();
         match *op {
@@ -110,26 +94,26 @@ impl Run {
                 len,
                 seed,
             } => {
-                let d = self.pick(dev);
+                let d = self.m.pick(dev, false).expect("origin");
                 let data = pattern(seed, len as usize);
                 self.s.write(d, off, &data).unwrap();
                 self.m.write(d, off, &data);
             }
             Op::Zero { dev, off, len } => {
-                let d = self.pick(dev);
+                let d = self.m.pick(dev, false).expect("origin");
                 self.s.write_zeroes(d, off, len).unwrap();
                 self.m.zero(d, off, len);
             }
             Op::Discard { dev, off, len } => {
                 // Origin discards make the range unspecified; the model covers snapshots.
-                if let Some(d) = self.pick_snap(dev) {
+                if let Some(d) = self.m.pick(dev, true) {
                     self.s.discard(d, off, len).unwrap();
                     self.m.discard_snapshot(d, off, len, cs);
                 }
             }
             Op::SnapOrigin | Op::SnapOf { .. } => {
                 let parent = match *op {
-                    Op::SnapOf { dev } => self.pick_snap(dev),
+                    Op::SnapOf { dev } => self.m.pick(dev, true),
                     _ => None,
                 };
                 self.next_name += 1;
@@ -143,13 +127,13 @@ impl Run {
                 self.m.devs.insert(Dev::Snap(id), content);
             }
             Op::Delete { dev } => {
-                if let Some(Dev::Snap(id)) = self.pick_snap(dev) {
+                if let Some(Dev::Snap(id)) = self.m.pick(dev, true) {
                     self.s.delete_snapshot(id).unwrap();
                     self.m.devs.remove(&Dev::Snap(id));
                 }
             }
             Op::Merge { dev } => {
-                if let Some(Dev::Snap(id)) = self.pick_snap(dev) {
+                if let Some(Dev::Snap(id)) = self.m.pick(dev, true) {
                     match self.s.merge_snapshot(id) {
                         Ok(_) => {
                             let c = self.m.devs.remove(&Dev::Snap(id)).unwrap();
@@ -166,28 +150,12 @@ impl Run {
             Op::Flush => {
                 self.s.flush().unwrap();
             }
-            Op::Reopen => {
-                self.s.flush().unwrap();
-                self.s = self.h.reopen();
-                let rep = self.s.check().unwrap();
-                assert!(
-                    rep.errors.is_empty(),
-                    "check after reopen: {:?}",
-                    rep.errors
-                );
-            }
+            Op::Reopen => flush_reopen_check(&self.h, &mut self.s),
         }
     }
 
     fn finish(&mut self) {
-        self.s.run_background(64).unwrap();
-        assert_matches(&mut self.s, &self.m, "after draining background work");
-        let rep = self.s.check().unwrap();
-        assert!(rep.is_clean(), "check after drain: {rep:?}");
-        self.s = self.h.reopen();
-        assert_matches(&mut self.s, &self.m, "after the final reopen");
-        let rep = self.s.check().unwrap();
-        assert!(rep.is_clean(), "check after final reopen: {rep:?}");
+        drain_and_check(&self.h, &mut self.s, &self.m);
     }
 }
 

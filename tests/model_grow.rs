@@ -79,17 +79,6 @@ struct Run {
 }
 
 impl Run {
-    fn pick(&self, i: usize, snap_only: bool) -> Option<Dev> {
-        let devs: Vec<Dev> = self
-            .m
-            .devs
-            .keys()
-            .copied()
-            .filter(|d| !snap_only || *d != Dev::Origin)
-            .collect();
-        (!devs.is_empty()).then(|| devs[i % devs.len()])
-    }
-
     /// A byte range inside `d` from fractions of its size.
     fn range(&self, d: Dev, at: u32, len: u32) -> (u64, u64) {
         let size = self.m.devs[&d].len() as u64;
@@ -102,20 +91,20 @@ impl Run {
         let cs = self.s.chunk_size();
         match *op {
             Op::Write { dev, at, len, seed } => {
-                let d = self.pick(dev, false).expect("origin");
+                let d = self.m.pick(dev, false).expect("origin");
                 let (off, len) = self.range(d, at, len);
                 let data = pattern(seed, len as usize);
                 self.s.write(d, off, &data).unwrap();
                 self.m.write(d, off, &data);
             }
             Op::Zero { dev, at, len } => {
-                let d = self.pick(dev, false).expect("origin");
+                let d = self.m.pick(dev, false).expect("origin");
                 let (off, len) = self.range(d, at, len);
                 self.s.write_zeroes(d, off, len).unwrap();
                 self.m.zero(d, off, len);
             }
             Op::Discard { dev, at, len } => {
-                if let Some(d) = self.pick(dev, true) {
+                if let Some(d) = self.m.pick(dev, true) {
                     let (off, len) = self.range(d, at, len);
                     self.s.discard(d, off, len).unwrap();
                     self.m.discard_snapshot(d, off, len, cs);
@@ -123,7 +112,7 @@ impl Run {
             }
             Op::SnapOrigin | Op::SnapOf { .. } => {
                 let parent = match *op {
-                    Op::SnapOf { dev } => self.pick(dev, true),
+                    Op::SnapOf { dev } => self.m.pick(dev, true),
                     _ => None,
                 };
                 self.next += 1;
@@ -140,13 +129,13 @@ impl Run {
                 self.m.devs.insert(Dev::Snap(id), c);
             }
             Op::Delete { dev } => {
-                if let Some(d @ Dev::Snap(id)) = self.pick(dev, true) {
+                if let Some(d @ Dev::Snap(id)) = self.m.pick(dev, true) {
                     self.s.delete_snapshot(id).unwrap();
                     self.m.devs.remove(&d);
                 }
             }
             Op::Merge { dev } => {
-                if let Some(d @ Dev::Snap(id)) = self.pick(dev, true) {
+                if let Some(d @ Dev::Snap(id)) = self.m.pick(dev, true) {
                     let same = self.m.devs[&d].len() == self.m.devs[&Dev::Origin].len();
                     match self.s.merge_snapshot(id) {
                         Ok(_) => {
@@ -176,16 +165,7 @@ impl Run {
                     o.resize(new_len as usize, 0);
                 }
             }
-            Op::Reopen => {
-                self.s.flush().unwrap();
-                self.s = self.h.reopen();
-                let rep = self.s.check().unwrap();
-                assert!(
-                    rep.errors.is_empty(),
-                    "check after reopen: {:?}",
-                    rep.errors
-                );
-            }
+            Op::Reopen => flush_reopen_check(&self.h, &mut self.s),
         }
     }
 }
@@ -209,12 +189,6 @@ proptest! {
             r.apply(op);
             assert_matches(&mut r.s, &r.m, &format!("step {i} ({op:?})"));
         }
-        r.s.run_background(64).unwrap();
-        assert_matches(&mut r.s, &r.m, "after draining background work");
-        let rep = r.s.check().unwrap();
-        prop_assert!(rep.is_clean(), "check after drain: {:?}", rep);
-        r.s = r.h.reopen();
-        assert_matches(&mut r.s, &r.m, "after the final reopen");
-        prop_assert!(r.s.check().unwrap().is_clean());
+        drain_and_check(&r.h, &mut r.s, &r.m);
     }
 }

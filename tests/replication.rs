@@ -9,9 +9,9 @@ use exception_store::Dev;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use ublk_snapd::{
     client,
-    control::Limits,
+    daemon::control::Limits,
     protocol::{ErrorCode, Op, Reply},
-    stream_client, Error,
+    Error,
 };
 
 const SIZE: u64 = 8 << 20;
@@ -66,7 +66,7 @@ fn send(f: &Fixture, b: &str, from: Option<&str>, resume: Option<String>) -> Vec
         from: from.map(Into::into),
         resume,
     };
-    let (sending, n) = stream_client::send(&f.socket, op, &mut out, &mut |_| {}).unwrap();
+    let (sending, n) = client::stream::send(&f.socket, op, &mut out, &mut |_| {}).unwrap();
     assert_eq!(n, out.len() as u64);
     assert_eq!(sending.name, b);
     out
@@ -77,7 +77,7 @@ fn receive(
     stream: &[u8],
     force: bool,
 ) -> Result<ublk_snapd::protocol::Received, Error> {
-    stream_client::receive(&f.socket, force, false, &mut &stream[..], &mut |_| {})
+    client::stream::receive(&f.socket, force, false, &mut &stream[..], &mut |_| {})
 }
 
 fn source() -> Fixture {
@@ -158,6 +158,43 @@ fn cut_receive_resumes_from_the_status_token() {
     receive(&dst, &rest, false).unwrap();
     assert!(read(&src, "s1") == read(&dst, "s1"));
     assert_eq!(names(&dst), ["s1"]);
+}
+
+/// The origin written between a cut and the resume (through the daemon's store, as
+/// a ublk or NBD writer would): the resume is refused with `busy` and says why; the
+/// receive's mark is not listed; a new full send with `--force` replaces it.
+#[test]
+fn a_resume_after_the_origin_was_written_is_refused() {
+    let src = source();
+    let dst = start();
+    let full = send(&src, "s1", None, None);
+    let e = receive(&dst, &full[..full.len() * 3 / 4], false).unwrap_err();
+    assert!(e.to_string().contains("resume"), "{e}");
+    let token = match client::request(&dst.socket, Op::Status).unwrap() {
+        Reply::Status(s) => s.receive_resume.expect("a resume token in status"),
+        other => panic!("{other:?}"),
+    };
+    match client::request(&dst.socket, Op::List).unwrap() {
+        Reply::List(l) => assert!(l.snapshots.is_empty(), "internal snapshots listed: {l:?}"),
+        other => panic!("{other:?}"),
+    }
+    dst.service()
+        .store()
+        .write(Dev::Origin, 0, &[0x5a; 4096])
+        .unwrap();
+    let rest = send(&src, "s1", None, Some(token));
+    let e = receive(&dst, &rest, false).unwrap_err();
+    assert!(e.to_string().contains("written since"), "{e}");
+    match &e {
+        Error::Remote { code, .. } => assert_eq!(*code, ErrorCode::Busy),
+        other => panic!("{other:?}"),
+    }
+    let full = send(&src, "s1", None, None);
+    receive(&dst, &full, true).unwrap();
+    assert!(read(&src, "s1") == read(&dst, "s1"));
+    assert_eq!(names(&dst), ["s1"]);
+    let left = dst.service().store().lock().snapshots();
+    assert_eq!(left.len(), 1, "no internal snapshot is left: {left:?}");
 }
 
 #[test]

@@ -7,14 +7,12 @@
 mod common;
 
 use common::daemon::Fixture;
-use exception_store::Dev;
+use exception_store::{stream::rbd_diff::Writer, Dev};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use ublk_snapd::{
-    client,
-    control::Limits,
+    client::{self, scan::StreamProgress},
+    daemon::control::Limits,
     protocol::{Op, Reply},
-    rbd_diff::Writer,
-    stream_client::{self, Progress},
 };
 
 const SIZE: u64 = 8 << 20;
@@ -44,7 +42,7 @@ fn round(f: &Fixture, rng: &mut SmallRng, writes: usize, name: &str) {
 
 /// The progress calls' sequence is monotone, stays within the total, and its last
 /// call is `last`.
-fn check(seen: &[Progress], last: Progress) {
+fn check(seen: &[StreamProgress], last: StreamProgress) {
     assert!(seen.len() > 2, "{seen:?}");
     for w in seen.windows(2) {
         assert!(
@@ -65,22 +63,23 @@ fn send(
     b: &str,
     from: Option<&str>,
     resume: Option<String>,
-) -> (Vec<u8>, Vec<Progress>) {
+) -> (Vec<u8>, Vec<StreamProgress>) {
     let (mut out, mut seen) = (Vec::new(), Vec::new());
     let op = Op::Send {
         name: b.into(),
         from: from.map(Into::into),
         resume,
     };
-    let (sending, n) = stream_client::send(&f.socket, op, &mut out, &mut |p| seen.push(p)).unwrap();
+    let (sending, n) =
+        client::stream::send(&f.socket, op, &mut out, &mut |p| seen.push(p)).unwrap();
     assert_eq!(n, out.len() as u64);
     assert_eq!(seen.last().unwrap().total, Some(sending.covers));
     (out, seen)
 }
 
-fn receive(f: &Fixture, stream: &[u8], rbd: bool) -> (Result<u64, String>, Vec<Progress>) {
+fn receive(f: &Fixture, stream: &[u8], rbd: bool) -> (Result<u64, String>, Vec<StreamProgress>) {
     let mut seen = Vec::new();
-    let r = stream_client::receive(&f.socket, false, rbd, &mut &stream[..], &mut |p| {
+    let r = client::stream::receive(&f.socket, false, rbd, &mut &stream[..], &mut |p| {
         seen.push(p)
     });
     (r.map(|r| r.bytes).map_err(|e| e.to_string()), seen)
@@ -97,8 +96,8 @@ fn diff_bytes(f: &Fixture, a: &str, b: &str) -> u64 {
         .sum()
 }
 
-fn at(stream: usize, covered: u64, total: Option<u64>) -> Progress {
-    Progress {
+fn at(stream: usize, covered: u64, total: Option<u64>) -> StreamProgress {
+    StreamProgress {
         stream: stream as u64,
         covered,
         total,
@@ -166,7 +165,7 @@ fn rbd_diff_receive_progress() {
             from: from.map(Into::into),
             resume: None,
         };
-        stream_client::send_records(&src.socket, op, &mut |e| w.event(e), &mut |_| {}).unwrap();
+        client::stream::send_records(&src.socket, op, &mut |e| w.event(e), &mut |_| {}).unwrap();
         out
     };
     let dst = start();

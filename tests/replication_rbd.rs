@@ -7,17 +7,19 @@ mod common;
 
 use common::daemon::Fixture;
 use exception_store::{
-    stream::{Decoder, Record},
+    stream::{
+        rbd_diff::{Reader, Writer},
+        Decoder, Record,
+    },
     Dev,
 };
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use std::{path::Path, process::Command};
 use ublk_snapd::{
     client,
-    control::Limits,
+    daemon::control::Limits,
     protocol::{ErrorCode, Op, Reply},
-    rbd_diff::{Reader, Writer},
-    stream_client, Error,
+    Error,
 };
 
 const SIZE: u64 = 8 << 20;
@@ -66,7 +68,7 @@ fn rbd_send(f: &Fixture, b: &str, from: Option<&str>, path: &Path) {
         from: from.map(Into::into),
         resume: None,
     };
-    stream_client::send_records(&f.socket, op, &mut |e| w.event(e), &mut |_| {}).unwrap();
+    client::stream::send_records(&f.socket, op, &mut |e| w.event(e), &mut |_| {}).unwrap();
     std::fs::write(path, out).unwrap();
 }
 
@@ -132,7 +134,7 @@ fn merge_diff_of_our_chain_equals_our_full_send() {
         from: None,
         resume: None,
     };
-    stream_client::send(&src.socket, op, &mut ours, &mut |_| {}).unwrap();
+    client::stream::send(&src.socket, op, &mut ours, &mut |_| {}).unwrap();
     let mut dec = Decoder::new(&ours[..]).unwrap();
     let mut from_ours = vec![0u8; SIZE as usize];
     while let Some(r) = dec.next_record().unwrap() {
@@ -148,7 +150,7 @@ fn merge_diff_of_our_chain_equals_our_full_send() {
     let dst = Fixture::start(SIZE, 48 << 20, Limits::default());
     let recv = |f: &Fixture, path: &Path| {
         let b = std::fs::read(path).unwrap();
-        stream_client::receive(&f.socket, false, true, &mut &b[..], &mut |_| {})
+        client::stream::receive(&f.socket, false, true, &mut &b[..], &mut |_| {})
     };
     recv(&dst, &p("m3")).unwrap();
     assert!(read_snap(&dst, "s3") == read_snap(&src, "s3"));

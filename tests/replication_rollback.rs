@@ -17,9 +17,8 @@ use std::{
 };
 use ublk_snapd::{
     client,
-    control::Limits,
+    daemon::control::Limits,
     protocol::{ErrorCode, Op, PrunePolicy, Reply},
-    stream_client,
 };
 
 const SIZE: u64 = 8 << 20;
@@ -58,7 +57,7 @@ fn full_stream(f: &Fixture) -> Vec<u8> {
         from: None,
         resume: None,
     };
-    stream_client::send(&f.socket, op, &mut out, &mut |_| {}).unwrap();
+    client::stream::send(&f.socket, op, &mut out, &mut |_| {}).unwrap();
     out
 }
 
@@ -156,7 +155,7 @@ fn rollback_snapshot_is_internal_while_a_receive_runs() {
     let (tx, rx) = mpsc::channel();
     let sock = dst.socket.clone();
     let t = std::thread::spawn(move || {
-        stream_client::receive(&sock, false, false, &mut Fed(rx, Vec::new()), &mut |_| {})
+        client::stream::receive(&sock, false, false, &mut Fed(rx, Vec::new()), &mut |_| {})
     });
     tx.send(full[..full.len() / 2].to_vec()).unwrap();
     // The receive took its rollback snapshot once the header arrived.
@@ -180,7 +179,7 @@ fn rollback_snapshot_of_a_cut_receive_stays_internal_until_forced() {
     let full = full_stream(&src);
     let dst = start();
     assert!(matches!(create(&dst, "mine", None), Ok(Reply::Created(_))));
-    let cut = stream_client::receive(
+    let cut = client::stream::receive(
         &dst.socket,
         false,
         false,
@@ -191,7 +190,7 @@ fn rollback_snapshot_of_a_cut_receive_stays_internal_until_forced() {
     let rb = check_internal(&dst);
     assert_eq!(listed(&dst), ["mine"]);
     // `--force` drops the unfinished receive: the rollback point goes with it.
-    let r = stream_client::receive(&dst.socket, true, false, &mut &full[..], &mut |_| {}).unwrap();
+    let r = client::stream::receive(&dst.socket, true, false, &mut &full[..], &mut |_| {}).unwrap();
     assert!(
         r.forced.iter().any(|f| f.contains("dropped")),
         "{:?}",
@@ -209,15 +208,15 @@ fn pending_receive_blocks_an_rbd_diff_until_forced() {
     let src = source();
     let full = full_stream(&src);
     let mut rbd = Vec::new();
-    let mut w = ublk_snapd::rbd_diff::Writer::new(&mut rbd, None);
+    let mut w = exception_store::stream::rbd_diff::Writer::new(&mut rbd, None);
     let op = Op::Send {
         name: "s1".into(),
         from: None,
         resume: None,
     };
-    stream_client::send_records(&src.socket, op, &mut |e| w.event(e), &mut |_| {}).unwrap();
+    client::stream::send_records(&src.socket, op, &mut |e| w.event(e), &mut |_| {}).unwrap();
     let dst = start();
-    let cut = stream_client::receive(
+    let cut = client::stream::receive(
         &dst.socket,
         false,
         false,
@@ -226,12 +225,12 @@ fn pending_receive_blocks_an_rbd_diff_until_forced() {
     );
     assert!(cut.is_err());
     let rb = check_internal(&dst);
-    let e = stream_client::receive(&dst.socket, false, true, &mut &rbd[..], &mut |_| {})
+    let e = client::stream::receive(&dst.socket, false, true, &mut &rbd[..], &mut |_| {})
         .unwrap_err()
         .to_string();
     assert!(e.contains("pending") && e.contains("--force"), "{e}");
     assert!(store_names(&dst).contains(&rb), "still pending");
-    let r = stream_client::receive(&dst.socket, true, true, &mut &rbd[..], &mut |_| {}).unwrap();
+    let r = client::stream::receive(&dst.socket, true, true, &mut &rbd[..], &mut |_| {}).unwrap();
     assert!(
         r.forced.iter().any(|f| f.contains("dropped")),
         "{:?}",
@@ -249,4 +248,79 @@ fn pending_receive_blocks_an_rbd_diff_until_forced() {
         .read(Dev::Snap(sid), 0, &mut want)
         .unwrap();
     assert!(got == want);
+}
+
+fn export_origin(f: &Fixture, writable: bool) -> Result<Reply, ublk_snapd::Error> {
+    client::request(
+        &f.socket,
+        Op::Export {
+            name: "-".into(),
+            snapshot: false,
+            writable,
+            export: Some("o".into()),
+        },
+    )
+}
+
+/// Writers of the origin through NBD are kept out during a receive, as the ublk
+/// device is: a receive is refused while a writable export of the origin exists,
+/// and a writable export of the origin is refused while a receive runs (a
+/// read-only one is not); once the receive ends, it can be added.
+#[test]
+fn a_receive_and_a_writable_origin_export_exclude_each_other() {
+    let src = source();
+    let full = full_stream(&src);
+    let dst = start();
+    assert!(matches!(export_origin(&dst, true), Ok(Reply::Exported(_))));
+    let e = client::stream::receive(&dst.socket, false, false, &mut &full[..], &mut |_| {})
+        .unwrap_err();
+    assert!(e.to_string().contains("unexport"), "{e}");
+    assert!(store_names(&dst).is_empty(), "nothing was received");
+    let r = client::request(&dst.socket, Op::Unexport { export: "o".into() });
+    assert!(r.is_ok(), "{r:?}");
+
+    let (tx, rx) = mpsc::channel();
+    let sock = dst.socket.clone();
+    let t = std::thread::spawn(move || {
+        client::stream::receive(&sock, false, false, &mut Fed(rx, Vec::new()), &mut |_| {})
+    });
+    tx.send(full[..full.len() / 2].to_vec()).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !store_names(&dst).iter().any(|n| n.starts_with("recv+")) {
+        assert!(Instant::now() < end, "the receive never began");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(remote_code(export_origin(&dst, true)), ErrorCode::Busy);
+    assert!(matches!(export_origin(&dst, false), Ok(Reply::Exported(_))));
+    let r = client::request(&dst.socket, Op::Unexport { export: "o".into() });
+    assert!(r.is_ok(), "{r:?}");
+    tx.send(full[full.len() / 2..].to_vec()).unwrap();
+    drop(tx);
+    assert_eq!(t.join().unwrap().unwrap().name, "s1");
+    assert!(matches!(export_origin(&dst, true), Ok(Reply::Exported(_))));
+}
+
+/// A crash between `--force`'s two commits (its rollback snapshot created, not yet
+/// merged) leaves `recv-force+<id>` behind: the next start deletes it, and leaves
+/// the user's snapshots alone.
+#[test]
+fn a_receive_snapshot_left_by_a_crash_is_deleted_at_start() {
+    let mut f = start();
+    assert!(matches!(create(&f, "mine", None), Ok(Reply::Created(_))));
+    f.service()
+        .store()
+        .create_snapshot("recv-force+0123456789abcdef", None, 1)
+        .unwrap();
+    let (origin, store) = (f.origin_path(), f.store_path());
+    f.stop();
+    let svc = ublk_snapd::service::Service::open(common::daemon::config(&origin, &store)).unwrap();
+    let names: Vec<String> = svc
+        .store()
+        .lock()
+        .snapshots()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["mine"]);
+    svc.shutdown().unwrap();
 }

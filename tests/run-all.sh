@@ -27,10 +27,14 @@ part() { # part NAME COMMAND...
     fi
 }
 
-# 0. Lints: formatting, clippy, rustdoc links.
+# 0. Lints: formatting, clippy, rustdoc links, the layout guards.
 part "fmt" cargo fmt --all -- --check
 part "clippy" cargo clippy --workspace --all-targets -- -D warnings
 part "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
+# The daemon crate's layers (docs/architecture.md): the wire a leaf, nothing low
+# naming the service or the daemon, every impl Service in src/service/.
+part "layout guards" bash tests/layout-guards.sh
+part "layout guards can fail" bash tests/layout-guards.sh --self-test
 
 # 1. In-process: every crate, unit + integration + doc tests.
 part "cargo test" cargo test --workspace

@@ -18,10 +18,30 @@ use blockdev::{
 };
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-/// Metadata blocks per operation that must stay allocatable, so that an operation
-/// never runs out of metadata half-way (each tree changes a root-to-leaf path, plus
-/// splits, plus the tables written at commit).
+/// Metadata blocks that must stay allocatable after an ordinary operation's data
+/// (a copy-out, a snapshot write, a create) is allocated: the operation's own tree
+/// changes come out of it, and [`REMEDY_RESERVE_BLOCKS`] of it are never touched by
+/// ordinary operations. Larger operations ask for more ([`Allocator::ensure_for`]).
 pub const META_RESERVE_BLOCKS: u64 = 256;
+
+/// The part of the reserve kept for remedies: deleting a snapshot (its commit), the
+/// steps of the background pass that frees its space, and their commits. Ordinary
+/// operations refuse before they would allocate into it, so that deleting a
+/// snapshot on a full store always frees space (issue 20; docs/architecture.md,
+/// "A full store").
+pub const REMEDY_RESERVE_BLOCKS: u64 = 128;
+
+/// The tallest B-tree the bounds below assume: nodes of 4 KiB hold at least ~100
+/// entries, so six levels index more than 10^12 keys.
+pub const MAX_TREE_HEIGHT: u64 = 6;
+
+/// Most metadata blocks one key change of one B-tree allocates in a transaction: a
+/// copy of every node on the root-to-leaf path, a split at every level, a new root.
+pub const TREE_CHANGE_BLOCKS: u64 = 2 * MAX_TREE_HEIGHT + 1;
+
+/// Most metadata blocks one element change allocates: its key in the element tree
+/// and its (label, region) count in the label index.
+pub const ELEM_CHANGE_BLOCKS: u64 = 2 * TREE_CHANGE_BLOCKS;
 
 #[derive(Debug, Clone)]
 struct MetaChunk {
@@ -43,6 +63,8 @@ pub struct Allocator {
     fresh: HashSet<ChunkNr>,
     hint: u64,
     reserved: u64,
+    /// Calls that allocated or freed anything, or tried to ([`Allocator::ops`]).
+    ops: u64,
 }
 
 fn double(b: u64) -> Error {
@@ -83,6 +105,7 @@ impl Allocator {
             fresh: HashSet::new(),
             hint: reserved,
             reserved,
+            ops: 0,
         }
     }
 
@@ -94,6 +117,13 @@ impl Allocator {
             self.used.resize(nr_chunks as usize, false);
             self.nr_chunks = nr_chunks;
         }
+    }
+
+    /// How many allocations and frees were made or tried so far. A space refusal
+    /// records it: an error with no allocator call since its refusal changed no tree
+    /// (`Store::latching`).
+    pub fn ops(&self) -> u64 {
+        self.ops
     }
 
     /// Total chunks on the store.
@@ -123,15 +153,44 @@ impl Allocator {
 
     /// Fail with `NoSpace` unless `data` chunks plus the metadata reserve are free.
     pub fn ensure(&self, data: u64) -> Result<()> {
-        let meta_free: u64 = self
-            .meta_partial
+        self.ensure_for(data, 0)
+    }
+
+    /// Fail with `NoSpace` unless `data` chunks are free beside metadata room for
+    /// `elem_changes` element changes ([`ELEM_CHANGE_BLOCKS`] each) on top of the
+    /// remedy reserve, and never less than [`META_RESERVE_BLOCKS`]: the check of an
+    /// ordinary operation, made before it changes anything.
+    pub fn ensure_for(&self, data: u64, elem_changes: u64) -> Result<()> {
+        let meta = (REMEDY_RESERVE_BLOCKS + elem_changes.saturating_mul(ELEM_CHANGE_BLOCKS))
+            .max(META_RESERVE_BLOCKS);
+        self.ensure_blocks(data, meta)
+    }
+
+    /// Fail with `NoSpace(Metadata)` unless `blocks` metadata blocks can be
+    /// allocated: the check of a remedy step (a delete's pass), which may use the
+    /// remedy reserve.
+    pub fn ensure_meta(&self, blocks: u64) -> Result<()> {
+        self.ensure_blocks(0, blocks)
+    }
+
+    /// Metadata blocks allocatable now (free blocks of partly used metadata chunks
+    /// and every free chunk cut into blocks).
+    pub fn meta_headroom(&self) -> u64 {
+        self.partial_meta_free() + self.nr_free() * self.blocks_per_chunk
+    }
+
+    fn partial_meta_free(&self) -> u64 {
+        self.meta_partial
             .iter()
             .map(|c| self.blocks_per_chunk - self.meta[c].nr_used as u64)
-            .sum();
-        let need_meta_chunks = META_RESERVE_BLOCKS
-            .saturating_sub(meta_free)
+            .sum()
+    }
+
+    fn ensure_blocks(&self, data: u64, meta_blocks: u64) -> Result<()> {
+        let need_meta_chunks = meta_blocks
+            .saturating_sub(self.partial_meta_free())
             .div_ceil(self.blocks_per_chunk);
-        if self.nr_free() < data + need_meta_chunks {
+        if self.nr_free() < data.saturating_add(need_meta_chunks) {
             return Err(Error::NoSpace(if self.nr_free() < need_meta_chunks {
                 Space::Metadata
             } else {
@@ -160,6 +219,7 @@ impl Allocator {
 
     /// A free data chunk (next-fit, so sequential copy-outs form extents).
     pub fn alloc_chunk(&mut self) -> Result<ChunkNr> {
+        self.ops += 1;
         let c = self.take_chunk().ok_or(Error::NoSpace(Space::Data))?;
         self.fresh.insert(ChunkNr(c));
         Ok(ChunkNr(c))
@@ -169,6 +229,7 @@ impl Allocator {
     /// chunk that was not linked): no committed tree can name it, so it need not wait
     /// for a commit.
     pub fn unalloc_chunk(&mut self, c: ChunkNr) {
+        self.ops += 1;
         self.fresh.remove(&c);
         if let Some(u) = self.used.get_mut(c.0 as usize) {
             if *u {
@@ -180,6 +241,7 @@ impl Allocator {
 
     /// Give a data chunk back (reusable after commit).
     pub fn free_chunk(&mut self, c: ChunkNr) {
+        self.ops += 1;
         self.pending_chunks.push(c);
     }
 
@@ -283,6 +345,12 @@ impl Allocator {
         (data, blocks)
     }
 
+    /// Whether data chunks were freed in the open transaction (they become
+    /// allocatable at its commit).
+    pub fn has_pending_chunks(&self) -> bool {
+        !self.pending_chunks.is_empty()
+    }
+
     /// Pending frees (chunks, blocks), for `check` of an open store.
     pub fn pending(&self) -> (Vec<ChunkNr>, Vec<BlockNr>) {
         (self.pending_chunks.clone(), self.pending_blocks.clone())
@@ -291,6 +359,7 @@ impl Allocator {
 
 impl btree::MetaAlloc for Allocator {
     fn alloc_block(&mut self) -> btree::Result<BlockNr> {
+        self.ops += 1;
         if let Some(&c) = self.meta_partial.iter().next() {
             let bpc = self.blocks_per_chunk;
             let Some(m) = self.meta.get_mut(&c) else {
@@ -321,6 +390,7 @@ impl btree::MetaAlloc for Allocator {
     }
 
     fn free_block(&mut self, b: BlockNr) {
+        self.ops += 1;
         self.pending_blocks.push(b);
     }
 }

@@ -237,7 +237,7 @@ impl Store {
     }
 
     /// Visit every node of the other trees (versions, snapshots, jobs, merged-ahead
-    /// set, label index), verifying each.
+    /// set, label index, origins), verifying each.
     fn walk_table_nodes(
         &mut self,
         on_node: &mut dyn FnMut(blockdev::ids::BlockNr) -> btree::Result<()>,
@@ -251,6 +251,8 @@ impl Store {
         self.merged_tree
             .walk(&mut self.cache, on_node, &mut |_, _| Ok(()))?;
         self.label_index
+            .walk(&mut self.cache, on_node, &mut |_, _| Ok(()))?;
+        self.origin_tree
             .walk(&mut self.cache, on_node, &mut |_, _| Ok(()))?;
         Ok(())
     }

@@ -97,6 +97,8 @@ impl Store {
         superblock.insert("next_snap_id", sb.next_snap_id as u64);
         superblock.insert("elements_root", sb.elements_root.0);
         superblock.insert("label_index_root", sb.label_index_root.0);
+        superblock.insert("origins_root", sb.origins_root.0);
+        superblock.insert("next_group_id", sb.next_group_id as u64);
         superblock.insert("needs_check", sb.needs_check as u64);
         let mut per_label: BTreeMap<u32, u64> = BTreeMap::new();
         let mut elements = with_elements.then(Vec::new);

@@ -37,12 +37,14 @@
 //! | 148 | 4 | clean_shutdown: 1 when written by the last commit before a clean stop |
 //! | 152 | 8 | merged_root (addresses a merge did ahead of its cursor) |
 //! | 160 | 8 | label_index_root (format version 2; 0 in version 1) |
-//! | 168 | .. | zero |
+//! | 168 | 8 | origins_root (format version 4; absent before) |
+//! | 176 | 4 | next_group_id (format version 4) |
+//! | 180 | .. | zero |
 
 /// Store magic ("UBLKSNAP" read as a little-endian u64).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"UBLKSNAP");
 /// Format version written; bumped only for incompatible changes (see docs/format.md).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this build opens (and upgrades to [`FORMAT_VERSION`] at
 /// its first commit: version 1 lacks the label index, which `open` builds).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
@@ -84,7 +86,9 @@ pub(crate) const SB_NEEDS_CHECK_OFFSET: usize = 144;
 pub(crate) const SB_CLEAN_OFFSET: usize = 148;
 pub(crate) const SB_MERGED_ROOT_OFFSET: usize = 152;
 pub(crate) const SB_LABEL_INDEX_ROOT_OFFSET: usize = 160;
-pub(crate) const SB_END: usize = 168;
+pub(crate) const SB_ORIGINS_ROOT_OFFSET: usize = 168;
+pub(crate) const SB_NEXT_GROUP_OFFSET: usize = 176;
+pub(crate) const SB_END: usize = 180;
 
 /// Tree tag of the version table.
 pub const VERSIONS_TREE_TAG: u8 = 2;
@@ -96,6 +100,8 @@ pub const JOBS_TREE_TAG: u8 = 4;
 pub const MERGED_TREE_TAG: u8 = 5;
 /// Tree tag of the label index (`crate::label_index`).
 pub const LABEL_INDEX_TREE_TAG: u8 = 6;
+/// Tree tag of the origin table (format version 4).
+pub const ORIGINS_TREE_TAG: u8 = 7;
 
 /// Longest snapshot name, in bytes.
 pub const MAX_NAME_LEN: usize = 63;
@@ -110,9 +116,31 @@ pub const SNAP_REC_SIZE_V2: usize = 4 + 4 + 8 + 4 + 1 + MAX_NAME_LEN;
 pub const SNAP_GUID_OFFSET: usize = SNAP_REC_SIZE_V2;
 /// Offset of the snapshot's size in bytes in a snapshot record (format version 3).
 pub const SNAP_SIZE_OFFSET: usize = SNAP_GUID_OFFSET + 16;
-/// Snapshot record (format version 3): the version 2 record, then guid [u8; 16] and
+/// Snapshot record of format version 3: the version 2 record, then guid [u8; 16] and
 /// size u64.
-pub const SNAP_REC_SIZE: usize = SNAP_SIZE_OFFSET + 8;
+pub const SNAP_REC_SIZE_V3: usize = SNAP_SIZE_OFFSET + 8;
+/// Offset of the snapshot's origin id in a snapshot record (format version 4).
+pub const SNAP_ORIGIN_OFFSET: usize = SNAP_REC_SIZE_V3;
+/// Offset of the snapshot's group id (0: none) in a snapshot record (format
+/// version 4).
+pub const SNAP_GROUP_OFFSET: usize = SNAP_ORIGIN_OFFSET + 4;
+/// Snapshot record (format version 4): the version 3 record, then origin u32 and
+/// group u32.
+pub const SNAP_REC_SIZE: usize = SNAP_GROUP_OFFSET + 4;
+/// Longest origin device path kept in an origin record, in bytes.
+pub const MAX_ORIGIN_PATH_LEN: usize = 254;
+/// Origin record (format version 4): root label u32, flags u32, size u64, quota
+/// (chunks) u64, created u64, name len u8, name [u8; 63], path len u16, path
+/// [u8; 254].
+pub const ORIGIN_REC_SIZE: usize = 32 + 1 + MAX_NAME_LEN + 2 + MAX_ORIGIN_PATH_LEN;
+/// Offset of the name length in an origin record.
+pub const ORIGIN_NAME_OFFSET: usize = 32;
+/// Offset of the path length in an origin record.
+pub const ORIGIN_PATH_OFFSET: usize = ORIGIN_NAME_OFFSET + 1 + MAX_NAME_LEN;
+/// Origin flag: being removed (its snapshots are being deleted).
+pub const ORIGIN_REMOVING: u32 = 1;
+/// The name of origin 0 in a store upgraded from format version 3 or older.
+pub const FIRST_ORIGIN_NAME: &str = "origin";
 /// Snapshot flag: held (never pruned).
 pub const SNAP_HOLD: u32 = 1;
 /// User parent value meaning "the origin".

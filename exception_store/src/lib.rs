@@ -58,7 +58,8 @@ pub mod version_tree;
 pub use error::{Error, Result, Space};
 pub use shared::{DirectPiece, DirectPlan, DirectSource, DirectStarted, SharedStore, Started};
 pub use store::{
-    preallocate, CopyOut, CopyOutBegin, Dev, Grown, JobInfo, OriginGrown, Preallocation, ReadPiece,
-    ReadPlan, ReadSource, SnapInfo, SpacePolicy, Status, Store, StoreOptions,
+    preallocate, CopyOut, CopyOutBegin, Dev, Grown, JobInfo, OriginGrown, OriginInfo,
+    Preallocation, ReadPiece, ReadPlan, ReadSource, SnapInfo, SpacePolicy, Status, Store,
+    StoreOptions,
 };
 pub use tables::validate_name;

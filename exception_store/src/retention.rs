@@ -111,6 +111,8 @@ mod tests {
             label: Label(id),
             guid: [0; 16],
             size: 1 << 20,
+            origin: 0,
+            group: 0,
         }
     }
 

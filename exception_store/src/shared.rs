@@ -85,6 +85,16 @@ pub struct SharedStore {
     origin_size: AtomicU64,
     /// The store's count of moves ([`Store::moves`]), read without its lock.
     moves: Arc<AtomicU64>,
+    /// The store's count of frees ([`Store::frees`]), read without its lock.
+    frees: Arc<AtomicU64>,
+    /// The store's copy epoch ([`Store::copy_epoch`]), read without its lock.
+    copy_epoch: Arc<AtomicU64>,
+    /// Whether a merge runs ([`Store::merging_flag`]), read without its lock.
+    merging: Arc<std::sync::atomic::AtomicBool>,
+    /// Origin chunks whose writes need neither a copy-out nor a commit (`settled`).
+    settled: settled::Settled,
+    /// The chunk size in bytes.
+    chunk_size: u64,
 }
 
 impl std::fmt::Debug for SharedStore {
@@ -101,6 +111,11 @@ impl SharedStore {
         let store_fd = store.dev.raw_fd();
         let size = store.size();
         let moves = store.moves();
+        let frees = store.frees();
+        let copy_epoch = store.copy_epoch();
+        let merging = store.merging_flag();
+        let chunk_size = store.chunk_size();
+        let settled = settled::Settled::new(size.div_ceil(chunk_size));
         SharedStore {
             store: Mutex::new(store),
             copied: Condvar::new(),
@@ -114,6 +129,11 @@ impl SharedStore {
             done: Condvar::new(),
             origin_size: AtomicU64::new(size),
             moves,
+            frees,
+            copy_epoch,
+            merging,
+            settled,
+            chunk_size,
         }
     }
 
@@ -137,6 +157,7 @@ impl SharedStore {
     pub fn grow_origin(&self, new_len: u64) -> Result<crate::OriginGrown> {
         self.gate.exclusive(|| {
             let g = self.store.lock().grow_origin(new_len)?;
+            self.settled.resize(g.new_len.div_ceil(self.chunk_size));
             self.origin_size.store(g.new_len, Ordering::Release);
             Ok(g)
         })
@@ -169,6 +190,20 @@ impl SharedStore {
     /// queues. (A merge that starts meanwhile is ordered after such a read: it read the
     /// origin as it was before the merge, as one concurrent with any write may.)
     pub fn read(&self, dev: Dev, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if dev == Dev::Origin && !self.merging.load(Ordering::SeqCst) {
+            // no merge: the origin's bytes, and no store lock
+            let end = offset.checked_add(buf.len() as u64);
+            if end.is_some_and(|e| e <= self.size()) {
+                return self
+                    .origin
+                    .read_at(buf, offset)
+                    .map_err(|source| crate::Error::Io {
+                        device: "origin",
+                        offset,
+                        source,
+                    });
+            }
+        }
         if dev == Dev::Origin {
             let s = self.store.lock();
             if !s.is_merging() {
@@ -192,11 +227,11 @@ impl SharedStore {
     /// running (then origin reads are the origin's bytes, as in [`read`](Self::read))
     /// and the origin has a descriptor. `None`: read through [`read`](Self::read).
     pub fn origin_direct_read(&self, offset: u64, len: u64) -> Option<std::os::fd::RawFd> {
-        let s = self.store.lock();
-        if s.is_merging() || s.check_origin_range(offset, len).is_err() {
+        // no store lock: the merge flag and the origin's size are read without it
+        let inside = offset.checked_add(len).is_some_and(|e| e <= self.size());
+        if self.merging.load(Ordering::SeqCst) || !inside {
             return None;
         }
-        drop(s);
         self.origin.raw_fd()
     }
 
@@ -277,16 +312,50 @@ impl SharedStore {
             })
     }
 
-    /// Write zeroes (see [`Store::write_zeroes`]).
+    /// Write zeroes (see [`Store::write_zeroes`]), in steps of at most
+    /// `RANGE_STEP` bytes: the store lock is taken per step, and the origin's
+    /// zeros are written without it, so a 1 GiB WRITE_ZEROES never stalls other
+    /// devices' I/O for longer than one step's copy-out decision.
     pub fn write_zeroes(&self, dev: Dev, offset: u64, len: u64) -> Result<()> {
-        let _g = (dev == Dev::Origin).then(|| self.gate.entry());
-        self.with_origin_commit(dev, offset, len, |s| s.write_zeroes(dev, offset, len))
+        self.check_whole(dev, offset, len)?;
+        in_steps(offset, len, |off, n| match dev {
+            Dev::Origin => {
+                let _g = self.gate.entry();
+                let need = self.copy_out(off, n)?;
+                self.wait_for(need)?;
+                // copy_out checked the range
+                let zeros = vec![0u8; (n as usize).min(ZERO_BUF)];
+                let mut done = 0;
+                while done < n {
+                    let k = (n - done).min(zeros.len() as u64);
+                    self.write_origin(off + done, &zeros[..k as usize])?;
+                    done += k;
+                }
+                Ok(())
+            }
+            Dev::Snap(_) => self.with_origin_commit(dev, off, n, |s| s.write_zeroes(dev, off, n)),
+        })
     }
 
-    /// Discard (see [`Store::discard`]).
+    /// Refuse a range that is not inside `dev` before any step of it is done.
+    fn check_whole(&self, dev: Dev, offset: u64, len: u64) -> Result<()> {
+        let size = self.store.lock().dev_size(dev)?;
+        match offset.checked_add(len) {
+            Some(end) if end <= size => Ok(()),
+            _ => Err(crate::Error::Invalid(format!(
+                "I/O of {len} bytes at {offset} is past the end of a {size}-byte device"
+            ))),
+        }
+    }
+
+    /// Discard (see [`Store::discard`]), in steps of at most `RANGE_STEP` bytes
+    /// (chunk-aligned: a step boundary splits no chunk), the store lock per step.
     pub fn discard(&self, dev: Dev, offset: u64, len: u64) -> Result<()> {
-        let _g = (dev == Dev::Origin).then(|| self.gate.entry());
-        self.with_origin_commit(dev, offset, len, |s| s.discard(dev, offset, len))
+        self.check_whole(dev, offset, len)?;
+        in_steps(offset, len, |off, n| {
+            let _g = (dev == Dev::Origin).then(|| self.gate.entry());
+            self.with_origin_commit(dev, off, n, |s| s.discard(dev, off, n))
+        })
     }
 
     /// For the rarer operations: on the origin, prepare, group-commit, then run `f`
@@ -317,10 +386,36 @@ impl SharedStore {
     /// must be durable before the origin is written, if one must. Call with the
     /// origin gate held shared.
     fn copy_out(&self, offset: u64, len: u64) -> Result<Option<TxnId>> {
+        // The steady state: every chunk settled, no store lock (`settled`). The
+        // caller holds the origin gate, so the copy epoch cannot change meanwhile.
+        let chunks =
+            (len > 0 && offset.checked_add(len).is_some_and(|e| e <= self.size())).then(|| {
+                (
+                    offset / self.chunk_size,
+                    (offset + len - 1) / self.chunk_size,
+                )
+            });
+        if let Some((first, last)) = chunks {
+            if self
+                .settled
+                .covers(self.copy_epoch.load(Ordering::SeqCst), first, last)
+            {
+                return Ok(None);
+            }
+        }
         let mut s = self.store.lock();
         loop {
             match s.copy_out_begin(offset, len)? {
                 CopyOutBegin::Busy => self.copied.wait(&mut s),
+                CopyOutBegin::Done(None) => {
+                    if let Some((first, last)) = chunks.filter(|_| !s.is_merging()) {
+                        // nothing to copy, nothing uncommitted: settled until the
+                        // next snapshot, merge or growth
+                        self.settled
+                            .mark(self.copy_epoch.load(Ordering::SeqCst), first, last);
+                    }
+                    return Ok(None);
+                }
                 CopyOutBegin::Done(need) => return Ok(need),
                 CopyOutBegin::Copy(mut job) => {
                     let r = MutexGuard::unlocked(&mut s, || job.run());
@@ -476,7 +571,32 @@ impl SharedStore {
 }
 
 mod direct;
+mod settled;
 #[cfg(test)]
 mod tests;
 
 pub use direct::{DirectPiece, DirectPlan, DirectSource, DirectStarted};
+
+/// Most bytes of a WRITE_ZEROES or discard done in one step (one copy-out decision
+/// under the store lock, one commit). A multiple of every chunk size, so that step
+/// boundaries split no chunk.
+pub const RANGE_STEP: u64 = 16 << 20;
+
+/// The buffer of zeros written to the origin, per write.
+const ZERO_BUF: usize = 1 << 20;
+
+/// Run `f` on the pieces of `offset..+len` cut at multiples of `RANGE_STEP`; once
+/// on the empty range when `len` is 0 (so that its bounds are checked as before).
+fn in_steps(offset: u64, len: u64, mut f: impl FnMut(u64, u64) -> Result<()>) -> Result<()> {
+    if len == 0 {
+        return f(offset, 0);
+    }
+    let end = offset.saturating_add(len);
+    let mut at = offset;
+    while at < end {
+        let next = ((at / RANGE_STEP + 1) * RANGE_STEP).min(end);
+        f(at, next - at)?;
+        at = next;
+    }
+    Ok(())
+}

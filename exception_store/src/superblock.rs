@@ -45,6 +45,11 @@ pub struct Superblock {
     /// Root of the label index; block 0 (never a node) when read from a version 1
     /// store, which has none: `open` builds it.
     pub label_index_root: BlockNr,
+    /// Root of the origin table; block 0 (never a node) when read from a store of
+    /// format version 3 or older, which has none: `open` makes it (origin 0).
+    pub origins_root: BlockNr,
+    /// Next group id (group snapshots; 0 is "no group"). Format version 4.
+    pub next_group_id: u32,
     /// Set when a metadata write failed: run `check` before trusting the store.
     pub needs_check: bool,
     /// Set by a clean shutdown, cleared by the first commit after open.
@@ -93,6 +98,8 @@ impl Superblock {
         le::put_u64(&mut b, SB_JOBS_ROOT_OFFSET, self.jobs_root.0);
         le::put_u64(&mut b, SB_MERGED_ROOT_OFFSET, self.merged_root.0);
         le::put_u64(&mut b, SB_LABEL_INDEX_ROOT_OFFSET, self.label_index_root.0);
+        le::put_u64(&mut b, SB_ORIGINS_ROOT_OFFSET, self.origins_root.0);
+        le::put_u32(&mut b, SB_NEXT_GROUP_OFFSET, self.next_group_id);
         le::put_u32(&mut b, SB_NEEDS_CHECK_OFFSET, self.needs_check as u32);
         le::put_u32(&mut b, SB_CLEAN_OFFSET, self.clean_shutdown as u32);
         let c = crc32fast::hash(&b[4..]) ^ SUPERBLOCK_CSUM_SALT;
@@ -126,6 +133,13 @@ impl Superblock {
             _ => match le::get_u64(b, SB_LABEL_INDEX_ROOT_OFFSET) {
                 0 => return Err(bad(slot, Reason::BadField)),
                 r => BlockNr(r),
+            },
+        };
+        let (origins_root, next_group_id) = match version {
+            1..=3 => (BlockNr(0), 1),
+            _ => match le::get_u64(b, SB_ORIGINS_ROOT_OFFSET) {
+                0 => return Err(bad(slot, Reason::BadField)),
+                r => (BlockNr(r), le::get_u32(b, SB_NEXT_GROUP_OFFSET).max(1)),
             },
         };
         let incompat = le::get_u32(b, SB_INCOMPAT_OFFSET);
@@ -166,6 +180,8 @@ impl Superblock {
             jobs_root: BlockNr(le::get_u64(b, SB_JOBS_ROOT_OFFSET)),
             merged_root: BlockNr(le::get_u64(b, SB_MERGED_ROOT_OFFSET)),
             label_index_root,
+            origins_root,
+            next_group_id,
             needs_check: le::get_u32(b, SB_NEEDS_CHECK_OFFSET) != 0,
             clean_shutdown: le::get_u32(b, SB_CLEAN_OFFSET) != 0,
             ro_compat: le::get_u32(b, SB_RO_COMPAT_OFFSET),
@@ -252,6 +268,8 @@ mod tests {
             jobs_root: BlockNr(19),
             merged_root: BlockNr(20),
             label_index_root: BlockNr(21),
+            origins_root: BlockNr(22),
+            next_group_id: 4,
             needs_check: false,
             clean_shutdown: true,
             ro_compat: 0,
@@ -266,11 +284,14 @@ mod tests {
         assert_eq!(Superblock::decode(&b, 1).unwrap(), sb);
         // Golden: the first 40 bytes of this superblock. A layout change fails here.
         let hex: String = b[4..40].iter().map(|x| format!("{x:02x}")).collect();
-        // kind "VPSB", slot 1, txn 7, magic "UBLKSNAP", format version 3
+        // kind "VPSB", slot 1, txn 7, magic "UBLKSNAP", format version 4
         assert_eq!(
             hex,
-            "565053420100000000000000070000000000000055424c4b534e41500300000000000000"
+            "565053420100000000000000070000000000000055424c4b534e41500400000000000000"
         );
+        // the version 4 fields: origins_root 22, next_group_id 4
+        let v4: String = b[168..180].iter().map(|x| format!("{x:02x}")).collect();
+        assert_eq!(v4, "160000000000000004000000");
     }
 
     /// A version 1 block as that format wrote it: this block with version 1 and no
@@ -290,6 +311,30 @@ mod tests {
         let got = Superblock::decode(&version1(&sb), 1).unwrap();
         assert_eq!(got.label_index_root, BlockNr(0));
         assert_eq!(got.elements_root, sb.elements_root);
+    }
+
+    /// A version 3 block as that format wrote it: this block with version 3 and
+    /// nothing past the label index root.
+    #[test]
+    fn version3_decodes_without_an_origin_table() {
+        let sb = sample();
+        let mut b = sb.encode();
+        le::put_u32(&mut b, SB_VERSION_OFFSET, 3);
+        b[SB_ORIGINS_ROOT_OFFSET..SB_END].fill(0);
+        let c = crc32fast::hash(&b[4..]) ^ SUPERBLOCK_CSUM_SALT;
+        le::put_u32(&mut b, 0, c);
+        let got = Superblock::decode(&b, 1).unwrap();
+        assert_eq!(got.origins_root, BlockNr(0));
+        assert_eq!(got.next_group_id, 1);
+        assert_eq!(got.format_version, 3);
+        assert_eq!(got.label_index_root, sb.label_index_root);
+    }
+
+    #[test]
+    fn version4_without_an_origin_table_is_refused() {
+        let mut sb = sample();
+        sb.origins_root = BlockNr(0);
+        assert!(Superblock::decode(&sb.encode(), 1).is_err());
     }
 
     #[test]

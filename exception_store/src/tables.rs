@@ -59,6 +59,11 @@ pub struct SnapRec {
     /// The device size in bytes the snapshot was taken at. Format version 3; an
     /// upgraded store's snapshots get the origin size.
     pub size: u64,
+    /// The origin whose version tree it belongs to. Format version 4; an upgraded
+    /// store's snapshots get origin 0.
+    pub origin: u32,
+    /// The group snapshot it is a member of (0: none). Format version 4.
+    pub group: u32,
 }
 
 /// The guid a store gives its own snapshot `id`: the first 12 bytes of the store's
@@ -93,7 +98,8 @@ impl Codec for SnapRecRawV2 {
 }
 
 impl SnapRecRawV2 {
-    /// The record as format version 3 holds it, with `guid` and `size` supplied.
+    /// The record as format version 4 holds it, with `guid` and `size` supplied, of
+    /// origin 0 and no group.
     pub fn upgrade(&self, guid: [u8; 16], size: u64) -> Result<SnapRec, Reason> {
         let mut b = [0u8; SNAP_REC_SIZE];
         b[..SNAP_REC_SIZE_V2].copy_from_slice(&self.0);
@@ -103,8 +109,34 @@ impl SnapRecRawV2 {
     }
 }
 
+/// The fixed-size encoding of a snapshot record of format version 3 (read at open
+/// to upgrade the table; never written).
+#[derive(Debug, Clone, Copy)]
+pub struct SnapRecRawV3(pub [u8; SNAP_REC_SIZE_V3]);
+
+impl Codec for SnapRecRawV3 {
+    const SIZE: usize = SNAP_REC_SIZE_V3;
+    fn encode(&self, out: &mut [u8]) {
+        out.copy_from_slice(&self.0);
+    }
+    fn decode(b: &[u8]) -> Result<Self, Reason> {
+        let mut a = [0u8; SNAP_REC_SIZE_V3];
+        a.copy_from_slice(b);
+        Ok(SnapRecRawV3(a))
+    }
+}
+
+impl SnapRecRawV3 {
+    /// The record as format version 4 holds it: of origin 0, no group.
+    pub fn upgrade(&self) -> Result<SnapRec, Reason> {
+        let mut b = [0u8; SNAP_REC_SIZE];
+        b[..SNAP_REC_SIZE_V3].copy_from_slice(&self.0);
+        SnapRec::from_raw(&SnapRecRaw(b))
+    }
+}
+
 /// Fixed-size encoding of a [`SnapRec`] (the name inline, up to 63 bytes; format
-/// version 3).
+/// version 4).
 #[derive(Debug, Clone, Copy)]
 pub struct SnapRecRaw(pub [u8; SNAP_REC_SIZE]);
 
@@ -135,6 +167,8 @@ impl SnapRec {
         b[21..21 + n].copy_from_slice(&name[..n]);
         b[SNAP_GUID_OFFSET..SNAP_GUID_OFFSET + 16].copy_from_slice(&self.guid);
         le::put_u64(&mut b, SNAP_SIZE_OFFSET, self.size);
+        le::put_u32(&mut b, SNAP_ORIGIN_OFFSET, self.origin);
+        le::put_u32(&mut b, SNAP_GROUP_OFFSET, self.group);
         SnapRecRaw(b)
     }
     /// Decode, validating the name.
@@ -167,8 +201,118 @@ impl SnapRec {
             name: name.to_owned(),
             guid,
             size,
+            origin: le::get_u32(b, SNAP_ORIGIN_OFFSET),
+            group: le::get_u32(b, SNAP_GROUP_OFFSET),
         })
     }
+}
+
+/// A row of the origin table (format version 4): one origin of the store, the root
+/// of its own version tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginRec {
+    /// The root label of its version tree (label 0 for origin 0).
+    pub root: Label,
+    /// Being removed: its snapshots are being deleted, no new ones are taken.
+    pub removing: bool,
+    /// Its size in bytes now.
+    pub size: u64,
+    /// Most chunks its snapshots may hold (0: no quota).
+    pub quota: u64,
+    /// When it was added, seconds since the epoch (0 for an upgraded store's).
+    pub created: u64,
+    /// Unique name (the `ORIGIN` of `ORIGIN@NAME`).
+    pub name: String,
+    /// The device path it was added with (empty for an upgraded store's origin 0,
+    /// which the daemon is given at start).
+    pub path: String,
+}
+
+/// Fixed-size encoding of an [`OriginRec`].
+#[derive(Debug, Clone, Copy)]
+pub struct OriginRecRaw(pub [u8; ORIGIN_REC_SIZE]);
+
+impl Codec for OriginRecRaw {
+    const SIZE: usize = ORIGIN_REC_SIZE;
+    fn encode(&self, out: &mut [u8]) {
+        out.copy_from_slice(&self.0);
+    }
+    fn decode(b: &[u8]) -> Result<Self, Reason> {
+        let mut a = [0u8; ORIGIN_REC_SIZE];
+        a.copy_from_slice(b);
+        OriginRec::from_raw(&OriginRecRaw(a))?;
+        Ok(OriginRecRaw(a))
+    }
+}
+
+impl OriginRec {
+    /// Encode (a path longer than the record holds is cut: `add` refuses those).
+    pub fn to_raw(&self) -> OriginRecRaw {
+        let mut b = [0u8; ORIGIN_REC_SIZE];
+        le::put_u32(&mut b, 0, self.root.0);
+        le::put_u32(&mut b, 4, if self.removing { ORIGIN_REMOVING } else { 0 });
+        le::put_u64(&mut b, 8, self.size);
+        le::put_u64(&mut b, 16, self.quota);
+        le::put_u64(&mut b, 24, self.created);
+        let name = self.name.as_bytes();
+        let n = name.len().min(MAX_NAME_LEN);
+        b[ORIGIN_NAME_OFFSET] = n as u8;
+        b[ORIGIN_NAME_OFFSET + 1..ORIGIN_NAME_OFFSET + 1 + n].copy_from_slice(&name[..n]);
+        let path = self.path.as_bytes();
+        let n = path.len().min(MAX_ORIGIN_PATH_LEN);
+        le::put_u16(&mut b, ORIGIN_PATH_OFFSET, n as u16);
+        b[ORIGIN_PATH_OFFSET + 2..ORIGIN_PATH_OFFSET + 2 + n].copy_from_slice(&path[..n]);
+        OriginRecRaw(b)
+    }
+
+    /// Decode, validating the name, the path and the flags.
+    pub fn from_raw(r: &OriginRecRaw) -> Result<OriginRec, Reason> {
+        let b = &r.0;
+        let flags = le::get_u32(b, 4);
+        if flags & !ORIGIN_REMOVING != 0 {
+            return Err(Reason::BadField);
+        }
+        let n = b[ORIGIN_NAME_OFFSET] as usize;
+        if n == 0 || n > MAX_NAME_LEN {
+            return Err(Reason::BadField);
+        }
+        let name_at = ORIGIN_NAME_OFFSET + 1;
+        let name = std::str::from_utf8(&b[name_at..name_at + n]).map_err(|_| Reason::BadField)?;
+        if validate_origin_name(name).is_err()
+            || b[name_at + n..ORIGIN_PATH_OFFSET].iter().any(|&x| x != 0)
+        {
+            return Err(Reason::BadField);
+        }
+        let p = le::get_u16(b, ORIGIN_PATH_OFFSET) as usize;
+        let path_at = ORIGIN_PATH_OFFSET + 2;
+        if p > MAX_ORIGIN_PATH_LEN || b[path_at + p..].iter().any(|&x| x != 0) {
+            return Err(Reason::BadField);
+        }
+        let path = std::str::from_utf8(&b[path_at..path_at + p]).map_err(|_| Reason::BadField)?;
+        let size = le::get_u64(b, 8);
+        if size == 0 {
+            return Err(Reason::BadField);
+        }
+        Ok(OriginRec {
+            root: Label(le::get_u32(b, 0)),
+            removing: flags & ORIGIN_REMOVING != 0,
+            size,
+            quota: le::get_u64(b, 16),
+            created: le::get_u64(b, 24),
+            name: name.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+}
+
+/// Check an origin name: a snapshot name ([`validate_name`]) without `@`, which
+/// separates the origin from the snapshot in `ORIGIN@NAME`.
+pub fn validate_origin_name(name: &str) -> Result<(), String> {
+    validate_name(name)?;
+    if name.contains('@') {
+        return Err("an origin name may not hold '@' (it separates ORIGIN@SNAPSHOT)".into());
+    }
+    Ok(())
 }
 
 /// Check a snapshot name: 1 to 63 bytes of `[A-Za-z0-9._:@+-]`, not starting with
@@ -280,10 +424,14 @@ mod tests {
             name: "hourly.7".into(),
             guid: [5; 16],
             size: 1 << 30,
+            origin: 3,
+            group: 12,
         };
         assert_eq!(SnapRec::from_raw(&r.to_raw()).unwrap(), r);
+        // golden: origin and group after the version 3 record
+        assert_eq!(r.to_raw().0[SNAP_REC_SIZE_V3..], [3, 0, 0, 0, 12, 0, 0, 0]);
         let mut zero_size = r.to_raw();
-        zero_size.0[SNAP_SIZE_OFFSET..].fill(0);
+        zero_size.0[SNAP_SIZE_OFFSET..SNAP_SIZE_OFFSET + 8].fill(0);
         assert!(SnapRec::from_raw(&zero_size).is_err());
     }
 
@@ -297,11 +445,60 @@ mod tests {
             name: "old".into(),
             guid: [1; 16],
             size: 4096,
+            origin: 0,
+            group: 0,
         };
         let mut v2 = [0u8; SNAP_REC_SIZE_V2];
         v2.copy_from_slice(&r.to_raw().0[..SNAP_REC_SIZE_V2]);
         let up = SnapRecRawV2(v2).upgrade([9; 16], 8192).unwrap();
         assert_eq!((up.name.as_str(), up.guid, up.size), ("old", [9; 16], 8192));
         assert_eq!(default_guid(&[0xab; 16], SnapId(2))[12..], [2, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_version3_record_upgrades_to_origin_0_and_no_group() {
+        let r = SnapRec {
+            label: Label(4),
+            hold: true,
+            created: 7,
+            parent: Some(SnapId(2)),
+            name: "v3".into(),
+            guid: [1; 16],
+            size: 4096,
+            origin: 0,
+            group: 0,
+        };
+        let mut v3 = [0u8; SNAP_REC_SIZE_V3];
+        v3.copy_from_slice(&r.to_raw().0[..SNAP_REC_SIZE_V3]);
+        assert_eq!(SnapRecRawV3(v3).upgrade().unwrap(), r);
+    }
+
+    #[test]
+    fn origin_rec_roundtrip_and_refusals() {
+        let o = OriginRec {
+            root: Label(17),
+            removing: false,
+            size: 1 << 40,
+            quota: 1000,
+            created: 1_800_000_000,
+            name: "db-wal".into(),
+            path: "/dev/disk/by-id/nvme-SAMSUNG_123-part2".into(),
+        };
+        assert_eq!(OriginRec::from_raw(&o.to_raw()).unwrap(), o);
+        assert_eq!(o.to_raw().0.len(), ORIGIN_REC_SIZE);
+        let mut bad_flags = o.to_raw();
+        bad_flags.0[4] = 2;
+        assert!(OriginRec::from_raw(&bad_flags).is_err());
+        let mut zero_size = o.to_raw();
+        zero_size.0[8..16].fill(0);
+        assert!(OriginRec::from_raw(&zero_size).is_err());
+        let mut junk_after_path = o.to_raw();
+        junk_after_path.0[ORIGIN_REC_SIZE - 1] = 1;
+        assert!(OriginRec::from_raw(&junk_after_path).is_err());
+        let mut at = o.clone();
+        at.name = "a@b".into();
+        assert!(OriginRec::from_raw(&at.to_raw()).is_err());
+        assert!(validate_origin_name("vm1-disk0").is_ok());
+        assert!(validate_origin_name("x@y").is_err());
     }
 }

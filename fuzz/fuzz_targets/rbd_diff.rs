@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(mut r) = ublk_snapd::rbd_diff::Reader::new(data) {
+    if let Ok(mut r) = exception_store::stream::rbd_diff::Reader::new(data) {
         while let Ok(Some(_)) = r.next_record() {}
     }
 });

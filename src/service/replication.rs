@@ -11,9 +11,9 @@
 //! # Invariants
 //! - One receive at a time (the state's lock is held for its duration); the origin
 //!   device is held open exclusively meanwhile, so nothing mounts it mid-stream.
-//! - A snapshot being sent cannot be deleted (`delete` asks [`Replication::is_sending`]).
+//! - A snapshot being sent cannot be deleted, merged or pruned, and the space policy
+//!   spares it (`Service::protected`, [`Replication::is_sending`]).
 use super::{claim_origin, Service};
-use crate::rbd_diff::{Reader, ToStream};
 use crate::{
     protocol::{self, ErrorCode, Reply, Response},
     Error, Result,
@@ -22,6 +22,7 @@ use blockdev::ids::SnapId;
 use exception_store::replicate::{
     self, parse_resume_token, Pending, ReceiveError, ReceiveOptions, SendSpec,
 };
+use exception_store::stream::rbd_diff::{Reader, ToStream};
 use exception_store::{stream::Header, SharedStore};
 use parking_lot::Mutex;
 use std::{
@@ -36,11 +37,19 @@ use std::{
 pub struct Replication {
     path: PathBuf,
     state: Mutex<Option<Pending>>,
-    /// The rollback snapshot of the unfinished or running receive (a copy of the
-    /// state's, readable while a receive holds `state`): internal, see
-    /// [`Replication::rollback`].
-    rollback: Mutex<Option<SnapId>>,
+    /// The rollback snapshot and the mark of the unfinished or running receive (a
+    /// copy of the state's, readable while a receive holds `state`): internal, see
+    /// [`Replication::is_internal`].
+    internal: Mutex<Vec<SnapId>>,
     sending: Mutex<BTreeMap<SnapId, usize>>,
+    /// A receive is writing the origin: no writable NBD export of the origin may
+    /// be added meanwhile (set and read under the devices lock).
+    receiving: std::sync::atomic::AtomicBool,
+}
+
+/// The snapshots internal to the receive `p`: its rollback snapshot and its mark.
+fn internal_of(p: &Pending) -> Vec<SnapId> {
+    std::iter::once(p.rollback).chain(p.mark).collect()
 }
 
 fn encode(p: Option<&Pending>) -> String {
@@ -80,7 +89,7 @@ impl Replication {
     pub fn load(state_dir: Option<&Path>, store: &Path) -> Result<Replication> {
         let path = match state_dir {
             Some(d) => {
-                let f = crate::state::StateFile::new(d, store);
+                let f = super::state::StateFile::new(d, store);
                 f.path().with_extension("").with_extension("repl")
             }
             None => PathBuf::from(format!("{}.repl", store.display())),
@@ -94,32 +103,66 @@ impl Replication {
         };
         Ok(Replication {
             path,
-            rollback: Mutex::new(state.as_ref().map(|p: &Pending| p.rollback)),
+            internal: Mutex::new(state.as_ref().map(internal_of).unwrap_or_default()),
             state: Mutex::new(state),
             sending: Mutex::default(),
+            receiving: Default::default(),
         })
     }
 
-    /// The receive's rollback snapshot, if one exists now. It is internal: not
-    /// listed, not a prune candidate, never deleted by the space policy (marked in
-    /// use), and no control op may name it ([`crate::Error::RollbackPoint`]); the
-    /// receive merges or deletes it itself.
-    pub fn rollback(&self) -> Option<SnapId> {
-        *self.rollback.lock()
+    /// Whether snapshot `id` is internal to a receive: its rollback snapshot (what
+    /// the origin read before it) or its mark (what the origin read when it
+    /// stopped, [`replicate::mark`]). Internal snapshots are not listed, not prune
+    /// candidates, never deleted by the space policy (marked in use), and no control
+    /// op may name them ([`crate::Error::RollbackPoint`]); the receive merges or
+    /// deletes them itself.
+    pub fn is_internal(&self, id: SnapId) -> bool {
+        self.internal.lock().contains(&id)
     }
 
-    /// Record the pending receive's rollback snapshot (`None`: gone) and keep the
-    /// space policy off it.
-    fn set_rollback(&self, store: &SharedStore, p: Option<&Pending>) {
-        let new = p.map(|p| p.rollback);
-        let old = std::mem::replace(&mut *self.rollback.lock(), new);
+    /// The snapshots internal to a receive now ([`Replication::is_internal`]).
+    pub fn internal(&self) -> Vec<SnapId> {
+        self.internal.lock().clone()
+    }
+
+    /// Record the pending receive's internal snapshots (`None`: gone) and keep the
+    /// space policy off them.
+    fn set_internal(&self, store: &SharedStore, p: Option<&Pending>) {
+        let new = p.map(internal_of).unwrap_or_default();
+        let old = std::mem::replace(&mut *self.internal.lock(), new.clone());
         let mut s = store.lock();
-        if let Some(o) = old.filter(|&o| Some(o) != new) {
+        for o in old.into_iter().filter(|o| !new.contains(o)) {
             s.set_in_use(o, false);
         }
-        if let Some(n) = new {
+        for n in new {
             s.set_in_use(n, true);
         }
+    }
+
+    /// At the daemon's start, before it serves the origin: delete the snapshots a
+    /// crash left behind a receive ([`replicate::orphans`]); then a new mark for the
+    /// unfinished receive, so that a resume can tell whether the origin was written
+    /// since ([`replicate::mark`]); and the space policy kept off its snapshots.
+    pub fn take_mark(&self, store: &SharedStore) -> Result<()> {
+        let mut st = self.state.lock();
+        for (id, name) in replicate::orphans(store, st.as_ref()) {
+            tracing::warn!(snapshot = %name, "deleting a receive's snapshot that a crash left behind");
+            store.delete_snapshot(id)?;
+        }
+        let Some(p) = st.as_mut() else {
+            return Ok(());
+        };
+        let path = self.path.clone();
+        let r = replicate::mark(store, p, crate::now_secs(), &mut |q| {
+            save_file(&path, &encode(q))
+        });
+        self.set_internal(store, Some(p));
+        r.map_err(|e| Error::Invalid(format!("the unfinished receive's mark: {e}")))
+    }
+
+    /// Whether a receive is writing the origin now.
+    pub fn is_receiving(&self) -> bool {
+        self.receiving.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether snapshot `id` is being sent.
@@ -135,18 +178,49 @@ impl Replication {
     }
 }
 
-/// Marks a snapshot sent while alive.
-struct Sending<'a>(&'a Replication, SnapId);
+/// Marks the origin as being written by a receive while alive.
+struct Receiving<'a>(&'a Replication);
+
+impl<'a> Receiving<'a> {
+    fn new(repl: &'a Replication) -> Self {
+        repl.receiving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Receiving(repl)
+    }
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        self.0
+            .receiving
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Marks a snapshot sent while alive, and in use for the space policy.
+struct Sending<'a>(&'a Service, SnapId);
+
+impl<'a> Sending<'a> {
+    fn new(svc: &'a Service, id: SnapId) -> Self {
+        *svc.repl.sending.lock().entry(id).or_default() += 1;
+        svc.store.lock().set_in_use(id, true);
+        Sending(svc, id)
+    }
+}
 
 impl Drop for Sending<'_> {
     fn drop(&mut self) {
-        let mut m = self.0.sending.lock();
-        if let Some(n) = m.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.1);
+        {
+            let mut m = self.0.repl.sending.lock();
+            if let Some(n) = m.get_mut(&self.1) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.1);
+                }
             }
         }
+        let devs = self.0.devices.lock();
+        self.0.refresh_in_use(&devs, self.1);
     }
 }
 
@@ -164,7 +238,9 @@ fn receive_code(e: &ReceiveError) -> ErrorCode {
         ReceiveError::Cut { .. } | ReceiveError::State(_) => ErrorCode::Io,
         ReceiveError::Size { .. } | ReceiveError::WrongBase(_) => ErrorCode::Invalid,
         ReceiveError::ResumeMismatch(_) => ErrorCode::Invalid,
-        ReceiveError::OriginChanged(_) | ReceiveError::Pending { .. } => ErrorCode::Busy,
+        ReceiveError::OriginChanged(_)
+        | ReceiveError::Pending { .. }
+        | ReceiveError::WrittenSinceCut { .. } => ErrorCode::Busy,
         ReceiveError::NameTaken(_) => ErrorCode::Exists,
         ReceiveError::Store(s) => Error::code_of_store(s),
     }
@@ -232,9 +308,7 @@ impl Service {
                 .sum(),
             None => b_size.saturating_sub(from_off),
         };
-        let repl = &self.repl;
-        *repl.sending.lock().entry(b).or_default() += 1;
-        let _held = Sending(repl, b);
+        let _held = Sending::new(self, b);
         // Re-check under the hold: a delete may have raced the lookup.
         self.lookup(name)?;
         reply_line(
@@ -285,6 +359,23 @@ impl Service {
         let Some(mut st) = self.repl.state.try_lock() else {
             return Response::error(ErrorCode::Busy, "another receive is running");
         };
+        // No other writer of the origin: its ublk device is claimed above, and a
+        // writable NBD export of it is refused here and kept out until the end.
+        let _receiving = {
+            let _devs = self.devices.lock();
+            if let Some(e) = self
+                .exports
+                .of(exception_store::Dev::Origin)
+                .into_iter()
+                .find(|e| e.writable)
+            {
+                return err_response(&Error::InUse {
+                    device: format!("NBD export {:?}", e.name),
+                    why: "a receive writes the origin: unexport its writable NBD export first",
+                });
+            }
+            Receiving::new(&self.repl)
+        };
         let pending = &mut *st;
         let mut input = std::io::Cursor::new(leftover)
             .chain(std::io::BufReader::with_capacity(1 << 20, &*conn));
@@ -299,7 +390,7 @@ impl Service {
         let store = &self.store;
         let mut save = |p: Option<&Pending>| {
             saved = p.cloned();
-            repl.set_rollback(store, p);
+            repl.set_internal(store, p);
             save_file(&path, &encode(p))
         };
         let r = if rbd_diff {
@@ -320,10 +411,10 @@ impl Service {
                 (Err(ReceiveError::Cut { error, .. }), rbd_error) => {
                     let why = rbd_error.map_or_else(|| error.to_string(), |e| e.to_string());
                     if let Some(p) = saved.take() {
-                        if let Err(e) = self.store.merge_snapshot(p.rollback) {
+                        if let Err(e) = replicate::abandon(&self.store, &p) {
                             return err_response(&e.into());
                         }
-                        self.repl.set_rollback(&self.store, None);
+                        self.repl.set_internal(&self.store, None);
                         if let Err(e) = save_file(&path, &encode(None)) {
                             return err_response(&Error::io("write", &path)(e));
                         }

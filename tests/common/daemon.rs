@@ -7,7 +7,7 @@ use std::{
     thread,
 };
 use ublk_snapd::{
-    control::{self, Limits},
+    daemon::control::{self, Limits},
     offline::{self, FormatOptions},
     protocol::{ErrorCode, Reply},
     service::{Config, Service},

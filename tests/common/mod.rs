@@ -33,6 +33,17 @@ impl Model {
         let v = self.devs.get_mut(&d).expect("live device");
         v[off as usize..(off + len) as usize].fill(0);
     }
+    /// The live device a generated index `i` picks (modulo their number, in `Dev`
+    /// order); with `snap_only`, among the snapshots. `None` when there is none.
+    pub fn pick(&self, i: usize, snap_only: bool) -> Option<Dev> {
+        let devs: Vec<Dev> = self
+            .devs
+            .keys()
+            .copied()
+            .filter(|d| !snap_only || *d != Dev::Origin)
+            .collect();
+        (!devs.is_empty()).then(|| devs[i % devs.len()])
+    }
     /// Discard of a snapshot: whole chunks read zeros, partial ones are unchanged.
     pub fn discard_snapshot(&mut self, d: Dev, off: u64, len: u64, cs: u64) {
         let size = self.devs[&d].len() as u64;
@@ -79,6 +90,31 @@ pub fn assert_matches(s: &mut Store, m: &Model, ctx: &str) {
             );
         }
     }
+}
+
+/// The model runs' `Reopen` step: flush, reopen, and `check` finds no error.
+pub fn flush_reopen_check(h: &Harness, s: &mut Store) {
+    s.flush().unwrap();
+    *s = h.reopen();
+    let rep = s.check().unwrap();
+    assert!(
+        rep.errors.is_empty(),
+        "check after reopen: {:?}",
+        rep.errors
+    );
+}
+
+/// The end of a model run: drain the background work; every device matches the
+/// model and `check` is clean, before and after a final reopen.
+pub fn drain_and_check(h: &Harness, s: &mut Store, m: &Model) {
+    s.run_background(64).unwrap();
+    assert_matches(s, m, "after draining background work");
+    let rep = s.check().unwrap();
+    assert!(rep.is_clean(), "check after drain: {rep:?}");
+    *s = h.reopen();
+    assert_matches(s, m, "after the final reopen");
+    let rep = s.check().unwrap();
+    assert!(rep.is_clean(), "check after final reopen: {rep:?}");
 }
 
 /// A store on fresh in-memory fault-injecting devices.

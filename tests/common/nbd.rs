@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 use ublk_snapd::{
-    control::Limits,
+    daemon::control::Limits,
     nbd::{Listener, Security, Server, Timeouts},
 };
 

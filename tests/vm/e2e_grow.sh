@@ -21,33 +21,15 @@
 set -Eeuo pipefail
 
 BIN=${1:-${UBLK_SNAP_BIN:-/run/host/tmp/grow-bin}}
-SNAPD=$BIN/ublk-snapd
-SNAPCTL=$BIN/snapctl
-W=${E2E_DIR:-/tmp/e2e-grow}
-OUT=${VM_OUT:-$W}
-ORIGIN=$W/origin.img
-STORE=$W/store.img
-SOCK=$W/run/snapd.sock
-STATE=$W/run
-LOG=$OUT/ublk-snapd-grow.log
 DAEMON_QUEUES=1
 # shellcheck source=tests/vm/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_layout grow
 
 R=$((256 << 10))
 NREC=$(((64 << 20) / R))
 EXPECT=$W/expect.img
 NEW=$W/new.bin
-st() { ctl --json status | jq -r "$1"; }
-owrite() { # owrite SKIP SEEK COUNT (see e2e_space.sh)
-    DD_RC=0
-    dd if="$NEW" of="$ODEV" bs=$R skip="$1" seek="$2" count="$3" oflag=direct \
-        conv=notrunc status=noxfer 2>"$W/dd.err" || DD_RC=$?
-    DD_ERR=$(grep -v 'records' "$W/dd.err" || true)
-    DD_OUT=$(sed -n 's/^\([0-9]*\)+0 records out$/\1/p' "$W/dd.err")
-    [ -n "$DD_OUT" ] || fail "no record count from dd: $(cat "$W/dd.err")"
-    dd if="$NEW" of="$EXPECT" bs=$R skip="$1" seek="$2" count="$DD_OUT" conv=notrunc status=none
-}
 origin_matches() {
     dd if="$ODEV" bs=1M iflag=direct status=none | cmp - "$EXPECT" \
         || fail "$1: the origin device differs from the expected image"
@@ -61,22 +43,8 @@ verify_s1() {
     ctl deactivate s1 >/dev/null
     ok "s1 reads its original data"
 }
-stop_daemon() {
-    local pid
-    pid=$(daemon_pid)
-    kill -TERM "$pid"
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && fail "daemon still running after SIGTERM"
-    ok "daemon $pid stopped cleanly"
-}
 
-[ -x "$SNAPD" ] && [ -x "$SNAPCTL" ] || fail "binaries not found in $BIN"
-for t in jq cmp; do command -v $t >/dev/null || fail "$t missing"; done
-watchdog "${E2E_WATCHDOG:-600}"
-rm -rf "$W"
-mkdir -p "$W"
-: >"$LOG"
-echo "binaries: $BIN; work dir: $W; daemon log: $LOG; kernel $(uname -r)"
+e2e_begin "${E2E_WATCHDOG:-600}" jq cmp
 
 step "64 MiB origin, 8 MiB store (preallocated), policy fail, snapshot s1"
 head -c 64M /dev/urandom >"$ORIGIN"

@@ -28,33 +28,16 @@
 set -Eeuo pipefail
 
 BIN=${1:-${UBLK_SNAP_BIN:-/run/host/tmp/resize-bin}}
-SNAPD=$BIN/ublk-snapd
-SNAPCTL=$BIN/snapctl
-W=${E2E_DIR:-/tmp/e2e-resize}
-OUT=${VM_OUT:-$W}
-ORIGIN=$W/origin.img
-STORE=$W/store.img
-SOCK=$W/run/snapd.sock
-STATE=$W/run
-LOG=$OUT/ublk-snapd-resize.log
 DAEMON_QUEUES=1
 # shellcheck source=tests/vm/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_layout resize
 
 OLD=$((64 << 20))
 NEW=$((160 << 20))
 MNT=/mnt/origin
-st() { ctl --json status | jq -r "$1"; }
 size_of() { blockdev --getsize64 "$1"; }
 snap_size() { ctl --json list | jq -r ".snapshots[] | select(.name == \"$1\") | .size_bytes"; }
-stop_daemon() {
-    local pid
-    pid=$(daemon_pid)
-    kill -TERM "$pid"
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && fail "daemon still running after SIGTERM"
-    ok "daemon $pid stopped cleanly"
-}
 check_before() {
     local dev
     dev=$(ctl activate before)
@@ -93,15 +76,8 @@ check_after() {
     ok "after: $NEW bytes, holds the new files"
 }
 
-[ -x "$SNAPD" ] && [ -x "$SNAPCTL" ] || fail "binaries not found in $BIN"
-for t in jq cmp mkfs.ext4 resize2fs e2fsck fsfreeze blockdev sha256sum; do
-    command -v $t >/dev/null || fail "$t missing"
-done
-watchdog "${E2E_WATCHDOG:-900}"
-rm -rf "$W"
-mkdir -p "$W" $MNT
-: >"$LOG"
-echo "binaries: $BIN; work dir: $W; daemon log: $LOG; kernel $(uname -r)"
+e2e_begin "${E2E_WATCHDOG:-900}" jq cmp mkfs.ext4 resize2fs e2fsck fsfreeze blockdev sha256sum
+mkdir -p $MNT
 
 step "64 MiB origin with ext4 and files, snapshot before"
 truncate -s $OLD "$ORIGIN"

@@ -39,37 +39,16 @@
 set -Eeuo pipefail
 
 BIN=${1:-${UBLK_SNAP_BIN:-/run/host/tmp/space-bin}}
-SNAPD=$BIN/ublk-snapd
-SNAPCTL=$BIN/snapctl
-W=${E2E_DIR:-/tmp/e2e-space}
-OUT=${VM_OUT:-$W}
-ORIGIN=$W/origin.img
-STORE=$W/store.img
-SOCK=$W/run/snapd.sock
-STATE=$W/run
-LOG=$OUT/ublk-snapd-space.log
 DAEMON_QUEUES=1
 # shellcheck source=tests/vm/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_layout space
 
 R=$((256 << 10)) # one dd record, one request: 4 chunks of 64 KiB
 NREC=$(((64 << 20) / R)) # records on the origin
 EXPECT=$W/expect.img
 NEW=$W/new.bin
-st() { ctl --json status | jq -r "$1"; }
 names() { ctl --json list | jq -r '[.snapshots[].name] | join(",")'; }
-# owrite SKIP SEEK COUNT: write COUNT records of $NEW (from record SKIP) to the origin
-# device at record SEEK, O_DIRECT. Sets DD_RC, DD_OUT (records written), DD_ERR; the
-# records written are applied to $EXPECT.
-owrite() {
-    DD_RC=0
-    dd if="$NEW" of="$ODEV" bs=$R skip="$1" seek="$2" count="$3" oflag=direct \
-        conv=notrunc status=noxfer 2>"$W/dd.err" || DD_RC=$?
-    DD_ERR=$(grep -v 'records' "$W/dd.err" || true)
-    DD_OUT=$(sed -n 's/^\([0-9]*\)+0 records out$/\1/p' "$W/dd.err")
-    [ -n "$DD_OUT" ] || fail "no record count from dd: $(cat "$W/dd.err")"
-    dd if="$NEW" of="$EXPECT" bs=$R skip="$1" seek="$2" count="$DD_OUT" conv=notrunc status=none
-}
 # expect_enospc WHAT: the last owrite failed with ENOSPC
 expect_enospc() {
     [ "$DD_RC" != 0 ] || fail "$1: the write succeeded"
@@ -105,24 +84,9 @@ wait_reclaimed() { # wait until no background job is left
     done
     fail "background work still running after 60 s: $(st .jobs)"
 }
-stop_daemon() {
-    local pid
-    pid=$(daemon_pid)
-    kill -TERM "$pid"
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && fail "daemon still running after SIGTERM"
-    [ ! -e "$ODEV" ] || fail "$ODEV left after shutdown"
-    ok "daemon $pid stopped cleanly"
-}
 log_has() { grep -q -- "$1" "$LOG" || fail "the daemon log lacks '$1'"; ok "log: $(grep -m1 -- "$1" "$LOG" | cut -c1-200)"; }
 
-[ -x "$SNAPD" ] && [ -x "$SNAPCTL" ] || fail "binaries not found in $BIN"
-for t in jq sha256sum cmp; do command -v $t >/dev/null || fail "$t missing"; done
-watchdog "${E2E_WATCHDOG:-600}"
-rm -rf "$W"
-mkdir -p "$W"
-: >"$LOG"
-echo "binaries: $BIN; work dir: $W; daemon log: $LOG; kernel $(uname -r)"
+e2e_begin "${E2E_WATCHDOG:-600}" jq sha256sum cmp
 
 step "64 MiB origin of random data, 8 MiB store, policy fail"
 head -c 64M /dev/urandom >"$ORIGIN"
@@ -189,7 +153,7 @@ ctl check || fail "online check after the delete"
 
 step "clean shutdown, offline check; restart with --min-free covering all free space"
 FREE=$(st .usage.nr_free)
-stop_daemon
+stop_daemon "$ODEV"
 ctl check --store "$STORE" || fail "offline check"
 ODEV=$(start_daemon 0 --min-free $((FREE * 64))K) || fail "restart with --min-free failed"
 [ "$(st .min_free_chunks)" = "$FREE" ] || fail "status: min_free_chunks $(st .min_free_chunks), want $FREE"
@@ -204,7 +168,7 @@ owrite 9 32 1
 ok "a write to an already copied chunk is not refused"
 origin_matches "after the rewrite" 32 1
 ctl status
-stop_daemon
+stop_daemon "$ODEV"
 ODEV=$(start_daemon) || fail "restart without --min-free failed"
 owrite 8 128 1
 [ "$DD_RC" = 0 ] || fail "without the guard the write still fails: $DD_ERR"
@@ -212,7 +176,7 @@ ok "without the guard the same write succeeds"
 origin_matches "after the write without the guard"
 for i in 2 3; do verify_snap s$i; done
 ctl check || fail "online check after restart"
-stop_daemon
+stop_daemon "$ODEV"
 
 step "delete-oldest on a fresh store: s1 held, s2 active, s3 neither"
 truncate -s 0 "$STORE"
@@ -269,12 +233,12 @@ ok "s1 deleted automatically once released"
 origin_matches "after the writes" "$REFUSED" 21
 
 step "clean shutdown, offline check, restart, online check"
-stop_daemon
+stop_daemon "$ODEV"
 ctl check --store "$STORE" || fail "offline check"
 ODEV=$(start_daemon 0 --space-policy delete-oldest) || fail "restart failed"
 ctl check || fail "online check after restart"
 origin_matches "after restart"
-stop_daemon
+stop_daemon "$ODEV"
 grep -E 'panicked|thread .* panicked' "$LOG" && fail "the daemon log shows a panic"
 echo
 echo "e2e_space: all checks passed in $(($(date +%s) - T0)) s"

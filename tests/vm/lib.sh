@@ -1,8 +1,21 @@
 #!/usr/bin/env bash
 # tests/vm/lib.sh - helpers shared by the guest-side test scripts (e2e_daemon.sh,
-# e2e_merge.sh, e2e_space.sh, soak_kill.sh). Source it after setting SNAPD, SNAPCTL,
-# ORIGIN, STORE, SOCK, STATE and LOG; it installs the ERR trap and sets T0.
+# e2e_merge.sh, e2e_space.sh, e2e_grow.sh, e2e_resize.sh, soak_kill.sh). Source it
+# after setting SNAPD, SNAPCTL, ORIGIN, STORE, SOCK, STATE and LOG (or set BIN, source
+# it, then call e2e_layout); it installs the ERR trap and sets T0.
 #
+#   e2e_layout NAME      the one-daemon layout: SNAPD and SNAPCTL in $BIN, the work
+#                        dir W (${E2E_DIR:-/tmp/e2e-NAME}), OUT (${VM_OUT:-$W}),
+#                        ORIGIN, STORE, SOCK, STATE, and LOG ($OUT/ublk-snapd-NAME.log)
+#   e2e_begin SECS TOOLS...  check the binaries and TOOLS, start the watchdog (SECS),
+#                        make a fresh W and LOG, print where everything is
+#   st FILTER            jq FILTER of `snapctl --json status`
+#   stop_daemon [DEV]    SIGTERM the daemon and wait for it to exit (20 s); with DEV,
+#                        that device must be gone too
+#   owrite SKIP SEEK COUNT  write COUNT records of $NEW (from record SKIP, $R bytes
+#                        each) to the origin device $ODEV at record SEEK, O_DIRECT;
+#                        sets DD_RC, DD_OUT (records written), DD_ERR, and applies the
+#                        records written to $EXPECT
 #   step TEXT            a numbered heading with the seconds since T0
 #   ok TEXT / fail TEXT  a passed check / the failure (with the daemon log and dmesg)
 #   ctl ARGS...          snapctl on this daemon's socket
@@ -46,6 +59,46 @@ start_daemon() {
         --state-dir "$STATE" --queues "${DAEMON_QUEUES:-2}" --queue-depth 32 ${SNAPD_ARGS:-} "${@:2}" 2>>"$LOG"
 }
 daemon_pid() { ctl --json status | jq -r .pid; }
+e2e_layout() {
+    SNAPD=$BIN/ublk-snapd
+    SNAPCTL=$BIN/snapctl
+    W=${E2E_DIR:-/tmp/e2e-$1}
+    OUT=${VM_OUT:-$W}
+    ORIGIN=$W/origin.img
+    STORE=$W/store.img
+    SOCK=$W/run/snapd.sock
+    STATE=$W/run
+    LOG=$OUT/ublk-snapd-$1.log
+}
+e2e_begin() {
+    local t
+    [ -x "$SNAPD" ] && [ -x "$SNAPCTL" ] || fail "binaries not found in $BIN"
+    for t in "${@:2}"; do command -v "$t" >/dev/null || fail "$t missing"; done
+    watchdog "$1"
+    rm -rf "$W"
+    mkdir -p "$W"
+    : >"$LOG"
+    echo "binaries: $BIN; work dir: $W; daemon log: $LOG; kernel $(uname -r)"
+}
+st() { ctl --json status | jq -r "$1"; }
+stop_daemon() {
+    local pid
+    pid=$(daemon_pid)
+    kill -TERM "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && fail "daemon still running after SIGTERM"
+    [ -z "${1:-}" ] || [ ! -e "$1" ] || fail "$1 left after shutdown"
+    ok "daemon $pid stopped cleanly"
+}
+owrite() {
+    DD_RC=0
+    dd if="$NEW" of="$ODEV" bs=$R skip="$1" seek="$2" count="$3" oflag=direct \
+        conv=notrunc status=noxfer 2>"$W/dd.err" || DD_RC=$?
+    DD_ERR=$(grep -v 'records' "$W/dd.err" || true)
+    DD_OUT=$(sed -n 's/^\([0-9]*\)+0 records out$/\1/p' "$W/dd.err")
+    [ -n "$DD_OUT" ] || fail "no record count from dd: $(cat "$W/dd.err")"
+    dd if="$NEW" of="$EXPECT" bs=$R skip="$1" seek="$2" count="$DD_OUT" conv=notrunc status=none
+}
 diag() {
     local p t
     for p in $(pgrep -f 'ublk-snapd|fio' || true); do

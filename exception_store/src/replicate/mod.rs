@@ -27,7 +27,9 @@
 mod receive;
 mod send;
 
-pub use receive::{receive, Pending, ReceiveError, ReceiveOptions, Received};
+pub use receive::{
+    abandon, mark, orphans, receive, Pending, ReceiveError, ReceiveOptions, Received,
+};
 pub use send::{send, SendError, SendSpec, Sent};
 
 /// Lower-case hex of bytes.

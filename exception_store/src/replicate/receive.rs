@@ -23,6 +23,11 @@ pub struct Pending {
     pub rollback: SnapId,
     /// Records before this offset are applied and durable.
     pub next_offset: u64,
+    /// A snapshot of the origin taken when the receive stopped (a cut, or the
+    /// daemon's start with this receive pending: [`mark`]); a resume refuses when
+    /// the origin no longer reads it (written in between). `None` in the state of
+    /// an older version, which cannot be checked.
+    pub mark: Option<SnapId>,
 }
 
 impl Pending {
@@ -33,8 +38,9 @@ impl Pending {
 
     /// Text form (one line).
     pub fn encode(&self) -> String {
+        let mark = self.mark.map(|m| format!(" {}", m.0)).unwrap_or_default();
         format!(
-            "pending {} {} {} {} {}\n",
+            "pending {} {} {} {} {}{mark}\n",
             hex(&self.stream_id),
             self.name,
             hex(&self.guid),
@@ -55,6 +61,10 @@ impl Pending {
             guid: super::parse_hex16(w.next()?)?,
             rollback: SnapId(w.next()?.parse().ok()?),
             next_offset: w.next()?.parse().ok()?,
+            mark: match w.next() {
+                Some(m) => Some(SnapId(m.parse().ok()?)),
+                None => None,
+            },
         };
         w.next().is_none().then_some(p)
     }
@@ -146,6 +156,19 @@ pub enum ReceiveError {
     /// A resumed stream does not continue the pending receive.
     #[error("this resumed stream does not continue the pending receive: {0}")]
     ResumeMismatch(String),
+    /// The origin was written between the cut and the resume: resuming would give
+    /// a snapshot B that differs from the sender's under B's guid.
+    #[error(
+        "the origin was written since the receive of {name:?} stopped at offset {offset}: it \
+         cannot be resumed; send it again from the start and receive with `--force` (which \
+         rolls the origin back and drops the unfinished receive)"
+    )]
+    WrittenSinceCut {
+        /// B's name.
+        name: String,
+        /// Where the receive stopped.
+        offset: u64,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::Error),
@@ -160,6 +183,78 @@ pub type SaveState<'a> = dyn FnMut(Option<&Pending>) -> std::io::Result<()> + 'a
 
 fn rollback_name(id: &[u8; 16], what: &str) -> String {
     format!("recv{what}+{}", &hex(id)[..16])
+}
+
+/// Take a new mark of the origin for the pending receive `p` (a snapshot of what
+/// the origin reads now), save the state naming it, and delete the old mark. The
+/// daemon calls it when it starts with a receive pending, before it serves the
+/// origin, so that a resume can tell whether the origin was written since; the
+/// receive itself when a stream is cut.
+pub fn mark(
+    store: &SharedStore,
+    p: &mut Pending,
+    now: u64,
+    save: &mut SaveState<'_>,
+) -> Result<(), ReceiveError> {
+    let old = p.mark;
+    let name = |n: u64| format!("{}.{n}", rollback_name(&p.stream_id, "-mark"));
+    let n = store.lock().txn_id().0;
+    p.mark = Some(store.create_snapshot(&name(n), None, now)?);
+    save(Some(p)).map_err(ReceiveError::State)?;
+    if let Some(m) = old {
+        if store.lock().exists(Dev::Snap(m)) {
+            store.delete_snapshot(m)?;
+        }
+    }
+    Ok(())
+}
+
+/// Snapshots a receive made for itself that no pending receive names any more:
+/// left by a crash between a receive's commit that created one and the save of its
+/// state, or between the two commits of `--force`'s rollback (create, merge). Their
+/// names are the receive's own (`recv+`, `recv-force+`, `recv-mark+` and 16 hex
+/// digits of a stream id), which `validate_name` allows but nothing else makes. The
+/// daemon deletes them at start.
+pub fn orphans(store: &SharedStore, pending: Option<&Pending>) -> Vec<(SnapId, String)> {
+    let named = |id: SnapId| pending.is_some_and(|p| p.rollback == id || p.mark == Some(id));
+    let ours = |name: &str| {
+        ["recv+", "recv-force+", "recv-mark+"].iter().any(|prefix| {
+            name.strip_prefix(prefix).is_some_and(|rest| {
+                let hex = rest.split('.').next().unwrap_or("");
+                hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+        })
+    };
+    store
+        .lock()
+        .snapshots()
+        .into_iter()
+        .filter(|s| ours(&s.name) && !named(s.id))
+        .map(|s| (s.id, s.name))
+        .collect()
+}
+
+/// Give up the pending receive `p`: the origin reads what it read before the
+/// receive began (its rollback snapshot merged), and its mark is deleted. The
+/// caller then forgets `p` (saves no state).
+pub fn abandon(store: &SharedStore, p: &Pending) -> crate::Result<()> {
+    store.merge_snapshot(p.rollback)?;
+    if let Some(m) = p.mark {
+        if store.lock().exists(Dev::Snap(m)) {
+            store.delete_snapshot(m)?;
+        }
+    }
+    Ok(())
+}
+
+/// Delete the mark of `p`, if it has one left.
+fn drop_mark(store: &SharedStore, p: &Pending) -> Result<(), ReceiveError> {
+    if let Some(m) = p.mark {
+        if store.lock().exists(Dev::Snap(m)) {
+            store.delete_snapshot(m)?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether the origin reads what snapshot `a` reads. The diff lists where they may
@@ -222,6 +317,14 @@ pub fn receive<R: Read>(
                     p.next_offset
                 )));
             }
+            if let Some(m) = p.mark {
+                if !origin_reads(store, m, size)? {
+                    return Err(ReceiveError::WrittenSinceCut {
+                        name: p.name,
+                        offset: p.next_offset,
+                    });
+                }
+            }
             p
         }
         (Some(_), None) => {
@@ -238,6 +341,7 @@ pub fn receive<R: Read>(
                     });
                 }
                 store.merge_snapshot(p.rollback)?;
+                drop_mark(store, &p)?;
                 save(None).map_err(ReceiveError::State)?;
                 forced.push(format!(
                     "dropped the unfinished receive of {:?} (origin rolled back)",
@@ -261,7 +365,20 @@ pub fn receive<R: Read>(
                         Some(base.id),
                         opts.now,
                     )?;
-                    store.merge_snapshot(t)?;
+                    if let Err(e) = store.merge_snapshot(t) {
+                        // never leave the temporary snapshot visible
+                        let left = match store.delete_snapshot(t) {
+                            Ok(_) => "nothing was changed".to_owned(),
+                            Err(d) => format!(
+                                "its temporary snapshot {:?} is left, delete it by hand ({d})",
+                                rollback_name(&h.stream_id, "-force")
+                            ),
+                        };
+                        return Err(ReceiveError::Store(crate::Error::Invalid(format!(
+                            "rolling the origin back to {} failed: {e}; {left}",
+                            base.name
+                        ))));
+                    }
                     forced.push(format!("rolled the origin back to {}", base.name));
                 }
             }
@@ -273,6 +390,7 @@ pub fn receive<R: Read>(
                 guid: h.guid,
                 rollback,
                 next_offset: 0,
+                mark: None,
             };
             save(Some(&p)).map_err(ReceiveError::State)?;
             p
@@ -280,6 +398,7 @@ pub fn receive<R: Read>(
     };
     let abort = |store: &SharedStore, state: &Pending, save: &mut SaveState<'_>| {
         store.merge_snapshot(state.rollback)?;
+        drop_mark(store, state)?;
         save(None).map_err(ReceiveError::State)
     };
     let mut applied = 0u64;
@@ -290,10 +409,11 @@ pub fn receive<R: Read>(
             Ok(Some(r)) => r,
             Ok(None) => break,
             Err(error) if error.is_cut() => {
-                // Everything applied is durable after this flush: resume after it.
+                // Everything applied is durable after this flush: resume after it,
+                // once the origin is known unwritten since (the mark).
                 store.flush()?;
                 state.next_offset = state.next_offset.max(last_end);
-                save(Some(&state)).map_err(ReceiveError::State)?;
+                mark(store, &mut state, opts.now, save)?;
                 return Err(ReceiveError::Cut {
                     error,
                     offset: state.next_offset,
@@ -328,6 +448,7 @@ pub fn receive<R: Read>(
     store.flush()?;
     let snap = store.create_snapshot_as(&h.name, None, h.created, h.guid)?;
     store.delete_snapshot(state.rollback)?;
+    drop_mark(store, &state)?;
     save(None).map_err(ReceiveError::State)?;
     Ok(Received {
         snap,

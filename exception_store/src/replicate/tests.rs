@@ -2,7 +2,7 @@
 //! corrupt / cut / wrong-base streams refused with the target unchanged, resume.
 use super::*;
 use crate::{Dev, SharedStore, Store, StoreOptions};
-use blockdev::MemDevice;
+use blockdev::{ids::SnapId, MemDevice};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use std::sync::Arc;
 
@@ -235,7 +235,11 @@ fn cut_stream_resumes_to_the_same_result() {
     assert!(rest.len() < full.len());
     t.recv(&rest, false).unwrap();
     check_equal(&src, &t, "s1");
-    assert_eq!(t.names(), ["s1"], "the rollback snapshot is gone");
+    assert_eq!(
+        t.names(),
+        ["s1"],
+        "the rollback snapshot and the mark are gone"
+    );
     assert!(t.pending.is_none());
 }
 
@@ -256,12 +260,123 @@ fn written_origin_refused_then_forced_back() {
 
 #[test]
 fn state_text_round_trips() {
-    let p = Pending {
+    let mut p = Pending {
         stream_id: [1; 16],
         name: "x".into(),
         guid: [2; 16],
         rollback: blockdev::ids::SnapId(9),
         next_offset: 1 << 20,
+        mark: None,
     };
-    assert_eq!(Pending::decode(&p.encode()), Some(p));
+    assert_eq!(Pending::decode(&p.encode()), Some(p.clone()));
+    p.mark = Some(blockdev::ids::SnapId(11));
+    assert_eq!(Pending::decode(&p.encode()), Some(p.clone()));
+    // the line of an older version (no mark) still reads
+    let old = p.encode().replace(" 11\n", "\n");
+    p.mark = None;
+    assert_eq!(Pending::decode(&old), Some(p));
+}
+
+/// Cut a full send of `s1` two thirds of the way: the target's pending receive.
+fn cut_receive(src: &SharedStore, t: &mut Target) -> u64 {
+    let full = send_bytes(src, "s1", None, 9, None);
+    match t.recv(&full[..full.len() * 2 / 3], false).unwrap_err() {
+        ReceiveError::Cut { offset, .. } => offset,
+        e => panic!("{e}"),
+    }
+}
+
+/// The origin written between the cut and the resume: the resume is refused (the
+/// received snapshot would differ from the sender's under its guid), nothing is
+/// taken, and a new send received with `--force` gives the sender's snapshot.
+#[test]
+fn a_resume_after_the_origin_was_written_is_refused() {
+    let src = source();
+    let mut t = Target::new();
+    let at = cut_receive(&src, &mut t);
+    assert!(
+        t.pending.as_ref().and_then(|p| p.mark).is_some(),
+        "a mark at the cut"
+    );
+    t.s.write(Dev::Origin, SIZE - 4096, b"written between cut and resume")
+        .unwrap();
+    let rest = send_bytes(&src, "s1", None, 9, Some(at));
+    let e = t.recv(&rest, false).unwrap_err();
+    assert!(matches!(e, ReceiveError::WrittenSinceCut { .. }), "{e}");
+    assert!(t.s.lock().lookup("s1").is_none());
+    assert!(
+        t.pending.is_some(),
+        "the pending receive stays until forced"
+    );
+    let full = send_bytes(&src, "s1", None, 10, None);
+    let r = t.recv(&full, true).unwrap();
+    assert_eq!(r.forced.len(), 1, "{:?}", r.forced);
+    check_equal(&src, &t, "s1");
+    assert_eq!(t.names(), ["s1"], "no rollback snapshot or mark is left");
+    assert!(t.pending.is_none());
+}
+
+/// A daemon that starts with a receive pending takes a new mark before it serves
+/// the origin ([`mark`]): a write after it is caught, as one after the cut is; a
+/// resume with no write in between goes through and leaves no mark.
+#[test]
+fn a_mark_taken_at_start_catches_later_writes_and_is_dropped_at_the_end() {
+    let src = source();
+    let mut t = Target::new();
+    let at = cut_receive(&src, &mut t);
+    let mut p = t.pending.clone().unwrap();
+    let first = p.mark;
+    let mut saved = None;
+    mark(&t.s, &mut p, 2, &mut |q| {
+        saved = q.cloned();
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(saved.as_ref(), Some(&p));
+    assert_ne!(p.mark, first);
+    assert!(
+        !t.s.lock().exists(Dev::Snap(first.unwrap())),
+        "the old mark is gone"
+    );
+    t.pending = Some(p);
+    let rest = send_bytes(&src, "s1", None, 9, Some(at));
+    t.recv(&rest, false).unwrap();
+    check_equal(&src, &t, "s1");
+    assert_eq!(t.names(), ["s1"], "no mark is left");
+
+    // again, with a write after the mark
+    let mut t = Target::new();
+    let at = cut_receive(&src, &mut t);
+    let mut p = t.pending.clone().unwrap();
+    mark(&t.s, &mut p, 2, &mut |_| Ok(())).unwrap();
+    t.pending = Some(p);
+    t.s.write(Dev::Origin, 0, b"after the restart").unwrap();
+    let rest = send_bytes(&src, "s1", None, 9, Some(at));
+    let e = t.recv(&rest, false).unwrap_err();
+    assert!(matches!(e, ReceiveError::WrittenSinceCut { .. }), "{e}");
+}
+
+/// What a crash can leave: a rollback point or a mark that no state names, and
+/// `--force`'s rollback snapshot between its create and its merge. Those are
+/// orphans; the pending receive's own snapshots and user snapshots are not.
+#[test]
+fn orphans_are_the_receive_snapshots_no_state_names() {
+    let src = source();
+    let mut t = Target::new();
+    cut_receive(&src, &mut t);
+    let p = t.pending.clone().unwrap();
+    assert!(orphans(&t.s, Some(&p)).is_empty());
+    let force =
+        t.s.create_snapshot("recv-force+0123456789abcdef", None, 1)
+            .unwrap();
+    t.s.create_snapshot("recv+not-ours", None, 1).unwrap();
+    t.s.create_snapshot("mine", None, 1).unwrap();
+    let o: Vec<SnapId> = orphans(&t.s, Some(&p)).into_iter().map(|x| x.0).collect();
+    assert_eq!(o, [force]);
+    // with no state (lost), the rollback and the mark are orphans too
+    let mut o: Vec<SnapId> = orphans(&t.s, None).into_iter().map(|x| x.0).collect();
+    o.sort();
+    let mut want = vec![force, p.rollback, p.mark.unwrap()];
+    want.sort();
+    assert_eq!(o, want);
 }

@@ -19,10 +19,14 @@
 //!   after the reads landed ([`SharedStore::plan_holds`]) no origin byte the plan
 //!   names has changed. If it moved, the reader reads again through
 //!   [`read`](SharedStore::read).
-//! - Store chunks and holes do not change under a snapshot that nobody writes: a
-//!   chunk is freed only when no version reads it any more and reused only after
-//!   that commit (`crate::allocator`), which takes a write, discard or delete of that
-//!   snapshot range, racing the read like any write of the same range.
+//! - A snapshot's store pieces are checked too: a chunk is freed when no version
+//!   reads it any more (a discard or overwrite of that snapshot range racing the
+//!   read, or a delete) and may be reused for another address right after that
+//!   commit, so the read could return another address's data. Every commit that
+//!   makes freed chunks allocatable counts a free first
+//!   ([`Store::frees`](crate::Store::frees)); a plan with store pieces carries that
+//!   count, and [`SharedStore::plan_holds`] checks it as it checks moves. Frees are
+//!   rare (a copy-out frees nothing), so this rarely costs a second read.
 //!
 //! # Origin writes
 //! [`SharedStore::origin_write_direct_start`] is
@@ -62,10 +66,15 @@ pub struct DirectPiece {
 pub struct DirectPlan {
     /// The pieces, covering the read in order.
     pub pieces: Vec<DirectPiece>,
-    /// Some pieces are a snapshot's origin chunks: once every piece has landed,
-    /// [`SharedStore::plan_holds`] with this says whether they still were.
+    /// Some pieces are a snapshot's origin or store chunks: once every piece has
+    /// landed, [`SharedStore::plan_holds`] with this says whether they still were.
     pub check: Option<u64>,
 }
+
+/// The top bit of a plan's check: set when the plan names no origin chunk, so
+/// only frees can change what it reads; the other bits are the count of frees.
+/// Clear: the count of moves plus the count of frees.
+const FREES_ONLY: u64 = 1 << 63;
 
 /// What [`SharedStore::origin_write_direct_start`] did.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -93,21 +102,22 @@ impl SharedStore {
         let plan = s.read_plan(dev, offset, len).ok()?;
         // Read with the plan, under the lock (moves are counted under it): every
         // move counted before this is in the plan; any after it fails `plan_holds`.
-        let moves = self.moves.load(Ordering::SeqCst);
+        let (moves, frees) = self.counts();
         drop(s);
         let (origin, store) = (self.origin.raw_fd(), self.store_fd);
-        let mut check = None;
+        let (mut origin_pieces, mut store_pieces) = (false, false);
         let pieces = plan
             .into_iter()
             .map(|p| {
                 let src = match p.src {
                     ReadSource::Origin(at) => {
-                        if dev != Dev::Origin {
-                            check = Some(moves);
-                        }
+                        origin_pieces |= dev != Dev::Origin;
                         DirectSource::Fd(origin?, at)
                     }
-                    ReadSource::Store(at) => DirectSource::Fd(store?, at),
+                    ReadSource::Store(at) => {
+                        store_pieces = true;
+                        DirectSource::Fd(store?, at)
+                    }
                     ReadSource::Zeroes => DirectSource::Zeroes,
                 };
                 Some(DirectPiece {
@@ -117,14 +127,35 @@ impl SharedStore {
                 })
             })
             .collect::<Option<Vec<_>>>()?;
+        let check = if origin_pieces {
+            Some(moves.wrapping_add(frees) & !FREES_ONLY)
+        } else if store_pieces {
+            Some(frees | FREES_ONLY)
+        } else {
+            None
+        };
         Some(DirectPlan { pieces, check })
     }
 
+    /// The counts of moves and frees now.
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.moves.load(Ordering::SeqCst),
+            self.frees.load(Ordering::SeqCst) & !FREES_ONLY,
+        )
+    }
+
     /// Whether the reads of a plan whose `check` is `check`, all landed now, read
-    /// what the plan meant: no move since it was taken (module docs). False: read
+    /// what the plan meant: no move (origin pieces) and no free since it was taken
+    /// (module docs). False: read
     /// through [`read`](Self::read) instead.
     pub fn plan_holds(&self, check: u64) -> bool {
-        self.moves.load(Ordering::SeqCst) == check
+        let (moves, frees) = self.counts();
+        if check & FREES_ONLY != 0 {
+            frees | FREES_ONLY == check
+        } else {
+            moves.wrapping_add(frees) & !FREES_ONLY == check
+        }
     }
 
     /// Whether origin writes can be done by the caller

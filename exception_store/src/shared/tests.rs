@@ -318,3 +318,159 @@ fn a_create_waits_for_started_writes_and_new_starts_answer_busy() {
         "the new snapshot must see the write that finished before it"
     );
 }
+
+/// An origin that stops inside its first write of zeros of at least 1 MiB, until
+/// told to go on: the moment a WRITE_ZEROES is writing, made to last.
+#[derive(Debug)]
+struct PausingOrigin {
+    inner: blockdev::MemDevice,
+    paused: std::sync::Mutex<bool>,
+    at_pause: std::sync::mpsc::SyncSender<()>,
+    go: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl blockdev::BlockDevice for PausingOrigin {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let first = buf.len() >= 1 << 20
+            && buf.iter().all(|&b| b == 0)
+            && !std::mem::replace(&mut *self.paused.lock().expect("lock"), true);
+        if first {
+            self.at_pause.send(()).expect("test waits");
+            self.go.lock().expect("lock").recv().expect("test goes on");
+        }
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A WRITE_ZEROES of the origin far larger than one step writes its zeros without
+/// the store lock, and takes it only per step: while it is writing, another device
+/// is read, and the store committed. The result is zeros on the origin, the old
+/// data in the snapshot.
+#[test]
+fn a_huge_write_zeroes_of_the_origin_never_holds_the_store_lock_while_writing() {
+    use std::sync::mpsc::sync_channel;
+    const LEN: u64 = 3 * super::RANGE_STEP;
+    let (at_pause, paused) = sync_channel(1);
+    let (go, gone) = sync_channel(1);
+    let origin = Arc::new(PausingOrigin {
+        inner: blockdev::MemDevice::from_vec(vec![7u8; LEN as usize]),
+        paused: std::sync::Mutex::new(false),
+        at_pause,
+        go: std::sync::Mutex::new(gone),
+    });
+    let dev = Arc::new(blockdev::MemDevice::new(LEN + (16 << 20)));
+    let store = Store::format(origin, dev, 1 << 20, StoreOptions::default()).expect("format");
+    let s = Arc::new(SharedStore::new(store));
+    let snap = s.create_snapshot("a", None, 0).expect("snapshot");
+    s.write(Dev::Snap(snap), 0, &[5u8; 4096]).expect("write");
+    let zeroer = {
+        let s = s.clone();
+        std::thread::spawn(move || s.write_zeroes(Dev::Origin, 0, LEN))
+    };
+    paused.recv().expect("the zeroer writes");
+    // the zeroer is inside its write: the lock is free for everyone else
+    assert!(
+        s.store.try_lock().is_some(),
+        "the store lock is held while zeros are written"
+    );
+    let mut b = [0u8; 4096];
+    s.read(Dev::Snap(snap), 0, &mut b).expect("read");
+    assert_eq!(b, [5u8; 4096]);
+    s.commit().expect("commit");
+    go.send(()).expect("go");
+    zeroer.join().expect("zeroer").expect("write_zeroes");
+    let mut all = vec![1u8; LEN as usize];
+    s.read(Dev::Origin, 0, &mut all).expect("read");
+    assert!(all.iter().all(|&b| b == 0), "the origin is not all zeros");
+    s.read(Dev::Snap(snap), 4096, &mut all[..4096])
+        .expect("read");
+    assert!(
+        all[..4096].iter().all(|&b| b == 7),
+        "the snapshot lost its data"
+    );
+    let mut big = vec![0u8; (LEN - 4096) as usize];
+    s.read(Dev::Snap(snap), 4096, &mut big).expect("read");
+    assert!(big.iter().all(|&b| b == 7), "the snapshot lost its data");
+    let rep = s.lock().check().expect("check");
+    assert!(rep.is_clean(), "{rep:?}");
+}
+
+/// The steady state takes no store lock: once a chunk's copy-out is committed, the
+/// next origin writes to it (and origin reads) go through while another thread holds
+/// the store lock. A new snapshot, a merge and a growth each end the steady state:
+/// the first write after them copies out again, and every snapshot reads what it
+/// captured.
+#[test]
+fn settled_origin_chunks_are_written_without_the_store_lock_until_the_next_snapshot() {
+    use std::{sync::mpsc::channel, time::Duration};
+    let cs = 4096u64;
+    let origin = Arc::new(blockdev::FaultyDevice::from_vec(vec![
+        1u8;
+        (64 * cs) as usize
+    ]));
+    let dev = Arc::new(MemDevice::new(4096 * cs));
+    let s = Store::format(origin.clone(), dev, cs as u32, StoreOptions::default()).unwrap();
+    let s = Arc::new(SharedStore::new(s));
+    let a = s.create_snapshot("a", None, 0).unwrap();
+    s.write(Dev::Origin, 0, &vec![2u8; (8 * cs) as usize])
+        .unwrap(); // copy-out, commit
+    s.write(Dev::Origin, 0, &vec![3u8; (8 * cs) as usize])
+        .unwrap(); // settles 0..8
+                   // with the store lock held elsewhere, a settled write and an origin read finish
+    let held = s.lock();
+    let (done, finished) = channel();
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            s.write(Dev::Origin, cs, &vec![4u8; cs as usize]).unwrap();
+            let mut b = vec![0u8; cs as usize];
+            s.read(Dev::Origin, cs, &mut b).unwrap();
+            done.send(b).unwrap();
+        })
+    };
+    let got = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a settled origin write waited for the store lock");
+    assert_eq!(got, vec![4u8; cs as usize]);
+    drop(held);
+    writer.join().unwrap();
+    let read = |d: Dev, at: u64| {
+        let mut b = vec![0u8; cs as usize];
+        s.read(d, at * cs, &mut b).unwrap();
+        b[0]
+    };
+    // a new snapshot: the next write copies out for it
+    let b = s.create_snapshot("b", None, 1).unwrap();
+    s.write(Dev::Origin, cs, &vec![5u8; cs as usize]).unwrap();
+    assert_eq!((read(Dev::Snap(a), 1), read(Dev::Snap(b), 1)), (1, 4));
+    s.write(Dev::Origin, cs, &vec![6u8; cs as usize]).unwrap(); // settled again
+                                                                // a merge: writes go through the store (the address merges first)
+    s.write(Dev::Snap(b), 0, &vec![7u8; cs as usize]).unwrap();
+    s.merge_snapshot(b).unwrap();
+    s.write(Dev::Origin, 2 * cs, &vec![8u8; cs as usize])
+        .unwrap();
+    while s.background_step(64).unwrap() {}
+    assert_eq!(read(Dev::Origin, 0), 7, "the merge took effect");
+    assert_eq!(read(Dev::Origin, 2), 8);
+    assert_eq!((read(Dev::Snap(a), 0), read(Dev::Snap(a), 1)), (1, 1));
+    // a growth: the new chunks and the old ones copy out for a snapshot after it
+    origin.extend(128 * cs);
+    s.grow_origin(128 * cs).unwrap_or_else(|e| panic!("{e}"));
+    let c = s.create_snapshot("c", None, 2).unwrap();
+    s.write(Dev::Origin, 100 * cs, &vec![9u8; cs as usize])
+        .unwrap();
+    s.write(Dev::Origin, 2 * cs, &vec![10u8; cs as usize])
+        .unwrap();
+    assert_eq!((read(Dev::Snap(c), 100), read(Dev::Snap(c), 2)), (0, 8));
+    let rep = s.lock().check().unwrap();
+    assert!(rep.is_clean(), "{rep:?}");
+}

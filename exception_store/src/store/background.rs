@@ -66,12 +66,16 @@ impl Store {
         }
         match self.next_visit(&job)? {
             Some(a) => {
+                // a step changes at most every element of its address
+                let k = self.load_elems_shared(a)?.len() as u64;
+                self.step_room(k)?;
                 self.normalize_at(a)?;
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.cursor = a + 1;
                 }
             }
             None => {
+                self.step_room(0)?;
                 self.jobs.remove(&id);
                 self.reshape(job.start)?;
             }

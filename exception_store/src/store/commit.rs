@@ -4,10 +4,10 @@
 
 use super::{origin_io, store_io, Store};
 use crate::{
-    allocator::Allocator,
+    allocator::{Allocator, TREE_CHANGE_BLOCKS},
     format::FORMAT_VERSION,
     superblock::write_superblock,
-    tables::{SnapRec, VersionRec},
+    tables::{OriginRec, SnapRec, VersionRec},
     Error, Result, Space,
 };
 use blockdev::ids::{Label, SnapId, TxnId};
@@ -151,6 +151,10 @@ impl Store {
         persist(&mut self.job_tree, cache, alloc, jobs, |id| {
             self.jobs.get(id).copied()
         })?;
+        let origins = std::mem::take(&mut self.dirty_origins);
+        persist(&mut self.origin_tree, cache, alloc, origins, |id| {
+            self.origins.get(id).map(OriginRec::to_raw)
+        })?;
         let merged = std::mem::take(&mut self.dirty_merged);
         persist(&mut self.merged_tree, cache, alloc, merged, |a| {
             self.merged_ahead.contains(a).then_some(0)
@@ -165,11 +169,16 @@ impl Store {
         sb.jobs_root = self.job_tree.root();
         sb.merged_root = self.merged_tree.root();
         sb.label_index_root = self.label_index.root();
+        sb.origins_root = self.origin_tree.root();
         sb.clean_shutdown = self.closing;
         sb.format_version = FORMAT_VERSION;
         write_superblock(&*self.dev, &sb)?;
         self.dev.flush().map_err(store_io(0))?;
         self.sb = sb;
+        if self.alloc.has_pending_chunks() {
+            // before any freed chunk can be reused (`Store::frees`)
+            self.frees.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         self.alloc.commit();
         self.dirty_addrs.clear();
         self.cache.begin(TxnId(self.sb.txn_id.0 + 1));
@@ -184,24 +193,83 @@ impl Store {
         Ok(())
     }
 
-    /// Run `f`; if it fails after it may have changed metadata, latch the store.
+    /// Run `f`; if it fails after it may have changed metadata, latch the store. A
+    /// space refusal ([`Store::refusal`]) with no allocator call after it changed
+    /// nothing and does not latch: running out of space is an answer, not a failure.
     pub(super) fn latching<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         self.check_writable()?;
         let r = f(self);
         if let Err(e) = &r {
-            if !matches!(
-                e,
-                Error::NoSpace(Space::Data) | Error::Invalid(_) | Error::NoSuchSnapshot(_)
-            ) && !matches!(
-                e,
-                Error::Io {
-                    device: "origin",
-                    ..
-                }
-            ) {
+            let refusal =
+                matches!(e, Error::NoSpace(_)) && self.refused_at == Some(self.alloc.ops());
+            if !refusal
+                && !matches!(
+                    e,
+                    Error::NoSpace(Space::Data) | Error::Invalid(_) | Error::NoSuchSnapshot(_)
+                )
+                && !matches!(
+                    e,
+                    Error::Io {
+                        device: "origin",
+                        ..
+                    }
+                )
+            {
                 self.failed = true;
             }
         }
         r
+    }
+
+    /// Record a space refusal made before the refused operation changed anything
+    /// (see [`Store::latching`]) and return it.
+    pub(super) fn refusal(&mut self, e: Error) -> Error {
+        if matches!(e, Error::NoSpace(_)) {
+            self.refused_at = Some(self.alloc.ops());
+        }
+        e
+    }
+
+    /// The check of an ordinary operation, before it changes anything: `data` chunks
+    /// beside room for `elem_changes` element changes and the remedy reserve
+    /// ([`Allocator::ensure_for`]); a refusal does not latch.
+    pub(super) fn ensure_room(&mut self, data: u64, elem_changes: u64) -> Result<()> {
+        self.alloc
+            .ensure_for(data, elem_changes)
+            .map_err(|e| self.refusal(e))
+    }
+
+    /// Most metadata blocks the next commit may allocate: one tree change for every
+    /// table key it writes, plus one.
+    pub(super) fn commit_blocks(&self) -> u64 {
+        let keys = self.dirty_versions.len()
+            + self.dirty_snaps.len()
+            + self.dirty_jobs.len()
+            + self.dirty_merged.len()
+            + self.dirty_origins.len()
+            + 1;
+        keys as u64 * TREE_CHANGE_BLOCKS
+    }
+
+    /// Room for a remedy step (a step of the pass that frees a deleted snapshot's
+    /// space) at an address holding `elems` elements, and for the commit after it.
+    /// The step's element keys share one address, so they lie in at most two leaves
+    /// of the element tree (two tree changes' worth); their (label, region) counts in
+    /// the label index may lie anywhere (one tree change each). When the headroom is
+    /// short, commit first: what the pass freed so far, and the old copies of the
+    /// nodes it changed, come back at a commit. When even that is not enough, refuse
+    /// (no latch); the pass stays queued and goes on once space is freed or the
+    /// store grows.
+    pub(super) fn step_room(&mut self, elems: u64) -> Result<()> {
+        let need = |s: &Self| (elems + 2) * TREE_CHANGE_BLOCKS + s.commit_blocks();
+        if self.alloc.ensure_meta(need(self)).is_ok() {
+            return Ok(());
+        }
+        if self.changed {
+            self.commit()?;
+        }
+        self.alloc
+            .ensure_meta(need(self))
+            .map_err(|e| self.refusal(e))
     }
 }

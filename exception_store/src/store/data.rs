@@ -237,7 +237,6 @@ impl Store {
         p: Payload,
     ) -> Result<()> {
         let t0 = self.label_of(id)?;
-        self.alloc.ensure(1 + self.opts.min_free_chunks)?;
         let before = self.load_elems(a)?;
         // the snapshot's own size: its last chunk may be short where the origin's,
         // grown since, is not
@@ -245,6 +244,21 @@ impl Store {
         let whole = off == 0 && n == clen;
         let to_hole = whole && !matches!(p, Payload::Data(_));
         let plan = self.view_at(a).snapshot_write(&before, t0);
+        // Overwriting a chunk the snapshot owns, in place, changes no element and
+        // needs no space: it goes through on a full store. Anything else is checked
+        // here, before it changes anything, so that a refusal leaves the store as it
+        // was (and writable).
+        let owned_in_place = match plan {
+            SnapWrite::InPlace(x) if !to_hole => match before.get(&x) {
+                Some(Ptr::Chunk(c)) => self.alloc.is_fresh(*c) || !self.dirty_addrs.contains(&a),
+                _ => false,
+            },
+            _ => false,
+        };
+        if !owned_in_place {
+            let data = if to_hole { 0 } else { 1 };
+            self.ensure_room(data + self.opts.min_free_chunks, 2)?;
+        }
         let mut after = before.clone();
         let (target, relabelled) = match plan {
             SnapWrite::InPlace(x) => (x, false),
@@ -283,7 +297,6 @@ impl Store {
             Payload::Data(d) => buf[off..off + n].copy_from_slice(d),
             _ => buf[off..off + n].fill(0),
         }
-        self.alloc.ensure(1 + self.opts.min_free_chunks)?;
         let c = self.alloc.alloc_chunk()?;
         let pos = c.0 * self.chunk_size;
         if let Err(e) = self.dev.write_at(&buf, pos) {
@@ -297,7 +310,7 @@ impl Store {
     /// Whether `need` data chunks fit beside the min-free guard; when they do, a full
     /// episode the space policy logged is over.
     pub(super) fn room_for(&mut self, need: u64) -> Result<()> {
-        self.alloc.ensure(need + self.opts.min_free_chunks)?;
+        self.ensure_room(need + self.opts.min_free_chunks, need)?;
         self.full_logged = false;
         Ok(())
     }

@@ -107,7 +107,12 @@ impl Store {
                 "a merge is running: grow the origin once it has finished".into(),
             ));
         }
+        self.new_copy_epoch();
         self.sb.origin_len = new_len;
+        if let Some(o) = self.origins.get_mut(&0) {
+            o.size = new_len;
+        }
+        self.dirty_origins.insert(0);
         self.changed = true;
         let txn_id = match self.commit_with_origin() {
             Ok(t) => t,

@@ -57,6 +57,13 @@ impl Store {
         self.merge_job().is_some()
     }
 
+    /// Set the lock-free merge flag from the job table (at open).
+    pub(super) fn with_merging_flag(self) -> Self {
+        self.merging_flag
+            .store(self.is_merging(), std::sync::atomic::Ordering::SeqCst);
+        self
+    }
+
     /// Merge snapshot `id` into the origin: the origin reads what it read, at once
     /// (durable on return); the snapshot disappears; every other snapshot keeps what
     /// it read. The copy runs in the background ([`Store::background_step`]).
@@ -69,7 +76,12 @@ impl Store {
             ));
         }
         self.check_writable()?;
-        self.alloc.ensure(0)?;
+        self.ensure_room(0, 0)?;
+        // before the merge takes effect: origin reads and settled writes go through
+        // the store from now on
+        self.new_copy_epoch();
+        self.merging_flag
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.latching(|s| s.retire(id, l, JobKind::Merge))
     }
 
@@ -182,6 +194,8 @@ impl Store {
 
     fn end_merge(&mut self, id: u32, job: JobRec) -> Result<()> {
         self.jobs.remove(&id);
+        self.merging_flag
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         self.dirty_jobs.insert(id);
         for a in std::mem::take(&mut self.merged_ahead) {
             self.dirty_merged.insert(a);

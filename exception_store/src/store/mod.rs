@@ -24,6 +24,8 @@ mod commit;
 mod copy_out;
 mod data;
 mod elems;
+#[cfg(test)]
+mod full_tests;
 mod grow;
 mod grow_origin;
 mod map;
@@ -37,7 +39,7 @@ pub use copy_out::{CopyOut, CopyOutBegin};
 pub use grow::{preallocate, Grown, Preallocation};
 pub use grow_origin::OriginGrown;
 pub use read_plan::{ReadPiece, ReadPlan, ReadSource};
-pub use status::{JobInfo, SnapInfo, Status};
+pub use status::{JobInfo, OriginInfo, SnapInfo, Status};
 
 use crate::{
     allocator::Allocator,
@@ -45,7 +47,7 @@ use crate::{
     label_index::LabelIndex,
     rules::Elems,
     superblock::Superblock,
-    tables::{JobRec, SnapRec, SnapRecRaw, VersionRec},
+    tables::{JobRec, OriginRec, OriginRecRaw, SnapRec, SnapRecRaw, VersionRec},
     version_tree::VersionTree,
     Error, Result,
 };
@@ -118,6 +120,12 @@ pub struct Store {
     pub(crate) merged_tree: Tree<u64, u32>,
     /// Where each label holds elements (kept with every element change).
     pub(crate) label_index: LabelIndex,
+    /// The origin table (format version 4): one store serves origins by id; a
+    /// one-origin store has origin 0, rooted at label 0, whose size is the
+    /// superblock's `origin_len`.
+    pub(crate) origin_tree: Tree<u32, OriginRecRaw>,
+    pub(crate) origins: BTreeMap<u32, OriginRec>,
+    pub(crate) dirty_origins: BTreeSet<u32>,
     /// Addresses the running merge did ahead of its cursor (persisted in `merged_tree`).
     pub(crate) merged_ahead: BTreeSet<u64>,
     pub(crate) dirty_merged: BTreeSet<u64>,
@@ -158,9 +166,19 @@ pub struct Store {
     /// The largest size of any snapshot: origin chunks at or past it need no
     /// copy-out (`grow_origin`). Kept by every change of `snaps`.
     pub(crate) snap_cover: u64,
+    /// The allocator's [`ops`](Allocator::ops) count at the last space refusal
+    /// ([`Store::refusal`]): an error returned with no allocator call since then is
+    /// that refusal, made before anything changed, and does not latch the store.
+    pub(crate) refused_at: Option<u64>,
     /// Counts the changes that may make a read plan taken earlier read the wrong
     /// bytes ([`Store::moves`]). Not persisted.
     pub(crate) moves: Arc<AtomicU64>,
+    /// The counter of chunk frees that took effect ([`Store::frees`]). Not persisted.
+    pub(crate) frees: Arc<AtomicU64>,
+    /// The copy epoch ([`Store::copy_epoch`]). Not persisted.
+    pub(crate) copy_epoch: Arc<AtomicU64>,
+    /// Whether a merge runs ([`Store::merging_flag`]). Not persisted.
+    pub(crate) merging_flag: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -200,6 +218,33 @@ impl Store {
     /// still `n` once the reads have landed (`SharedStore::read_plan`).
     pub fn moves(&self) -> Arc<AtomicU64> {
         self.moves.clone()
+    }
+
+    /// The counter of frees: incremented by every commit that makes freed data
+    /// chunks allocatable again, before any of them can be reused. A read planned
+    /// when it was `n`, whose store chunks were then freed and reused, sees it past
+    /// `n` once its reads have landed (`SharedStore::plan_holds`).
+    pub fn frees(&self) -> Arc<AtomicU64> {
+        self.frees.clone()
+    }
+
+    /// The copy epoch: incremented, before it takes effect, by every change that can
+    /// make an origin write need a copy-out where none was (a snapshot created, a
+    /// merge started, the origin grown). What `SharedStore` learnt about origin
+    /// chunks needing no copy-out holds for one epoch (`shared::settled`).
+    pub fn copy_epoch(&self) -> Arc<AtomicU64> {
+        self.copy_epoch.clone()
+    }
+
+    /// Whether a merge runs, readable without the store lock ([`Store::is_merging`]
+    /// is the truth; this follows it at the merge's start and end).
+    pub fn merging_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.merging_flag.clone()
+    }
+
+    /// A new copy epoch ([`Store::copy_epoch`]).
+    pub(crate) fn new_copy_epoch(&self) {
+        self.copy_epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Count a move ([`Store::moves`]).

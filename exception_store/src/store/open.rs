@@ -8,7 +8,10 @@ use crate::{
     format::*,
     label_index::{self, LabelIndex},
     superblock::{read_superblock, valid_chunk_size, Superblock},
-    tables::{default_guid, JobRec, SnapRec, SnapRecRaw, SnapRecRawV2, VersionRec},
+    tables::{
+        default_guid, JobRec, OriginRec, OriginRecRaw, SnapRec, SnapRecRaw, SnapRecRawV2,
+        SnapRecRawV3, VersionRec,
+    },
     version_tree::VersionTree,
     Error, Result,
 };
@@ -22,10 +25,11 @@ use std::{
     sync::Arc,
 };
 
-/// Load the snapshot table. A table of format version 1 or 2 (records without guid
-/// and size) is rewritten in this transaction as a version 3 table, each snapshot
-/// getting its [`default_guid`] and the origin size; its old blocks are freed when
-/// that commits, and until then the committed store is untouched.
+/// Load the snapshot table. A table of an older format version is rewritten in this
+/// transaction as a version 4 table: records of versions 1 and 2 (without guid and
+/// size) get their [`default_guid`] and the origin size, and every older record
+/// origin 0 and no group. Its old blocks are freed when that commits, and until then
+/// the committed store is untouched.
 pub(super) fn load_snapshots(
     cache: &mut NodeCache,
     alloc: &mut Allocator,
@@ -40,7 +44,7 @@ pub(super) fn load_snapshots(
             reason,
         })
     };
-    if sb.format_version >= 3 {
+    if sb.format_version >= 4 {
         let tree: Tree<u32, SnapRecRaw> = Tree::open(sb.snapshots_root, SNAPSHOTS_TREE_TAG);
         tree.walk(
             cache,
@@ -60,24 +64,42 @@ pub(super) fn load_snapshots(
             None => Ok((tree, snaps)),
         };
     }
-    let old: Tree<u32, SnapRecRawV2> = Tree::open(sb.snapshots_root, SNAPSHOTS_TREE_TAG);
     let mut old_blocks = Vec::new();
-    old.walk(
-        cache,
-        &mut |b| {
-            old_blocks.push(b);
-            alloc.mark_block(b).map_err(to_btree)
-        },
-        &mut |id, raw| {
-            match raw.upgrade(default_guid(&sb.uuid, SnapId(*id)), sb.origin_len) {
-                Ok(r) => {
-                    snaps.insert(SnapId(*id), r);
-                }
-                Err(e) => bad = Some(e),
+    let mut keep = |id: &u32, r: std::result::Result<SnapRec, blockdev::Reason>| {
+        match r {
+            Ok(r) => {
+                snaps.insert(SnapId(*id), r);
             }
-            Ok(())
-        },
-    )?;
+            Err(e) => bad = Some(e),
+        }
+        Ok(())
+    };
+    if sb.format_version == 3 {
+        let old: Tree<u32, SnapRecRawV3> = Tree::open(sb.snapshots_root, SNAPSHOTS_TREE_TAG);
+        old.walk(
+            cache,
+            &mut |b| {
+                old_blocks.push(b);
+                alloc.mark_block(b).map_err(to_btree)
+            },
+            &mut |id, raw| keep(id, raw.upgrade()),
+        )?;
+    } else {
+        let old: Tree<u32, SnapRecRawV2> = Tree::open(sb.snapshots_root, SNAPSHOTS_TREE_TAG);
+        old.walk(
+            cache,
+            &mut |b| {
+                old_blocks.push(b);
+                alloc.mark_block(b).map_err(to_btree)
+            },
+            &mut |id, raw| {
+                keep(
+                    id,
+                    raw.upgrade(default_guid(&sb.uuid, SnapId(*id)), sb.origin_len),
+                )
+            },
+        )?;
+    }
     if let Some(r) = bad {
         return Err(bad_ref(r));
     }
@@ -89,6 +111,69 @@ pub(super) fn load_snapshots(
         btree::MetaAlloc::free_block(alloc, b);
     }
     Ok((tree, snaps))
+}
+
+/// Load the origin table (format version 4). A store of an older version has
+/// none: the table is made in this transaction with origin 0, the store's one origin
+/// (named [`FIRST_ORIGIN_NAME`], its size the superblock's, root label 0), and the
+/// first commit writes it.
+pub(super) fn load_origins(
+    cache: &mut NodeCache,
+    alloc: &mut Allocator,
+    sb: &Superblock,
+) -> Result<(Tree<u32, OriginRecRaw>, BTreeMap<u32, OriginRec>)> {
+    let mut origins = BTreeMap::new();
+    if sb.format_version < 4 {
+        let mut tree = Tree::create(cache, alloc, ORIGINS_TREE_TAG)?;
+        let first = first_origin(sb.origin_len);
+        tree.insert(cache, alloc, 0, first.to_raw())?;
+        origins.insert(0, first);
+        return Ok((tree, origins));
+    }
+    let tree: Tree<u32, OriginRecRaw> = Tree::open(sb.origins_root, ORIGINS_TREE_TAG);
+    let mut bad = None;
+    tree.walk(
+        cache,
+        &mut |b| alloc.mark_block(b).map_err(to_btree),
+        &mut |id, raw| {
+            match OriginRec::from_raw(raw) {
+                Ok(r) => {
+                    origins.insert(*id, r);
+                }
+                Err(e) => bad = Some(e),
+            }
+            Ok(())
+        },
+    )?;
+    let bad_ref = |reason| {
+        Error::Corrupt(blockdev::Corrupt {
+            kind: blockdev::BlockKind::Reference,
+            block: BlockNr(0),
+            reason,
+        })
+    };
+    if let Some(r) = bad {
+        return Err(bad_ref(r));
+    }
+    // Origin 0 is the superblock's origin, rooted at label 0 (a one-origin store).
+    match origins.get(&0) {
+        Some(o) if o.root == Label(0) && o.size == sb.origin_len => {}
+        _ => return Err(bad_ref(blockdev::Reason::BadField)),
+    }
+    Ok((tree, origins))
+}
+
+/// Origin 0 of a store formatted or upgraded for one origin of `size` bytes.
+fn first_origin(size: u64) -> OriginRec {
+    OriginRec {
+        root: Label(0),
+        removing: false,
+        size,
+        quota: 0,
+        created: 0,
+        name: FIRST_ORIGIN_NAME.to_owned(),
+        path: String::new(),
+    }
 }
 
 impl Store {
@@ -132,6 +217,9 @@ impl Store {
         let job_tree = Tree::create(&mut cache, &mut alloc, JOBS_TREE_TAG)?;
         let merged_tree = Tree::create(&mut cache, &mut alloc, MERGED_TREE_TAG)?;
         let label_index = LabelIndex::create(&mut cache, &mut alloc)?;
+        let mut origin_tree = Tree::create(&mut cache, &mut alloc, ORIGINS_TREE_TAG)?;
+        let first = first_origin(origin.len());
+        origin_tree.insert(&mut cache, &mut alloc, 0, first.to_raw())?;
         let sb = Superblock {
             txn_id: TxnId(0),
             uuid: new_uuid(),
@@ -148,6 +236,8 @@ impl Store {
             jobs_root: job_tree.root(),
             merged_root: merged_tree.root(),
             label_index_root: label_index.root(),
+            origins_root: origin_tree.root(),
+            next_group_id: 1,
             needs_check: false,
             clean_shutdown: false,
             ro_compat: 0,
@@ -165,6 +255,9 @@ impl Store {
             job_tree,
             merged_tree,
             label_index,
+            origin_tree,
+            origins: BTreeMap::from([(0, first)]),
+            dirty_origins: BTreeSet::new(),
             merged_ahead: BTreeSet::new(),
             dirty_merged: BTreeSet::new(),
             vt: VersionTree::new(),
@@ -187,10 +280,14 @@ impl Store {
             closing: false,
             in_use: HashSet::new(),
             full_logged: false,
+            refused_at: None,
             copy_buf: Vec::new(),
             copying: BTreeMap::new(),
             snap_cover: 0,
             moves: Arc::default(),
+            frees: Arc::default(),
+            copy_epoch: Arc::default(),
+            merging_flag: Arc::default(),
         };
         // a fresh store counts as cleanly shut down
         s.commit_marked_clean(false)?;
@@ -257,10 +354,13 @@ impl Store {
         }
         vt.link().map_err(|_| bad_ref(blockdev::Reason::BadField))?;
         let (snap_tree, snaps) = load_snapshots(&mut cache, &mut alloc, &sb)?;
+        let (origin_tree, origins) = load_origins(&mut cache, &mut alloc, &sb)?;
         let mut names = HashMap::new();
         let mut labels_seen = HashSet::new();
         for (id, r) in &snaps {
-            if !vt.contains(r.label)
+            if !origins.contains_key(&r.origin)
+                || r.group >= sb.next_group_id
+                || !vt.contains(r.label)
                 || vt.is_ghost(r.label)
                 || !labels_seen.insert(r.label)
                 || names.insert(r.name.clone(), *id).is_some()
@@ -372,6 +472,9 @@ impl Store {
             job_tree,
             merged_tree,
             label_index,
+            origin_tree,
+            origins,
+            dirty_origins: BTreeSet::new(),
             merged_ahead,
             dirty_merged: BTreeSet::new(),
             vt,
@@ -395,12 +498,17 @@ impl Store {
             closing: false,
             in_use: HashSet::new(),
             full_logged: false,
+            refused_at: None,
             copy_buf: Vec::new(),
             copying: BTreeMap::new(),
             snap_cover: 0,
             moves: Arc::default(),
+            frees: Arc::default(),
+            copy_epoch: Arc::default(),
+            merging_flag: Arc::default(),
         }
-        .with_snap_cover())
+        .with_snap_cover()
+        .with_merging_flag())
     }
 }
 

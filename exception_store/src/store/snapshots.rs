@@ -44,13 +44,20 @@ impl Store {
                 guid_hex(&guid)
             )));
         }
-        let (parent_label, size) = match parent {
-            Some(p) => (Some(self.label_of(p)?), self.snaps[&p].size),
-            None => (None, self.sb.origin_len),
+        let (parent_label, size, origin) = match parent {
+            Some(p) => (
+                Some(self.label_of(p)?),
+                self.snaps[&p].size,
+                self.snaps[&p].origin,
+            ),
+            None => (None, self.sb.origin_len, 0),
         };
         self.check_writable()?;
-        self.alloc.ensure(0)?;
+        self.ensure_room(0, 0)?;
         if parent.is_none() {
+            // before the snapshot exists: origin chunks settled until now need a
+            // copy-out for it (`shared::settled`)
+            self.new_copy_epoch();
             // It must capture the merged origin (design note E7).
             self.finish_merge()?;
         }
@@ -81,6 +88,8 @@ impl Store {
                     name: name.to_owned(),
                     guid,
                     size,
+                    origin,
+                    group: 0,
                 },
             );
             s.names.insert(name.to_owned(), id);
@@ -146,6 +155,11 @@ impl Store {
         }
     }
 
+    /// Whether snapshot `id` is marked in use ([`Store::set_in_use`]).
+    pub fn is_in_use(&self, id: SnapId) -> bool {
+        self.in_use.contains(&id)
+    }
+
     /// Mark a snapshot held (never pruned) or not. Durable on return.
     pub fn set_hold(&mut self, id: SnapId, hold: bool) -> Result<TxnId> {
         self.label_of(id)?;
@@ -189,6 +203,22 @@ impl Store {
                 label: r.label,
                 guid: r.guid,
                 size: r.size,
+                origin: r.origin,
+                group: r.group,
+            })
+            .collect()
+    }
+
+    /// Every origin, by id.
+    pub fn origins(&self) -> Vec<super::OriginInfo> {
+        self.origins
+            .iter()
+            .map(|(id, o)| super::OriginInfo {
+                id: *id,
+                name: o.name.clone(),
+                size: o.size,
+                path: o.path.clone(),
+                quota: o.quota,
             })
             .collect()
     }

@@ -21,6 +21,25 @@ pub struct SnapInfo {
     pub guid: [u8; 16],
     /// Its device size in bytes (the origin's when it was taken).
     pub size: u64,
+    /// The origin it belongs to (see [`OriginInfo`]).
+    pub origin: u32,
+    /// The group snapshot it is a member of (0: none).
+    pub group: u32,
+}
+
+/// One origin of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginInfo {
+    /// Stable id (0: the store's first origin).
+    pub id: u32,
+    /// Unique name.
+    pub name: String,
+    /// Size in bytes now.
+    pub size: u64,
+    /// The device path it was added with (empty: given to the daemon at start).
+    pub path: String,
+    /// Most chunks its snapshots may hold (0: no quota).
+    pub quota: u64,
 }
 
 /// One background job.

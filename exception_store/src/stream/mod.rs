@@ -18,6 +18,7 @@ mod decoder;
 mod encoder;
 mod error;
 mod header;
+pub mod rbd_diff;
 mod record;
 
 pub use decoder::Decoder;
@@ -25,6 +26,18 @@ pub use encoder::Encoder;
 pub use error::StreamError;
 pub use header::{Header, HEADER_LEN, MAGIC, STREAM_VERSION};
 pub use record::{Record, MAX_DATA_LEN, RECORD_HEADER_LEN};
+
+/// A decoded stream as a converter sees it ([`rbd_diff::Writer`], the client's
+/// `send_records`): the header first, each checked record, then `End` once the
+/// stream checked.
+pub enum Event<'a> {
+    /// The stream's header.
+    Header(&'a Header),
+    /// A checked record.
+    Record(&'a Record),
+    /// The end record checked.
+    End,
+}
 
 #[cfg(test)]
 mod tests;

@@ -4,8 +4,7 @@ use crate::{cmd::create::unexpected, output::Output};
 use std::path::PathBuf;
 use ublk_snapd::{
     client, exit, offline,
-    protocol::{Op, Reply},
-    report::{CheckReport, RepairReport},
+    protocol::{CheckReport, Op, RepairReport, Reply},
     Error,
 };
 

@@ -7,10 +7,8 @@ use crate::{
 };
 use std::path::PathBuf;
 use ublk_snapd::{
-    client,
-    inspect::DiffReport,
-    offline,
-    protocol::{Op, Reply},
+    client, offline,
+    protocol::{DiffReport, Op, Reply},
 };
 
 /// List the ranges where two snapshots may read differently.

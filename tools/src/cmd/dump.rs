@@ -6,8 +6,7 @@ use crate::{
 use std::path::PathBuf;
 use ublk_snapd::{
     client, offline,
-    protocol::{Op, Reply},
-    report::DumpReport,
+    protocol::{DumpReport, Op, Reply},
 };
 
 /// Dump a store's metadata: superblock, versions, jobs (and elements).

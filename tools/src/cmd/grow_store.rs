@@ -1,7 +1,7 @@
 //! `snapctl grow-store`: the store takes the space its device gained.
 use crate::{cmd::pick, output::Output};
 use std::path::PathBuf;
-use ublk_snapd::{client, grow, protocol::Op};
+use ublk_snapd::{client, offline, protocol::Op};
 
 /// Take the space the store's file or block device gained, in one commit.
 ///
@@ -23,7 +23,7 @@ pub struct Args {
 
 pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
     let g = match a.store {
-        Some(p) => grow::grow_offline(&p, a.sparse)?,
+        Some(p) => offline::grow_offline(&p, a.sparse)?,
         None => {
             let pick = pick!(GrownStore);
             pick(client::request(

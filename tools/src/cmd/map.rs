@@ -4,10 +4,11 @@
 use crate::output::{bytes, table, Output};
 use std::path::PathBuf;
 use ublk_snapd::{
-    client,
-    inspect::{Kind, MapReport, MapTotals},
-    offline,
-    protocol::{Op, Reply},
+    client, offline,
+    protocol::{
+        inspect::{Kind, MapTotals},
+        MapReport, Op, Reply,
+    },
 };
 
 /// Show what a snapshot reads, range by range.

@@ -12,7 +12,7 @@ use std::{
     io::IsTerminal,
     time::{Duration, Instant},
 };
-use ublk_snapd::stream_client::Progress;
+use ublk_snapd::client::scan::StreamProgress;
 
 /// See the module documentation.
 pub struct Meter {
@@ -21,7 +21,7 @@ pub struct Meter {
     last: Instant,
     bar: Option<indicatif::ProgressBar>,
     lines: bool,
-    at: Progress,
+    at: StreamProgress,
 }
 
 impl Meter {
@@ -40,12 +40,12 @@ impl Meter {
             last: now,
             bar,
             lines: progress && !term,
-            at: Progress::default(),
+            at: StreamProgress::default(),
         }
     }
 
     /// The stream got this far.
-    pub fn tick(&mut self, p: Progress) {
+    pub fn tick(&mut self, p: StreamProgress) {
         if let Some(b) = &self.bar {
             if p.total.is_some() && self.at.total.is_none() {
                 b.set_style(style(
@@ -95,7 +95,7 @@ fn style(t: &str) -> indicatif::ProgressStyle {
 
 /// `3.0 MiB of 24.0 MiB (12%)`, or `3.0 MiB` when the total is not known; the
 /// stream's bytes follow in lines.
-fn of(p: &Progress) -> String {
+fn of(p: &StreamProgress) -> String {
     match p.total {
         Some(t) => format!(
             "{} of {} ({}%)",

@@ -2,7 +2,7 @@
 //! and take the snapshot it carries.
 use crate::{cmd::meter::Meter, output::Output};
 use std::io::Read;
-use ublk_snapd::{stream_client, Error};
+use ublk_snapd::{client, Error};
 
 /// Apply a replication stream (from `snapctl send`) read from stdin.
 #[derive(Debug, clap::Args)]
@@ -35,7 +35,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
         None => Box::new(std::io::stdin().lock()),
     };
     let mut meter = Meter::new("received", a.progress);
-    let got = stream_client::receive(
+    let got = client::stream::receive(
         &out.socket,
         a.force,
         matches!(a.format, crate::cmd::send::Format::RbdDiff),

@@ -1,7 +1,7 @@
 //! `snapctl resize-origin`: the origin takes the size its file or device grew to.
 use crate::{cmd::pick, output::Output};
 use std::path::PathBuf;
-use ublk_snapd::{client, protocol::Op, resize};
+use ublk_snapd::{client, offline, protocol::Op};
 
 /// Grow the origin to its file's or block device's size now (or --size), in one commit.
 ///
@@ -28,7 +28,7 @@ pub struct Args {
 
 pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
     let r = match (&a.store, &a.origin) {
-        (Some(s), Some(o)) => resize::resize_offline(s, o, a.size)?,
+        (Some(s), Some(o)) => offline::resize_offline(s, o, a.size)?,
         _ => {
             let pick = pick!(ResizedOrigin);
             pick(client::request(

@@ -1,8 +1,9 @@
 //! `snapctl send`: a snapshot (or what changed since an older one) as a stream on
 //! stdout or in a file, our replication stream or Ceph's `rbd diff v1`.
 use crate::{cmd::meter::Meter, output::Output};
+use exception_store::stream::rbd_diff;
 use std::io::Write;
-use ublk_snapd::{protocol::Op, stream_client, Error};
+use ublk_snapd::{client, protocol::Op, Error};
 
 /// Write snapshot B as a replication stream (`snapctl receive` applies it).
 #[derive(Debug, clap::Args)]
@@ -53,13 +54,13 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
     };
     let mut meter = Meter::new("sent", a.progress);
     let n = match a.format {
-        Format::Stream => stream_client::send(&out.socket, op, &mut w, &mut |p| meter.tick(p))?.1,
+        Format::Stream => client::stream::send(&out.socket, op, &mut w, &mut |p| meter.tick(p))?.1,
         Format::RbdDiff => {
             if a.resume.is_some() {
                 return Err(Error::Invalid("--resume is for our stream format".into()).into());
             }
-            let mut conv = ublk_snapd::rbd_diff::Writer::new(&mut w, a.from.as_deref());
-            stream_client::send_records(&out.socket, op, &mut |e| conv.event(e), &mut |p| {
+            let mut conv = rbd_diff::Writer::new(&mut w, a.from.as_deref());
+            client::stream::send_records(&out.socket, op, &mut |e| conv.event(e), &mut |p| {
                 meter.tick(p)
             })?;
             conv.bytes()

@@ -54,7 +54,7 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
             match s.driver_features {
                 Some(mask) => t.push_str(&format!(
                     "ublk driver:    features {mask:#x} ({})\n",
-                    ublk_snapd::kernel::feature_names(mask).join(" ")
+                    ublk_snapd::ublk::kernel::feature_names(mask).join(" ")
                 )),
                 None => t.push_str("ublk driver:    features not reported\n"),
             }

@@ -41,31 +41,32 @@ use crate::{
     DirectWrite, PieceSource, Target,
 };
 
+/// A fixed-buffer operation on tag `tag`'s registered request buffer: `len` bytes
+/// between `fd` at `file_off` and the buffer at `buf_off`, in the direction `read`
+/// says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fixed {
+    /// The tag, whose request buffer is fixed buffer `tag` of the queue's ring.
+    pub tag: u16,
+    /// Read `fd` into the buffer; `false`: write the buffer to `fd`.
+    pub read: bool,
+    /// The backing file.
+    pub fd: RawFd,
+    /// Byte offset in `fd`.
+    pub file_off: u64,
+    /// Byte offset in the request buffer.
+    pub buf_off: u64,
+    /// Bytes.
+    pub len: u32,
+}
+
 /// What a zero-copy queue needs from its io_uring and its device: submitting
 /// fixed-buffer I/O on a tag's registered buffer, copying a tag's data in or out
 /// (user copy), and completing a tag. Completions of submitted operations come back
 /// through [`ZeroCopy::on_done`].
 pub(crate) trait ZcIo {
-    /// Read `len` bytes of `fd` at `file_off` into the tag's request buffer at
-    /// `buf_off`.
-    fn fixed_read(
-        &mut self,
-        tag: u16,
-        fd: RawFd,
-        file_off: u64,
-        buf_off: u64,
-        len: u32,
-    ) -> io::Result<()>;
-    /// Write `len` bytes of the tag's request buffer at `buf_off` to `fd` at
-    /// `file_off`.
-    fn fixed_write(
-        &mut self,
-        tag: u16,
-        fd: RawFd,
-        file_off: u64,
-        buf_off: u64,
-        len: u32,
-    ) -> io::Result<()>;
+    /// Submit a fixed-buffer read or write ([`Fixed`]).
+    fn fixed(&mut self, op: Fixed) -> io::Result<()>;
     /// Copy the request's data into `buf` (a write's data).
     fn copy_in(&mut self, tag: u16, buf: &mut [u8]) -> io::Result<()>;
     /// Copy `buf` into the request (a read's data).
@@ -293,7 +294,16 @@ impl ZeroCopy {
             };
             let r = u32::try_from(p.len)
                 .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-                .and_then(|n| io.fixed_read(tag, fd, at, p.buf_off, n));
+                .and_then(|len| {
+                    io.fixed(Fixed {
+                        tag,
+                        read: true,
+                        fd,
+                        file_off: at,
+                        buf_off: p.buf_off,
+                        len,
+                    })
+                });
             match r {
                 Ok(()) => f.left += 1,
                 Err(e) if f.left == 0 => {
@@ -328,7 +338,15 @@ impl ZeroCopy {
     ) {
         // `on_request` checked that the length fits a tag's buffer (<= 32 MiB).
         let n = req.len_bytes as u32;
-        match io.fixed_write(tag, fd, req.offset, 0, n) {
+        let op = Fixed {
+            tag,
+            read: false,
+            fd,
+            file_off: req.offset,
+            buf_off: 0,
+            len: n,
+        };
+        match io.fixed(op) {
             Ok(()) => {
                 self.counts.fixed_writes += 1;
                 self.tags[usize::from(tag)] = Some(InFlight {

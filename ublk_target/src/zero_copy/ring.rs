@@ -13,7 +13,7 @@ use libublk::{
     sys, BufDesc, UblkIORes,
 };
 
-use super::{ZcIo, ZeroCopy};
+use super::{Fixed, ZcIo, ZeroCopy};
 use crate::{request::Request, Target};
 
 /// The `op` of a zero-copy fixed-buffer read or write in its target-I/O user data
@@ -52,33 +52,19 @@ impl Ring<'_, '_> {
 }
 
 impl ZcIo for Ring<'_, '_> {
-    fn fixed_read(
-        &mut self,
-        tag: u16,
-        fd: RawFd,
-        file_off: u64,
-        buf_off: u64,
-        len: u32,
-    ) -> io::Result<()> {
+    fn fixed(&mut self, op: Fixed) -> io::Result<()> {
+        let fd = types::Fd(op.fd);
         // For a kernel-registered buffer the address is the offset into it.
-        let sqe = opcode::ReadFixed::new(types::Fd(fd), buf_off as *mut u8, len, tag)
-            .offset(file_off)
-            .build();
-        self.push(sqe, tag)
-    }
-
-    fn fixed_write(
-        &mut self,
-        tag: u16,
-        fd: RawFd,
-        file_off: u64,
-        buf_off: u64,
-        len: u32,
-    ) -> io::Result<()> {
-        let sqe = opcode::WriteFixed::new(types::Fd(fd), buf_off as *const u8, len, tag)
-            .offset(file_off)
-            .build();
-        self.push(sqe, tag)
+        let sqe = if op.read {
+            opcode::ReadFixed::new(fd, op.buf_off as *mut u8, op.len, op.tag)
+                .offset(op.file_off)
+                .build()
+        } else {
+            opcode::WriteFixed::new(fd, op.buf_off as *const u8, op.len, op.tag)
+                .offset(op.file_off)
+                .build()
+        };
+        self.push(sqe, op.tag)
     }
 
     fn copy_in(&mut self, tag: u16, buf: &mut [u8]) -> io::Result<()> {

@@ -10,7 +10,7 @@ use std::{
 
 use parking_lot::Mutex;
 
-use super::{ZcIo, ZeroCopy};
+use super::{Fixed, ZcIo, ZeroCopy};
 use crate::{
     request::{Op, Request},
     DirectWrite, Piece, PieceSource, Plan, Target,
@@ -152,21 +152,10 @@ impl Target for Fake {
     }
 }
 
-/// A submitted fixed-buffer operation.
-#[derive(Debug)]
-struct FixedOp {
-    tag: u16,
-    read: bool,
-    fd: RawFd,
-    file_off: u64,
-    buf_off: u64,
-    len: u32,
-}
-
 /// The fake ring: request buffers by tag, queued operations, completions.
 struct FakeRing {
     req_bufs: Vec<Vec<u8>>,
-    ops: VecDeque<FixedOp>,
+    ops: VecDeque<Fixed>,
     done: Vec<(u16, i32)>,
     zero: OwnedFd,
     /// Carry out at most this many bytes per operation (a short read or write).
@@ -215,40 +204,8 @@ impl FakeRing {
 }
 
 impl ZcIo for FakeRing {
-    fn fixed_read(
-        &mut self,
-        tag: u16,
-        fd: RawFd,
-        file_off: u64,
-        buf_off: u64,
-        len: u32,
-    ) -> io::Result<()> {
-        self.ops.push_back(FixedOp {
-            tag,
-            read: true,
-            fd,
-            file_off,
-            buf_off,
-            len,
-        });
-        Ok(())
-    }
-    fn fixed_write(
-        &mut self,
-        tag: u16,
-        fd: RawFd,
-        file_off: u64,
-        buf_off: u64,
-        len: u32,
-    ) -> io::Result<()> {
-        self.ops.push_back(FixedOp {
-            tag,
-            read: false,
-            fd,
-            file_off,
-            buf_off,
-            len,
-        });
+    fn fixed(&mut self, op: Fixed) -> io::Result<()> {
+        self.ops.push_back(op);
         Ok(())
     }
     fn copy_in(&mut self, tag: u16, buf: &mut [u8]) -> io::Result<()> {

@@ -70,11 +70,12 @@ fn plans_cover_origin_reads_and_snapshot_reads() {
     s.read(Dev::Origin, CS, &mut want).expect("read");
     assert_eq!(carry_out(&plan.pieces, 8 * CS), want);
 
-    // chunks 0..4 are the snapshot's own (copied out, one a hole): nothing to check
+    // chunks 0..4 are the snapshot's own (copied out, one a hole): checked for
+    // frees only, which origin writes do not make
     let plan = s
         .read_plan(Dev::Snap(snap), 0, 4 * CS)
         .expect("a snapshot plan");
-    assert_eq!(plan.check, None);
+    let store_check = plan.check.expect("store pieces are checked");
     assert!(
         plan.pieces.iter().any(|p| p.src == DirectSource::Zeroes),
         "{plan:?}"
@@ -83,6 +84,9 @@ fn plans_cover_origin_reads_and_snapshot_reads() {
     s.read(Dev::Snap(snap), 0, &mut want).expect("read");
     assert_eq!(carry_out(&plan.pieces, 4 * CS), want);
     assert!(want[..CS as usize].iter().all(|&b| b == 7));
+    s.write(Dev::Origin, 6 * CS, &vec![4u8; CS as usize])
+        .expect("write"); // a copy-out: a move, no free
+    assert!(s.plan_holds(store_check));
 
     // chunk 4 is still read through the origin: a plan to check, which holds
     // while nothing moves
@@ -220,4 +224,56 @@ fn a_direct_origin_write_copies_out_and_holds_the_gate_until_it_ends() {
     );
     let rep = s.lock().check().expect("check");
     assert!(rep.is_clean(), "{rep:?}");
+}
+
+/// The race the check of store pieces catches: a snapshot read planned from its
+/// own store chunk, then the range discarded, committed (the chunk is free) and the
+/// chunk reused by another snapshot's write before the plan is carried out. The
+/// read returned the other address's data; the plan no longer holds, and `read`
+/// returns the snapshot's data (a hole now).
+#[test]
+fn a_plan_of_store_chunks_fails_its_check_once_they_are_freed_and_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, snap) = sevens_and_a_snapshot(&dir);
+    s.write(Dev::Snap(snap), 0, &vec![1u8; CS as usize])
+        .expect("write"); // the snapshot's own chunk
+    s.commit().expect("commit");
+    let plan = s.read_plan(Dev::Snap(snap), 0, CS).expect("plan");
+    let check = plan.check.expect("a store piece is checked");
+    let at = match plan.pieces[..] {
+        [DirectPiece {
+            src: DirectSource::Fd(_, at),
+            ..
+        }] => at,
+        _ => panic!("one store piece: {plan:?}"),
+    };
+    // the same snapshot range discarded, committed: the chunk is free
+    s.discard(Dev::Snap(snap), 0, CS).expect("discard");
+    s.commit().expect("commit");
+    // another snapshot's writes take chunks (next fit: round the store) until one
+    // lands in the freed chunk
+    let other = s.create_snapshot("b", None, 0).expect("snapshot");
+    let fd = s.lock().dev.raw_fd().expect("fd");
+    let mut reused = false;
+    for _ in 0..100 {
+        s.write(Dev::Snap(other), 0, &vec![0xBB; (16 * CS) as usize])
+            .expect("write");
+        s.commit().expect("commit");
+        if pread(fd, CS, at) == vec![0xBB; CS as usize] {
+            reused = true;
+            break;
+        }
+        s.discard(Dev::Snap(other), 0, 16 * CS).expect("discard");
+        s.commit().expect("commit");
+    }
+    assert!(reused, "the freed chunk was never reused");
+    assert_eq!(
+        carry_out(&plan.pieces, CS),
+        vec![0xBB; CS as usize],
+        "the race"
+    );
+    assert!(!s.plan_holds(check), "a reused chunk passed the check");
+    let mut got = vec![0xEEu8; CS as usize];
+    s.read(Dev::Snap(snap), 0, &mut got).expect("read");
+    assert_eq!(got, vec![0u8; CS as usize]);
 }

@@ -1,9 +1,11 @@
-//! `resize-origin`: the origin takes the size its file or block device grew to
-//! (`exception_store::Store::grow_origin`), online through the daemon
-//! ([`Service::resize_origin`]) or offline ([`resize_offline`]). The reply,
-//! [`ResizedOrigin`], is the same for both.
+//! The growing ops of the [`Service`], online: `grow-store` (the store takes the
+//! space its file or block device gained, `exception_store::Store::grow_store`) and
+//! `resize-origin` (the origin takes the size its file or block device grew to,
+//! `exception_store::Store::grow_origin`). Their offline halves are
+//! `offline::grow_offline` and `offline::resize_offline`; the replies
+//! ([`GrownStore`], [`ResizedOrigin`]) are the same for both.
 //!
-//! # Online
+//! # Online: resize-origin
 //! The store grows first (one commit), then the size the origin's ublk device serves
 //! (`Target::size_bytes`, read by every request's bounds check), and last the kernel
 //! is told (`UBLK_U_CMD_UPDATE_SIZE`), so it never sends a request past what the
@@ -11,47 +13,24 @@
 //! elsewhere a running origin device is refused before anything changes, since the
 //! store would serve a size the kernel never shows. Snapshot devices keep their size;
 //! NBD connections keep the size they negotiated, new ones see the new size.
-use crate::{lock::StoreLock, service::Service, Error, Result};
-use blockdev::FileDevice;
-use exception_store::{Dev, OriginGrown, Store, StoreOptions};
-use serde::{Deserialize, Serialize};
-use std::{path::Path, sync::Arc};
-
-/// What `resize-origin` did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResizedOrigin {
-    /// The origin's size before, in bytes.
-    pub old_bytes: u64,
-    /// Its size now.
-    pub new_bytes: u64,
-    /// Transaction id of the commit that recorded it.
-    pub txn_id: u64,
-    /// The origin's ublk device, resized in the kernel; `None` when none runs
-    /// (offline, or a daemon without devices).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-}
-
-impl ResizedOrigin {
-    fn new(g: &OriginGrown, device: Option<String>) -> Self {
-        ResizedOrigin {
-            old_bytes: g.old_len,
-            new_bytes: g.new_len,
-            txn_id: g.txn_id.0,
-            device,
-        }
-    }
-}
-
-/// The size asked for, or the origin device's size now.
-fn target_size(s: &Store, size: Option<u64>) -> Result<u64> {
-    match size {
-        Some(n) => Ok(n),
-        None => Ok(s.origin_device_len()?),
-    }
-}
+use super::Service;
+use crate::{
+    offline::{target_size, warn_sparse},
+    protocol::{GrownStore, ResizedOrigin},
+    Error, Result,
+};
+use exception_store::Dev;
 
 impl Service {
+    /// `grow-store`: origin writes go on meanwhile; ones refused for lack of space
+    /// succeed once it returns.
+    pub fn grow_store(&self, sparse: bool) -> Result<GrownStore> {
+        let g = self.store().grow_store(sparse)?;
+        warn_sparse(&g);
+        let nr_free = self.store().lock().status().nr_free;
+        Ok(GrownStore::new(&g, nr_free))
+    }
+
     /// `resize-origin` (module documentation). Refused, changing nothing, on a
     /// driver without `UBLK_F_UPDATE_SIZE` while the origin's device runs.
     pub fn resize_origin(&self, size: Option<u64>) -> Result<ResizedOrigin> {
@@ -88,17 +67,4 @@ impl Service {
         })?;
         Ok(ResizedOrigin::new(&g, Some(path)))
     }
-}
-
-/// `resize-origin --store PATH --origin PATH`: the same on a store no daemon serves
-/// (refused while one does).
-pub fn resize_offline(store: &Path, origin: &Path, size: Option<u64>) -> Result<ResizedOrigin> {
-    let _lock = StoreLock::acquire(store)?;
-    let dev = FileDevice::open(store).map_err(Error::io("open", store))?;
-    let o = FileDevice::open_with(origin, false).map_err(Error::io("open", origin))?;
-    let mut s = Store::open(Arc::new(o), Arc::new(dev), StoreOptions::default())?;
-    let new_len = target_size(&s, size)?;
-    let g = s.grow_origin(new_len)?;
-    s.commit_clean_shutdown()?;
-    Ok(ResizedOrigin::new(&g, None))
 }

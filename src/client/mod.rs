@@ -1,4 +1,18 @@
-//! The blocking client `snapctl` uses: connect, send one request, read one reply.
+//! snapctl's end of the control socket: the blocking client `snapctl` uses (connect,
+//! send one request, read one reply), and its streaming ops.
+//!
+//! - this file: [`Client`], [`request`], and the reply reader every op shares.
+//! - [`stream`]: `send` and `receive`, the stream copied between the socket and a
+//!   file or pipe.
+//! - [`scan`]: what `receive --progress` knows of the stream it copies.
+//!
+//! # Invariants
+//! Depends on [`crate::protocol`] and [`crate::Error`] only: nothing here names the
+//! service, the daemon or the devices, so what `snapctl` runs can be read without
+//! them.
+pub mod scan;
+pub mod stream;
+
 use crate::{
     protocol::{to_line, Op, Reply, Request, Response, MAX_RESPONSE_BYTES, REQUEST_HANDLE_TIMEOUT},
     Error, Result,
@@ -48,7 +62,7 @@ impl Client {
 }
 
 /// Read one reply line from the daemon at `path`; an `error` reply becomes
-/// [`Error::Remote`]. Shared with the streaming ops (`stream_client`).
+/// [`Error::Remote`]. Shared with the streaming ops ([`stream`]).
 pub(crate) fn read_reply(r: &mut impl BufRead, path: &Path) -> Result<Reply> {
     let mut buf = Vec::new();
     r.take(MAX_RESPONSE_BYTES as u64)

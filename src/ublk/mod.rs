@@ -1,7 +1,20 @@
-//! The activation table: which store devices have a running ublk device.
+//! The store as ublk devices. This file is the activation table: which store
+//! devices have a running ublk device.
 //!
 //! The origin has one for the daemon's whole life; a snapshot has one only while it
 //! is active, so an inactive snapshot costs no device and no thread.
+//!
+//! - [`target`]: [`StoreTarget`](target::StoreTarget), the ublk target over the
+//!   shared store each device runs.
+//! - [`kernel`]: what the ublk driver offers and what each device uses, for
+//!   `status`.
+//!
+//! # Invariants
+//! Below the service: nothing here names the service or the daemon; the service
+//! owns the table and decides when devices start and stop.
+pub mod kernel;
+pub mod target;
+
 use exception_store::Dev;
 use std::collections::BTreeMap;
 use ublk_target::Device;

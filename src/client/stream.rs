@@ -2,13 +2,15 @@
 //! request line, then the stream copied between the socket and a file or pipe.
 //! `send` decodes the stream as it passes, so a stream the daemon cut short is an
 //! error here too, never a silently short file.
+use super::{
+    read_reply,
+    scan::{Scan, StreamProgress},
+};
 use crate::{
-    client::read_reply,
     protocol::{self, to_line, Op, Reply, Request},
-    stream_scan::Scan,
     Error, Result,
 };
-use exception_store::stream::{Decoder, Header, Record};
+use exception_store::stream::{Decoder, Event};
 use std::{
     cell::Cell,
     io::{BufReader, Read, Write},
@@ -39,38 +41,13 @@ impl<R: Read> Read for Tee<'_, R> {
     }
 }
 
-/// How far a stream got, for `--progress`: the stream's bytes and the device bytes
-/// its records covered so far, and the device bytes it will cover when known (a
-/// send: the daemon's `covers`; a receive: a full stream's size, see
-/// [`crate::stream_scan`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Stream bytes so far.
-    pub stream: u64,
-    /// Device bytes the records so far covered (data and zeros).
-    pub covered: u64,
-    /// Device bytes the whole stream covers, if known.
-    pub total: Option<u64>,
-}
-
-/// A record as [`send_records`] passes it: the header first, each record, then
-/// `End` once the stream checked.
-pub enum Event<'a> {
-    /// The stream's header.
-    Header(&'a Header),
-    /// A checked record.
-    Record(&'a Record),
-    /// The end record checked.
-    End,
-}
-
 /// `send`: write the stream to `out`; returns the `sending` reply and the stream's
 /// length. `progress` is called after the header and after each record.
 pub fn send(
     socket: &Path,
     op: Op,
     out: &mut dyn Write,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(StreamProgress),
 ) -> Result<(protocol::Sending, u64)> {
     send_with(socket, op, out, &mut |_| Ok(()), progress)
 }
@@ -81,7 +58,7 @@ pub fn send_records(
     socket: &Path,
     op: Op,
     on: &mut dyn FnMut(Event<'_>) -> std::io::Result<()>,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(StreamProgress),
 ) -> Result<(protocol::Sending, u64)> {
     send_with(socket, op, &mut std::io::sink(), on, progress)
 }
@@ -91,7 +68,7 @@ fn send_with(
     op: Op,
     out: &mut dyn Write,
     on: &mut dyn FnMut(Event<'_>) -> std::io::Result<()>,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(StreamProgress),
 ) -> Result<(protocol::Sending, u64)> {
     let mut conn = connect(socket)?;
     conn.write_all(&to_line(&Request::new(op)))
@@ -107,9 +84,9 @@ fn send_with(
         out,
         n: &n,
     };
-    let mut p = Progress {
+    let mut p = StreamProgress {
         total: Some(sending.covers),
-        ..Progress::default()
+        ..StreamProgress::default()
     };
     let check = |e| Error::Invalid(format!("the daemon's stream is bad: {e}"));
     let wr = || Error::io("write", "the output");
@@ -139,7 +116,7 @@ pub fn receive(
     force: bool,
     rbd_diff: bool,
     input: &mut dyn Read,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut dyn FnMut(StreamProgress),
 ) -> Result<protocol::Received> {
     let mut scan = Scan::start(rbd_diff);
     let mut conn = connect(socket)?;

@@ -6,8 +6,7 @@
 //! our stream's checked records (`snapctl send --format rbd-diff`); [`Reader`]
 //! reads `rbd export-diff` / `rbd merge-diff` output for `receive --format rbd-diff`
 //! and refuses anything out of order, overlapping, beyond the size or cut.
-use crate::stream_client::Event;
-use exception_store::stream::Record;
+use super::{Event, Record};
 use std::io::{self, Write};
 
 /// The header line.
@@ -277,7 +276,7 @@ impl<R: io::Read> Reader<R> {
 /// between its extents: an image Ceph never wrote reads zeros.
 pub struct ToStream<R: io::Read> {
     rd: Reader<R>,
-    enc: Option<exception_store::stream::Encoder<Buf>>,
+    enc: Option<super::Encoder<Buf>>,
     buf: Buf,
     pos: usize,
     zero_gaps: bool,
@@ -302,9 +301,9 @@ impl Write for Buf {
 
 impl<R: io::Read> ToStream<R> {
     /// Start with our stream's `header` (its size must be the diff's).
-    pub fn new(rd: Reader<R>, header: &exception_store::stream::Header) -> io::Result<Self> {
+    pub fn new(rd: Reader<R>, header: &super::Header) -> io::Result<Self> {
         let buf = Buf::default();
-        let enc = exception_store::stream::Encoder::new(buf.clone(), header)
+        let enc = super::Encoder::new(buf.clone(), header)
             .map_err(|e| io::Error::other(e.to_string()))?;
         Ok(ToStream {
             zero_gaps: rd.meta().from.is_none(),
@@ -321,7 +320,7 @@ impl<R: io::Read> ToStream<R> {
         let Some(enc) = self.enc.as_mut() else {
             return Ok(());
         };
-        let bad = |e: exception_store::stream::StreamError| io::Error::other(e.to_string());
+        let bad = |e: super::StreamError| io::Error::other(e.to_string());
         match self.rd.next_record() {
             Ok(Some(r)) => {
                 let (off, len) = r.range();

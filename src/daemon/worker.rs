@@ -4,7 +4,7 @@
 //! unflushed (but never flushed) work. About once a second it samples the jobs'
 //! progress for [`Progress`] (the ETA in `status`) and logs snapshots the space
 //! policy deleted.
-use crate::progress::{Progress, SAMPLE_INTERVAL};
+use crate::service::progress::{Progress, SAMPLE_INTERVAL};
 use exception_store::SharedStore;
 use parking_lot::{Condvar, Mutex};
 use std::{
@@ -19,6 +19,8 @@ pub const STEP_BUDGET: usize = 32;
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 /// Pause between background steps, so I/O keeps the store lock most of the time.
 const STEP_PAUSE: Duration = Duration::from_millis(2);
+/// Pause between tries of a pass that found no room on a full store.
+const ROOM_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Shared {
@@ -101,6 +103,7 @@ fn run(store: &SharedStore, progress: &Progress, tick: &dyn Fn(), shared: &Share
     let mut next_sample = Instant::now();
     let mut auto_deleted = 0;
     let mut failed = false;
+    let mut waiting_for_room = false;
     loop {
         if Instant::now() >= next_sample {
             observe(store, progress, &mut auto_deleted);
@@ -109,11 +112,25 @@ fn run(store: &SharedStore, progress: &Progress, tick: &dyn Fn(), shared: &Share
         }
         let busy = !failed && store.lock().has_background_work();
         if busy {
-            match store.background_step(STEP_BUDGET) {
+            let step = store.background_step(STEP_BUDGET);
+            if step.is_ok() {
+                waiting_for_room = false;
+            }
+            match step {
                 // the last pass ended: commit now, so that the space it freed is
                 // free (and shown free) at once, not at the next periodic commit
                 Ok(false) => next_commit = Instant::now(),
                 Ok(true) => {}
+                // A pass with no room to go on even after a commit refuses without
+                // latching the store: it waits (commits, deletes and a grown store
+                // free room) and tries again at the next commit.
+                Err(exception_store::Error::NoSpace(_)) if !store.lock().is_failed() => {
+                    if !std::mem::replace(&mut waiting_for_room, true) {
+                        tracing::warn!(
+                            "store full: background passes wait for room (delete a snapshot or grow the store)"
+                        );
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "background work failed; stopped until restart");
                     failed = true;
@@ -129,7 +146,9 @@ fn run(store: &SharedStore, progress: &Progress, tick: &dyn Fn(), shared: &Share
             }
             next_commit = Instant::now() + COMMIT_INTERVAL;
         }
-        let pause = if busy {
+        let pause = if busy && waiting_for_room {
+            ROOM_PAUSE
+        } else if busy {
             STEP_PAUSE
         } else {
             next_commit

@@ -1,6 +1,6 @@
 //! The serializable forms of the store's `check` report and `dump`, shared by the
-//! offline tools ([`crate::offline`]) and the online `check` / `dump` ops of
-//! [`crate::protocol`], so both print the same thing.
+//! offline tools (`offline`) and the online `check` / `dump` ops of the protocol,
+//! so both print the same thing.
 use exception_store::{check, dump, repair};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

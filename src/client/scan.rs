@@ -6,8 +6,7 @@
 //! The scan only watches: the copy to the daemon never waits on a scan that
 //! failed or fell behind by more than a bounded queue, and the daemon alone
 //! decides whether the stream is good (a bad stream just stops the scan).
-use crate::{rbd_diff::Reader, stream_client::Progress};
-use exception_store::stream::{Decoder, Record};
+use exception_store::stream::{rbd_diff::Reader, Decoder, Record};
 use std::{
     io::Read,
     sync::{
@@ -17,6 +16,19 @@ use std::{
     },
     thread,
 };
+
+/// How far a stream got, for `--progress`: the stream's bytes and the device bytes
+/// its records covered so far, and the device bytes it will cover when known (a
+/// send: the daemon's `covers`; a receive: a full stream's size, see [`Scan`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamProgress {
+    /// Stream bytes so far.
+    pub stream: u64,
+    /// Device bytes the records so far covered (data and zeros).
+    pub covered: u64,
+    /// Device bytes the whole stream covers, if known.
+    pub total: Option<u64>,
+}
 
 /// Pieces queued for the scan before the copy stops feeding it.
 const QUEUE: usize = 16;
@@ -76,9 +88,9 @@ impl Scan {
     }
 
     /// Progress after `stream` bytes copied.
-    pub fn progress(&self, stream: u64) -> Progress {
+    pub fn progress(&self, stream: u64) -> StreamProgress {
         let total = self.counts.total.load(Ordering::Relaxed);
-        Progress {
+        StreamProgress {
             stream,
             covered: self.counts.covered.load(Ordering::Relaxed),
             total: (total != UNKNOWN).then_some(total),
@@ -86,7 +98,7 @@ impl Scan {
     }
 
     /// Let the scan see the end of the input, wait for it, then the progress.
-    pub fn finish(mut self, stream: u64) -> Progress {
+    pub fn finish(mut self, stream: u64) -> StreamProgress {
         self.stop();
         self.progress(stream)
     }

@@ -1,4 +1,5 @@
-//! Running the daemon: [`serve`] (the foreground loop), and daemon mode.
+//! Daemon mode: detaching from the terminal and telling the parent when the daemon
+//! is ready.
 //!
 //! # Daemon mode
 //! The parent re-executes itself with a hidden flag ([`CHILD_FLAG`]) as a detached
@@ -9,19 +10,12 @@
 //! at `/dev/null`. The parent prints the device (or the message) and exits 0 (or the
 //! child's code). Logs go to stderr, which the child inherits (under systemd that is
 //! the journal).
-use crate::{
-    control::{self, Limits},
-    service::{Config, Service},
-    worker::Worker,
-    Error, Result,
-};
+use crate::{Error, Result};
 use std::{
     cell::Cell,
     io::{BufRead, BufReader, Write},
     os::fd::AsRawFd,
-    path::Path,
     process::{Command, Stdio},
-    sync::Arc,
 };
 
 /// The hidden flag that marks the detached child.
@@ -136,101 +130,4 @@ impl Readiness {
         let _ = std::io::stdout().write_all(line.as_bytes());
         true
     }
-}
-
-/// Run the daemon until SIGTERM or SIGINT: open the store, start (or recover) the
-/// devices, serve the socket, then shut down cleanly (stop the devices, commit).
-pub fn serve(cfg: Config, socket: &Path, ready: &Readiness) -> Result<()> {
-    // NBD's TLS files and the TCP-without-TLS refusal: checked before anything starts
-    let nbd_security = crate::nbd::Security::new(
-        cfg.nbd_tls.as_ref(),
-        cfg.nbd_listen.is_some(),
-        cfg.nbd_insecure,
-    )?;
-    ublk_target::check_available()?;
-    let cfg_nbd = (cfg.nbd_socket.clone(), cfg.nbd_listen.clone());
-    let service = Arc::new(Service::open(cfg)?);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(Error::io("start", "the tokio runtime"))?;
-    let (mut term, mut int) = rt
-        .block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let term = signal(SignalKind::terminate())?;
-            let int = signal(SignalKind::interrupt())?;
-            Ok::<_, std::io::Error>((term, int))
-        })
-        .map_err(Error::io("install", "signal handlers"))?;
-    let sock = rt.block_on(async { control::bind(socket) })?;
-    let mut listeners = Vec::new();
-    if let Some(p) = &cfg_nbd.0 {
-        listeners.push(crate::nbd::Listener::unix(p)?);
-    }
-    if let Some(a) = &cfg_nbd.1 {
-        listeners.push(crate::nbd::Listener::tcp(a)?);
-    }
-    let origin = match service.start_devices() {
-        Ok(p) => p,
-        Err(e) => {
-            service.abort();
-            return Err(e);
-        }
-    };
-    let tick: Box<dyn Fn() + Send> = {
-        let s = service.clone();
-        Box::new(move || s.start_deferred_merge())
-    };
-    let worker = Worker::start(service.store().clone(), service.progress().clone(), tick)
-        .map_err(Error::io("start", "the worker"));
-    let worker = match worker {
-        Ok(w) => w,
-        Err(e) => {
-            service.abort();
-            return Err(e);
-        }
-    };
-    let nbd = crate::nbd::Server::start(
-        service.store().clone(),
-        service.exports().clone(),
-        listeners,
-        nbd_security,
-    );
-    let nbd = match nbd {
-        Ok(n) => n,
-        Err(e) => {
-            worker.stop();
-            service.abort();
-            return Err(e);
-        }
-    };
-    service.set_nbd_listen(nbd.addresses().to_vec());
-    tracing::info!(device = %origin, socket = %socket.display(), nbd = ?nbd.addresses(), "ready");
-    ready.ready(&origin);
-    let handler: control::Handler = {
-        let s = service.clone();
-        Arc::new(move |op| s.handle(op))
-    };
-    let streams: control::StreamHandler = {
-        let s = service.clone();
-        Arc::new(move |op, conn, leftover| s.handle_stream(op, conn, leftover))
-    };
-    let limits = Limits::default();
-    rt.block_on(control::serve_with(
-        sock,
-        handler,
-        Some(streams),
-        limits,
-        async {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-            }
-        },
-    ));
-    nbd.stop();
-    worker.stop();
-    let r = service.shutdown();
-    drop(rt);
-    r
 }

@@ -9,13 +9,11 @@
 //!   serves the same exports (a clean shutdown removes the file: exports, like
 //!   devices, are then made again by whoever made them).
 //! - Export names follow the snapshot-name rules ([`exception_store::validate_name`]).
-use crate::{
-    nbd::Export,
-    protocol::ExportEntry,
-    service::Service,
+use super::{
     state::{RecordedExport, State},
-    Error, Result,
+    Service,
 };
+use crate::{nbd::Export, protocol::ExportEntry, Error, Result};
 use blockdev::ids::SnapId;
 use exception_store::Dev;
 
@@ -63,6 +61,12 @@ impl Service {
         }
         let export = export.unwrap_or(if origin { ORIGIN } else { name });
         exception_store::validate_name(export).map_err(|e| Error::Invalid(e.to_string()))?;
+        if origin && writable && self.repl.is_receiving() {
+            return Err(Error::InUse {
+                device: ORIGIN.into(),
+                why: "a receive writes the origin: export it writable once the receive ends",
+            });
+        }
         let (dev, snapshot) = if origin {
             (Dev::Origin, None)
         } else {
@@ -102,12 +106,11 @@ impl Service {
             .remove(export)
             .ok_or_else(|| Error::Invalid(format!("no NBD export named {export:?}")))?;
         if let Dev::Snap(id) = e.dev {
-            let still = devs.get(e.dev).is_some() || !self.exports.of(e.dev).is_empty();
-            self.store().lock().set_in_use(id, still);
+            self.refresh_in_use(&devs, id);
         }
         self.save_state(&devs);
         // what its clients wrote is durable once they are gone
-        crate::target::flush(self.store())?;
+        crate::ublk::target::flush(self.store())?;
         tracing::info!(export, "NBD export removed");
         Ok(self.entry(&e))
     }

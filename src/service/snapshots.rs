@@ -1,0 +1,242 @@
+//! The snapshot ops of the [`Service`]: `create`, `delete`, `merge` (and the
+//! deferred merge that waits for the origin device to be closed), `hold` /
+//! `release` and `prune`.
+//!
+//! # Invariants
+//! - Each op runs under the activation table's lock, so ops on snapshots are
+//!   serialised against activation and against each other.
+//! - `delete` and `merge` refuse a snapshot that is active, exported or a
+//!   receive's rollback point; `delete` also one being sent. `prune` never deletes
+//!   a held or active one.
+use super::{changed, claim_origin, Service};
+use crate::{protocol, ublk::Devices, Error, Result};
+use blockdev::ids::SnapId;
+use exception_store::retention;
+
+impl Service {
+    /// `create`.
+    pub fn create(&self, name: &str, from: Option<&str>) -> Result<protocol::Created> {
+        let _devs = self.devices.lock();
+        let parent = from.map(|p| self.lookup(p)).transpose()?;
+        let created = crate::now_secs();
+        let id = self.store.create_snapshot(name, parent, created)?;
+        tracing::info!(name, ?from, id = id.0, "snapshot created");
+        Ok(protocol::Created {
+            id: id.0,
+            name: name.to_owned(),
+            created,
+            parent: from.map(str::to_owned),
+            txn_id: self.txn(),
+        })
+    }
+
+    /// `delete`.
+    pub fn delete(&self, name: &str) -> Result<protocol::Changed> {
+        let devs = self.devices.lock();
+        let id = self.lookup_inactive(&devs, name)?;
+        if self.repl.is_sending(id) {
+            return Err(Error::InUse {
+                device: name.to_owned(),
+                why: "it is being sent (`snapctl send`)",
+            });
+        }
+        let t = self.store.delete_snapshot(id)?;
+        tracing::info!(name, id = id.0, "snapshot deleted");
+        Ok(changed(name, t.0))
+    }
+
+    /// `merge`: refused while the snapshot is active (deactivate it first: its device
+    /// would vanish under its users). While the origin device is open exclusively (a
+    /// mounted filesystem) it is refused too, or with `deferred` recorded and started
+    /// by [`start_deferred_merge`](Self::start_deferred_merge) once the origin is
+    /// closed: merging under a mounted filesystem would have it write its stale cache
+    /// over the merged data (the filesystem must see the change as a new disk). The
+    /// origin is held open exclusively while the merge starts, so nobody mounts it
+    /// in between.
+    pub fn merge(&self, name: &str, deferred: bool) -> Result<Merge> {
+        let devs = self.devices.lock();
+        let id = self.lookup_inactive(&devs, name)?;
+        if self.repl.is_sending(id) {
+            return Err(Error::InUse {
+                device: name.to_owned(),
+                why: "it is being sent (`snapctl send`)",
+            });
+        }
+        let claim = match claim_origin(&devs) {
+            Ok(claim) => claim,
+            Err(device) if deferred => {
+                let mut d = self.deferred_merge.lock();
+                if d.is_some_and(|other| other != id) {
+                    return Err(Error::InUse {
+                        device,
+                        why: "another merge is already deferred until it is closed",
+                    });
+                }
+                *d = Some(id);
+                drop(d);
+                self.save_state(&devs);
+                tracing::info!(name, "merge deferred until the origin device is closed");
+                return Ok(Merge::Deferred(changed(name, self.txn())));
+            }
+            Err(device) => {
+                return Err(Error::InUse {
+                    device,
+                    why: "unmount the origin before merging into it, or use merge --deferred",
+                })
+            }
+        };
+        let t = self.store.merge_snapshot(id)?;
+        drop(claim);
+        self.clear_deferred(&devs, id);
+        tracing::info!(name, id = id.0, txn_id = t.0, "merge started");
+        Ok(Merge::Started(changed(name, t.0)))
+    }
+
+    /// Start the deferred merge, if there is one and the origin device is no longer
+    /// in use (the worker calls this about once a second; a clean shutdown calls it
+    /// once the devices are gone). A deferred merge whose snapshot was deleted is
+    /// dropped; one whose snapshot is active waits until it is deactivated.
+    pub fn start_deferred_merge(&self) {
+        let devs = self.devices.lock();
+        let Some(id) = *self.deferred_merge.lock() else {
+            return;
+        };
+        let name = self
+            .store
+            .lock()
+            .snapshots()
+            .into_iter()
+            .find(|i| i.id == id)
+            .map(|i| i.name);
+        let Some(name) = name else {
+            tracing::warn!(
+                id = id.0,
+                "the snapshot of the deferred merge is gone; merge dropped"
+            );
+            self.clear_deferred(&devs, id);
+            return;
+        };
+        if self.protected(&devs, id).is_some() {
+            // active, exported or being sent: later, once it is not
+            return;
+        }
+        let Ok(claim) = claim_origin(&devs) else {
+            return;
+        };
+        match self.store.merge_snapshot(id) {
+            Ok(t) => tracing::info!(name, txn_id = t.0, "deferred merge started"),
+            Err(e) => tracing::error!(name, error = %e, "deferred merge failed to start; dropped"),
+        }
+        drop(claim);
+        self.clear_deferred(&devs, id);
+    }
+
+    /// Forget the deferred merge if it is `id`'s, and record that in the state file.
+    fn clear_deferred(&self, devs: &Devices, id: SnapId) {
+        let cleared = {
+            let mut d = self.deferred_merge.lock();
+            let was = *d == Some(id);
+            if was {
+                *d = None;
+            }
+            was
+        };
+        if cleared {
+            self.save_state(devs);
+        }
+    }
+
+    /// `hold` and `release`.
+    pub fn hold(&self, name: &str, hold: bool) -> Result<protocol::Changed> {
+        let _devs = self.devices.lock();
+        let id = self.lookup(name)?;
+        let t = self.store.lock().set_hold(id, hold)?;
+        tracing::info!(name, hold, "snapshot hold changed");
+        Ok(changed(name, t.0))
+    }
+
+    /// `prune`: computed and carried out under the activation table's lock, so two
+    /// overlapping runs are serialised and the second sees what the first deleted.
+    /// Held snapshots are never candidates; active ones are skipped and reported.
+    pub fn prune(
+        &self,
+        policy: &protocol::PrunePolicy,
+        prefix: Option<&str>,
+        dry_run: bool,
+    ) -> Result<protocol::Pruned> {
+        if policy.is_empty() {
+            return Err(Error::Invalid(
+                "a prune policy needs at least one rule (keep-last, hourly, daily, weekly, monthly)"
+                    .into(),
+            ));
+        }
+        let devs = self.devices.lock();
+        let snaps: Vec<_> = self
+            .store
+            .lock()
+            .snapshots()
+            .into_iter()
+            .filter(|s| s.name.starts_with(prefix.unwrap_or("")))
+            .filter(|s| !self.repl.is_internal(s.id))
+            .collect();
+        let p = retention::Policy {
+            last: policy.keep_last,
+            hourly: policy.hourly,
+            daily: policy.daily,
+            weekly: policy.weekly,
+            monthly: policy.monthly,
+        };
+        let victims = retention::victims(&snaps, &p);
+        let mut skipped: Vec<protocol::Skipped> = snaps
+            .iter()
+            .filter(|s| s.hold)
+            .map(|s| protocol::Skipped {
+                name: s.name.clone(),
+                reason: "held".into(),
+            })
+            .collect();
+        let mut deleted = Vec::new();
+        for id in &victims {
+            let Some(s) = snaps.iter().find(|s| s.id == *id) else {
+                continue;
+            };
+            if let Some(reason) = self.protected(&devs, *id) {
+                skipped.push(protocol::Skipped {
+                    name: s.name.clone(),
+                    reason,
+                });
+                continue;
+            }
+            if !dry_run {
+                match self.store.delete_snapshot(*id) {
+                    Ok(_) => tracing::info!(name = %s.name, id = id.0, "snapshot pruned"),
+                    // gone already (a merge, the space policy): not an error
+                    Err(exception_store::Error::NoSuchSnapshot(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            deleted.push(protocol::PrunedSnapshot {
+                id: id.0,
+                name: s.name.clone(),
+                created: s.created,
+            });
+        }
+        let considered = snaps.iter().filter(|s| !s.hold).count();
+        Ok(protocol::Pruned {
+            dry_run,
+            kept: considered - victims.len(),
+            deleted,
+            skipped,
+            txn_id: self.txn(),
+        })
+    }
+}
+
+/// The outcome of `merge`.
+#[derive(Debug)]
+pub enum Merge {
+    /// The origin reads the snapshot's data from now on.
+    Started(protocol::Changed),
+    /// Recorded: it starts when the origin device is closed.
+    Deferred(protocol::Changed),
+}

@@ -1,0 +1,123 @@
+//! The [`Service`]'s read-only reports: `list`, `status`, and the metadata `check`
+//! and `dump` (which commit first and run under the store's lock).
+use super::{space_policy_name, Service};
+use crate::{
+    protocol::{self, CheckReport, DumpReport},
+    Result,
+};
+use exception_store::Dev;
+
+impl Service {
+    /// `list`.
+    pub fn list(&self) -> protocol::List {
+        let devs = self.devices.lock();
+        let s = self.store.lock();
+        protocol::List {
+            txn_id: s.txn_id().0,
+            snapshots: s
+                .snapshots()
+                .into_iter()
+                .filter(|i| !self.repl.is_internal(i.id)) // internal to a receive
+                .map(|i| protocol::Snapshot {
+                    id: i.id.0,
+                    device: devs.path(Dev::Snap(i.id)),
+                    exports: self
+                        .exports
+                        .of(Dev::Snap(i.id))
+                        .into_iter()
+                        .map(|e| e.name)
+                        .collect(),
+                    name: i.name,
+                    created: i.created,
+                    parent: i.parent,
+                    hold: i.hold,
+                    guid: exception_store::tables::guid_hex(&i.guid),
+                    size_bytes: i.size,
+                })
+                .collect(),
+        }
+    }
+
+    /// `status`.
+    pub fn status(&self) -> protocol::Status {
+        let devs = self.devices.lock();
+        let s = self.store.lock();
+        let st = s.status();
+        let names: std::collections::HashMap<u32, String> = s
+            .snapshots()
+            .into_iter()
+            .map(|i| (i.id.0, i.name))
+            .collect();
+        protocol::Status {
+            pid: std::process::id(),
+            origin: self.cfg.origin.display().to_string(),
+            store: self.cfg.store.display().to_string(),
+            origin_device: devs.path(Dev::Origin),
+            size_bytes: st.origin_len,
+            chunk_size: st.chunk_size,
+            txn_id: st.txn_id.0,
+            usage: protocol::Usage {
+                nr_chunks: st.nr_chunks,
+                nr_used: st.nr_used,
+                nr_meta_chunks: st.nr_meta_chunks,
+                nr_free: st.nr_free,
+            },
+            nr_snapshots: st.nr_snapshots,
+            devices: devs
+                .iter()
+                .map(|(dev, d)| {
+                    let snapshot = match dev {
+                        Dev::Origin => None,
+                        Dev::Snap(id) => Some(
+                            names
+                                .get(&id.0)
+                                .cloned()
+                                .unwrap_or_else(|| format!("#{}", id.0)),
+                        ),
+                    };
+                    crate::ublk::kernel::active_device(snapshot, d)
+                })
+                .collect(),
+            nbd: Box::new(self.nbd_status(s.txn_id().0)),
+            jobs: st
+                .jobs
+                .iter()
+                .zip(self.progress.estimates(&st.jobs))
+                .map(|(j, (rate, eta_secs))| protocol::Job {
+                    kind: j.kind.to_owned(),
+                    cursor: j.cursor,
+                    total: j.total,
+                    rate,
+                    eta_secs,
+                })
+                .collect(),
+            deferred_merge: self
+                .deferred_merge
+                .lock()
+                .and_then(|id| names.get(&id.0).cloned()),
+            failed: st.failed,
+            space_policy: space_policy_name(st.space_policy).into(),
+            min_free_chunks: st.min_free_chunks,
+            auto_deleted: st.auto_deleted,
+            enospc_writes: self.refusals.get(),
+            last_shutdown_clean: st.last_shutdown_clean,
+            driver_features: self.driver.get().copied().flatten().map(|f| f.0),
+            receive_resume: self.repl.resume_token(),
+        }
+    }
+
+    /// `check`: commit, then check the store under its lock (I/O waits meanwhile).
+    pub fn check(&self) -> Result<CheckReport> {
+        let _devs = self.devices.lock();
+        self.store.commit()?;
+        let mut s = self.store.lock();
+        let r = s.check()?;
+        Ok(CheckReport::new(r, s.txn_id().0))
+    }
+
+    /// `dump`.
+    pub fn dump(&self, elements: bool) -> Result<DumpReport> {
+        let _devs = self.devices.lock();
+        Ok(self.store.lock().dump(elements)?.into())
+    }
+}
