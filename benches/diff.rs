@@ -194,6 +194,7 @@ fn nbd_phase(sh: &Arc<SharedStore>, dev: Dev, dir: &Path, rows: &mut Vec<String>
         sh.clone(),
         exports,
         vec![Listener::unix(&sock).expect("nbd socket")],
+        ublk_snapd::nbd::Security::default(),
     )
     .expect("nbd server");
     let uri = format!("nbd+unix:///old?socket={}", sock.display());

@@ -8,7 +8,7 @@ use std::{fs, sync::Arc};
 
 fn main() {
     let dir = std::path::Path::new("corpus");
-    for t in ["superblock", "records", "store_image", "protocol", "nbd", "stream", "rbd_diff"] {
+    for t in ["superblock", "records", "store_image", "protocol", "nbd", "nbd_tls", "stream", "rbd_diff"] {
         fs::create_dir_all(dir.join(t)).expect("mkdir");
     }
     // a small store with snapshots, a snapshot of a snapshot, holes and a pending delete
@@ -156,4 +156,22 @@ fn nbd_seeds(dir: &std::path::Path) {
     opt(&mut list, 6, &g);
     opt(&mut list, 2, &[]);
     fs::write(dir.join("nbd/list_info_abort"), &list).expect("write");
+    // nbd_tls: a policy byte (0: TLS required, 1: offered), then the client's bytes
+    // options before STARTTLS (refused when required), STARTTLS, options over TLS
+    let mut tls = vec![0, 0, 0, 0, 3];
+    opt(&mut tls, 3, &[]);
+    opt(&mut tls, 8, &[]);
+    opt(&mut tls, 5, &[]);
+    opt(&mut tls, 10, &meta);
+    opt(&mut tls, 5, &[]);
+    opt(&mut tls, 8, &[]);
+    opt(&mut tls, 10, &meta);
+    opt(&mut tls, 7, &g);
+    fs::write(dir.join("nbd_tls/required_then_go"), &tls).expect("write");
+    tls[0] = 1;
+    fs::write(dir.join("nbd_tls/offered_then_go"), &tls).expect("write");
+    let mut abort = vec![0, 0, 0, 0, 3];
+    opt(&mut abort, 7, &g);
+    opt(&mut abort, 1, b"o");
+    fs::write(dir.join("nbd_tls/export_name_in_clear"), &abort).expect("write");
 }

@@ -70,10 +70,28 @@ struct Args {
     /// socket, its name with `.nbd.sock` for `.sock` (/run/ublk-snap/ublk-snapd.nbd.sock).
     #[arg(long, value_name = "PATH")]
     nbd_socket: Option<PathBuf>,
-    /// Also serve NBD on TCP, HOST:PORT (no authentication, no TLS: a trusted
-    /// network or loopback only).
+    /// Also serve NBD on TCP, HOST:PORT. Needs TLS (--nbd-tls-cert, --nbd-tls-key),
+    /// which TCP clients must then start, unless --nbd-listen-insecure.
     #[arg(long, value_name = "HOST:PORT")]
     nbd_listen: Option<String>,
+    /// Serve NBD on TCP without TLS: no encryption, no authentication (a trusted
+    /// network or loopback only).
+    #[arg(long, requires = "nbd_listen")]
+    nbd_listen_insecure: bool,
+    /// NBD TLS: the server's certificate chain (PEM). With it, TCP clients must
+    /// STARTTLS; the Unix socket offers TLS (nbds+unix://) but does not require it.
+    #[arg(long, value_name = "PEM", requires = "nbd_tls_key")]
+    nbd_tls_cert: Option<PathBuf>,
+    /// NBD TLS: the server's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "nbd_tls_cert")]
+    nbd_tls_key: Option<PathBuf>,
+    /// NBD TLS: clients must present a certificate signed by this CA (PEM).
+    #[arg(long, value_name = "PEM", requires = "nbd_tls_cert")]
+    nbd_tls_client_ca: Option<PathBuf>,
+    /// NBD TLS: only client certificates valid for NAME (a DNS name or IP address
+    /// of their subjectAltName) are let in; repeat for more names.
+    #[arg(long, value_name = "NAME", requires = "nbd_tls_client_ca")]
+    nbd_tls_allow: Vec<String>,
     /// Where the state file for crash recovery lives.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_RUN_DIR)]
     state_dir: PathBuf,
@@ -85,6 +103,17 @@ struct Args {
     quiet: bool,
     #[arg(long = "daemon-child", hide = true)]
     daemon_child: bool,
+}
+
+/// The NBD TLS files, made absolute (the daemon changes directory).
+fn nbd_tls(args: &Args) -> Option<ublk_snapd::nbd::TlsFiles> {
+    let (cert, key) = (args.nbd_tls_cert.as_deref()?, args.nbd_tls_key.as_deref()?);
+    Some(ublk_snapd::nbd::TlsFiles {
+        cert: absolute(cert),
+        key: absolute(key),
+        client_ca: args.nbd_tls_client_ca.as_deref().map(absolute),
+        allow: args.nbd_tls_allow.clone(),
+    })
 }
 
 fn parse_space_policy(s: &str) -> Result<SpacePolicy, String> {
@@ -181,6 +210,8 @@ fn run(args: &Args, ready: &Readiness) -> anyhow::Result<()> {
                 .map_or_else(|| ublk_snapd::nbd::default_socket(&socket), absolute),
         ),
         nbd_listen: args.nbd_listen.clone(),
+        nbd_tls: nbd_tls(args),
+        nbd_insecure: args.nbd_listen_insecure,
     };
     daemon::serve(cfg, &socket, ready)?;
     Ok(())

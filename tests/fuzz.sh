@@ -12,7 +12,7 @@ export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-for t in superblock records protocol store_image nbd stream rbd_diff; do
+for t in superblock records protocol store_image nbd nbd_tls stream rbd_diff; do
     mkdir -p "$work/$t"
     echo "== fuzz $t (${secs}s)"
     rc=0

@@ -268,6 +268,7 @@ fn nbd_multi_conn_flush() {
         shared.clone(),
         exports,
         vec![Listener::unix(&sock).unwrap()],
+        ublk_snapd::nbd::Security::default(),
     )
     .unwrap();
     let mut a = Client::connect(&sock, "o", &[]);
@@ -423,4 +424,116 @@ fn a_snapshot_named_origin_is_exported_by_flag_and_the_origin_by_dash() {
     // `-` is the origin whatever the snapshots are called, and never a default name
     svc.unexport("origin").unwrap();
     assert!(svc.export("-", false, Some("live")).is_ok());
+}
+
+/// Long reads: a structured READ comes in 256 KiB `OFFSET_DATA` chunks (the last
+/// one DONE), or in one chunk with `NBD_CMD_FLAG_DF`; a simple READ is one reply;
+/// all read the store's bytes. A READ and a WRITE longer than the advertised
+/// 32 MiB maximum payload are served too (any size within the export).
+#[test]
+#[allow(clippy::big_endian_bytes)]
+fn long_reads_in_pieces_or_one_chunk_with_df() {
+    use std::io::Read;
+    let s = nbd::setup(48 << 20, 128 << 20);
+    let svc = s.fix.service();
+    svc.store()
+        .write(Dev::Origin, 0, &pattern(4, 1 << 20))
+        .unwrap();
+    svc.export("origin", true, None).unwrap();
+    let mut c = Client::connect(&s.sock, "origin", &[]);
+    // chunk headers of one reply: (flags, type, length)
+    let chunks = |c: &mut Client, data: &mut Vec<u8>| {
+        let mut v = Vec::new();
+        loop {
+            let mut h = [0u8; 20];
+            c.s.read_exact(&mut h).unwrap();
+            let flags = u16::from_be_bytes([h[4], h[5]]);
+            let typ = u16::from_be_bytes([h[6], h[7]]);
+            let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
+            let mut d = vec![0u8; len as usize];
+            c.s.read_exact(&mut d).unwrap();
+            data.extend_from_slice(&d[8..]);
+            v.push((flags, typ, len));
+            if flags & 1 != 0 {
+                return v;
+            }
+        }
+    };
+    let mut data = Vec::new();
+    c.send(nbd::READ, 0, 0, 1 << 20, &[]);
+    let v = chunks(&mut c, &mut data);
+    assert_eq!(v.len(), 4, "{v:?}");
+    assert!(v.iter().all(|x| x.1 == 1 && x.2 == (256 << 10) + 8));
+    assert_eq!(data, pattern(4, 1 << 20));
+    data.clear();
+    c.send(nbd::READ, 4, 0, 1 << 20, &[]); // DF
+    let v = chunks(&mut c, &mut data);
+    assert_eq!(v, [(1, 1, (1 << 20) + 8)]);
+    assert_eq!(data, pattern(4, 1 << 20));
+    // past the advertised maximum: a 40 MiB write and read
+    let big = pattern(5, 40 << 20);
+    assert_eq!(c.write(4 << 20, &big), 0);
+    assert!(c.read(4 << 20, 40 << 20) == big);
+}
+
+/// A BLOCK_STATUS over a range with more extents than one reply holds (a snapshot
+/// whose every other chunk was written: 5,000 extents) stops after about 4096
+/// extents plus a window, describes a prefix of the range, and the client's next
+/// requests from where it stopped describe the rest; the dirty bitmap of the
+/// origin against that snapshot agrees, walked the same way.
+#[test]
+fn block_status_of_many_extents_in_several_replies() {
+    let chunks = 5_000u64;
+    let s = nbd::setup(chunks * CHUNK, 512 << 20);
+    let svc = s.fix.service();
+    svc.create("s", None).unwrap();
+    for c in (0..chunks).step_by(2) {
+        svc.store()
+            .write(Dev::Origin, c * CHUNK, &[1; 512])
+            .unwrap();
+    }
+    svc.export("s", false, None).unwrap();
+    svc.export("origin", false, Some("o")).unwrap();
+    // walk: (offset, len, value) of every extent of context `ctx` of `export`
+    let walk = |export: &str, ctx: &str| {
+        let mut c = Client::connect(&s.sock, export, &[ctx]);
+        let (mut at, mut replies, mut out) = (0u64, 0, Vec::new());
+        while at < chunks * CHUNK {
+            let len = (chunks * CHUNK - at).min(u64::from(u32::MAX) & !(CHUNK - 1));
+            let r = c.call(nbd::BLOCK_STATUS, 0, at, len as u32, &[]);
+            assert_eq!(r.error, 0);
+            let d = &r.status[0].1;
+            assert!(
+                d.len() <= 4096 + 4096 + 1,
+                "{} extents in one reply",
+                d.len()
+            );
+            for (l, v) in d {
+                out.push((at, u64::from(*l), *v));
+                at += u64::from(*l);
+            }
+            replies += 1;
+        }
+        assert_eq!(at, chunks * CHUNK);
+        (replies, out)
+    };
+    let (replies, depth) = walk("s", "qemu:allocation-depth");
+    assert!(replies >= 2, "one reply held everything");
+    assert_eq!(depth.len() as u64, chunks, "one extent per chunk");
+    for (i, (o, l, v)) in depth.iter().enumerate() {
+        assert_eq!((*o, *l), (i as u64 * CHUNK, CHUNK));
+        // the snapshot's own on even chunks, the origin's on odd
+        assert_eq!(*v, if i % 2 == 0 { 1 } else { 2 }, "chunk {i}");
+    }
+    let (replies, dirty) = walk("o", "qemu:dirty-bitmap:s");
+    assert!(replies >= 2);
+    let dirty: Vec<u64> = dirty
+        .iter()
+        .filter(|e| e.2 == 1)
+        .map(|e| {
+            assert_eq!(e.1, CHUNK);
+            e.0 / CHUNK
+        })
+        .collect();
+    assert_eq!(dirty, (0..chunks).step_by(2).collect::<Vec<_>>());
 }

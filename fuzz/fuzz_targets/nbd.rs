@@ -12,6 +12,7 @@ use std::{
     sync::{Arc, OnceLock},
 };
 use ublk_snapd::nbd::{
+    dirty::Candidate,
     handshake::{self, Catalog, ExportInfo},
     transmission,
 };
@@ -51,6 +52,15 @@ impl Catalog for Cat {
             writable,
             preferred_block: 4096,
             description: "fuzz".into(),
+            // the origin has a dirty bitmap against the snapshot
+            bitmaps: match (name, store().1) {
+                ("s", _) => Vec::new(),
+                (_, Dev::Snap(id)) => vec![Candidate {
+                    name: "s".into(),
+                    snap: id.0,
+                }],
+                (_, Dev::Origin) => Vec::new(),
+            },
         })
     }
     fn names(&self) -> Vec<String> {
@@ -80,5 +90,5 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Dev::Origin
     };
-    let _ = transmission::run(&mut w, io::sink(), st, dev, &n);
+    let _ = transmission::run(&mut w, io::sink(), st, dev, &n, &|| {});
 });

@@ -28,6 +28,12 @@ pub use detach::{detach, enter_child, Outcome, Readiness, CHILD_FLAG};
 /// Run the daemon until SIGTERM or SIGINT: open the store, start (or recover) the
 /// devices, serve the socket, then shut down cleanly (stop the devices, commit).
 pub fn serve(cfg: Config, socket: &Path, ready: &Readiness) -> Result<()> {
+    // NBD's TLS files and the TCP-without-TLS refusal: checked before anything starts
+    let nbd_security = crate::nbd::Security::new(
+        cfg.nbd_tls.as_ref(),
+        cfg.nbd_listen.is_some(),
+        cfg.nbd_insecure,
+    )?;
     ublk_target::check_available()?;
     let cfg_nbd = (cfg.nbd_socket.clone(), cfg.nbd_listen.clone());
     let service = Arc::new(Service::open(cfg)?);
@@ -75,6 +81,7 @@ pub fn serve(cfg: Config, socket: &Path, ready: &Readiness) -> Result<()> {
         service.store().clone(),
         service.exports().clone(),
         listeners,
+        nbd_security,
     );
     let nbd = match nbd {
         Ok(n) => n,

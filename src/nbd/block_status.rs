@@ -71,6 +71,20 @@ pub fn runs(map: &[MapExtent], contexts: &[Context], req_one: bool) -> Vec<Run> 
     out
 }
 
+/// Append the runs of `map` (the next window of a request) to `out`, merged with
+/// its last run where `contexts` see no difference (the windows' seams vanish).
+pub fn extend_runs(out: &mut Vec<Run>, map: &[MapExtent], contexts: &[Context]) {
+    for r in runs(map, contexts, false) {
+        if let Some(p) = out.last_mut() {
+            if contexts.iter().all(|c| p.value(*c) == r.value(*c)) {
+                p.len = p.len.saturating_add(r.len);
+                continue;
+            }
+        }
+        out.push(r);
+    }
+}
+
 /// The descriptors of `runs` in context `c`.
 pub fn descriptors(runs: &[Run], c: Context) -> Vec<(u32, u32)> {
     runs.iter().map(|r| (r.len, r.value(c))).collect()

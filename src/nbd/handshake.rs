@@ -8,9 +8,20 @@
 //! one gets `NBD_REP_ERR_INVALID`, an unknown one `NBD_REP_ERR_UNSUP`; the client
 //! may then try again. A client that breaks the framing (a wrong magic, a missing
 //! fixed-newstyle flag) is dropped. At most [`MAX_OPTIONS`] options per connection.
+//!
+//! # TLS (`NBD_OPT_STARTTLS`)
+//! [`options`] runs under a [`TlsPolicy`]. Where TLS is [`TlsPolicy::Required`],
+//! every option before `STARTTLS` but `ABORT` gets `NBD_REP_ERR_TLS_REQD`
+//! (`EXPORT_NAME`, which cannot be answered, closes the connection), so nothing about
+//! the exports is told in the clear. A `STARTTLS` that is acknowledged ends the
+//! phase ([`Outcome::StartTls`]): the caller runs the TLS handshake and calls
+//! [`options`] again over TLS with [`TlsPolicy::Done`] and a fresh state, so that
+//! nothing negotiated before (structured replies, meta contexts, an export) carries
+//! over (nbdkit's CVE-2021-3716). A second `STARTTLS` gets `NBD_REP_ERR_INVALID`.
 use super::{
     be,
     consts::*,
+    dirty::{self, Bitmap, Candidate},
     meta::{self, Context},
 };
 use std::io::{self, Read, Write};
@@ -35,6 +46,8 @@ pub struct ExportInfo {
     pub preferred_block: u32,
     /// For `NBD_INFO_DESCRIPTION`.
     pub description: String,
+    /// The snapshots it has a dirty bitmap against ([`dirty`]).
+    pub bitmaps: Vec<Candidate>,
 }
 
 /// The exports a handshake can pick from.
@@ -54,6 +67,8 @@ pub struct Negotiated {
     pub structured: bool,
     /// The metadata contexts selected for that export, in reply order.
     pub contexts: Vec<Context>,
+    /// The dirty bitmaps selected for that export, replied after `contexts`.
+    pub bitmaps: Vec<Bitmap>,
     /// The transmission flags sent.
     pub flags: u16,
 }
@@ -72,16 +87,42 @@ pub fn transmission_flags(e: &ExportInfo, structured: bool) -> u16 {
     f
 }
 
-struct State {
-    structured: bool,
-    no_zeroes: bool,
-    /// (export name as asked, contexts) of the last SET_META_CONTEXT
-    meta: Option<(String, Vec<Context>)>,
+/// Whether the client must, may or cannot switch to TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// No TLS here: `STARTTLS` gets `NBD_REP_ERR_POLICY`.
+    Off,
+    /// The client may start TLS (it may also go on in the clear).
+    Offered,
+    /// The client must start TLS before anything but `ABORT`.
+    Required,
+    /// TLS is running: a second `STARTTLS` is invalid.
+    Done,
 }
 
-/// Run the handshake. `Ok(None)`: the client aborted or left cleanly; `Err`: it
-/// broke the protocol or the connection failed (the caller drops it).
-pub fn negotiate<S: Read + Write>(s: &mut S, cat: &dyn Catalog) -> io::Result<Option<Negotiated>> {
+/// How an option phase ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The client chose an export.
+    Go(Negotiated),
+    /// The client aborted or left cleanly.
+    Left,
+    /// `STARTTLS` was acknowledged: run the TLS handshake, then [`options`] again.
+    StartTls,
+}
+
+/// What an option phase has negotiated so far; dropped when TLS starts.
+struct State {
+    tls: TlsPolicy,
+    structured: bool,
+    no_zeroes: bool,
+    /// (export name as asked, contexts, bitmaps) of the last SET_META_CONTEXT
+    meta: Option<(String, Vec<Context>, Vec<Bitmap>)>,
+}
+
+/// Send the greeting and read the client's flags; returns whether the client asked
+/// for no zeroes after `NBD_OPT_EXPORT_NAME`. An error: not a fixed newstyle client.
+pub fn greet<S: Read + Write>(s: &mut S) -> io::Result<bool> {
     let mut hello = Vec::with_capacity(18);
     be::put_u64(&mut hello, NBDMAGIC);
     be::put_u64(&mut hello, IHAVEOPT);
@@ -96,16 +137,40 @@ pub fn negotiate<S: Read + Write>(s: &mut S, cat: &dyn Catalog) -> io::Result<Op
     {
         return Err(bad("client flags without fixed newstyle, or unknown flags"));
     }
+    Ok(cflags & FLAG_C_NO_ZEROES != 0)
+}
+
+/// Run the whole handshake without TLS. `Ok(None)`: the client aborted or left
+/// cleanly; `Err`: it broke the protocol or the connection failed (the caller
+/// drops it).
+pub fn negotiate<S: Read + Write>(s: &mut S, cat: &dyn Catalog) -> io::Result<Option<Negotiated>> {
+    let no_zeroes = greet(s)?;
+    match options(s, cat, TlsPolicy::Off, no_zeroes)? {
+        Outcome::Go(n) => Ok(Some(n)),
+        Outcome::Left => Ok(None),
+        Outcome::StartTls => Err(bad("STARTTLS acknowledged without TLS")),
+    }
+}
+
+/// One phase of options (after [`greet`], or after the TLS handshake with
+/// [`TlsPolicy::Done`]), from a fresh state.
+pub fn options<S: Read + Write>(
+    s: &mut S,
+    cat: &dyn Catalog,
+    tls: TlsPolicy,
+    no_zeroes: bool,
+) -> io::Result<Outcome> {
     let mut st = State {
+        tls,
         structured: false,
-        no_zeroes: cflags & FLAG_C_NO_ZEROES != 0,
+        no_zeroes,
         meta: None,
     };
     for _ in 0..MAX_OPTIONS {
         let mut h = [0u8; 16];
         match s.read_exact(&mut h) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Outcome::Left),
             Err(e) => return Err(e),
         }
         if be::get_u64(&h, 0) != IHAVEOPT {
@@ -123,11 +188,44 @@ pub fn negotiate<S: Read + Write>(s: &mut S, cat: &dyn Catalog) -> io::Result<Op
         }
         let mut data = vec![0u8; len as usize];
         s.read_exact(&mut data)?;
+        if st.tls == TlsPolicy::Required && !matches!(opt, OPT_ABORT | OPT_STARTTLS) {
+            if opt == OPT_EXPORT_NAME {
+                return Err(bad("EXPORT_NAME before the required STARTTLS"));
+            }
+            reply_err(s, opt, REP_ERR_TLS_REQD, "TLS is required: send STARTTLS")?;
+            continue;
+        }
+        if opt == OPT_STARTTLS {
+            if let Some(o) = starttls(s, &st, &data)? {
+                return Ok(o);
+            }
+            continue;
+        }
         if let Some(n) = option(s, cat, &mut st, opt, &data)? {
-            return Ok(n);
+            return Ok(match n {
+                Some(n) => Outcome::Go(n),
+                None => Outcome::Left,
+            });
         }
     }
     Err(bad("too many options"))
+}
+
+/// `NBD_OPT_STARTTLS`; `Some(StartTls)` once acknowledged.
+fn starttls<S: Write>(s: &mut S, st: &State, data: &[u8]) -> io::Result<Option<Outcome>> {
+    let opt = OPT_STARTTLS;
+    match st.tls {
+        TlsPolicy::Off => reply_err(s, opt, REP_ERR_POLICY, "TLS is not configured")?,
+        TlsPolicy::Done => reply_err(s, opt, REP_ERR_INVALID, "TLS is already running")?,
+        TlsPolicy::Offered | TlsPolicy::Required if !data.is_empty() => {
+            reply_err(s, opt, REP_ERR_INVALID, "STARTTLS takes no data")?
+        }
+        TlsPolicy::Offered | TlsPolicy::Required => {
+            reply(s, opt, REP_ACK, &[])?;
+            return Ok(Some(Outcome::StartTls));
+        }
+    }
+    Ok(None)
 }
 
 /// One option; `Some(x)` ends the handshake with `x`.
@@ -152,11 +250,12 @@ fn option<S: Read + Write>(
             }
             s.write_all(&out)?;
             s.flush()?;
-            let contexts = contexts_for(st, &name);
+            let (contexts, bitmaps) = contexts_for(st, &name);
             return Ok(Some(Some(Negotiated {
                 export: e,
                 structured: st.structured,
                 contexts,
+                bitmaps,
                 flags,
             })));
         }
@@ -186,7 +285,6 @@ fn option<S: Read + Write>(
         }
         OPT_INFO | OPT_GO => return info_or_go(s, cat, st, opt, data),
         OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => meta_context(s, cat, st, opt, data)?,
-        OPT_STARTTLS => reply_err(s, opt, REP_ERR_POLICY, "TLS is not supported")?,
         OPT_EXTENDED_HEADERS => {
             reply_err(s, opt, REP_ERR_UNSUP, "extended headers are not supported")?
         }
@@ -195,10 +293,10 @@ fn option<S: Read + Write>(
     Ok(None)
 }
 
-fn contexts_for(st: &State, export: &str) -> Vec<Context> {
+fn contexts_for(st: &State, export: &str) -> (Vec<Context>, Vec<Bitmap>) {
     match &st.meta {
-        Some((name, c)) if name == export => c.clone(),
-        _ => Vec::new(),
+        Some((name, c, b)) if name == export => (c.clone(), b.clone()),
+        _ => (Vec::new(), Vec::new()),
     }
 }
 
@@ -264,11 +362,12 @@ fn info_or_go<S: Read + Write>(
     if opt == OPT_INFO {
         return Ok(None);
     }
-    let contexts = contexts_for(st, &name);
+    let (contexts, bitmaps) = contexts_for(st, &name);
     Ok(Some(Some(Negotiated {
         export: e,
         structured: st.structured,
         contexts,
+        bitmaps,
         flags,
     })))
 }
@@ -303,13 +402,21 @@ fn meta_context<S: Read + Write>(
     let Some((name, queries)) = parsed else {
         return reply_err(s, opt, REP_ERR_INVALID, "malformed meta context request");
     };
-    if cat.lookup(&name).is_none() {
+    let Some(e) = cat.lookup(&name) else {
         return reply_err(s, opt, REP_ERR_UNKNOWN, "no such export");
-    }
-    let chosen = if opt == OPT_LIST_META_CONTEXT {
-        meta::list(&queries)
+    };
+    let (chosen, bitmaps) = if opt == OPT_LIST_META_CONTEXT {
+        let listed = dirty::list(&queries, &e.bitmaps).into_iter();
+        let b = listed
+            .map(|c| Bitmap {
+                id: 0,
+                snap: c.snap,
+                name: dirty::context_name(c),
+            })
+            .collect();
+        (meta::list(&queries), b)
     } else {
-        meta::select(&queries)
+        (meta::select(&queries), dirty::select(&queries, &e.bitmaps))
     };
     for c in &chosen {
         let mut d = Vec::new();
@@ -317,8 +424,14 @@ fn meta_context<S: Read + Write>(
         d.extend_from_slice(c.name().as_bytes());
         reply(s, opt, REP_META_CONTEXT, &d)?;
     }
+    for b in &bitmaps {
+        let mut d = Vec::with_capacity(4 + b.name.len());
+        be::put_u32(&mut d, b.id);
+        d.extend_from_slice(b.name.as_bytes());
+        reply(s, opt, REP_META_CONTEXT, &d)?;
+    }
     if opt == OPT_SET_META_CONTEXT {
-        st.meta = Some((name, chosen));
+        st.meta = Some((name, chosen, bitmaps));
     }
     reply(s, opt, REP_ACK, &[])
 }
@@ -369,3 +482,6 @@ fn reply_err<S: Write>(s: &mut S, opt: u32, typ: u32, msg: &str) -> io::Result<(
 fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,9 +10,12 @@
 //! - [`meta`]: the metadata contexts (`base:allocation`, `qemu:allocation-depth`,
 //!   `ublk-snap:owner`).
 //! - [`block_status`]: block-status extents from the store's map.
+//! - [`dirty`]: the dirty bitmaps `qemu:dirty-bitmap:A`, from the store's diff.
 //! - [`transmission`]: one connection's request loop on the shared store.
 //! - [`exports`]: the export table and its connections.
-//! - [`server`]: listeners and connection threads.
+//! - [`server`]: listeners and connection threads; who may connect ([`Security`]).
+//! - [`socket`]: the listening sockets and client streams (with the handshake's deadline).
+//! - [`tls`]: `STARTTLS`: certificates, client checks, the TLS stream.
 //!
 //! # Guarantees
 //! - Data goes through the ublk devices' paths ([`exception_store::SharedStore`]):
@@ -24,15 +27,20 @@
 pub mod be;
 pub mod block_status;
 pub mod consts;
+pub mod dirty;
 pub mod exports;
 pub mod handshake;
 pub mod meta;
 pub mod request;
 pub mod server;
+pub mod socket;
+pub mod tls;
 pub mod transmission;
 
 pub use exports::{Export, Exports};
-pub use server::{Listener, Server};
+pub use server::{Security, Server, Timeouts};
+pub use socket::Listener;
+pub use tls::{Tls, TlsFiles};
 
 /// The default NBD socket for control socket `control`: beside it, `NAME.sock`
 /// becoming `NAME.nbd.sock` (`/run/ublk-snap/ublk-snapd.nbd.sock` by default).

@@ -3,8 +3,11 @@
 //!
 //! [`check`] decides, for a decoded header and the export's shape, whether the
 //! request is served, answered with an error, or ends the connection; it never
-//! trusts a length before comparing it with the export and [`MAX_PAYLOAD`].
-use super::{be, consts::*, handshake::MAX_PAYLOAD};
+//! trusts a length before comparing it with the export's size. Any READ or WRITE
+//! within the export is served, however long (the transmission phase streams it:
+//! [`super::transmission`]); a WRITE longer than the whole export cannot be
+//! valid, and its payload is not worth reading: it drops the connection.
+use super::{be, consts::*};
 
 /// A request header (28 bytes on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +77,8 @@ pub enum Verdict {
     Error(u32),
     /// The client disconnects (`NBD_CMD_DISC`).
     Disconnect,
-    /// Drop the connection: the stream cannot be trusted (a write too large to
-    /// read its payload).
+    /// Drop the connection: the stream cannot be trusted (a write longer than the
+    /// export).
     Fatal,
 }
 
@@ -92,7 +95,7 @@ fn allowed_flags(cmd: u16) -> u16 {
 
 /// See the module documentation.
 pub fn check(r: &Request, sh: &Shape) -> Verdict {
-    if r.cmd == CMD_WRITE && r.len > MAX_PAYLOAD {
+    if r.cmd == CMD_WRITE && u64::from(r.len) > sh.size {
         return Verdict::Fatal;
     }
     let end = r.offset.checked_add(u64::from(r.len));
@@ -117,7 +120,6 @@ pub fn check(r: &Request, sh: &Shape) -> Verdict {
         CMD_FLUSH => Verdict::Serve,
         _ if past_end && writes => Verdict::Error(ENOSPC),
         _ if past_end => Verdict::Error(EINVAL),
-        CMD_READ if r.len > MAX_PAYLOAD => Verdict::Error(EOVERFLOW),
         CMD_BLOCK_STATUS if !sh.structured || !sh.has_contexts || r.len == 0 => {
             Verdict::Error(EINVAL)
         }

@@ -3,8 +3,21 @@
 //!
 //! # Bounds
 //! - At most [`MAX_CONNECTIONS`] connections at once; more are closed at accept.
-//! - The handshake must progress within [`HANDSHAKE_TIMEOUT`] per read; the
-//!   transmission phase has no timeout (an idle client is a normal client).
+//! - The whole handshake (options, TLS, options over TLS) must end within
+//!   [`HANDSHAKE_TIMEOUT`] of the connection's start, however the client spreads
+//!   its bytes; the transmission phase has no read timeout (an idle client is a
+//!   normal client).
+//! - A write that cannot progress for [`WRITE_TIMEOUT`] (a client that stopped
+//!   reading its replies) fails, and the connection ends.
+//!
+//! # Security
+//! [`Security`] is checked before anything listens: a TCP listener needs TLS
+//! unless the operator said `insecure`. With TLS configured, TCP clients must
+//! `STARTTLS` first ([`TlsPolicy::Required`]); the Unix socket (mode 0600) offers it
+//! ([`TlsPolicy::Offered`], for `nbds+unix://`) without requiring it.
+//! - A client whose handshake named an export is attached to it only if the export
+//!   is still the one it looked up (same device, same writability): an unexport or
+//!   re-export in between drops the client rather than serve it with stale flags.
 //! - A connection that fails (garbage, a vanished client) ends alone; nothing it
 //!   did is undone and nobody else notices.
 //!
@@ -13,8 +26,10 @@
 //! being served completes first: its thread only notices at its next read) and
 //! joins the threads; then the daemon commits and exits.
 use super::{
-    exports::{Exports, Peer},
-    handshake::{self, Catalog, ExportInfo},
+    exports::{Export, Exports},
+    handshake::{self, Catalog, ExportInfo, Negotiated, Outcome, TlsPolicy},
+    socket::{wait_readable, Listener, Stream},
+    tls::{self, Tls, TlsFiles},
     transmission,
 };
 use crate::{Error, Result};
@@ -22,158 +37,71 @@ use exception_store::{Dev, SharedStore};
 use parking_lot::Mutex;
 use std::{
     io::{self, Read, Write},
-    net::{TcpListener, TcpStream},
-    os::{
-        fd::{AsRawFd, RawFd},
-        unix::{
-            fs::PermissionsExt,
-            net::{UnixListener, UnixStream},
-        },
-    },
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 128;
-/// Longest wait for the next bytes of a handshake.
+/// Longest handshake, from accept to the export chosen (TLS included).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a write to a client may be blocked.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A bound listening socket.
-#[derive(Debug)]
-pub enum Listener {
-    /// A Unix socket (removed when the server stops).
-    Unix(UnixListener, PathBuf),
-    /// A TCP socket.
-    Tcp(TcpListener),
+/// The connection timeouts ([`HANDSHAKE_TIMEOUT`], [`WRITE_TIMEOUT`] by default;
+/// tests shorten them).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Longest handshake, from accept to the export chosen.
+    pub handshake: Duration,
+    /// Longest a write to a client may be blocked.
+    pub write: Duration,
 }
 
-impl Listener {
-    /// Bind the Unix socket `path` (mode 0600; a stale socket file is replaced; its
-    /// directory is created, mode 0700).
-    pub fn unix(path: &Path) -> Result<Listener> {
-        use std::os::unix::fs::DirBuilderExt;
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() && !dir.exists() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(Error::io("create", dir))?;
-            }
-        }
-        // the caller holds the store lock: no live daemon of this store owns it
-        match std::fs::remove_file(path) {
-            Ok(()) => tracing::info!(path = %path.display(), "replaced a stale NBD socket"),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", path)(e)),
-        }
-        let l = UnixListener::bind(path).map_err(Error::io("bind", path))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(Error::io("chmod", path))?;
-        Ok(Listener::Unix(l, path.to_owned()))
-    }
-
-    /// Bind TCP `addr` (`HOST:PORT`).
-    pub fn tcp(addr: &str) -> Result<Listener> {
-        TcpListener::bind(addr)
-            .map(Listener::Tcp)
-            .map_err(Error::io("bind", addr))
-    }
-
-    /// Where it listens, for `status` (`unix:PATH` or `tcp:HOST:PORT`).
-    pub fn address(&self) -> String {
-        match self {
-            Listener::Unix(_, p) => format!("unix:{}", p.display()),
-            Listener::Tcp(l) => l
-                .local_addr()
-                .map_or_else(|_| "tcp:?".into(), |a| format!("tcp:{a}")),
-        }
-    }
-
-    fn fd(&self) -> RawFd {
-        match self {
-            Listener::Unix(l, _) => l.as_raw_fd(),
-            Listener::Tcp(l) => l.as_raw_fd(),
-        }
-    }
-
-    fn set_nonblocking(&self) -> io::Result<()> {
-        match self {
-            Listener::Unix(l, _) => l.set_nonblocking(true),
-            Listener::Tcp(l) => l.set_nonblocking(true),
-        }
-    }
-
-    fn accept(&self) -> io::Result<Stream> {
-        match self {
-            Listener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
-            Listener::Tcp(l) => l.accept().map(|(s, _)| {
-                // small replies must not wait for Nagle
-                let _ = s.set_nodelay(true);
-                Stream::Tcp(s)
-            }),
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            handshake: HANDSHAKE_TIMEOUT,
+            write: WRITE_TIMEOUT,
         }
     }
 }
 
-/// A client's socket.
-#[derive(Debug)]
-enum Stream {
-    Unix(UnixStream),
-    Tcp(TcpStream),
+/// Who may connect how: TLS, and whether TCP may go without it.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// The TLS configuration (`None`: no TLS).
+    pub tls: Option<Tls>,
+    /// TCP without TLS was asked for explicitly.
+    pub insecure_tcp: bool,
 }
 
-impl Stream {
-    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.set_read_timeout(t),
-            Stream::Tcp(s) => s.set_read_timeout(t),
+impl Security {
+    /// Load `tls` and check the combination: a TCP listener (`tcp`) without TLS is
+    /// refused unless `insecure_tcp`.
+    pub fn new(tls: Option<&TlsFiles>, tcp: bool, insecure_tcp: bool) -> Result<Security> {
+        let tls = tls.map(Tls::load).transpose()?;
+        if tcp && tls.is_none() && !insecure_tcp {
+            return Err(Error::Invalid(
+                "NBD on TCP needs TLS (--nbd-tls-cert and --nbd-tls-key); to serve it in \
+                 the clear on a trusted network, add --nbd-listen-insecure"
+                    .into(),
+            ));
         }
+        Ok(Security { tls, insecure_tcp })
     }
-    fn set_blocking(&self) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.set_nonblocking(false),
-            Stream::Tcp(s) => s.set_nonblocking(false),
-        }
-    }
-    fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-        })
-    }
-    fn peer(&self) -> io::Result<Peer> {
-        Ok(match self {
-            Stream::Unix(s) => Peer::Unix(s.try_clone()?),
-            Stream::Tcp(s) => Peer::Tcp(s.try_clone()?),
-        })
-    }
-}
 
-impl Read for Stream {
-    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.read(b),
-            Stream::Tcp(s) => s.read(b),
+    fn policy(&self, l: &Listener) -> TlsPolicy {
+        match (l, &self.tls) {
+            (_, None) => TlsPolicy::Off,
+            (Listener::Unix(..), Some(_)) => TlsPolicy::Offered,
+            (Listener::Tcp(_), Some(_)) => TlsPolicy::Required,
         }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.write(b),
-            Stream::Tcp(s) => s.write(b),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -182,6 +110,20 @@ struct StoreCatalog<'a> {
     exports: &'a Exports,
     store: &'a SharedStore,
     chunk: u32,
+    /// The export each name was last looked up as (what the client was told).
+    seen: Mutex<Vec<Export>>,
+}
+
+impl StoreCatalog<'_> {
+    /// What the client was told about the export it chose.
+    fn told(&self, name: &str) -> Option<Export> {
+        self.seen
+            .lock()
+            .iter()
+            .rev()
+            .find(|e| e.name == name)
+            .cloned()
+    }
 }
 
 impl Catalog for StoreCatalog<'_> {
@@ -190,11 +132,20 @@ impl Catalog for StoreCatalog<'_> {
         // the device's size now: an origin grown since an earlier connection shows
         // its new size to this one (fixed for the connection's life)
         let size = self.store.dev_size(e.dev).ok()?;
+        {
+            let mut seen = self.seen.lock();
+            // bounded: a handshake has at most MAX_OPTIONS lookups, keep the last few
+            if seen.len() >= 16 {
+                seen.remove(0);
+            }
+            seen.push(e.clone());
+        }
         Some(ExportInfo {
             description: match &e.snapshot {
                 Some(s) => format!("ublk-snap snapshot {s}"),
                 None => "ublk-snap origin".into(),
             },
+            bitmaps: super::dirty::candidates(self.store, e.dev),
             name: e.name,
             size,
             writable: e.writable,
@@ -218,15 +169,41 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serve `exports` of `store` on `listeners`, each from its own thread.
+    /// Serve `exports` of `store` on `listeners`, each from its own thread, as
+    /// `security` says (checked again here: TCP without TLS needs `insecure_tcp`).
     pub fn start(
         store: Arc<SharedStore>,
         exports: Arc<Exports>,
         listeners: Vec<Listener>,
+        security: Security,
     ) -> Result<Server> {
+        Server::start_with(store, exports, listeners, security, Timeouts::default())
+    }
+
+    /// [`Server::start`] with other timeouts.
+    pub fn start_with(
+        store: Arc<SharedStore>,
+        exports: Arc<Exports>,
+        listeners: Vec<Listener>,
+        security: Security,
+        timeouts: Timeouts,
+    ) -> Result<Server> {
+        let tcp = listeners.iter().any(|l| matches!(l, Listener::Tcp(_)));
+        if tcp && security.tls.is_none() && !security.insecure_tcp {
+            return Err(Error::Invalid(
+                "NBD on TCP without TLS needs --nbd-listen-insecure".into(),
+            ));
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let addresses = listeners.iter().map(Listener::address).collect();
+        // `tls:HOST:PORT` for a TCP listener that requires TLS (`nbds://` URIs)
+        let addresses = listeners
+            .iter()
+            .map(|l| match security.policy(l) {
+                TlsPolicy::Required => l.address().replacen("tcp:", "tls:", 1),
+                _ => l.address(),
+            })
+            .collect();
         let unix_paths = listeners
             .iter()
             .filter_map(|l| match l {
@@ -238,11 +215,17 @@ impl Server {
         for l in listeners {
             l.set_nonblocking()
                 .map_err(Error::io("configure", l.address()))?;
-            let (stop, store, exports, conns) =
-                (stop.clone(), store.clone(), exports.clone(), conns.clone());
+            let ctx = Arc::new(Ctx {
+                store: store.clone(),
+                exports: exports.clone(),
+                policy: security.policy(&l),
+                tls: security.tls.clone(),
+                timeouts,
+            });
+            let (stop, conns) = (stop.clone(), conns.clone());
             let t = std::thread::Builder::new()
                 .name("nbd-accept".into())
-                .spawn(move || accept_loop(&l, &stop, &store, &exports, &conns))
+                .spawn(move || accept_loop(&l, &stop, &ctx, &conns))
                 .map_err(Error::io("start", "the NBD accept thread"))?;
             acceptors.push(t);
         }
@@ -256,7 +239,8 @@ impl Server {
         })
     }
 
-    /// Where the server listens (`unix:PATH`, `tcp:HOST:PORT`).
+    /// Where the server listens (`unix:PATH`, `tcp:HOST:PORT`, or `tls:HOST:PORT`
+    /// for TCP with TLS required).
     pub fn addresses(&self) -> &[String] {
         &self.addresses
     }
@@ -278,24 +262,19 @@ impl Server {
     }
 }
 
-/// Wait up to 200 ms for `fd` to be readable.
-fn wait_readable(fd: RawFd) {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `p` is one valid pollfd for the duration of the call, and nfds is 1.
-    unsafe {
-        libc::poll(&mut p, 1, 200);
-    }
+/// What a listener's connections share.
+struct Ctx {
+    store: Arc<SharedStore>,
+    exports: Arc<Exports>,
+    policy: TlsPolicy,
+    tls: Option<Tls>,
+    timeouts: Timeouts,
 }
 
 fn accept_loop(
     l: &Listener,
     stop: &AtomicBool,
-    store: &Arc<SharedStore>,
-    exports: &Arc<Exports>,
+    ctx: &Arc<Ctx>,
     conns: &Mutex<Vec<JoinHandle<()>>>,
 ) {
     while !stop.load(Ordering::SeqCst) {
@@ -318,10 +297,10 @@ fn accept_loop(
             );
             continue;
         }
-        let (store, exports) = (store.clone(), exports.clone());
+        let ctx = ctx.clone();
         let t = std::thread::Builder::new()
             .name("nbd-conn".into())
-            .spawn(move || connection(s, &store, &exports));
+            .spawn(move || connection(s, &ctx));
         match t {
             Ok(t) => c.push(t),
             Err(e) => tracing::warn!(error = %e, "cannot start an NBD connection thread"),
@@ -329,39 +308,102 @@ fn accept_loop(
     }
 }
 
-fn connection(mut s: Stream, store: &SharedStore, exports: &Exports) {
-    let peer = match s.set_blocking().and_then(|()| s.peer()) {
+fn connection(mut s: Stream, ctx: &Ctx) {
+    // (never fails with a deadline: no syscall)
+    let _ = s.set_deadline(Some(Instant::now() + ctx.timeouts.handshake));
+    let peer = match s
+        .set_blocking()
+        .and_then(|()| s.set_write_timeout(Some(ctx.timeouts.write)))
+        .and_then(|()| s.peer())
+    {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "NBD connection setup failed");
             return;
         }
     };
-    let id = exports.connect(peer);
-    if let Err(e) = session(&mut s, store, exports, id) {
+    let id = ctx.exports.connect(peer);
+    if let Err(e) = session(&mut s, ctx, id) {
         tracing::info!(error = %e, "NBD connection dropped");
     }
-    exports.disconnect(id);
+    ctx.exports.disconnect(id);
 }
 
-fn session(s: &mut Stream, store: &SharedStore, exports: &Exports, id: u64) -> io::Result<()> {
-    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    let chunk = u32::try_from(store.lock().chunk_size()).unwrap_or(u32::MAX);
+fn session(s: &mut Stream, ctx: &Ctx, id: u64) -> io::Result<()> {
+    let chunk = u32::try_from(ctx.store.lock().chunk_size()).unwrap_or(u32::MAX);
     let cat = StoreCatalog {
-        exports,
-        store,
+        exports: &ctx.exports,
+        store: &ctx.store,
         chunk,
+        seen: Mutex::new(Vec::new()),
     };
-    let Some(n) = handshake::negotiate(s, &cat)? else {
-        return Ok(());
-    };
-    // recorded under the table's lock: an unexport from now on shuts us down
-    let Some(e) = exports.attach(id, &n.export.name) else {
-        return Ok(());
-    };
-    let dev: Dev = e.dev;
-    s.set_read_timeout(None)?;
-    tracing::debug!(export = %e.name, structured = n.structured, contexts = n.contexts.len(), "NBD client attached");
-    let w = s.try_clone()?;
-    transmission::run(s, w, store, dev, &n)
+    let no_zeroes = handshake::greet(s)?;
+    match handshake::options(s, &cat, ctx.policy, no_zeroes)? {
+        Outcome::Left => Ok(()),
+        Outcome::Go(n) => {
+            s.set_deadline(None)?;
+            let w = s.try_clone()?;
+            let killer = s.try_clone()?;
+            attach_and_run(s, w, &killer, ctx, &cat, id, &n)
+        }
+        Outcome::StartTls => {
+            let tls = ctx
+                .tls
+                .as_ref()
+                .ok_or_else(|| bad("STARTTLS acknowledged without TLS"))?;
+            let mut d = match tls::accept(tls, s.try_clone()?, s.try_clone()?) {
+                Ok(d) => d,
+                Err(e) => {
+                    s.drain_and_close();
+                    return Err(e);
+                }
+            };
+            match handshake::options(&mut d, &cat, TlsPolicy::Done, no_zeroes)? {
+                Outcome::Go(n) => {
+                    d.r.raw_mut().set_deadline(None)?;
+                    let killer = s.try_clone()?;
+                    attach_and_run(&mut d.r, d.w, &killer, ctx, &cat, id, &n)
+                }
+                Outcome::Left => Ok(()),
+                Outcome::StartTls => Err(bad("a second STARTTLS acknowledged")),
+            }
+        }
+    }
 }
+
+/// Attach connection `id` to the export it chose, if that is still what the
+/// handshake told the client; then serve it.
+fn attach_and_run<R: Read, W: Write + Send>(
+    r: &mut R,
+    w: W,
+    killer: &Stream,
+    ctx: &Ctx,
+    cat: &StoreCatalog<'_>,
+    id: u64,
+    n: &Negotiated,
+) -> io::Result<()> {
+    // recorded under the table's lock: an unexport from now on shuts us down
+    let Some(e) = ctx.exports.attach(id, &n.export.name) else {
+        return Ok(());
+    };
+    if !still_told(cat, &e, n) {
+        tracing::info!(export = %e.name, "NBD export changed during the handshake; dropping the client");
+        return Ok(());
+    }
+    let dev: Dev = e.dev;
+    tracing::debug!(export = %e.name, structured = n.structured, contexts = n.contexts.len(), "NBD client attached");
+    transmission::run(r, w, &ctx.store, dev, n, &|| killer.shutdown())
+}
+
+/// Whether export `e` (what the client is about to be attached to) is still the one
+/// the handshake told it about: same device, same writability.
+fn still_told(cat: &StoreCatalog<'_>, e: &Export, n: &Negotiated) -> bool {
+    cat.told(&n.export.name).as_ref() == Some(e) && e.writable == n.export.writable
+}
+
+fn bad(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
+}
+
+#[cfg(test)]
+mod tests;

@@ -68,6 +68,10 @@ pub struct Config {
     pub nbd_socket: Option<PathBuf>,
     /// The NBD server's TCP address, `HOST:PORT` (`None`: no TCP).
     pub nbd_listen: Option<String>,
+    /// NBD TLS: the certificates (`None`: no TLS), and whether TCP may go without.
+    pub nbd_tls: Option<crate::nbd::TlsFiles>,
+    /// NBD on TCP without TLS was asked for explicitly (`--nbd-listen-insecure`).
+    pub nbd_insecure: bool,
 }
 
 /// See the module documentation.

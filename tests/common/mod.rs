@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod nbd;
 pub mod power_cut;
+pub mod tls;
 
 use blockdev::{BlockDevice, FaultyDevice};
 use exception_store::{Dev, Store, StoreOptions};

@@ -11,7 +11,7 @@ use std::{
 };
 use ublk_snapd::{
     daemon::control::Limits,
-    nbd::{Listener, Server},
+    nbd::{Listener, Security, Server, Timeouts},
 };
 
 /// A daemon fixture (origin of `len` bytes, store of `store_len`) with an NBD server
@@ -31,21 +31,57 @@ impl Drop for Setup {
 }
 
 pub fn setup(len: u64, store_len: u64) -> Setup {
+    setup_with(
+        len,
+        store_len,
+        Security::default(),
+        false,
+        Timeouts::default(),
+    )
+    .0
+}
+
+/// [`setup`] with `security`, and (if `tcp`) a TCP listener on 127.0.0.1 too, whose
+/// port is returned.
+pub fn setup_with(
+    len: u64,
+    store_len: u64,
+    security: Security,
+    tcp: bool,
+    timeouts: Timeouts,
+) -> (Setup, u16) {
     let fix = Fixture::start(len, store_len, Limits::default());
     let sock = fix.socket.with_file_name("nbd.sock");
     let svc = fix.service().clone();
-    let server = Server::start(
+    let mut listeners = vec![Listener::unix(&sock).unwrap()];
+    if tcp {
+        listeners.push(Listener::tcp("127.0.0.1:0").unwrap());
+    }
+    let server = Server::start_with(
         svc.store().clone(),
         svc.exports().clone(),
-        vec![Listener::unix(&sock).unwrap()],
+        listeners,
+        security,
+        timeouts,
     )
     .unwrap();
+    let port = server
+        .addresses()
+        .iter()
+        .find_map(|a| {
+            a.rsplit_once(':')
+                .filter(|_| a.starts_with("tcp:") || a.starts_with("tls:"))
+        })
+        .map_or(0, |(_, p)| p.parse().unwrap());
     svc.set_nbd_listen(server.addresses().to_vec());
-    Setup {
-        fix,
-        server: Some(server),
-        sock,
-    }
+    (
+        Setup {
+            fix,
+            server: Some(server),
+            sock,
+        },
+        port,
+    )
 }
 
 pub const READ: u16 = 0;

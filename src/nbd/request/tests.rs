@@ -43,7 +43,7 @@ fn verdicts() {
     );
     assert_eq!(check(&req(CMD_WRITE, 0, 0, 512), &s), Verdict::Error(EPERM));
     assert_eq!(
-        check(&req(CMD_WRITE, 0, 0, MAX_PAYLOAD + 1), &s),
+        check(&req(CMD_WRITE, 0, 0, (1 << 20) + 1), &s),
         Verdict::Fatal
     );
     assert_eq!(check(&req(CMD_FLUSH, 0, 0, 0), &s), Verdict::Serve);
@@ -58,9 +58,15 @@ fn verdicts() {
         Verdict::Error(EINVAL)
     );
     let huge = Shape { size: 1 << 40, ..s };
+    // any length within the export, past the advertised maximum payload
+    assert_eq!(check(&req(CMD_READ, 0, 0, u32::MAX), &huge), Verdict::Serve);
+    let huge_w = Shape {
+        writable: true,
+        ..huge
+    };
     assert_eq!(
-        check(&req(CMD_READ, 0, 0, MAX_PAYLOAD + 1), &huge),
-        Verdict::Error(EOVERFLOW)
+        check(&req(CMD_WRITE, 0, 0, u32::MAX), &huge_w),
+        Verdict::Serve
     );
     let w = Shape {
         writable: true,

@@ -31,17 +31,22 @@ pub struct UnexportArgs {
     export: String,
 }
 
-/// `nbd+unix:///EXPORT?socket=PATH` (or `nbd://HOST:PORT/EXPORT`) for each address.
+/// `nbd+unix:///EXPORT?socket=PATH` (or `nbd://HOST:PORT/EXPORT`, `nbds://` where
+/// TLS is required) for each address.
 pub fn uris(e: &ExportEntry) -> Vec<String> {
     e.listen
         .iter()
-        .map(
-            |a| match (a.strip_prefix("unix:"), a.strip_prefix("tcp:")) {
-                (Some(p), _) => format!("nbd+unix:///{}?socket={p}", e.export),
-                (_, Some(h)) => format!("nbd://{h}/{}", e.export),
-                _ => a.clone(),
-            },
-        )
+        .map(|a| {
+            if let Some(p) = a.strip_prefix("unix:") {
+                format!("nbd+unix:///{}?socket={p}", e.export)
+            } else if let Some(h) = a.strip_prefix("tcp:") {
+                format!("nbd://{h}/{}", e.export)
+            } else if let Some(h) = a.strip_prefix("tls:") {
+                format!("nbds://{h}/{}", e.export)
+            } else {
+                a.clone()
+            }
+        })
         .collect()
 }
 
