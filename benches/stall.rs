@@ -55,8 +55,10 @@ fn main() {
         Err(_) => tempfile::tempdir(),
     }
     .expect("tempdir");
-    let origin = Arc::new(FileDevice::create(&dir.path().join("origin"), len + (64 << 20)).expect("origin"));
-    let dev = Arc::new(FileDevice::create(&dir.path().join("store"), len + (256 << 20)).expect("store"));
+    let origin =
+        Arc::new(FileDevice::create(&dir.path().join("origin"), len + (64 << 20)).expect("origin"));
+    let dev =
+        Arc::new(FileDevice::create(&dir.path().join("store"), len + (256 << 20)).expect("store"));
     let opts = StoreOptions::default();
     let s = Arc::new(SharedStore::new(
         Store::format(origin, dev, 64 << 10, opts).expect("format"),
@@ -64,9 +66,12 @@ fn main() {
     // a snapshot with data of its own to read, and settled origin chunks past the
     // zeroed range to write
     let snap = s.create_snapshot("a", None, 0).expect("snapshot");
-    s.write(Dev::Snap(snap), 0, &vec![5u8; 64 << 20]).expect("snapshot data");
-    s.write(Dev::Origin, len, &vec![6u8; 64 << 20]).expect("origin data");
-    s.write(Dev::Origin, len, &vec![7u8; 64 << 20]).expect("settle");
+    s.write(Dev::Snap(snap), 0, &vec![5u8; 64 << 20])
+        .expect("snapshot data");
+    s.write(Dev::Origin, len, &vec![6u8; 64 << 20])
+        .expect("origin data");
+    s.write(Dev::Origin, len, &vec![7u8; 64 << 20])
+        .expect("settle");
     s.commit().expect("commit");
     let blocks = (64u64 << 20) / 4096;
     let read = |i: u64| {
@@ -100,7 +105,10 @@ fn main() {
     let mut reads = sample(&stop, None, read);
     let took = zeroer.join().expect("zeroer");
     let mut writes = writer.join().expect("writer");
-    println!("WRITE_ZEROES of {gib} GiB of the origin: {:.2} s", took.as_secs_f64());
+    println!(
+        "WRITE_ZEROES of {gib} GiB of the origin: {:.2} s",
+        took.as_secs_f64()
+    );
     report("snapshot 4 KiB reads during it", &mut reads);
     report("settled origin 4 KiB writes during it", &mut writes);
 }

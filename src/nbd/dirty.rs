@@ -86,11 +86,13 @@ pub fn select(queries: &[String], candidates: &[Candidate]) -> Vec<Bitmap> {
 }
 
 /// The candidates for an export of `dev`: every snapshot for the origin, every
-/// snapshot created before it for a snapshot (ids are in creation order).
+/// snapshot created before it for a snapshot (ids are in creation order); never a
+/// receive's internal snapshots (`replicate::is_receive_name`).
 pub fn candidates(store: &SharedStore, dev: Dev) -> Vec<Candidate> {
     let snaps = store.lock().snapshots();
     snaps
         .into_iter()
+        .filter(|s| !exception_store::replicate::is_receive_name(&s.name))
         .filter(|s| match dev {
             Dev::Origin => true,
             Dev::Snap(b) => s.id.0 < b.0,

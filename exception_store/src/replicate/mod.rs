@@ -28,7 +28,8 @@ mod receive;
 mod send;
 
 pub use receive::{
-    abandon, mark, orphans, receive, Pending, ReceiveError, ReceiveOptions, Received,
+    abandon, is_receive_name, mark, orphans, receive, Pending, ReceiveError, ReceiveOptions,
+    Received,
 };
 pub use send::{send, SendError, SendSpec, Sent};
 

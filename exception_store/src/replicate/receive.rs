@@ -217,21 +217,25 @@ pub fn mark(
 /// daemon deletes them at start.
 pub fn orphans(store: &SharedStore, pending: Option<&Pending>) -> Vec<(SnapId, String)> {
     let named = |id: SnapId| pending.is_some_and(|p| p.rollback == id || p.mark == Some(id));
-    let ours = |name: &str| {
-        ["recv+", "recv-force+", "recv-mark+"].iter().any(|prefix| {
-            name.strip_prefix(prefix).is_some_and(|rest| {
-                let hex = rest.split('.').next().unwrap_or("");
-                hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit())
-            })
-        })
-    };
     store
         .lock()
         .snapshots()
         .into_iter()
-        .filter(|s| ours(&s.name) && !named(s.id))
+        .filter(|s| is_receive_name(&s.name) && !named(s.id))
         .map(|s| (s.id, s.name))
         .collect()
+}
+
+/// Whether `name` is one a receive gives its own snapshots (a rollback point, a
+/// mark, `--force`'s rollback): `recv+`, `recv-mark+` or `recv-force+` and 16 hex
+/// digits of a stream id. Such snapshots are internal: listed by nobody.
+pub fn is_receive_name(name: &str) -> bool {
+    ["recv+", "recv-force+", "recv-mark+"].iter().any(|prefix| {
+        name.strip_prefix(prefix).is_some_and(|rest| {
+            let hex = rest.split('.').next().unwrap_or("");
+            hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+    })
 }
 
 /// Give up the pending receive `p`: the origin reads what it read before the
