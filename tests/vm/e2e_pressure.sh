@@ -13,7 +13,9 @@
 #
 # 1. The origin and the store live on the results share ($VM_OUT, 9p, cache=none: no
 #    guest page cache), so they take no guest RAM. The daemon starts (2 queues, depth
-#    32) and must log that it is an I/O flusher and has locked its memory: VmLck of
+#    32) and must log that it is an I/O flusher (and every one of its threads,
+#    also those of the snapshot's device started later, must carry the kernel's
+#    PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE task flags) and has locked its memory: VmLck of
 #    its /proc status > 0 and Mlocked of /proc/meminfo > 0 (SNAPD_ARGS=--no-mlock
 #    turns that check into VmLck = 0).
 # 2. ext4 on the origin device and on a writable snapshot `base` (activated, taken
@@ -104,6 +106,17 @@ SDEV=$(timeout 60 "$SNAPCTL" --socket "$SOCK" activate base)
 mount "$ODEV" /mnt/origin
 mount "$SDEV" /mnt/snap
 ok "origin $ODEV and snapshot base $SDEV mounted; $(mem_line "$PID")"
+# PR_SET_IO_FLUSHER sets PF_MEMALLOC_NOIO (0x80000) and PF_LOCAL_THROTTLE (0x100000)
+# in the task flags (field 9 of /proc/PID/task/TID/stat): on every thread, including
+# those started after the mark (the snapshot's device, the queues).
+NT=0
+for t in /proc/"$PID"/task/*; do
+    line=$(cat "$t/stat" 2>/dev/null) || continue # a thread that just ended
+    f=$(echo "${line##*) }" | cut -d' ' -f7)
+    [ $((f & 0x180000)) = $((0x180000)) ] || fail "thread ${t##*/} ($(cat "$t/comm")) is no I/O flusher: flags $f"
+    NT=$((NT + 1))
+done
+ok "all $NT threads of the daemon carry PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE"
 
 step "pressure: a memory hog, a cgroup memory limit on the writers"
 mountpoint -q /sys/fs/cgroup || mount -t cgroup2 none /sys/fs/cgroup
