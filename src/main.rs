@@ -92,6 +92,11 @@ struct Args {
     /// of their subjectAltName) are let in; repeat for more names.
     #[arg(long, value_name = "NAME", requires = "nbd_tls_client_ca")]
     nbd_tls_allow: Vec<String>,
+    /// Do not lock the daemon's memory (mlockall). Locked by default: the daemon
+    /// serves the devices the kernel may write to in order to free memory, so its
+    /// pages must not be reclaimed (see docs/cli.md for what that costs).
+    #[arg(long)]
+    no_mlock: bool,
     /// Where the state file for crash recovery lives.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_RUN_DIR)]
     state_dir: PathBuf,
@@ -187,6 +192,7 @@ fn run(args: &Args, ready: &Readiness) -> anyhow::Result<()> {
     if ready.is_child() {
         daemon::enter_child()?;
     }
+    daemon::memory::prepare(!args.no_mlock);
     let cfg = Config {
         origin,
         store,

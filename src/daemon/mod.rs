@@ -7,6 +7,7 @@
 //! - [`control`]: the control socket server (bounds, peer credentials, one task per
 //!   client), generic over a handler, so it is tested without a service.
 //! - [`worker`]: background passes and the periodic commit.
+//! - [`memory`]: the I/O-flusher mark and locked memory (`main.rs` calls it first).
 //!
 //! # Invariants
 //! The top of the crate: it may use everything below it (the service, NBD, the
@@ -21,6 +22,7 @@ use worker::Worker;
 
 pub mod control;
 pub mod detach;
+pub mod memory;
 pub mod worker;
 
 pub use detach::{detach, enter_child, Outcome, Readiness, CHILD_FLAG};

@@ -118,6 +118,11 @@ pub struct ActiveDevice {
     /// (`ublk_target::Features::names`).
     #[serde(default)]
     pub features: Vec<String>,
+    /// Why the daemon's new devices copy request data (`--zero-copy off`, a driver
+    /// without zero copy, `--workers-per-queue`, ...), on a device whose data path
+    /// is copy; absent otherwise and from a daemon that predates the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_reason: Option<String>,
 }
 
 /// A background pass.

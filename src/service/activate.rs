@@ -26,8 +26,12 @@ impl Service {
     /// Start the origin's device and, after a crash, take back (or recreate) the
     /// devices the state file records. Returns the origin's `/dev/ublkbN`.
     pub fn start_devices(&self) -> Result<String> {
-        self.driver
-            .get_or_init(crate::ublk::kernel::driver_features);
+        match self.copy_reason() {
+            Some(why) if why.is_surprise() => {
+                tracing::warn!(reason = %why, "zero copy is off: the devices copy request data")
+            }
+            _ => {}
+        }
         let previous = self.state.as_ref().and_then(StateFile::load);
         if let Some(p) = &previous {
             tracing::warn!(
@@ -127,7 +131,7 @@ impl Service {
         let target = Arc::new(self.target(dev));
         let opts = DeviceOptions {
             dev_id: None,
-            zero_copy: self.cfg.device.zero_copy && self.zero_copy_offered(),
+            zero_copy: self.zero_copy_offered(),
             ..self.cfg.device.clone()
         };
         if let Some(id) = recorded {
@@ -162,12 +166,21 @@ impl Service {
     /// `--workers-per-queue`: the request buffers belong to the queue's own ring),
     /// and the origin has a descriptor for the queues' fixed-buffer writes.
     fn zero_copy_offered(&self) -> bool {
+        self.copy_reason().is_none()
+    }
+
+    /// Why new devices copy request data (`None`: they are zero-copy); status
+    /// reports it with each copying device (`crate::ublk::kernel::copy_reason`).
+    pub(crate) fn copy_reason(&self) -> Option<crate::ublk::kernel::CopyReason> {
         let driver = self
             .driver
             .get_or_init(crate::ublk::kernel::driver_features);
-        driver.is_some_and(|f| f.has(ublk_target::ZERO_COPY_FLAGS))
-            && self.cfg.device.workers_per_queue == 0
-            && self.store.origin_writes_direct()
+        crate::ublk::kernel::copy_reason(
+            self.cfg.device.zero_copy,
+            *driver,
+            self.cfg.device.workers_per_queue,
+            self.store.origin_writes_direct(),
+        )
     }
 
     pub(crate) fn save_state(&self, devs: &Devices) {

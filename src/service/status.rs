@@ -41,6 +41,9 @@ impl Service {
     /// `status`.
     pub fn status(&self) -> protocol::Status {
         let devs = self.devices.lock();
+        // Devices exist only once start_devices asked the driver, so this never
+        // makes the first GET_FEATURES.
+        let copy_reason = devs.iter().next().and_then(|_| self.copy_reason());
         let s = self.store.lock();
         let st = s.status();
         let names: std::collections::HashMap<u32, String> = s
@@ -75,7 +78,7 @@ impl Service {
                                 .unwrap_or_else(|| format!("#{}", id.0)),
                         ),
                     };
-                    crate::ublk::kernel::active_device(snapshot, d)
+                    crate::ublk::kernel::active_device(snapshot, d, copy_reason)
                 })
                 .collect(),
             nbd: Box::new(self.nbd_status(s.txn_id().0)),

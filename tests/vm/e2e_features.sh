@@ -21,6 +21,9 @@
 # its origin chunks are copied out and overwritten reads its old data every time,
 # and at the clean shutdown the
 # zero-copy queues' counters show fixed-buffer reads and writes (none on the copy path).
+# Every copying device says why in status (copy_reason), a zero-copy one says nothing;
+# where zero copy is on, a restart with --workers-per-queue 2 copies, warns at start
+# that zero copy is off and says why in status (JSON and text).
 set -Eeuo pipefail
 
 BIN=${1:-${UBLK_SNAP_BIN:-/run/host/tmp/e2e-bin}}
@@ -93,7 +96,13 @@ check_device() {
             *) [ "$PATH_WANT" = copy ] || fail "$what: zero copy without $n: $names" ;;
         esac
     done
-    ok "$what: data path $PATH_WANT, flags: $names"
+    # why a device copies: said for copying devices only
+    case "$PATH_WANT,$(echo "$d" | jq -r '.copy_reason // ""')" in
+        zero-copy,) ;;
+        zero-copy,*) fail "$what: zero copy, yet a copy_reason: $d" ;;
+        copy,) fail "$what: copying, but status does not say why: $d" ;;
+    esac
+    ok "$what: data path $PATH_WANT$(echo "$d" | jq -r '.copy_reason // "" | if . == "" then "" else " (\(.))" end'), flags: $names"
 }
 check_device "$(echo "$S" | jq -c '.devices[0]')" "origin $ODEV"
 
@@ -192,5 +201,18 @@ if [ "$PATH_WANT" = zero-copy ]; then
 else
     [ "$FR$FW" = 00 ] || fail "copy path, yet zero-copy queues ran: $FR reads, $FW writes"
     ok "no zero-copy queue ran"
+fi
+
+if [ "$PATH_WANT" = zero-copy ]; then
+    step "--workers-per-queue turns zero copy off: a warning at start, the reason in status"
+    ODEV=$(start_daemon 120 --workers-per-queue 2) || fail "the start with workers did not come up"
+    grep -q "zero copy is off.*--workers-per-queue 2" "$LOG" || fail "no warning that zero copy is off"
+    ok "log: $(grep -m1 -o 'zero copy is off.*' "$LOG" | cut -c1-160)"
+    D=$(ctl --json status | jq -c '.devices[0]')
+    [ "$(echo "$D" | jq -r .data_path)" = copy ] || fail "workers, yet data path: $D"
+    echo "$D" | jq -r .copy_reason | grep -q -- "--workers-per-queue 2" || fail "status does not say why: $D"
+    ctl status | grep -q "^copying: *--workers-per-queue 2" || fail "the text status does not say why it copies"
+    ok "status: data path copy, copy_reason '$(echo "$D" | jq -r .copy_reason)'"
+    stop_daemon "$ODEV"
 fi
 echo "e2e_features: all checks passed ($(($(date +%s) - T0)) s)"

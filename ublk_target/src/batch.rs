@@ -39,6 +39,15 @@ pub(crate) struct Begun {
 }
 
 impl Begun {
+    /// Room for a write of each of `depth` tags, so that beginning one never
+    /// allocates (the I/O path must not need memory under pressure).
+    pub fn with_capacity(depth: usize) -> Self {
+        Begun {
+            writes: Vec::with_capacity(depth),
+            upto: 0,
+        }
+    }
+
     /// Start request `req` of `tag` (buffers by tag: `bufs`): a plain write is begun
     /// when the target allows it; before anything else but a read, the begun writes
     /// are settled (and completed through `complete`). Says what the caller does next.

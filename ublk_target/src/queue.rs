@@ -107,7 +107,7 @@ pub(crate) fn run(
         // Reads in flight on the ring: their lengths, by tag.
         let mut direct: Vec<Option<u32>> = vec![None; bufs.len()];
         // Writes begun and waiting for the batch's settle (`crate::batch`).
-        let mut begun = Begun::default();
+        let mut begun = Begun::with_capacity(bufs.len());
         queue.wait_and_handle_io(|q: &UblkQueue, tag: u16, ctx: &UblkIOCtx| {
             inline(q, &**target, &mut bufs, &mut direct, &mut begun, tag, ctx);
             if ctx.is_last_cqe() {

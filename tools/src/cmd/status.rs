@@ -95,6 +95,9 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
                 })
                 .collect();
             t.push_str(&table(&["DEVICE OF", "PATH", "DATA PATH", "FEATURES"], &devs));
+            if let Some(why) = s.devices.iter().find_map(|d| d.copy_reason.as_deref()) {
+                t.push_str(&format!("copying:        {why}\n"));
+            }
             if !s.nbd.listen.is_empty() {
                 t.push_str(&format!("\nNBD listening on: {}\n", s.nbd.listen.join(", ")));
             }

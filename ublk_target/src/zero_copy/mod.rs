@@ -131,10 +131,11 @@ impl ZeroCopy {
     pub fn new(depth: usize, zero_fd: RawFd) -> Self {
         ZeroCopy {
             tags: vec![None; depth],
-            begun: Vec::new(),
+            // At most one entry per tag: sized once, so serving never allocates.
+            begun: Vec::with_capacity(depth),
             upto: 0,
             held: 0,
-            deferred: VecDeque::new(),
+            deferred: VecDeque::with_capacity(depth),
             zero_fd,
             fixed_off: false,
             counts: Counts::default(),
@@ -232,7 +233,8 @@ impl ZeroCopy {
             return;
         }
         let settled = target.write_settle(std::mem::take(&mut self.upto));
-        for (tag, req, fd) in std::mem::take(&mut self.begun) {
+        let mut begun = std::mem::take(&mut self.begun);
+        for (tag, req, fd) in begun.drain(..) {
             match &settled {
                 Ok(()) => self.submit_write(target, io, tag, req, fd),
                 Err(e) => {
@@ -240,6 +242,10 @@ impl ZeroCopy {
                     io.complete(tag, -errno(e));
                 }
             }
+        }
+        // keep the capacity: no allocation on the next batch
+        if self.begun.is_empty() {
+            self.begun = begun;
         }
     }
 
