@@ -1,5 +1,5 @@
 //! The NBD server's sockets: [`Listener`] (a Unix socket, mode 0600, or TCP) and a
-//! client's [`Stream`], whose reads can be given a deadline (the handshake's,
+//! client's `Stream`, whose reads can be given a deadline (the handshake's,
 //! total, however the client spreads its bytes).
 //!
 //! # Invariants
