@@ -311,6 +311,11 @@ fn a_receive_snapshot_left_by_a_crash_is_deleted_at_start() {
         .store()
         .create_snapshot("recv-force+0123456789abcdef", None, 1)
         .unwrap();
+    // a user cannot take such a name
+    assert_eq!(
+        remote_code(create(&f, "recv+0123456789abcdef", None)),
+        ErrorCode::Invalid
+    );
     let (origin, store) = (f.origin_path(), f.store_path());
     f.stop();
     let svc = ublk_snapd::service::Service::open(common::daemon::config(&origin, &store)).unwrap();

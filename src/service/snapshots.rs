@@ -16,6 +16,14 @@ use exception_store::retention;
 impl Service {
     /// `create`.
     pub fn create(&self, name: &str, from: Option<&str>) -> Result<protocol::Created> {
+        if exception_store::replicate::is_receive_name(name) {
+            // the daemon would take it for a receive's own snapshot (an orphan at
+            // the next start)
+            return Err(Error::Invalid(format!(
+                "{name:?}: names recv+, recv-mark+ and recv-force+ followed by 16 hex \
+                 digits are a receive's own"
+            )));
+        }
         let _devs = self.devices.lock();
         let parent = from.map(|p| self.lookup(p)).transpose()?;
         let created = crate::now_secs();
