@@ -201,12 +201,7 @@ pub fn mark(
     let n = store.lock().txn_id().0;
     p.mark = Some(store.create_snapshot(&name(n), None, now)?);
     save(Some(p)).map_err(ReceiveError::State)?;
-    if let Some(m) = old {
-        if store.lock().exists(Dev::Snap(m)) {
-            store.delete_snapshot(m)?;
-        }
-    }
-    Ok(())
+    Ok(drop_mark(store, old)?)
 }
 
 /// Snapshots a receive made for itself that no pending receive names any more:
@@ -243,17 +238,12 @@ pub fn is_receive_name(name: &str) -> bool {
 /// caller then forgets `p` (saves no state).
 pub fn abandon(store: &SharedStore, p: &Pending) -> crate::Result<()> {
     store.merge_snapshot(p.rollback)?;
-    if let Some(m) = p.mark {
-        if store.lock().exists(Dev::Snap(m)) {
-            store.delete_snapshot(m)?;
-        }
-    }
-    Ok(())
+    drop_mark(store, p.mark)
 }
 
-/// Delete the mark of `p`, if it has one left.
-fn drop_mark(store: &SharedStore, p: &Pending) -> Result<(), ReceiveError> {
-    if let Some(m) = p.mark {
+/// Delete mark `m` (a receive's), if there is one and it is still there.
+fn drop_mark(store: &SharedStore, m: Option<SnapId>) -> crate::Result<()> {
+    if let Some(m) = m {
         if store.lock().exists(Dev::Snap(m)) {
             store.delete_snapshot(m)?;
         }
@@ -344,8 +334,7 @@ pub fn receive<R: Read>(
                         name: p.name,
                     });
                 }
-                store.merge_snapshot(p.rollback)?;
-                drop_mark(store, &p)?;
+                abandon(store, &p)?;
                 save(None).map_err(ReceiveError::State)?;
                 forced.push(format!(
                     "dropped the unfinished receive of {:?} (origin rolled back)",
@@ -401,8 +390,7 @@ pub fn receive<R: Read>(
         }
     };
     let abort = |store: &SharedStore, state: &Pending, save: &mut SaveState<'_>| {
-        store.merge_snapshot(state.rollback)?;
-        drop_mark(store, state)?;
+        abandon(store, state)?;
         save(None).map_err(ReceiveError::State)
     };
     let mut applied = 0u64;
@@ -452,7 +440,7 @@ pub fn receive<R: Read>(
     store.flush()?;
     let snap = store.create_snapshot_as(&h.name, None, h.created, h.guid)?;
     store.delete_snapshot(state.rollback)?;
-    drop_mark(store, &state)?;
+    drop_mark(store, state.mark)?;
     save(None).map_err(ReceiveError::State)?;
     Ok(Received {
         snap,
