@@ -141,17 +141,22 @@ fn corrupt_and_wrong_base_refused_target_unchanged() {
     assert!(read(&dst, "s1") == s1);
 }
 
+/// Receive three quarters of `full`, which is cut; the resume token `status` shows.
+fn cut_receive(dst: &Fixture, full: &[u8]) -> String {
+    let e = receive(dst, &full[..full.len() * 3 / 4], false).unwrap_err();
+    assert!(e.to_string().contains("resume"), "{e}");
+    match client::request(&dst.socket, Op::Status).unwrap() {
+        Reply::Status(s) => s.receive_resume.expect("a resume token in status"),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn cut_receive_resumes_from_the_status_token() {
     let src = source();
     let dst = start();
     let full = send(&src, "s1", None, None);
-    let e = receive(&dst, &full[..full.len() * 3 / 4], false).unwrap_err();
-    assert!(e.to_string().contains("resume"), "{e}");
-    let token = match client::request(&dst.socket, Op::Status).unwrap() {
-        Reply::Status(s) => s.receive_resume.expect("a resume token in status"),
-        other => panic!("{other:?}"),
-    };
+    let token = cut_receive(&dst, &full);
     assert!(!names(&dst).contains(&"s1".to_string()));
     let rest = send(&src, "s1", None, Some(token));
     assert!(rest.len() < full.len());
@@ -168,12 +173,7 @@ fn a_resume_after_the_origin_was_written_is_refused() {
     let src = source();
     let dst = start();
     let full = send(&src, "s1", None, None);
-    let e = receive(&dst, &full[..full.len() * 3 / 4], false).unwrap_err();
-    assert!(e.to_string().contains("resume"), "{e}");
-    let token = match client::request(&dst.socket, Op::Status).unwrap() {
-        Reply::Status(s) => s.receive_resume.expect("a resume token in status"),
-        other => panic!("{other:?}"),
-    };
+    let token = cut_receive(&dst, &full);
     match client::request(&dst.socket, Op::List).unwrap() {
         Reply::List(l) => assert!(l.snapshots.is_empty(), "internal snapshots listed: {l:?}"),
         other => panic!("{other:?}"),
