@@ -86,7 +86,7 @@ fn main() {
                 .expect("create");
             for _ in 0..4 {
                 let off = rng.gen_range(0..origin_len / 4096) * 4096;
-                sh.write(Dev::Origin, off, &data).expect("write");
+                sh.write(Dev::Origin(0), off, &data).expect("write");
             }
         }
         let snaps: Vec<SnapInfo> = sh.lock().snapshots();

@@ -69,7 +69,7 @@ fn main() {
         .map(|_| {
             let off = rng.gen_range(0..origin_len / 4096) * 4096;
             let t = Instant::now();
-            sh.write(Dev::Origin, off, &data).expect("write");
+            sh.write(Dev::Origin(0), off, &data).expect("write");
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
@@ -113,7 +113,7 @@ fn main() {
         for _ in 0..writes {
             let off = rng.gen_range(0..origin_len / 4096) * 4096;
             let t = Instant::now();
-            sh.write(Dev::Origin, off, &data).expect("write");
+            sh.write(Dev::Origin(0), off, &data).expect("write");
             ws.push(t.elapsed().as_secs_f64() * 1e3);
         }
         // prune as cron would, every 12 snapshots (an hour)

@@ -68,9 +68,9 @@ fn main() {
     let snap = s.create_snapshot("a", None, 0).expect("snapshot");
     s.write(Dev::Snap(snap), 0, &vec![5u8; 64 << 20])
         .expect("snapshot data");
-    s.write(Dev::Origin, len, &vec![6u8; 64 << 20])
+    s.write(Dev::Origin(0), len, &vec![6u8; 64 << 20])
         .expect("origin data");
-    s.write(Dev::Origin, len, &vec![7u8; 64 << 20])
+    s.write(Dev::Origin(0), len, &vec![7u8; 64 << 20])
         .expect("settle");
     s.commit().expect("commit");
     let blocks = (64u64 << 20) / 4096;
@@ -88,7 +88,8 @@ fn main() {
         let (s, stop) = (s.clone(), stop.clone());
         std::thread::spawn(move || {
             let t = Instant::now();
-            s.write_zeroes(Dev::Origin, 0, len).expect("write_zeroes");
+            s.write_zeroes(Dev::Origin(0), 0, len)
+                .expect("write_zeroes");
             stop.store(true, Ordering::SeqCst);
             t.elapsed()
         })
@@ -98,7 +99,7 @@ fn main() {
         std::thread::spawn(move || {
             sample(&stop, None, |i| {
                 let at = len + (i * 7919 % blocks) * 4096;
-                s.write(Dev::Origin, at, &[8u8; 4096]).expect("write");
+                s.write(Dev::Origin(0), at, &[8u8; 4096]).expect("write");
             })
         })
     };

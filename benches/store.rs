@@ -295,7 +295,7 @@ fn same_chunks(rng: &mut SmallRng, chunk: u64, offs: &[u64]) -> Vec<u64> {
 fn store_write(s: &SharedStore, offsets: &[u64], len: u64, buf: &[u8]) -> Duration {
     time(|| {
         for &o in offsets {
-            s.write(Dev::Origin, o, &buf[..len as usize]).unwrap();
+            s.write(Dev::Origin(0), o, &buf[..len as usize]).unwrap();
         }
         flush(s);
     })
@@ -308,7 +308,7 @@ fn store_write_threads(s: &SharedStore, offsets: &[u64], buf: &[u8]) -> Duration
             for part in offsets.chunks(offsets.len().div_ceil(THREADS)) {
                 sc.spawn(move || {
                     for &o in part {
-                        s.write(Dev::Origin, o, &buf[..SMALL as usize]).unwrap();
+                        s.write(Dev::Origin(0), o, &buf[..SMALL as usize]).unwrap();
                     }
                 });
             }
@@ -385,7 +385,7 @@ fn scenario(env: &Env, t: &mut Table, chunk: u64, snaps: usize) {
                     .unwrap(),
             );
             let o = rng.gen_range(0..env.origin_len / LARGE) * LARGE;
-            s.write(Dev::Origin, o, &buf).unwrap();
+            s.write(Dev::Origin(0), o, &buf).unwrap();
         }
         flush(&s);
     });
@@ -468,7 +468,7 @@ fn scenario(env: &Env, t: &mut Table, chunk: u64, snaps: usize) {
         let r = raw.write(&seq, LARGE, &buf);
         t.rec("1M seq steady", chunk, snaps, nseq, LARGE, d, Some(r));
 
-        let dev = snap.map(Dev::Snap).unwrap_or(Dev::Origin);
+        let dev = snap.map(Dev::Snap).unwrap_or(Dev::Origin(0));
         let what = if snaps > 0 { "snapshot" } else { "origin" };
         let reads: Vec<u64> = (0..READS)
             .map(|_| rng.gen_range(0..half / SMALL) * SMALL)
@@ -567,10 +567,10 @@ fn steady(env: &Env, t: &mut Table, chunk: u64, snaps: usize) {
     for i in 0..snaps {
         s.create_snapshot(&format!("s{i}"), None, i as u64).unwrap();
         let o = rng.gen_range(0..env.origin_len / LARGE) * LARGE;
-        s.write(Dev::Origin, o, &buf).unwrap();
+        s.write(Dev::Origin(0), o, &buf).unwrap();
     }
     for &o in &seq {
-        s.write(Dev::Origin, o, &buf).unwrap();
+        s.write(Dev::Origin(0), o, &buf).unwrap();
     }
     flush(&s);
     steady_rounds(env, t, &s, &raw, &mut rng, &buf, &seq, chunk, snaps);
@@ -597,7 +597,7 @@ fn steady_rounds(
             .collect();
         let d = time(|| {
             for &o in &offs {
-                s.write(Dev::Origin, o, &buf[..SMALL as usize]).unwrap();
+                s.write(Dev::Origin(0), o, &buf[..SMALL as usize]).unwrap();
             }
         })
         .0;
@@ -620,7 +620,7 @@ fn steady_rounds(
         );
         let d = time(|| {
             for &o in seq {
-                s.write(Dev::Origin, o, buf).unwrap();
+                s.write(Dev::Origin(0), o, buf).unwrap();
             }
         })
         .0;
@@ -644,14 +644,14 @@ fn steady_rounds(
         // The store's part alone: the lock and `origin_prepare`, no data written.
         let d = time(|| {
             for &o in &offs {
-                assert!(s.lock().origin_prepare(o, SMALL).unwrap().is_none());
+                assert!(s.lock().origin_prepare(0, o, SMALL).unwrap().is_none());
             }
         })
         .0;
         t.rec("steady prepare only, 4K", chunk, snaps, READS, 0, d, None);
         let d = time(|| {
             for &o in seq {
-                assert!(s.lock().origin_prepare(o, LARGE).unwrap().is_none());
+                assert!(s.lock().origin_prepare(0, o, LARGE).unwrap().is_none());
             }
         })
         .0;

@@ -16,12 +16,12 @@ fn main() {
     let dev = Arc::new(MemDevice::new(300 * 4096));
     let mut s = Store::format(origin, dev.clone(), 4096, StoreOptions::default()).expect("format");
     let a = s.create_snapshot("a", None, 1).expect("a");
-    s.write(Dev::Origin, 0, &[1; 3 * 4096]).expect("w");
+    s.write(Dev::Origin(0), 0, &[1; 3 * 4096]).expect("w");
     let b = s.create_snapshot("b", Some(a), 2).expect("b");
     s.write(Dev::Snap(b), 4096, &[2; 4096]).expect("w");
     s.write_zeroes(Dev::Snap(a), 8 * 4096, 4096).expect("z");
     let c = s.create_snapshot("c", None, 3).expect("c");
-    s.write(Dev::Origin, 5 * 4096, &[3; 4096]).expect("w");
+    s.write(Dev::Origin(0), 5 * 4096, &[3; 4096]).expect("w");
     s.delete_snapshot(c).expect("del");
     s.flush().expect("flush");
     let img = dev.to_vec();

@@ -27,7 +27,7 @@ const WINDOW_BYTES: u64 = 1 << 30;
 /// The device `name` names (`None`: the origin).
 pub fn device(s: &Store, name: Option<&str>) -> Result<Dev> {
     match name {
-        None => Ok(Dev::Origin),
+        None => Ok(Dev::Origin(0)),
         Some(n) => s
             .lookup(n)
             .map(Dev::Snap)
@@ -221,7 +221,7 @@ mod tests {
         let mut s = Store::format(origin, dev, CS as u32, StoreOptions::default()).unwrap();
         s.create_snapshot("a", None, 0).unwrap();
         for c in (0..64).step_by(2) {
-            s.write(Dev::Origin, c * CS, &[1; CS as usize]).unwrap();
+            s.write(Dev::Origin(0), c * CS, &[1; CS as usize]).unwrap();
         }
         s.create_snapshot("b", None, 0).unwrap();
         s

@@ -259,7 +259,7 @@ pub fn resize_offline(store: &Path, origin: &Path, size: Option<u64>) -> Result<
     let o = FileDevice::open_with(origin, false).map_err(Error::io("open", origin))?;
     let mut s = Store::open(Arc::new(o), Arc::new(dev), StoreOptions::default())?;
     let new_len = target_size(&s, size)?;
-    let g = s.grow_origin(new_len)?;
+    let g = s.grow_origin(0, new_len)?;
     s.commit_clean_shutdown()?;
     Ok(ResizedOrigin::new(&g, None))
 }
@@ -269,6 +269,6 @@ pub fn resize_offline(store: &Path, origin: &Path, size: Option<u64>) -> Result<
 pub(crate) fn target_size(s: &Store, size: Option<u64>) -> Result<u64> {
     match size {
         Some(n) => Ok(n),
-        None => Ok(s.origin_device_len()?),
+        None => Ok(s.origin_device_len(0)?),
     }
 }

@@ -165,11 +165,11 @@ fn source(names: &[&str]) -> Fixture {
             if i > 0 && rng.gen_bool(0.25) {
                 f.service()
                     .store()
-                    .write_zeroes(Dev::Origin, off, len)
+                    .write_zeroes(Dev::Origin(0), off, len)
                     .unwrap();
             } else {
                 let d: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
-                f.service().store().write(Dev::Origin, off, &d).unwrap();
+                f.service().store().write(Dev::Origin(0), off, &d).unwrap();
             }
         }
         create(&f, name);

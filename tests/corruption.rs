@@ -13,7 +13,7 @@ use std::sync::Arc;
 fn build() -> (Harness, Model, Store) {
     let cs = 4096u64;
     let (h, mut s) = Harness::new(256 * cs, 16 << 20, cs as u32, &[7, 1, 9]);
-    let mut m = Model::new(read_all(&mut s, Dev::Origin));
+    let mut m = Model::new(read_all(&mut s, Dev::Origin(0)));
     let mut rng = StdRng::seed_from_u64(5);
     let mut snaps = Vec::new();
     for i in 0..40u64 {
@@ -24,7 +24,7 @@ fn build() -> (Harness, Model, Store) {
                 Some(snaps[0])
             };
             let id = s.create_snapshot(&format!("s{i}"), parent, i).unwrap();
-            let src = parent.map_or(Dev::Origin, Dev::Snap);
+            let src = parent.map_or(Dev::Origin(0), Dev::Snap);
             let c = m.devs[&src].clone();
             m.devs.insert(Dev::Snap(id), c);
             snaps.push(id);

@@ -42,7 +42,7 @@ struct Allowed {
 impl Allowed {
     fn collapse(&mut self, m: &Model, only_snapshots: bool) {
         for (d, v) in &m.devs {
-            if only_snapshots && *d == Dev::Origin && self.map.contains_key(d) {
+            if only_snapshots && *d == Dev::Origin(0) && self.map.contains_key(d) {
                 continue;
             }
             self.map.insert(
@@ -120,13 +120,13 @@ impl Round {
     /// extended with zeros and nothing was written past the old size), and so may
     /// its new sectors after a crash.
     fn set_origin_len(&mut self, len: u64) {
-        let o = self.m.devs.get_mut(&Dev::Origin).expect("origin");
+        let o = self.m.devs.get_mut(&Dev::Origin(0)).expect("origin");
         o.resize(len as usize, 0);
         let zero = h(&[0u8; SECTOR]);
         let sets = self
             .allowed
             .map
-            .get_mut(&Dev::Origin)
+            .get_mut(&Dev::Origin(0))
             .expect("origin tracked");
         sets.resize_with(len as usize / SECTOR, || BTreeSet::from([zero]));
     }
@@ -137,7 +137,7 @@ impl Round {
             .devs
             .keys()
             .copied()
-            .filter(|d| !snap_only || *d != Dev::Origin)
+            .filter(|d| !snap_only || *d != Dev::Origin(0))
             .collect();
         (!devs.is_empty()).then(|| devs[self.rng.gen_range(0..devs.len())])
     }
@@ -160,7 +160,7 @@ impl Round {
         let k = self.rng.gen_range(0..100);
         match k {
             0..=54 => {
-                let d = self.pick(false).unwrap_or(Dev::Origin);
+                let d = self.pick(false).unwrap_or(Dev::Origin(0));
                 let (off, len) = self.range_in(d);
                 let data = pattern(self.rng.gen(), len as usize);
                 let mut after = self.m.clone();
@@ -172,7 +172,7 @@ impl Round {
                 r?;
             }
             55..=59 => {
-                let d = self.pick(false).unwrap_or(Dev::Origin);
+                let d = self.pick(false).unwrap_or(Dev::Origin(0));
                 let (off, len) = self.range_in(d);
                 self.m.zero(d, off, len);
                 self.allowed.add(&self.m, d, off, len);
@@ -189,9 +189,9 @@ impl Round {
             64..=73 => {
                 if self.m.devs.len() < 12 {
                     let parent = if self.rng.gen_bool(0.3) {
-                        self.pick(true).unwrap_or(Dev::Origin)
+                        self.pick(true).unwrap_or(Dev::Origin(0))
                     } else {
-                        Dev::Origin
+                        Dev::Origin(0)
                     };
                     self.next += 1;
                     let name = format!("c{}", self.next);
@@ -201,7 +201,7 @@ impl Round {
                     };
                     let pid = match parent {
                         Dev::Snap(id) => Some(id),
-                        Dev::Origin => None,
+                        Dev::Origin(_) => None,
                     };
                     let id = self.s.create_snapshot(&name, pid, self.next)?;
                     *pending = Pending::None;
@@ -228,9 +228,9 @@ impl Round {
                         Ok(_) => {
                             *pending = Pending::None;
                             let c = self.m.devs.remove(&d).unwrap();
-                            self.m.devs.insert(Dev::Origin, c);
+                            self.m.devs.insert(Dev::Origin(0), c);
                             self.names.remove(&d);
-                            self.allowed.map.remove(&Dev::Origin);
+                            self.allowed.map.remove(&Dev::Origin(0));
                             self.allowed.collapse(&self.m, false);
                         }
                         // busy, or a snapshot smaller than the grown origin
@@ -252,7 +252,7 @@ impl Round {
                 if new_len <= 2 * self.first_len {
                     self.origin.extend(new_len);
                     *pending = Pending::GrowOrigin { old_len };
-                    self.s.grow_origin(new_len)?;
+                    self.s.grow_origin(0, new_len)?;
                     self.grown += 1;
                     *pending = Pending::None;
                     self.set_origin_len(new_len);
@@ -323,10 +323,10 @@ impl Round {
                 let name = &self.names[&id];
                 if s.lookup(name).is_none() {
                     let c = self.m.devs.remove(&id).unwrap();
-                    self.m.devs.insert(Dev::Origin, c);
+                    self.m.devs.insert(Dev::Origin(0), c);
                     self.names.remove(&id);
                     let sets = self.allowed.map.remove(&id).unwrap();
-                    self.allowed.map.insert(Dev::Origin, sets);
+                    self.allowed.map.insert(Dev::Origin(0), sets);
                 }
             }
             Pending::GrowOrigin { old_len } => {
@@ -342,7 +342,7 @@ impl Round {
             .snapshots()
             .iter()
             .map(|i| Dev::Snap(i.id))
-            .chain([Dev::Origin])
+            .chain([Dev::Origin(0)])
             .collect();
         let want: BTreeSet<Dev> = self.m.devs.keys().copied().collect();
         assert_eq!(live, want, "round {round}: devices after the crash");

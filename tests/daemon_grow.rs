@@ -20,7 +20,7 @@ fn a_full_store_grown_through_the_daemon_accepts_the_refused_write() {
     let f = Fixture::start(ORIGIN_LEN, 2 << 20, Limits::default());
     let s = f.socket.clone();
     let svc = f.service().clone();
-    let origin = svc.target(Dev::Origin);
+    let origin = svc.target(Dev::Origin(0));
     let Reply::Created(c) = request(
         &s,
         Op::Create {

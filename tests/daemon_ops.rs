@@ -55,9 +55,9 @@ fn stamp(svc: &Service, tag: u8, every: u64) -> Vec<u8> {
     let mut img = vec![0u8; ORIGIN_LEN as usize];
     for c in (0..ORIGIN_LEN / CHUNK).step_by(every as usize) {
         let data = vec![tag ^ c as u8; CHUNK as usize];
-        svc.store().write(Dev::Origin, c * CHUNK, &data).unwrap();
+        svc.store().write(Dev::Origin(0), c * CHUNK, &data).unwrap();
     }
-    svc.store().read(Dev::Origin, 0, &mut img).unwrap();
+    svc.store().read(Dev::Origin(0), 0, &mut img).unwrap();
     img
 }
 
@@ -140,7 +140,7 @@ fn merge_restores_the_origin_and_keeps_other_snapshots() {
         other => panic!("{other:?}"),
     }
     // The origin reads s1's data at once; s1 is gone from the list.
-    assert_eq!(read_all(&svc, Dev::Origin), v1);
+    assert_eq!(read_all(&svc, Dev::Origin(0)), v1);
     assert_eq!(names(&s), vec![("s2".to_owned(), false)]);
     let _ = s1;
 
@@ -152,7 +152,7 @@ fn merge_restores_the_origin_and_keeps_other_snapshots() {
     .unwrap();
     wait_no_jobs(&s);
     worker.stop();
-    assert_eq!(read_all(&svc, Dev::Origin), v1);
+    assert_eq!(read_all(&svc, Dev::Origin(0)), v1);
     assert_eq!(read_all(&svc, Dev::Snap(blockdev::ids::SnapId(s2))), v2);
     match request(&s, Op::Check).unwrap() {
         Reply::Checked(r) => assert!(r.clean, "{r:?}"),
@@ -308,7 +308,7 @@ fn a_full_store_answers_origin_writes_with_enospc_and_status_counts_them() {
     let f = Fixture::start(ORIGIN_LEN, 2 << 20, Limits::default());
     let s = f.socket.clone();
     let svc = f.service().clone();
-    let origin = svc.target(Dev::Origin);
+    let origin = svc.target(Dev::Origin(0));
     let s1 = Dev::Snap(blockdev::ids::SnapId(create(&s, "s1")));
     let data = vec![0xAB; CHUNK as usize];
     let mut c = 0;

@@ -54,13 +54,13 @@ fn exported_and_sent_snapshots_are_never_pruned_merged_or_deleted() {
     let data = blockdev::pattern(5, 24 << 20);
     f.service()
         .store()
-        .write(exception_store::Dev::Origin, 0, &data)
+        .write(exception_store::Dev::Origin(0), 0, &data)
         .unwrap();
     for n in ["a", "b", "c"] {
         create(&f, n);
         f.service()
             .store()
-            .write(exception_store::Dev::Origin, 0, &[n.as_bytes()[0]; 4096])
+            .write(exception_store::Dev::Origin(0), 0, &[n.as_bytes()[0]; 4096])
             .unwrap();
     }
     // `a` exported over NBD (read-only)

@@ -50,7 +50,7 @@ fn the_origin_grows_through_the_daemon_and_snapshots_keep_their_size() {
     let mut f = Fixture::start(OLD, 32 << 20, Limits::default());
     let s = f.socket.clone();
     let svc = f.service().clone();
-    let origin = svc.target(Dev::Origin);
+    let origin = svc.target(Dev::Origin(0));
     origin.write(0, &vec![0x11; CHUNK as usize]).unwrap();
     let s1 = create(&s, "s1");
     let s1_target = svc.target(s1);

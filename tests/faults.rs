@@ -29,7 +29,7 @@ fn workload(s: &mut Store, m: &mut Model, upto: usize) -> Result<Vec<Model>, (us
                     let src = if i % 16 == 8 && !snaps.is_empty() {
                         Dev::Snap(snaps[0])
                     } else {
-                        Dev::Origin
+                        Dev::Origin(0)
                     };
                     m.devs.insert(Dev::Snap(id), m.devs[&src].clone());
                     snaps.push(id);
@@ -41,7 +41,7 @@ fn workload(s: &mut Store, m: &mut Model, upto: usize) -> Result<Vec<Model>, (us
                 }
                 k => {
                     let d = if k % 2 == 0 || snaps.is_empty() {
-                        Dev::Origin
+                        Dev::Origin(0)
                     } else {
                         Dev::Snap(*snaps.last().unwrap())
                     };
@@ -67,7 +67,7 @@ fn fresh() -> (Arc<FaultyDevice>, Arc<FaultyDevice>, Store, Model) {
     let origin = Arc::new(FaultyDevice::from_vec(pattern(3, 16 * CS as usize)));
     let dev = Arc::new(FaultyDevice::new(4 << 20));
     let mut s = Store::format(origin.clone(), dev.clone(), CS as u32, opts()).unwrap();
-    let m = Model::new(read_all(&mut s, Dev::Origin));
+    let m = Model::new(read_all(&mut s, Dev::Origin(0)));
     (origin, dev, s, m)
 }
 
@@ -107,10 +107,10 @@ fn every_failed_write_or_flush_is_an_error_and_loses_nothing_flushed() {
         if s.is_failed() {
             // latched: no more changes, reads still served
             assert!(matches!(
-                s.write(Dev::Origin, 0, &[1; 512]),
+                s.write(Dev::Origin(0), 0, &[1; 512]),
                 Err(Error::PreviousIo)
             ));
-            let _ = read_all(&mut s, Dev::Origin);
+            let _ = read_all(&mut s, Dev::Origin(0));
         }
         // what is on the media now (unflushed writes lost) opens clean and holds every
         // flushed step
@@ -120,7 +120,7 @@ fn every_failed_write_or_flush_is_an_error_and_loses_nothing_flushed() {
             .unwrap_or_else(|e| panic!("{kind} {n} (step {step}): reopen: {e}"));
         assert!(s2.check().unwrap().errors.is_empty(), "{kind} {n}");
         let want = if step == 0 {
-            Model::new(full[0].devs[&Dev::Origin].clone())
+            Model::new(full[0].devs[&Dev::Origin(0)].clone())
         } else {
             full[step - 1].clone()
         };
@@ -154,7 +154,7 @@ fn failed_origin_read_or_write_is_reported_not_latched() {
     let id = s.create_snapshot("s", None, 0).unwrap();
     origin.plan().lock().fail_write_in = Some(0);
     assert!(matches!(
-        s.write(Dev::Origin, 0, &[9; 4096]),
+        s.write(Dev::Origin(0), 0, &[9; 4096]),
         Err(Error::Io {
             device: "origin",
             ..
@@ -162,13 +162,13 @@ fn failed_origin_read_or_write_is_reported_not_latched() {
     ));
     assert!(!s.is_failed());
     // the snapshot still reads the old data; the store keeps working
-    s.write(Dev::Origin, 0, &[9; 4096]).unwrap();
+    s.write(Dev::Origin(0), 0, &[9; 4096]).unwrap();
     let mut b = vec![0u8; 4096];
     s.read(Dev::Snap(id), 0, &mut b).unwrap();
     assert_eq!(b, pattern(3, 16 * 4096)[..4096]);
     origin.plan().lock().fail_read_in = Some(0);
-    assert!(s.read(Dev::Origin, 0, &mut b).is_err());
-    s.read(Dev::Origin, 0, &mut b).unwrap();
+    assert!(s.read(Dev::Origin(0), 0, &mut b).is_err());
+    s.read(Dev::Origin(0), 0, &mut b).unwrap();
     assert_eq!(b, vec![9; 4096]);
 }
 
@@ -179,7 +179,7 @@ fn failed_origin_read_or_write_is_reported_not_latched() {
 #[test]
 fn failed_origin_flush_fails_the_flush_and_never_commits_a_create() {
     let (origin, dev, mut s, _m) = fresh();
-    s.write(Dev::Origin, 0, &[7; 4096]).unwrap();
+    s.write(Dev::Origin(0), 0, &[7; 4096]).unwrap();
     origin.plan().lock().fail_flush_in = Some(0);
     assert!(matches!(
         s.flush(),
@@ -210,14 +210,14 @@ fn failed_origin_flush_fails_the_flush_and_never_commits_a_create() {
     // SharedStore's FLUSH (the daemon's) reports it too
     let (origin, _dev, s, _m) = fresh();
     let shared = exception_store::SharedStore::new(s);
-    shared.write(Dev::Origin, 0, &[7; 4096]).unwrap();
+    shared.write(Dev::Origin(0), 0, &[7; 4096]).unwrap();
     origin.plan().lock().fail_flush_in = Some(0);
     assert!(matches!(
-        shared.flush(),
+        shared.flush(Dev::Origin(0)),
         Err(Error::Io {
             device: "origin",
             ..
         })
     ));
-    shared.flush().unwrap();
+    shared.flush(Dev::Origin(0)).unwrap();
 }

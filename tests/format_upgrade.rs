@@ -23,12 +23,12 @@ const VERSION_AT: usize = 32;
 /// What `fuzz/gen_corpus.rs` does to its store, on devices of the same sizes.
 fn corpus_ops(s: &mut Store) {
     let a = s.create_snapshot("a", None, 1).unwrap();
-    s.write(Dev::Origin, 0, &[1; 3 * 4096]).unwrap();
+    s.write(Dev::Origin(0), 0, &[1; 3 * 4096]).unwrap();
     let b = s.create_snapshot("b", Some(a), 2).unwrap();
     s.write(Dev::Snap(b), 4096, &[2; 4096]).unwrap();
     s.write_zeroes(Dev::Snap(a), 8 * 4096, 4096).unwrap();
     let c = s.create_snapshot("c", None, 3).unwrap();
-    s.write(Dev::Origin, 5 * 4096, &[3; 4096]).unwrap();
+    s.write(Dev::Origin(0), 5 * 4096, &[3; 4096]).unwrap();
     s.delete_snapshot(c).unwrap();
     s.flush().unwrap();
 }
@@ -99,7 +99,7 @@ fn upgrade_from(image: &str, version: u32) {
     // the upgraded store works: a new snapshot, a delete pass over the built index
     let a = s.snapshots()[0].id;
     let n = s.create_snapshot("n", None, 9).unwrap();
-    s.write(Dev::Origin, 0, &[7; 4096]).unwrap();
+    s.write(Dev::Origin(0), 0, &[7; 4096]).unwrap();
     s.delete_snapshot(a).unwrap();
     s.run_background(16).unwrap();
     let want = contents(&mut s);
@@ -136,9 +136,9 @@ fn a_clean_shutdown_is_recorded_and_reported() {
     let origin = Arc::new(MemDevice::new(64 * CS as u64));
     let dev = Arc::new(MemDevice::new(4 << 20));
     let mut s = Store::format(origin.clone(), dev.clone(), CS, StoreOptions::default()).unwrap();
-    s.write(Dev::Origin, 0, &[1; 4096]).unwrap();
+    s.write(Dev::Origin(0), 0, &[1; 4096]).unwrap();
     s.create_snapshot("a", None, 0).unwrap();
-    s.write(Dev::Origin, 0, &[2; 4096]).unwrap();
+    s.write(Dev::Origin(0), 0, &[2; 4096]).unwrap();
     s.flush().unwrap();
     drop(s); // no clean stop
     let mut s = Store::open(origin.clone(), dev.clone(), StoreOptions::default()).unwrap();

@@ -38,7 +38,7 @@ fn store(policy: SpacePolicy, store_chunks: u64) -> Full {
         min_free_chunks: 0,
     };
     let mut s = Store::format(origin.clone(), dev.clone(), CS as u32, opts).unwrap();
-    let model = Model::new(read_all(&mut s, Dev::Origin));
+    let model = Model::new(read_all(&mut s, Dev::Origin(0)));
     Full {
         origin,
         dev,
@@ -86,7 +86,7 @@ fn write_until_full(f: &mut Full, from: u64, per: u64, v: u8) -> (u64, Error) {
     let mut a = from;
     loop {
         assert!(a + per <= ORIGIN_CHUNKS, "the store never filled");
-        match f.write(Dev::Origin, a * CS, &fill(v, per)) {
+        match f.write(Dev::Origin(0), a * CS, &fill(v, per)) {
             Ok(()) => a += per,
             Err(e) => return (a, e),
         }
@@ -101,7 +101,7 @@ fn a_refused_origin_write_of_many_chunks_does_not_latch() {
     let snap = f.s.create_snapshot("s", None, 1).unwrap();
     f.model
         .devs
-        .insert(Dev::Snap(snap), f.model.devs[&Dev::Origin].clone());
+        .insert(Dev::Snap(snap), f.model.devs[&Dev::Origin(0)].clone());
     let (at, err) = write_until_full(&mut f, 0, 16, 0xA1);
     assert!(matches!(err, Error::NoSpace(_)), "{err}");
     assert!(!f.s.is_failed(), "a refusal latched the store: {err}");
@@ -120,7 +120,7 @@ fn a_refused_origin_write_of_many_chunks_does_not_latch() {
     f.s.delete_snapshot(snap).unwrap();
     f.model.devs.remove(&Dev::Snap(snap));
     f.s.run_background(64).unwrap();
-    f.write(Dev::Origin, at * CS, &fill(0xA3, 16)).unwrap();
+    f.write(Dev::Origin(0), at * CS, &fill(0xA3, 16)).unwrap();
     f.verify();
 }
 
@@ -132,7 +132,7 @@ fn a_full_store_refuses_new_snapshot_chunks_and_takes_overwrites_of_owned_ones()
     let snap = f.s.create_snapshot("w", None, 1).unwrap();
     f.model
         .devs
-        .insert(Dev::Snap(snap), f.model.devs[&Dev::Origin].clone());
+        .insert(Dev::Snap(snap), f.model.devs[&Dev::Origin(0)].clone());
     // the snapshot owns chunks 0..4 (written once, committed)
     f.write(Dev::Snap(snap), 0, &fill(0xB1, 4)).unwrap();
     f.s.commit().unwrap();
@@ -143,7 +143,7 @@ fn a_full_store_refuses_new_snapshot_chunks_and_takes_overwrites_of_owned_ones()
     for i in 0..4 {
         match f.s.create_snapshot(&format!("more{i}"), None, 2 + i) {
             Ok(id) => {
-                let d = f.model.devs[&Dev::Origin].clone();
+                let d = f.model.devs[&Dev::Origin(0)].clone();
                 f.model.devs.insert(Dev::Snap(id), d);
             }
             Err(e) => assert!(matches!(e, Error::NoSpace(_)), "{e}"),
@@ -177,11 +177,12 @@ fn deleting_a_snapshot_on_a_full_store_frees_space_in_one_long_run() {
     // the oldest snapshot owns 600 chunks alone; then many small ones, and writes
     // until the store is full
     let big = f.s.create_snapshot("big", None, 0).unwrap();
-    f.write(Dev::Origin, 0, &fill(0xC0, 600)).unwrap();
+    f.write(Dev::Origin(0), 0, &fill(0xC0, 600)).unwrap();
     for i in 0..24u64 {
         let id = f.s.create_snapshot(&format!("s{i}"), None, 1 + i).unwrap();
         snaps.push(id);
-        f.write(Dev::Origin, i * 4 * CS, &fill(i as u8, 4)).unwrap();
+        f.write(Dev::Origin(0), i * 4 * CS, &fill(i as u8, 4))
+            .unwrap();
     }
     let (_, err) = write_until_full(&mut f, 600, 1, 0xC1);
     assert!(matches!(err, Error::NoSpace(_)), "{err}");
@@ -212,7 +213,7 @@ fn delete_oldest_with_a_big_victim_keeps_the_store_writable() {
     let old = f.s.create_snapshot("old", None, 1).unwrap();
     // the old snapshot gets most of the store
     for a in (0..ORIGIN_CHUNKS).step_by(8) {
-        if f.write(Dev::Origin, a * CS, &fill(0xD1, 8)).is_err() {
+        if f.write(Dev::Origin(0), a * CS, &fill(0xD1, 8)).is_err() {
             break;
         }
     }
@@ -222,7 +223,7 @@ fn delete_oldest_with_a_big_victim_keeps_the_store_writable() {
     // rewrite everything: the policy must delete `old`, then keep going
     for round in 0..2u8 {
         for a in (0..ORIGIN_CHUNKS).step_by(8) {
-            match f.write(Dev::Origin, a * CS, &fill(0xD2 + round, 8)) {
+            match f.write(Dev::Origin(0), a * CS, &fill(0xD2 + round, 8)) {
                 Ok(()) => {}
                 Err(e) => {
                     assert!(matches!(e, Error::NoSpace(_)), "{e}");
@@ -251,11 +252,11 @@ fn delete_oldest_with_a_big_victim_keeps_the_store_writable() {
 fn snapshot_writes_in_one_transaction_at_the_full_mark_do_not_latch() {
     let mut f = store(SpacePolicy::Fail, 700);
     let small = f.s.create_snapshot("small", None, 1).unwrap();
-    f.write(Dev::Origin, 0, &fill(0xE0, 8)).unwrap(); // `small` owns 8 chunks
+    f.write(Dev::Origin(0), 0, &fill(0xE0, 8)).unwrap(); // `small` owns 8 chunks
     let snap = f.s.create_snapshot("w", None, 2).unwrap();
     f.model
         .devs
-        .insert(Dev::Snap(snap), f.model.devs[&Dev::Origin].clone());
+        .insert(Dev::Snap(snap), f.model.devs[&Dev::Origin(0)].clone());
     let (_, err) = write_until_full(&mut f, 16, 1, 0xE1);
     assert!(matches!(err, Error::NoSpace(_)), "{err}");
     // a little space comes back

@@ -30,11 +30,11 @@ fn full_store() -> (Arc<FaultyDevice>, Arc<FaultyDevice>, Store, Vec<u8>, u64) {
     )));
     let dev = Arc::new(FaultyDevice::new(STORE_CHUNKS * CS));
     let mut s = Store::format(origin.clone(), dev.clone(), CS as u32, opts()).unwrap();
-    let before = read_all(&mut s, Dev::Origin);
+    let before = read_all(&mut s, Dev::Origin(0));
     s.create_snapshot("keep", None, 1).unwrap();
     let mut n = 0;
     let err = loop {
-        match s.write(Dev::Origin, n * CS, &chunk(0xAB)) {
+        match s.write(Dev::Origin(0), n * CS, &chunk(0xAB)) {
             Ok(()) => n += 1,
             Err(e) => break e,
         }
@@ -63,7 +63,7 @@ fn a_full_store_grown_accepts_the_refused_writes() {
     assert_eq!(s.status().nr_chunks, GROWN_CHUNKS);
     // every write the store refused now fits: the rest of the origin
     for n in refused..ORIGIN_CHUNKS {
-        s.write(Dev::Origin, n * CS, &chunk(0xCD)).unwrap();
+        s.write(Dev::Origin(0), n * CS, &chunk(0xCD)).unwrap();
     }
     let sid = snap(&s);
     assert_eq!(read_all(&mut s, sid), before);
@@ -72,7 +72,7 @@ fn a_full_store_grown_accepts_the_refused_writes() {
     let mut s = Store::open(origin, dev, StoreOptions::default()).unwrap();
     assert_eq!(s.store_len(), GROWN_CHUNKS * CS);
     assert_eq!(read_all(&mut s, sid), before);
-    let o = read_all(&mut s, Dev::Origin);
+    let o = read_all(&mut s, Dev::Origin(0));
     assert!(o[..(refused * CS) as usize].iter().all(|&b| b == 0xAB));
     assert!(o[(refused * CS) as usize..].iter().all(|&b| b == 0xCD));
     assert!(s.check().unwrap().is_clean());
@@ -89,7 +89,7 @@ fn online_growth_under_concurrent_origin_writes() {
             let mut refusals = 0u64;
             for n in refused..ORIGIN_CHUNKS {
                 loop {
-                    match shared.write(Dev::Origin, n * CS, &chunk(0xEE)) {
+                    match shared.write(Dev::Origin(0), n * CS, &chunk(0xEE)) {
                         Ok(()) => break,
                         Err(Error::NoSpace(_)) => {
                             refusals += 1;
@@ -111,7 +111,7 @@ fn online_growth_under_concurrent_origin_writes() {
         refusals > 0,
         "the writer was never refused before the growth"
     );
-    shared.flush().unwrap();
+    shared.flush(Dev::Origin(0)).unwrap();
     let mut s = shared.lock();
     let sid = snap(&s);
     assert_eq!(read_all(&mut s, sid), before);
@@ -155,7 +155,7 @@ fn a_shrunk_store_file_is_refused_and_nothing_changes() {
     )
     .unwrap();
     s.create_snapshot("a", None, 1).unwrap();
-    s.write(Dev::Origin, 0, &chunk(9)).unwrap();
+    s.write(Dev::Origin(0), 0, &chunk(9)).unwrap();
     s.flush().unwrap();
     let txn = s.txn_id();
     let f = std::fs::OpenOptions::new().write(true).open(&sp).unwrap();
@@ -216,7 +216,7 @@ fn power_cut_at_every_point_of_the_growth() {
         |s, cut| {
             s.grow_store(cut.is_multiple_of(2))?;
             for n in refused..last {
-                s.write(Dev::Origin, n * CS, &chunk(0x5A))?;
+                s.write(Dev::Origin(0), n * CS, &chunk(0x5A))?;
             }
             s.flush().map(drop)
         },
@@ -235,7 +235,7 @@ fn power_cut_at_every_point_of_the_growth() {
             assert!(rep.errors.is_empty(), "{what}: {:?}", rep.errors);
             let sid = snap(&s);
             assert_eq!(read_all(&mut s, sid), before, "{what}: snapshot");
-            let got = sector_hashes(&read_all(&mut s, Dev::Origin));
+            let got = sector_hashes(&read_all(&mut s, Dev::Origin(0)));
             for (i, h) in got.iter().enumerate() {
                 assert!(
                     *h == old[i] || *h == new[i],
@@ -248,7 +248,7 @@ fn power_cut_at_every_point_of_the_growth() {
                     .unwrap_or_else(|e| panic!("{what}: grow again: {e}"));
             }
             for n in refused..last {
-                s.write(Dev::Origin, n * CS, &chunk(0x5A)).unwrap();
+                s.write(Dev::Origin(0), n * CS, &chunk(0x5A)).unwrap();
             }
             s.flush().unwrap();
             assert!(s.check().unwrap().is_clean(), "{what}");

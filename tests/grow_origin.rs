@@ -35,14 +35,15 @@ fn snapshots_keep_their_size_and_contents_across_a_growth() {
     let (origin, dev, mut s, before) = store();
     let old = s.create_snapshot("old", None, 1).unwrap();
     origin.extend(NEW);
-    let g = s.grow_origin(NEW).unwrap();
+    let g = s.grow_origin(0, NEW).unwrap();
     assert_eq!((g.old_len, g.new_len), (OLD, NEW));
     assert_eq!(s.size(), NEW);
     assert_eq!(s.dev_size(Dev::Snap(old)).unwrap(), OLD);
     // the new space is the device's (zeros after truncate), written through the origin
     let tail = pattern(8, (NEW - OLD) as usize);
-    s.write(Dev::Origin, OLD, &tail).unwrap();
-    s.write(Dev::Origin, 0, &pattern(9, CS as usize)).unwrap();
+    s.write(Dev::Origin(0), OLD, &tail).unwrap();
+    s.write(Dev::Origin(0), 0, &pattern(9, CS as usize))
+        .unwrap();
     let new = s.create_snapshot("new", None, 2).unwrap();
     assert_eq!(s.dev_size(Dev::Snap(new)).unwrap(), NEW);
     let child = s.create_snapshot("child", Some(old), 3).unwrap();
@@ -53,7 +54,7 @@ fn snapshots_keep_their_size_and_contents_across_a_growth() {
     );
     assert_eq!(read_all(&mut s, Dev::Snap(old)), before);
     assert_eq!(read_all(&mut s, Dev::Snap(child)), before);
-    let o = read_all(&mut s, Dev::Origin);
+    let o = read_all(&mut s, Dev::Origin(0));
     assert_eq!(read_all(&mut s, Dev::Snap(new)), o);
     assert_eq!(&o[OLD as usize..], &tail[..]);
     // reads, writes and maps of a snapshot stop at its own size
@@ -81,7 +82,7 @@ fn snapshots_keep_their_size_and_contents_across_a_growth() {
     assert_eq!(s.dev_size(Dev::Snap(old)).unwrap(), OLD);
     assert_eq!(read_all(&mut s, Dev::Snap(old)), before);
     assert_eq!(read_all(&mut s, Dev::Snap(child)), want);
-    assert_eq!(read_all(&mut s, Dev::Origin), o);
+    assert_eq!(read_all(&mut s, Dev::Origin(0)), o);
     assert!(s.check().unwrap().is_clean());
 }
 
@@ -90,11 +91,11 @@ fn chunks_past_every_snapshot_copy_nothing_out() {
     let (origin, _dev, mut s, before) = store();
     let old = s.create_snapshot("old", None, 1).unwrap();
     origin.extend(NEW);
-    s.grow_origin(NEW).unwrap();
+    s.grow_origin(0, NEW).unwrap();
     let u0 = used(&s);
     // chunks 11.. start past the snapshot's 10.5 chunks: no copy-out
     for a in 11..NEW / CS {
-        s.write(Dev::Origin, a * CS, &pattern(a, CS as usize))
+        s.write(Dev::Origin(0), a * CS, &pattern(a, CS as usize))
             .unwrap();
     }
     assert_eq!(
@@ -104,27 +105,30 @@ fn chunks_past_every_snapshot_copy_nothing_out() {
     );
     // the second half of chunk 10 lies past the snapshot, its first half inside: the
     // chunk copies out whole, once
-    s.write(Dev::Origin, OLD, &[1u8; (CS / 2) as usize])
+    s.write(Dev::Origin(0), OLD, &[1u8; (CS / 2) as usize])
         .unwrap();
     assert_eq!(
         used(&s),
         u0 + 1,
         "the snapshot's short last chunk was not copied out"
     );
-    s.write(Dev::Origin, 10 * CS, &[2u8; CS as usize]).unwrap();
+    s.write(Dev::Origin(0), 10 * CS, &[2u8; CS as usize])
+        .unwrap();
     assert_eq!(used(&s), u0 + 1);
     assert_eq!(read_all(&mut s, Dev::Snap(old)), before);
     // a snapshot taken now covers the whole origin: its first writes copy out again
     let new = s.create_snapshot("new", None, 2).unwrap();
-    let want = read_all(&mut s, Dev::Origin);
-    s.write(Dev::Origin, 20 * CS, &[3u8; CS as usize]).unwrap();
+    let want = read_all(&mut s, Dev::Origin(0));
+    s.write(Dev::Origin(0), 20 * CS, &[3u8; CS as usize])
+        .unwrap();
     assert_eq!(used(&s), u0 + 2);
     assert_eq!(read_all(&mut s, Dev::Snap(new)), want);
     // deleting the large snapshot makes the grown part copy-free again
     s.delete_snapshot(new).unwrap();
     s.run_background(100).unwrap();
     let u1 = used(&s);
-    s.write(Dev::Origin, 21 * CS, &[4u8; CS as usize]).unwrap();
+    s.write(Dev::Origin(0), 21 * CS, &[4u8; CS as usize])
+        .unwrap();
     assert_eq!(used(&s), u1);
     assert_eq!(read_all(&mut s, Dev::Snap(old)), before);
     assert!(s.check().unwrap().is_clean());
@@ -136,7 +140,7 @@ fn bad_sizes_and_merges_of_a_smaller_snapshot_are_refused() {
     let old = s.create_snapshot("old", None, 1).unwrap();
     let txn = s.txn_id();
     let refused = |s: &mut Store, len: u64, says: &str| {
-        let e = s.grow_origin(len).unwrap_err();
+        let e = s.grow_origin(0, len).unwrap_err();
         assert!(matches!(e, Error::Invalid(_)), "{len}: {e}");
         assert!(e.to_string().contains(says), "{len}: {e}");
     };
@@ -146,7 +150,7 @@ fn bad_sizes_and_merges_of_a_smaller_snapshot_are_refused() {
     refused(&mut s, NEW, "extend it first");
     assert_eq!((s.txn_id(), s.size()), (txn, OLD));
     origin.extend(NEW);
-    s.grow_origin(NEW - CS).unwrap();
+    s.grow_origin(0, NEW - CS).unwrap();
     let e = s.merge_snapshot(old).unwrap_err();
     assert!(matches!(e, Error::Invalid(_)), "{e}");
     assert!(e.to_string().contains("taken at"), "{e}");
@@ -154,18 +158,21 @@ fn bad_sizes_and_merges_of_a_smaller_snapshot_are_refused() {
     assert_eq!(read_all(&mut s, Dev::Snap(old)), before);
     // a snapshot of the grown origin merges as before
     let same = s.create_snapshot("same", None, 2).unwrap();
-    s.write(Dev::Origin, 0, &[6u8; CS as usize]).unwrap();
+    s.write(Dev::Origin(0), 0, &[6u8; CS as usize]).unwrap();
     s.merge_snapshot(same).unwrap();
     s.run_background(100).unwrap();
-    assert_eq!(&read_all(&mut s, Dev::Origin)[..OLD as usize], &before[..]);
+    assert_eq!(
+        &read_all(&mut s, Dev::Origin(0))[..OLD as usize],
+        &before[..]
+    );
     // a merge in progress refuses a growth
     let m = s.create_snapshot("m", None, 3).unwrap();
-    s.write(Dev::Origin, 0, &[7u8; CS as usize]).unwrap();
+    s.write(Dev::Origin(0), 0, &[7u8; CS as usize]).unwrap();
     s.merge_snapshot(m).unwrap();
-    let e = s.grow_origin(NEW).unwrap_err();
+    let e = s.grow_origin(0, NEW).unwrap_err();
     assert!(matches!(e, Error::Busy(_)), "{e}");
     s.run_background(100).unwrap();
-    s.grow_origin(NEW).unwrap();
+    s.grow_origin(0, NEW).unwrap();
     assert!(s.check().unwrap().is_clean());
 }
 
@@ -177,9 +184,9 @@ fn a_grown_origin_device_opens_at_the_stores_size_until_grown() {
     origin.extend(NEW);
     let mut s = Store::open(origin.clone(), dev.clone(), opts()).unwrap();
     assert_eq!(s.size(), OLD);
-    assert_eq!(s.origin_device_len().unwrap(), NEW);
-    assert_eq!(read_all(&mut s, Dev::Origin), before);
-    s.grow_origin(NEW).unwrap();
+    assert_eq!(s.origin_device_len(0).unwrap(), NEW);
+    assert_eq!(read_all(&mut s, Dev::Origin(0)), before);
+    s.grow_origin(0, NEW).unwrap();
     drop(s);
     let s = Store::open(origin, dev, opts()).unwrap();
     assert_eq!(s.size(), NEW);
@@ -196,21 +203,21 @@ fn shared_growth_under_concurrent_origin_writes() {
             for i in 0..200u64 {
                 let a = i % 10;
                 shared
-                    .write(Dev::Origin, a * CS, &pattern(i, CS as usize))
+                    .write(Dev::Origin(0), a * CS, &pattern(i, CS as usize))
                     .unwrap();
             }
         })
     };
     origin.extend(NEW);
-    let g = shared.grow_origin(NEW).unwrap();
+    let g = shared.grow_origin(0, NEW).unwrap();
     assert_eq!(g.new_len, NEW);
     assert_eq!(shared.size(), NEW);
     assert_eq!(shared.dev_size(Dev::Snap(old)).unwrap(), OLD);
     shared
-        .write(Dev::Origin, NEW - CS, &[9u8; CS as usize])
+        .write(Dev::Origin(0), NEW - CS, &[9u8; CS as usize])
         .unwrap();
     w.join().unwrap();
-    shared.flush().unwrap();
+    shared.flush(Dev::Origin(0)).unwrap();
     let mut s = shared.lock();
     assert_eq!(read_all(&mut s, Dev::Snap(old)), before);
     assert!(s.check().unwrap().is_clean());
@@ -220,7 +227,7 @@ fn shared_growth_under_concurrent_origin_writes() {
 fn power_cut_at_every_point_of_the_growth() {
     let (origin, dev, mut s, before) = store();
     s.create_snapshot("old", None, 1).unwrap();
-    s.write(Dev::Origin, 0, &[1u8; CS as usize]).unwrap();
+    s.write(Dev::Origin(0), 0, &[1u8; CS as usize]).unwrap();
     s.flush().unwrap();
     drop(s);
     let base_origin = origin.crash_image(CrashMode::DropAll, 0);
@@ -245,9 +252,9 @@ fn power_cut_at_every_point_of_the_growth() {
         &opts,
         |o, _| o.extend(NEW),
         |s, _| {
-            s.grow_origin(NEW)?;
+            s.grow_origin(0, NEW)?;
             for (off, data) in &writes {
-                s.write(Dev::Origin, *off, data)?;
+                s.write(Dev::Origin(0), *off, data)?;
             }
             s.flush().map(drop)
         },
@@ -263,7 +270,7 @@ fn power_cut_at_every_point_of_the_growth() {
             assert!(rep.errors.is_empty(), "{what}: {:?}", rep.errors);
             let sid = Dev::Snap(s.lookup("old").unwrap());
             assert_eq!(read_all(&mut s, sid), before, "{what}: snapshot");
-            let got = sector_hashes(&read_all(&mut s, Dev::Origin));
+            let got = sector_hashes(&read_all(&mut s, Dev::Origin(0)));
             for (i, h) in got.iter().enumerate() {
                 assert!(
                     *h == old_h[i] || *h == new_h[i],
@@ -271,16 +278,16 @@ fn power_cut_at_every_point_of_the_growth() {
                 );
             }
             if len == OLD {
-                s.grow_origin(NEW)
+                s.grow_origin(0, NEW)
                     .unwrap_or_else(|e| panic!("{what}: grow again: {e}"));
             }
             for (off, data) in &writes {
-                s.write(Dev::Origin, *off, data).unwrap();
+                s.write(Dev::Origin(0), *off, data).unwrap();
             }
             s.flush().unwrap();
             assert!(s.check().unwrap().is_clean(), "{what}");
             assert_eq!(read_all(&mut s, sid), before);
-            assert_eq!(read_all(&mut s, Dev::Origin), after);
+            assert_eq!(read_all(&mut s, Dev::Origin(0)), after);
         },
     );
     assert!(
@@ -347,9 +354,10 @@ fn snapshots_of_different_sizes_replicate() {
     let (src_origin, src) = mem_store(OLD, 1);
     src.lock().create_snapshot("a", None, 1).unwrap();
     src_origin.extend(NEW);
-    src.grow_origin(NEW).unwrap();
-    src.write(Dev::Origin, 0, &pattern(2, CS as usize)).unwrap();
-    src.write(Dev::Origin, OLD, &pattern(3, (NEW - OLD) as usize))
+    src.grow_origin(0, NEW).unwrap();
+    src.write(Dev::Origin(0), 0, &pattern(2, CS as usize))
+        .unwrap();
+    src.write(Dev::Origin(0), OLD, &pattern(3, (NEW - OLD) as usize))
         .unwrap();
     src.lock().create_snapshot("b", None, 2).unwrap();
     let full_a = send_of(&src, "a", None);
@@ -362,7 +370,7 @@ fn snapshots_of_different_sizes_replicate() {
     assert!(e.to_string().contains("resize-origin"), "{e}");
     assert!(dst.lock().lookup("b").is_none());
     dst_origin.extend(NEW);
-    dst.grow_origin(NEW).unwrap();
+    dst.grow_origin(0, NEW).unwrap();
     receive_of(&dst, &incr).unwrap();
     let b = snap_bytes(&dst, "b");
     assert_eq!(b.len() as u64, NEW);

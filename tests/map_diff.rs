@@ -89,7 +89,7 @@ impl Run {
         let mut origin = vec![0u8; size as usize];
         h.origin.read_at(&mut origin, 0).unwrap();
         let mut lineage = BTreeMap::new();
-        lineage.insert(Dev::Origin, Lineage::default());
+        lineage.insert(Dev::Origin(0), Lineage::default());
         Run {
             h,
             s,
@@ -108,7 +108,7 @@ impl Run {
     fn snaps(&self) -> Vec<Dev> {
         self.devs()
             .into_iter()
-            .filter(|d| *d != Dev::Origin)
+            .filter(|d| *d != Dev::Origin(0))
             .collect()
     }
 
@@ -171,11 +171,11 @@ impl Run {
                         }
                         snaps[dev % snaps.len()]
                     }
-                    _ => Dev::Origin,
+                    _ => Dev::Origin(0),
                 };
                 let pid = match parent {
                     Dev::Snap(id) => Some(id),
-                    Dev::Origin => None,
+                    Dev::Origin(_) => None,
                 };
                 let id = self
                     .s
@@ -204,10 +204,10 @@ impl Run {
                     match self.s.merge_snapshot(id) {
                         Ok(_) => {
                             let c = self.m.devs.remove(&d).unwrap();
-                            self.m.devs.insert(Dev::Origin, c);
+                            self.m.devs.insert(Dev::Origin(0), c);
                             // the origin's contents jump: every chunk counts as written
                             let all = 0..self.size.div_ceil(cs);
-                            self.log(Dev::Origin, all);
+                            self.log(Dev::Origin(0), all);
                         }
                         Err(exception_store::Error::Busy(_)) => {}
                         Err(e) => panic!("merge: {e}"),
@@ -326,13 +326,13 @@ impl Run {
             let mut buf = vec![0u8; e.len as usize];
             match e.owner {
                 Owner::Origin => {
-                    assert!(d == Dev::Origin || e.depth as usize == layers.len());
+                    assert!(d == Dev::Origin(0) || e.depth as usize == layers.len());
                     self.h.origin.read_at(&mut buf, e.offset).unwrap();
                 }
                 Owner::Chunk { chunk, .. } => {
                     // (the origin reads store chunks only during a merge)
                     assert!(
-                        d == Dev::Origin || (e.depth as usize) < layers.len(),
+                        d == Dev::Origin(0) || (e.depth as usize) < layers.len(),
                         "{ctx}: {e:?}"
                     );
                     let at = chunk.0 * self.cs + e.offset % self.cs;

@@ -120,10 +120,10 @@ impl Run {
                 let name = format!("s{}", self.next_name);
                 let pid = parent.map(|d| match d {
                     Dev::Snap(id) => id,
-                    Dev::Origin => unreachable!(),
+                    Dev::Origin(_) => unreachable!(),
                 });
                 let id = self.s.create_snapshot(&name, pid, self.next_name).unwrap();
-                let content = self.m.devs[&parent.unwrap_or(Dev::Origin)].clone();
+                let content = self.m.devs[&parent.unwrap_or(Dev::Origin(0))].clone();
                 self.m.devs.insert(Dev::Snap(id), content);
             }
             Op::Delete { dev } => {
@@ -137,7 +137,7 @@ impl Run {
                     match self.s.merge_snapshot(id) {
                         Ok(_) => {
                             let c = self.m.devs.remove(&Dev::Snap(id)).unwrap();
-                            self.m.devs.insert(Dev::Origin, c);
+                            self.m.devs.insert(Dev::Origin(0), c);
                         }
                         Err(exception_store::Error::Busy(_)) => {}
                         Err(e) => panic!("merge: {e}"),

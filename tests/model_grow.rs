@@ -118,13 +118,13 @@ impl Run {
                 self.next += 1;
                 let pid = parent.map(|d| match d {
                     Dev::Snap(id) => id,
-                    Dev::Origin => unreachable!(),
+                    Dev::Origin(_) => unreachable!(),
                 });
                 let id = self
                     .s
                     .create_snapshot(&format!("s{}", self.next), pid, self.next)
                     .unwrap();
-                let c = self.m.devs[&parent.unwrap_or(Dev::Origin)].clone();
+                let c = self.m.devs[&parent.unwrap_or(Dev::Origin(0))].clone();
                 assert_eq!(self.s.dev_size(Dev::Snap(id)).unwrap(), c.len() as u64);
                 self.m.devs.insert(Dev::Snap(id), c);
             }
@@ -136,12 +136,12 @@ impl Run {
             }
             Op::Merge { dev } => {
                 if let Some(d @ Dev::Snap(id)) = self.m.pick(dev, true) {
-                    let same = self.m.devs[&d].len() == self.m.devs[&Dev::Origin].len();
+                    let same = self.m.devs[&d].len() == self.m.devs[&Dev::Origin(0)].len();
                     match self.s.merge_snapshot(id) {
                         Ok(_) => {
                             assert!(same, "a snapshot of another size merged");
                             let c = self.m.devs.remove(&d).unwrap();
-                            self.m.devs.insert(Dev::Origin, c);
+                            self.m.devs.insert(Dev::Origin(0), c);
                         }
                         Err(Error::Busy(_)) => {}
                         Err(Error::Invalid(e)) => assert!(!same, "refused: {e}"),
@@ -156,12 +156,12 @@ impl Run {
                 let new_len = self.s.size() + sectors * 512;
                 if new_len <= self.max_len {
                     self.h.origin.extend(new_len);
-                    match self.s.grow_origin(new_len) {
+                    match self.s.grow_origin(0, new_len) {
                         Ok(g) => assert_eq!(g.new_len, new_len),
                         Err(Error::Busy(_)) => return, // a merge runs
                         Err(e) => panic!("grow_origin: {e}"),
                     }
-                    let o = self.m.devs.get_mut(&Dev::Origin).unwrap();
+                    let o = self.m.devs.get_mut(&Dev::Origin(0)).unwrap();
                     o.resize(new_len as usize, 0);
                 }
             }

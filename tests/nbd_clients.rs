@@ -46,13 +46,13 @@ fn run(cmd: &str, args: &[&str]) -> String {
 fn layered(svc: &Service) -> Dev {
     let st = svc.store();
     for c in 0..8 {
-        st.write(Dev::Origin, c * CHUNK, &pattern(c + 100, CHUNK as usize))
+        st.write(Dev::Origin(0), c * CHUNK, &pattern(c + 100, CHUNK as usize))
             .unwrap();
     }
     svc.create("s1", None).unwrap();
-    st.write(Dev::Origin, CHUNK, &[1; 4096]).unwrap();
+    st.write(Dev::Origin(0), CHUNK, &[1; 4096]).unwrap();
     svc.create("s2", None).unwrap();
-    st.write(Dev::Origin, 2 * CHUNK, &[2; 4096]).unwrap();
+    st.write(Dev::Origin(0), 2 * CHUNK, &[2; 4096]).unwrap();
     let s1 = Dev::Snap(st.lock().lookup("s1").unwrap());
     st.write(s1, 3 * CHUNK, &[3; 4096]).unwrap();
     st.discard(s1, 4 * CHUNK, CHUNK).unwrap();
@@ -219,7 +219,7 @@ fn nbdcopy_several_connections_both_ways() {
     let s1 = layered(svc);
     let mut origin_before = vec![0u8; LEN as usize];
     svc.store()
-        .read(Dev::Origin, 0, &mut origin_before)
+        .read(Dev::Origin(0), 0, &mut origin_before)
         .unwrap();
     let s2 = Dev::Snap(svc.store().lock().lookup("s2").unwrap());
     let mut s2_before = vec![0u8; LEN as usize];
@@ -247,7 +247,7 @@ fn nbdcopy_several_connections_both_ways() {
     run("nbdcopy", &["--connections=4", &u, back.to_str().unwrap()]);
     assert!(std::fs::read(&back).unwrap() == data);
     let mut now = vec![0u8; LEN as usize];
-    svc.store().read(Dev::Origin, 0, &mut now).unwrap();
+    svc.store().read(Dev::Origin(0), 0, &mut now).unwrap();
     assert!(now == origin_before, "the origin is untouched");
     svc.store().read(s2, 0, &mut now).unwrap();
     assert!(now == s2_before, "s2 is untouched");

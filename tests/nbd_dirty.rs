@@ -74,18 +74,20 @@ fn dirty_bitmaps_with_nbdinfo_qemu_img_and_an_incremental_backup_over_tls() {
     let (s, port) = nbd::setup_with(LEN, 64 << 20, sec, true, Default::default());
     let svc = s.fix.service();
     let st = svc.store();
-    st.write(Dev::Origin, 0, &pattern(1, LEN as usize)).unwrap();
+    st.write(Dev::Origin(0), 0, &pattern(1, LEN as usize))
+        .unwrap();
     svc.create("A", None).unwrap();
     // between A and B: chunk 2 (part), 5, 9 and 10, and a trim of chunk 13
-    st.write(Dev::Origin, 2 * CHUNK + 512, &[7; 4096]).unwrap();
-    st.write(Dev::Origin, 5 * CHUNK, &pattern(2, CHUNK as usize))
+    st.write(Dev::Origin(0), 2 * CHUNK + 512, &[7; 4096])
         .unwrap();
-    st.write(Dev::Origin, 9 * CHUNK, &pattern(3, 2 * CHUNK as usize))
+    st.write(Dev::Origin(0), 5 * CHUNK, &pattern(2, CHUNK as usize))
         .unwrap();
-    st.write_zeroes(Dev::Origin, 13 * CHUNK, CHUNK).unwrap();
+    st.write(Dev::Origin(0), 9 * CHUNK, &pattern(3, 2 * CHUNK as usize))
+        .unwrap();
+    st.write_zeroes(Dev::Origin(0), 13 * CHUNK, CHUNK).unwrap();
     svc.create("B", None).unwrap();
     // after B: only the origin changes
-    st.write(Dev::Origin, 20 * CHUNK, &[8; 4096]).unwrap();
+    st.write(Dev::Origin(0), 20 * CHUNK, &[8; 4096]).unwrap();
     let lk = st.lock();
     let (a, b) = (lk.lookup("A").unwrap(), lk.lookup("B").unwrap());
     drop(lk);

@@ -105,7 +105,7 @@ fn bad_requests_get_errors_and_others_keep_working() {
     let s = setup();
     let svc = s.fix.service();
     svc.store()
-        .write(Dev::Origin, 0, &pattern(1, CHUNK as usize))
+        .write(Dev::Origin(0), 0, &pattern(1, CHUNK as usize))
         .unwrap();
     svc.create("s1", None).unwrap();
     svc.export("s1", false, None).unwrap();
@@ -146,7 +146,7 @@ fn bad_requests_get_errors_and_others_keep_working() {
     drop(gone);
     std::thread::sleep(std::time::Duration::from_millis(100));
     let mut got = vec![0u8; 4096];
-    svc.store().read(Dev::Origin, 8192, &mut got).unwrap();
+    svc.store().read(Dev::Origin(0), 8192, &mut got).unwrap();
     assert_eq!(got, pattern(1, CHUNK as usize)[8192..8192 + 4096]);
     assert_eq!(rw.write(0, b"still"), 0);
     assert_eq!(
@@ -171,13 +171,13 @@ fn block_status_reports_holes_depth_and_owner() {
     let svc = s.fix.service();
     let st = svc.store();
     for c in 0..8 {
-        st.write(Dev::Origin, c * CHUNK, &pattern(c, CHUNK as usize))
+        st.write(Dev::Origin(0), c * CHUNK, &pattern(c, CHUNK as usize))
             .unwrap();
     }
     svc.create("s1", None).unwrap();
-    st.write(Dev::Origin, CHUNK, &[1; 512]).unwrap();
+    st.write(Dev::Origin(0), CHUNK, &[1; 512]).unwrap();
     svc.create("s2", None).unwrap();
-    st.write(Dev::Origin, 2 * CHUNK, &[2; 512]).unwrap();
+    st.write(Dev::Origin(0), 2 * CHUNK, &[2; 512]).unwrap();
     let s1 = Dev::Snap(svc.store().lock().lookup("s1").unwrap());
     st.write(s1, 3 * CHUNK, &[3; 512]).unwrap();
     st.discard(s1, 4 * CHUNK, CHUNK).unwrap();
@@ -254,7 +254,7 @@ fn nbd_multi_conn_flush() {
     store.commit().unwrap();
     let shared = Arc::new(SharedStore::new(store));
     let exports = Exports::new();
-    for (name, d) in [("o", Dev::Origin), ("s", Dev::Snap(id))] {
+    for (name, d) in [("o", Dev::Origin(0)), ("s", Dev::Snap(id))] {
         exports.insert(Export {
             name: name.into(),
             dev: d,
@@ -290,7 +290,7 @@ fn nbd_multi_conn_flush() {
     server.stop();
     let mut re = Store::open(Arc::new(o2), Arc::new(d2), common::opts()).unwrap();
     let mut got = vec![0u8; 8192];
-    re.read(Dev::Origin, CHUNK, &mut got).unwrap();
+    re.read(Dev::Origin(0), CHUNK, &mut got).unwrap();
     assert_eq!(got, data, "connection a's origin write after b's flush");
     re.read(Dev::Snap(id), 3 * CHUNK, &mut got).unwrap();
     assert_eq!(got, data, "connection b's own write");
@@ -314,13 +314,13 @@ fn model_e2e_through_nbd() {
     let mut rng = SmallRng::seed_from_u64(14);
     svc.export("origin", true, None).unwrap();
     let mut conns: Vec<(Dev, Client)> =
-        vec![(Dev::Origin, Client::connect(&s.sock, "origin", &[]))];
+        vec![(Dev::Origin(0), Client::connect(&s.sock, "origin", &[]))];
     for round in 0..4 {
         let name = format!("s{round}");
         let from = (round == 3).then_some("s1");
         let c = svc.create(&name, from).unwrap();
         let dev = Dev::Snap(blockdev::ids::SnapId(c.id));
-        let src = from.map_or(Dev::Origin, |f| {
+        let src = from.map_or(Dev::Origin(0), |f| {
             Dev::Snap(svc.store().lock().lookup(f).unwrap())
         });
         model.devs.insert(dev, model.devs[&src].clone());
@@ -340,11 +340,11 @@ fn model_e2e_through_nbd() {
                 }
                 5 => {
                     assert_eq!(c.call(nbd::TRIM, fua, off, len as u32, &[]).error, 0);
-                    if *dev == Dev::Origin {
+                    if *dev == Dev::Origin(0) {
                         // the origin is a plain file: a discard of it keeps its data?
                         let mut now = vec![0u8; len as usize];
-                        svc.store().read(Dev::Origin, off, &mut now).unwrap();
-                        model.write(Dev::Origin, off, &now);
+                        svc.store().read(Dev::Origin(0), off, &mut now).unwrap();
+                        model.write(Dev::Origin(0), off, &now);
                     } else {
                         model.discard_snapshot(*dev, off, len, CHUNK);
                     }
@@ -381,7 +381,7 @@ fn model_e2e_through_nbd() {
             &over_nbd == want,
             "NBD read of {dev:?} differs from the model"
         );
-        if *dev != Dev::Origin {
+        if *dev != Dev::Origin(0) {
             let r = c.call(nbd::BLOCK_STATUS, 0, 0, LEN as u32, &[]);
             let mut pos = 0usize;
             for (len, flags) in &r.status[0].1 {
@@ -406,10 +406,10 @@ fn a_snapshot_named_origin_is_exported_by_flag_and_the_origin_by_dash() {
     let s = setup();
     let svc = s.fix.service();
     let old = pattern(3, 64 << 10);
-    svc.store().write(Dev::Origin, 0, &old).unwrap();
+    svc.store().write(Dev::Origin(0), 0, &old).unwrap();
     svc.create("origin", None).unwrap();
     let new = pattern(4, 64 << 10);
-    svc.store().write(Dev::Origin, 0, &new).unwrap();
+    svc.store().write(Dev::Origin(0), 0, &new).unwrap();
     let e = svc.export("origin", false, None).unwrap_err().to_string();
     assert!(e.contains("ambiguous") || e.contains("--snapshot"), "{e}");
     assert!(svc.exports().list().is_empty(), "nothing exported");
@@ -437,7 +437,7 @@ fn long_reads_in_pieces_or_one_chunk_with_df() {
     let s = nbd::setup(48 << 20, 128 << 20);
     let svc = s.fix.service();
     svc.store()
-        .write(Dev::Origin, 0, &pattern(4, 1 << 20))
+        .write(Dev::Origin(0), 0, &pattern(4, 1 << 20))
         .unwrap();
     svc.export("origin", true, None).unwrap();
     let mut c = Client::connect(&s.sock, "origin", &[]);
@@ -489,7 +489,7 @@ fn block_status_of_many_extents_in_several_replies() {
     svc.create("s", None).unwrap();
     for c in (0..chunks).step_by(2) {
         svc.store()
-            .write(Dev::Origin, c * CHUNK, &[1; 512])
+            .write(Dev::Origin(0), c * CHUNK, &[1; 512])
             .unwrap();
     }
     svc.export("s", false, None).unwrap();

@@ -229,7 +229,7 @@ fn hostile_clients_bounded_memory_honest_client_served() {
     // the writes landed
     let mut got = vec![0u8; 1 << 20];
     svc.store()
-        .read(Dev::Origin, (64 << 20) + (100 << 20), &mut got)
+        .read(Dev::Origin(0), (64 << 20) + (100 << 20), &mut got)
         .unwrap();
     assert!(got == pattern(3, 1 << 20));
     assert_eq!(honest.read(0, 4096), pattern(0, 4096));

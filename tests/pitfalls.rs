@@ -37,12 +37,12 @@ impl Script {
         let mut m = Model::new(vec![0; (n * CS) as usize]);
         for a in 0..n {
             let d = chunk_of(1000 + a as u32);
-            s.write(Dev::Origin, a * CS, &d).unwrap();
-            m.write(Dev::Origin, a * CS, &d);
+            s.write(Dev::Origin(0), a * CS, &d).unwrap();
+            m.write(Dev::Origin(0), a * CS, &d);
         }
         s.flush().unwrap();
         let mut names = BTreeMap::new();
-        names.insert("O".to_string(), Dev::Origin);
+        names.insert("O".to_string(), Dev::Origin(0));
         Script { h, s, m, names, n }
     }
 
@@ -57,7 +57,7 @@ impl Script {
                 ["snapO", x] => {
                     let id = self.s.create_snapshot(x, None, 0).unwrap();
                     self.names.insert(x.to_string(), Dev::Snap(id));
-                    let c = self.m.devs[&Dev::Origin].clone();
+                    let c = self.m.devs[&Dev::Origin(0)].clone();
                     self.m.devs.insert(Dev::Snap(id), c);
                 }
                 ["snap", x, y] => {
@@ -92,7 +92,7 @@ impl Script {
                     };
                     self.s.merge_snapshot(id).unwrap();
                     let c = self.m.devs.remove(&Dev::Snap(id)).unwrap();
-                    self.m.devs.insert(Dev::Origin, c);
+                    self.m.devs.insert(Dev::Origin(0), c);
                 }
                 ["bg"] => {
                     self.s.background_step(1).unwrap();

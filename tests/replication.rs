@@ -26,7 +26,7 @@ fn scribble(f: &Fixture, rng: &mut SmallRng, writes: usize) {
         let off = rng.gen_range(0..SIZE / 4096) * 4096;
         let len = (rng.gen_range(1..64u64) * 4096).min(SIZE - off);
         let d: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
-        s.write(Dev::Origin, off, &d).unwrap();
+        s.write(Dev::Origin(0), off, &d).unwrap();
     }
 }
 
@@ -180,7 +180,7 @@ fn a_resume_after_the_origin_was_written_is_refused() {
     }
     dst.service()
         .store()
-        .write(Dev::Origin, 0, &[0x5a; 4096])
+        .write(Dev::Origin(0), 0, &[0x5a; 4096])
         .unwrap();
     let rest = send(&src, "s1", None, Some(token));
     let e = receive(&dst, &rest, false).unwrap_err();

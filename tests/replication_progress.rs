@@ -28,7 +28,7 @@ fn round(f: &Fixture, rng: &mut SmallRng, writes: usize, name: &str) {
         let off = rng.gen_range(0..SIZE / 4096) * 4096;
         let len = (rng.gen_range(1..64u64) * 4096).min(SIZE - off);
         let d: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
-        s.write(Dev::Origin, off, &d).unwrap();
+        s.write(Dev::Origin(0), off, &d).unwrap();
     }
     let r = client::request(
         &f.socket,

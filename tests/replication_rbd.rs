@@ -41,11 +41,11 @@ fn source() -> Fixture {
             if rng.gen_bool(0.2) {
                 f.service()
                     .store()
-                    .write_zeroes(Dev::Origin, off, len)
+                    .write_zeroes(Dev::Origin(0), off, len)
                     .unwrap();
             } else {
                 let d: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
-                f.service().store().write(Dev::Origin, off, &d).unwrap();
+                f.service().store().write(Dev::Origin(0), off, &d).unwrap();
             }
         }
         let r = client::request(
@@ -181,7 +181,7 @@ fn merge_diff_of_our_chain_equals_our_full_send() {
     fresh
         .service()
         .store()
-        .read(Dev::Origin, 0, &mut origin)
+        .read(Dev::Origin(0), 0, &mut origin)
         .unwrap();
     assert!(origin.iter().all(|&x| x == 0), "the origin was rolled back");
 }

@@ -44,7 +44,7 @@ fn source() -> Fixture {
         let off = rng.gen_range(0..SIZE / 4096) * 4096;
         let len = (rng.gen_range(1..64u64) * 4096).min(SIZE - off);
         let d: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
-        f.service().store().write(Dev::Origin, off, &d).unwrap();
+        f.service().store().write(Dev::Origin(0), off, &d).unwrap();
     }
     assert!(matches!(create(&f, "s1", None), Ok(Reply::Created(_))));
     f

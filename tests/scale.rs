@@ -35,7 +35,7 @@ fn ten_thousand_snapshots_of_one_origin() {
     let nr_addr = 64u64;
     let (h, mut s) = Harness::new(nr_addr * CS, 256 << 20, CS as u32, &[0]);
     for a in 0..nr_addr {
-        s.write(Dev::Origin, a * CS, &val(a)).unwrap();
+        s.write(Dev::Origin(0), a * CS, &val(a)).unwrap();
     }
     let mut rng = StdRng::seed_from_u64(1);
     let mut origin: Vec<u64> = (0..nr_addr).collect();
@@ -54,7 +54,7 @@ fn ten_thousand_snapshots_of_one_origin() {
         if i % 10 == 0 {
             let a = rng.gen_range(0..nr_addr);
             next += 1;
-            s.write(Dev::Origin, a * CS, &val(next)).unwrap();
+            s.write(Dev::Origin(0), a * CS, &val(next)).unwrap();
             origin[a as usize] = next;
         }
         if i % 97 == 0 {
@@ -115,18 +115,18 @@ fn ten_thousand_snapshots_of_one_origin() {
 #[test]
 fn ten_thousand_elements_at_one_address() {
     let (h, mut s) = Harness::new(4 * CS, 256 << 20, CS as u32, &[0]);
-    s.write(Dev::Origin, 0, &val(0)).unwrap();
+    s.write(Dev::Origin(0), 0, &val(0)).unwrap();
     let mut ids = Vec::new();
     for i in 0..N {
         let id = s.create_snapshot(&format!("hot-{i}"), None, i).unwrap();
         ids.push(id);
-        s.write(Dev::Origin, 0, &val(i + 1)).unwrap();
+        s.write(Dev::Origin(0), 0, &val(i + 1)).unwrap();
     }
     let verify = |s: &mut Store| {
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(read_val(s, Dev::Snap(*id), 0), i as u64, "snapshot {i}");
         }
-        assert_eq!(read_val(s, Dev::Origin, 0), N);
+        assert_eq!(read_val(s, Dev::Origin(0), 0), N);
     };
     verify(&mut s);
     let rep = s.check().unwrap();

@@ -34,11 +34,11 @@ fn chunk(v: u8) -> Vec<u8> {
 #[test]
 fn fail_policy_refuses_the_write_and_loses_nothing() {
     let (origin, dev, mut s) = store(SpacePolicy::Fail, 0, 400);
-    let before = read_all(&mut s, Dev::Origin);
+    let before = read_all(&mut s, Dev::Origin(0));
     let snap = s.create_snapshot("keep", None, 1).unwrap();
     let mut written = 0;
     let err = loop {
-        match s.write(Dev::Origin, written * CS, &chunk(0xAB)) {
+        match s.write(Dev::Origin(0), written * CS, &chunk(0xAB)) {
             Ok(()) => written += 1,
             Err(e) => break e,
         }
@@ -48,7 +48,7 @@ fn fail_policy_refuses_the_write_and_loses_nothing() {
     assert_eq!(err.errno(), libc_enospc());
     // the refused chunk is untouched on the origin; the snapshot reads everything
     let mut b = chunk(0);
-    s.read(Dev::Origin, written * CS, &mut b).unwrap();
+    s.read(Dev::Origin(0), written * CS, &mut b).unwrap();
     assert_eq!(
         b,
         before[(written * CS) as usize..((written + 1) * CS) as usize]
@@ -58,7 +58,7 @@ fn fail_policy_refuses_the_write_and_loses_nothing() {
     // deleting the snapshot gives the space back; the write then succeeds
     s.delete_snapshot(snap).unwrap();
     s.run_background(64).unwrap();
-    s.write(Dev::Origin, written * CS, &chunk(0xAB)).unwrap();
+    s.write(Dev::Origin(0), written * CS, &chunk(0xAB)).unwrap();
     s.flush().unwrap();
     let mut s = Store::open(origin, dev, StoreOptions::default()).unwrap();
     assert!(s.check().unwrap().is_clean());
@@ -67,7 +67,7 @@ fn fail_policy_refuses_the_write_and_loses_nothing() {
 #[test]
 fn delete_oldest_spares_held_snapshots() {
     let (_o, _d, mut s) = store(SpacePolicy::DeleteOldest, 0, 600);
-    let mut model = Model::new(read_all(&mut s, Dev::Origin));
+    let mut model = Model::new(read_all(&mut s, Dev::Origin(0)));
     let mut ids = BTreeMap::new();
     let mut round = 0u8;
     // snapshots every 40 chunks of origin writes, the second one held
@@ -81,11 +81,11 @@ fn delete_oldest_spares_held_snapshots() {
         ids.insert(i, id);
         model
             .devs
-            .insert(Dev::Snap(id), model.devs[&Dev::Origin].clone());
+            .insert(Dev::Snap(id), model.devs[&Dev::Origin(0)].clone());
         round += 1;
         for a in 0..120u64 {
-            s.write(Dev::Origin, a * CS, &chunk(round)).unwrap();
-            model.write(Dev::Origin, a * CS, &chunk(round));
+            s.write(Dev::Origin(0), a * CS, &chunk(round)).unwrap();
+            model.write(Dev::Origin(0), a * CS, &chunk(round));
         }
     }
     let left: Vec<_> = s.snapshots().into_iter().map(|x| x.name).collect();
@@ -107,7 +107,10 @@ fn delete_oldest_spares_held_snapshots() {
             assert_eq!(&read_all(&mut s, *d), want, "snapshot {id:?}");
         }
     }
-    assert_eq!(read_all(&mut s, Dev::Origin), model.devs[&Dev::Origin]);
+    assert_eq!(
+        read_all(&mut s, Dev::Origin(0)),
+        model.devs[&Dev::Origin(0)]
+    );
     assert!(s.check().unwrap().errors.is_empty());
 }
 
@@ -118,7 +121,7 @@ fn delete_oldest_spares_held_snapshots() {
 fn delete_oldest_spares_snapshots_in_use() {
     // room for the three snapshots' copies, not for a fourth round of copy-outs
     let (_o, _d, mut s) = store(SpacePolicy::DeleteOldest, 0, 800);
-    let mut model = Model::new(read_all(&mut s, Dev::Origin));
+    let mut model = Model::new(read_all(&mut s, Dev::Origin(0)));
     let mut round = 0u8;
     let mut ids = Vec::new();
     for i in 0..3u32 {
@@ -128,11 +131,11 @@ fn delete_oldest_spares_snapshots_in_use() {
         ids.push(id);
         model
             .devs
-            .insert(Dev::Snap(id), model.devs[&Dev::Origin].clone());
+            .insert(Dev::Snap(id), model.devs[&Dev::Origin(0)].clone());
         round += 1;
         for a in 0..120u64 {
-            s.write(Dev::Origin, a * CS, &chunk(round)).unwrap();
-            model.write(Dev::Origin, a * CS, &chunk(round));
+            s.write(Dev::Origin(0), a * CS, &chunk(round)).unwrap();
+            model.write(Dev::Origin(0), a * CS, &chunk(round));
         }
     }
     s.set_in_use(ids[0], true);
@@ -142,8 +145,8 @@ fn delete_oldest_spares_snapshots_in_use() {
     round += 1;
     let mut stop = None;
     for a in 120..512u64 {
-        match s.write(Dev::Origin, a * CS, &chunk(round)) {
-            Ok(()) => model.write(Dev::Origin, a * CS, &chunk(round)),
+        match s.write(Dev::Origin(0), a * CS, &chunk(round)) {
+            Ok(()) => model.write(Dev::Origin(0), a * CS, &chunk(round)),
             Err(e) => {
                 assert_eq!(e.errno(), libc_enospc(), "address {a}: {e}");
                 stop = Some(a);
@@ -162,12 +165,15 @@ fn delete_oldest_spares_snapshots_in_use() {
             "snapshot {id:?}"
         );
     }
-    assert_eq!(read_all(&mut s, Dev::Origin), model.devs[&Dev::Origin]);
+    assert_eq!(
+        read_all(&mut s, Dev::Origin(0)),
+        model.devs[&Dev::Origin(0)]
+    );
     // no longer in use: the next write that needs space deletes it
     s.set_in_use(ids[0], false);
     for a in stop..512u64 {
-        s.write(Dev::Origin, a * CS, &chunk(round)).unwrap();
-        model.write(Dev::Origin, a * CS, &chunk(round));
+        s.write(Dev::Origin(0), a * CS, &chunk(round)).unwrap();
+        model.write(Dev::Origin(0), a * CS, &chunk(round));
     }
     let left: Vec<_> = s.snapshots().into_iter().map(|x| x.name).collect();
     assert_eq!(left, vec!["u2".to_string()], "{left:?}");
@@ -175,7 +181,10 @@ fn delete_oldest_spares_snapshots_in_use() {
         read_all(&mut s, Dev::Snap(ids[2])),
         model.devs[&Dev::Snap(ids[2])]
     );
-    assert_eq!(read_all(&mut s, Dev::Origin), model.devs[&Dev::Origin]);
+    assert_eq!(
+        read_all(&mut s, Dev::Origin(0)),
+        model.devs[&Dev::Origin(0)]
+    );
     assert!(s.check().unwrap().errors.is_empty());
 }
 
@@ -184,7 +193,7 @@ fn min_free_guard_keeps_a_reserve() {
     let (_o, _d, mut s) = store(SpacePolicy::Fail, 100, 400);
     s.create_snapshot("s", None, 1).unwrap();
     let mut n = 0;
-    while s.write(Dev::Origin, n * CS, &chunk(1)).is_ok() {
+    while s.write(Dev::Origin(0), n * CS, &chunk(1)).is_ok() {
         n += 1;
     }
     assert!(s.status().nr_free >= 100, "{:?}", s.status());

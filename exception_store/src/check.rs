@@ -138,28 +138,56 @@ impl Store {
                 rep.errors
                     .push(format!("label {} used by two snapshots", s.label));
             }
-            if s.size > self.size() || !s.size.is_multiple_of(512) {
+            let origin_size = self.origin_size(s.origin).unwrap_or(0);
+            if s.size > origin_size || !s.size.is_multiple_of(512) {
                 // the origin only grows and a snapshot takes its size (`grow_origin`)
                 rep.errors.push(format!(
                     "snapshot {} is {} bytes: not a whole number of sectors no larger \
                      than the origin's {}",
-                    s.name,
-                    s.size,
-                    self.size()
+                    s.name, s.size, origin_size
+                ));
+            }
+            if self.vt.contains(s.label)
+                && self.vt.root_of(s.label) != self.root_of_origin(s.origin)
+            {
+                rep.errors.push(format!(
+                    "snapshot {} of origin #{} reads through label {} of another origin's tree",
+                    s.name, s.origin, s.label
                 ));
             }
         }
         let quiescent = self.jobs.is_empty();
-        let view = View::new(self.vt.prepare());
+        let roots: std::collections::BTreeMap<u32, Label> =
+            self.origins.iter().map(|(k, o)| (*k, o.root)).collect();
+        let view = View::new(self.vt.prepare(), Label(0));
         let tree = view.anc.tree();
-        let visible: Vec<Label> = tree.labels().filter(|&l| view.visible(l)).collect();
+        // the visible versions of each origin's tree
+        let mut visible: std::collections::HashMap<Label, Vec<Label>> = Default::default();
+        for l in tree.labels().filter(|&l| !tree.is_root(l)) {
+            if view.visible(l) {
+                visible.entry(tree.root_of(l)).or_default().push(l);
+            }
+        }
+        let none = Vec::new();
         for (a, elems) in &by_addr {
             rep.nr_elements += elems.len() as u64;
+            let Some(&root) = roots.get(&crate::store::addr_origin(*a)) else {
+                rep.errors.push(format!(
+                    "elements at address {a} of origin #{}, which is not in the origin table",
+                    crate::store::addr_origin(*a)
+                ));
+                continue;
+            };
+            let view = View { root, ..view };
             let mut labels = BTreeSet::new();
             for (l, _) in elems {
-                if l.0 == 0 || !tree.contains(*l) {
+                if tree.is_root(*l) || !tree.contains(*l) {
                     rep.errors
                         .push(format!("element ({a}, {l}) names a dead label"));
+                } else if tree.root_of(*l) != root {
+                    rep.errors.push(format!(
+                        "element ({a}, {l}) names a label of another origin's tree"
+                    ));
                 }
                 if !labels.insert(*l) {
                     rep.errors.push(format!("two elements ({a}, {l})"));
@@ -167,7 +195,12 @@ impl Store {
             }
             if quiescent && rep.errors.is_empty() {
                 let e: crate::rules::Elems = elems.iter().copied().collect();
-                let read: BTreeSet<Label> = visible.iter().map(|&v| view.reader(&e, v)).collect();
+                let read: BTreeSet<Label> = visible
+                    .get(&root)
+                    .unwrap_or(&none)
+                    .iter()
+                    .map(|&v| view.reader(&e, v))
+                    .collect();
                 for (l, _) in elems {
                     if !read.contains(l) {
                         rep.warnings.push(format!(
@@ -208,7 +241,7 @@ impl Store {
         }
         if quiescent {
             for l in tree.labels() {
-                if l.0 != 0 && tree.is_ghost(l) && tree.children(l).len() < 2 {
+                if !tree.is_root(l) && tree.is_ghost(l) && tree.children(l).len() < 2 {
                     rep.errors.push(format!(
                         "ghost {l} has {} children with no pass pending",
                         tree.children(l).len()

@@ -167,7 +167,7 @@ mod tests {
         let dev = Arc::new(MemDevice::new(8 << 20));
         let mut s = Store::format(origin, dev.clone(), 4096, StoreOptions::default()).unwrap();
         let a = s.create_snapshot("a", None, 1).unwrap();
-        s.write(Dev::Origin, 0, &[1; 8192]).unwrap();
+        s.write(Dev::Origin(0), 0, &[1; 8192]).unwrap();
         s.write(Dev::Snap(a), 3 * 4096, &[2; 4096]).unwrap();
         s.flush().unwrap();
         let mut off = Store::open_offline(dev).unwrap();
@@ -182,6 +182,6 @@ mod tests {
         assert_eq!(v.nr_elements, 3);
         assert_eq!(d.elements.unwrap().len(), 3);
         // offline stores refuse to write the origin
-        assert!(off.write(Dev::Origin, 0, &[0; 512]).is_err());
+        assert!(off.write(Dev::Origin(0), 0, &[0; 512]).is_err());
     }
 }

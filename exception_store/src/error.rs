@@ -70,6 +70,12 @@ pub enum Error {
     /// The operation conflicts with work in progress.
     #[error("busy: {0}")]
     Busy(String),
+    /// No such origin.
+    #[error("no origin {0}")]
+    NoSuchOrigin(String),
+    /// The origin is in the store but its device is not attached.
+    #[error("{0}")]
+    OriginMissing(String),
 }
 
 impl Error {
@@ -79,7 +85,8 @@ impl Error {
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             Error::NoSpace(_) => libc::ENOSPC,
             Error::Invalid(_) | Error::Mismatch { .. } => libc::EINVAL,
-            Error::NoSuchSnapshot(_) => libc::ENOENT,
+            Error::NoSuchSnapshot(_) | Error::NoSuchOrigin(_) => libc::ENOENT,
+            Error::OriginMissing(_) => libc::ENXIO,
             Error::NameTaken(_) => libc::EEXIST,
             Error::Busy(_) => libc::EBUSY,
             _ => libc::EIO,

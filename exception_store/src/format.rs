@@ -105,6 +105,16 @@ pub const ORIGINS_TREE_TAG: u8 = 7;
 
 /// Longest snapshot name, in bytes.
 pub const MAX_NAME_LEN: usize = 63;
+
+/// Addresses are cut per origin (format version 4): origin `k`'s chunk `c` is the
+/// pool address `k << ORIGIN_SHIFT | c` (2^40 chunks per origin, 2^24 origins).
+pub const ORIGIN_SHIFT: u32 = 40;
+
+/// The chunk-number bits of a pool address.
+pub const ORIGIN_CHUNK_MASK: u64 = (1 << ORIGIN_SHIFT) - 1;
+
+/// Most origins a store holds (ids `0..MAX_ORIGINS`).
+pub const MAX_ORIGINS: u32 = 1 << 24;
 /// Version record: parent u32, flags u32, ghost_since u64.
 pub const VERSION_REC_SIZE: usize = 16;
 /// Version flag: a ghost.

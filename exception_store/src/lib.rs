@@ -25,9 +25,9 @@
 //! let origin = Arc::new(MemDevice::new(1 << 20));
 //! let dev = Arc::new(MemDevice::new(4 << 20));
 //! let mut s = Store::format(origin, dev, 64 * 1024, StoreOptions::default()).unwrap();
-//! s.write(Dev::Origin, 0, b"before").unwrap();
+//! s.write(Dev::Origin(0), 0, b"before").unwrap();
 //! let snap = s.create_snapshot("s1", None, 0).unwrap();
-//! s.write(Dev::Origin, 0, b"after!").unwrap();
+//! s.write(Dev::Origin(0), 0, b"after!").unwrap();
 //! let mut buf = [0u8; 6];
 //! s.read(Dev::Snap(snap), 0, &mut buf).unwrap();
 //! assert_eq!(&buf, b"before");
@@ -57,9 +57,10 @@ pub mod version_tree;
 
 pub use error::{Error, Result, Space};
 pub use shared::{DirectPiece, DirectPlan, DirectSource, DirectStarted, SharedStore, Started};
+pub use store::validate_origin_name;
 pub use store::{
-    preallocate, CopyOut, CopyOutBegin, Dev, Grown, JobInfo, OriginGrown, OriginInfo,
-    Preallocation, ReadPiece, ReadPlan, ReadSource, RoomStep, SnapInfo, SpacePolicy, Status, Store,
-    StoreOptions,
+    addr_chunk, addr_origin, pool_addr, preallocate, CopyOut, CopyOutBegin, Dev, Grown, JobInfo,
+    OriginGrown, OriginId, OriginInfo, OriginRemoved, Preallocation, ReadPiece, ReadPlan,
+    ReadSource, RoomStep, SnapInfo, SpacePolicy, Status, Store, StoreOptions,
 };
 pub use tables::validate_name;

@@ -37,20 +37,27 @@ pub enum SnapWrite {
 pub struct View<'a> {
     /// Ancestor queries.
     pub anc: Ancestry<'a>,
+    /// The root of the origin this address belongs to (label 0 for origin 0): the
+    /// reader of a version with no element on its path.
+    pub root: Label,
     /// A ghost that still counts as visible here (the snapshot being merged, at an
     /// address the merge has not reached).
     pub merging: Option<Label>,
 }
 
 impl<'a> View<'a> {
-    /// A view with no merge in progress.
-    pub fn new(anc: Ancestry<'a>) -> Self {
-        View { anc, merging: None }
+    /// A view of an address of the origin rooted at `root`, with no merge in progress.
+    pub fn new(anc: Ancestry<'a>, root: Label) -> Self {
+        View {
+            anc,
+            root,
+            merging: None,
+        }
     }
 
     /// Whether `l` counts as a reader here.
     pub fn visible(&self, l: Label) -> bool {
-        l.0 != 0 && (!self.anc.tree().is_ghost(l) || self.merging == Some(l))
+        l != self.root && (!self.anc.tree().is_ghost(l) || self.merging == Some(l))
     }
 
     fn visible_in_subtree(&self, l: Label) -> u32 {
@@ -64,14 +71,14 @@ impl<'a> View<'a> {
     }
 
     /// The label whose element `v` reads (its nearest ancestor-or-self with an
-    /// element), or label 0 for the origin.
+    /// element), or the root for the origin.
     pub fn reader(&self, e: &Elems, v: Label) -> Label {
-        let mut best = Label(0);
+        let mut best = self.root;
         let mut best_depth = 0;
         for &x in e.keys() {
             if self.anc.is_ancestor_or_self(x, v) {
                 let d = self.anc.depth(x);
-                if best.0 == 0 || d > best_depth {
+                if best == self.root || d > best_depth {
                     best = x;
                     best_depth = d;
                 }
@@ -81,7 +88,7 @@ impl<'a> View<'a> {
     }
 
     /// Visible versions strictly below `p` that read `p`'s element (no element in
-    /// between). For `p = 0`: the visible versions that read the origin.
+    /// between). For the root: the visible versions that read the origin.
     pub fn heirs(&self, e: &Elems, p: Label) -> u32 {
         let own = self.visible(p) as u32;
         let mut total = self.visible_in_subtree(p) - own;
@@ -160,14 +167,14 @@ impl<'a> View<'a> {
     /// steady state after a copy-out), nothing is copied whatever the other elements
     /// are, and the heirs of the origin (a walk over every element) are not counted.
     pub fn origin_copy_out(&self, e: &Elems) -> Option<Label> {
-        let top = self.anc.tree().newest()?;
-        (!e.contains_key(&top) && self.heirs(e, Label(0)) > 0).then_some(top)
+        let top = self.anc.tree().newest(self.root)?;
+        (!e.contains_key(&top) && self.heirs(e, self.root) > 0).then_some(top)
     }
 
     /// What a write by version `t` needs.
     pub fn snapshot_write(&self, e: &Elems, t: Label) -> SnapWrite {
         let r = self.reader(e, t);
-        if r.0 != 0 && r != t && !self.visible(r) && self.heirs(e, r) == 1 {
+        if r != self.root && r != t && !self.visible(r) && self.heirs(e, r) == 1 {
             return SnapWrite::InPlace(r);
         }
         let heirs_t = self.heirs(e, t);
@@ -179,10 +186,10 @@ impl<'a> View<'a> {
         }
         let tree = self.anc.tree();
         let mut x = tree.parent(t);
-        while x.0 != 0 && !e.contains_key(&x) && !self.visible(x) {
+        while x != self.root && !e.contains_key(&x) && !self.visible(x) {
             x = tree.parent(x);
         }
-        if x.0 != 0 && e.contains_key(&x) && !self.visible(x) && self.heirs(e, x) == 1 {
+        if x != self.root && e.contains_key(&x) && !self.visible(x) && self.heirs(e, x) == 1 {
             return SnapWrite::Relabel(x);
         }
         SnapWrite::Allocate

@@ -31,8 +31,10 @@
 //! queue thread, with no thread handing work to another.
 //!
 //! # The origin gate
-//! Origin writes are inside the gate ([`crate::origin_gate`]) from their copy-out
-//! until their data is written; creating a snapshot, starting a merge and the last
+//! Each origin has its own side ([`OriginSide`]): its device, gate, size and settled
+//! chunks, reached without the store lock. Origin writes are inside their origin's
+//! gate ([`crate::origin_gate`]) from their copy-out until their data is written;
+//! creating a snapshot of it, starting a merge into it, growing it and the last
 //! commit of a stop run alone ([`OriginGate::exclusive`]). So a snapshot never sees an
 //! origin write whose copy-out decision was taken before the snapshot existed.
 //!
@@ -40,12 +42,13 @@
 //! origin gate, then store lock; the commit state lock is never held while taking
 //! another. A thread holding gate entries of started writes never waits to enter
 //! ([`SharedStore::origin_write_start`] answers `Busy` instead).
-use crate::{origin_gate::OriginGate, CopyOutBegin, Dev, Result, Store};
+use crate::{origin_gate::OriginGate, CopyOutBegin, Dev, OriginId, Result, Store};
 use blockdev::{
     ids::{SnapId, TxnId},
     BlockDevice,
 };
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use std::collections::BTreeMap;
 use std::sync::{
     atomic::{AtomicU64, Ordering},
     Arc,
@@ -68,21 +71,64 @@ pub enum Started {
     Wait(TxnId),
 }
 
+/// One origin's part of a [`SharedStore`], used without the store lock.
+struct OriginSide {
+    dev: Arc<dyn BlockDevice>,
+    gate: OriginGate,
+    /// The origin's size: read without the store lock by every request's bounds
+    /// check; changes only in [`SharedStore::grow_origin`], after the commit.
+    size: AtomicU64,
+    /// Origin chunks whose writes need neither a copy-out nor a commit (`settled`).
+    settled: settled::Settled,
+}
+
+impl OriginSide {
+    fn new(dev: Arc<dyn BlockDevice>, size: u64, chunk_size: u64) -> Arc<Self> {
+        Arc::new(OriginSide {
+            dev,
+            gate: OriginGate::new(),
+            size: AtomicU64::new(size),
+            settled: settled::Settled::new(size.div_ceil(chunk_size)),
+        })
+    }
+
+    fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.dev
+            .write_at(data, offset)
+            .map_err(|source| crate::Error::Io {
+                device: "origin",
+                offset,
+                source,
+            })
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.dev
+            .read_at(buf, offset)
+            .map_err(|source| crate::Error::Io {
+                device: "origin",
+                offset,
+                source,
+            })
+    }
+}
+
 /// See the module documentation.
 pub struct SharedStore {
     store: Mutex<Store>,
     /// Notified whenever a copy-out without the lock ends (its addresses leave
     /// flight); waited on with the store lock.
     copied: Condvar,
-    origin: Arc<dyn BlockDevice>,
+    /// The origins with a device attached, by id.
+    origins: RwLock<BTreeMap<OriginId, Arc<OriginSide>>>,
     /// The store device's descriptor, for reads done elsewhere (`direct`).
     store_fd: Option<std::os::fd::RawFd>,
-    gate: OriginGate,
     commit: Mutex<CommitState>,
     done: Condvar,
-    /// The origin's size: read without the store lock by every request's bounds
-    /// check; changes only in [`SharedStore::grow_origin`], after the commit.
-    origin_size: AtomicU64,
     /// The store's count of moves ([`Store::moves`]), read without its lock.
     moves: Arc<AtomicU64>,
     /// The store's count of frees ([`Store::frees`]), read without its lock.
@@ -91,8 +137,6 @@ pub struct SharedStore {
     copy_epoch: Arc<AtomicU64>,
     /// Whether a merge runs ([`Store::merging_flag`]), read without its lock.
     merging: Arc<std::sync::atomic::AtomicBool>,
-    /// Origin chunks whose writes need neither a copy-out nor a commit (`settled`).
-    settled: settled::Settled,
     /// The chunk size in bytes.
     chunk_size: u64,
 }
@@ -107,60 +151,122 @@ impl SharedStore {
     /// Share an open store.
     pub fn new(store: Store) -> Self {
         let durable = store.txn_id();
-        let origin = store.origin_device();
         let store_fd = store.dev.raw_fd();
-        let size = store.size();
         let moves = store.moves();
         let frees = store.frees();
         let copy_epoch = store.copy_epoch();
         let merging = store.merging_flag();
         let chunk_size = store.chunk_size();
-        let settled = settled::Settled::new(size.div_ceil(chunk_size));
+        let origins = store
+            .origin_devs
+            .iter()
+            .map(|(k, dev)| {
+                let size = store.origin_size(*k).unwrap_or(0);
+                (*k, OriginSide::new(dev.clone(), size, chunk_size))
+            })
+            .collect();
         SharedStore {
             store: Mutex::new(store),
             copied: Condvar::new(),
-            origin,
+            origins: RwLock::new(origins),
             store_fd,
-            gate: OriginGate::new(),
             commit: Mutex::new(CommitState {
                 durable,
                 leader: false,
             }),
             done: Condvar::new(),
-            origin_size: AtomicU64::new(size),
             moves,
             frees,
             copy_epoch,
             merging,
-            settled,
             chunk_size,
         }
     }
 
-    /// The origin's size in bytes now (it grows with
+    /// Origin `k`'s side; an error when it has no device attached.
+    fn side(&self, k: OriginId) -> Result<Arc<OriginSide>> {
+        if let Some(o) = self.origins.read().get(&k) {
+            return Ok(o.clone());
+        }
+        // the store says why: no such origin, or no device
+        self.store.lock().origin_device(k)?;
+        Err(crate::Error::OriginMissing(format!(
+            "origin #{k} has no device attached"
+        )))
+    }
+
+    /// Origin 0's size in bytes now (it grows with
     /// [`grow_origin`](Self::grow_origin); a snapshot keeps its own, [`Self::dev_size`]).
     pub fn size(&self) -> u64 {
-        self.origin_size.load(Ordering::Acquire)
+        self.side(0).map_or(0, |o| o.size())
     }
 
     /// The size of `dev` in bytes ([`Store::dev_size`]).
     pub fn dev_size(&self, dev: Dev) -> Result<u64> {
         match dev {
-            Dev::Origin => Ok(self.size()),
+            Dev::Origin(k) => Ok(self.side(k)?.size()),
             Dev::Snap(_) => self.store.lock().dev_size(dev),
         }
     }
 
-    /// Grow the origin to `new_len` bytes ([`Store::grow_origin`]), alone: no origin
-    /// write is between its copy-out and its data meanwhile. The size the devices
+    /// Grow origin `k` to `new_len` bytes ([`Store::grow_origin`]), alone: no write
+    /// to it is between its copy-out and its data meanwhile. The size the devices
     /// see changes once the growth is committed.
-    pub fn grow_origin(&self, new_len: u64) -> Result<crate::OriginGrown> {
-        self.gate.exclusive(|| {
-            let g = self.store.lock().grow_origin(new_len)?;
-            self.settled.resize(g.new_len.div_ceil(self.chunk_size));
-            self.origin_size.store(g.new_len, Ordering::Release);
+    pub fn grow_origin(&self, k: OriginId, new_len: u64) -> Result<crate::OriginGrown> {
+        let o = self.side(k)?;
+        o.gate.exclusive(|| {
+            let g = self.store.lock().grow_origin(k, new_len)?;
+            o.settled.resize(g.new_len.div_ceil(self.chunk_size));
+            o.size.store(g.new_len, Ordering::Release);
             Ok(g)
         })
+    }
+
+    /// Add origin `name` on `dev` ([`Store::add_origin`]); its device is served
+    /// from now on.
+    pub fn add_origin(
+        &self,
+        name: &str,
+        dev: Arc<dyn BlockDevice>,
+        path: &str,
+        created: u64,
+    ) -> Result<OriginId> {
+        let mut s = self.store.lock();
+        let k = s.add_origin(name, dev.clone(), path, created)?;
+        self.note_durable(s.txn_id());
+        let size = s.origin_size(k)?;
+        self.origins
+            .write()
+            .insert(k, OriginSide::new(dev, size, self.chunk_size));
+        Ok(k)
+    }
+
+    /// Attach origin `k`'s device ([`Store::attach_origin`]).
+    pub fn attach_origin(&self, k: OriginId, dev: Arc<dyn BlockDevice>) -> Result<()> {
+        let mut s = self.store.lock();
+        s.attach_origin(k, dev.clone())?;
+        let size = s.origin_size(k)?;
+        self.origins
+            .write()
+            .insert(k, OriginSide::new(dev, size, self.chunk_size));
+        Ok(())
+    }
+
+    /// Remove origin `k` ([`Store::remove_origin`]), alone with its writes.
+    pub fn remove_origin(&self, k: OriginId, with_snapshots: bool) -> Result<crate::OriginRemoved> {
+        let o = self.side(k).ok();
+        let run = || -> Result<crate::OriginRemoved> {
+            let mut s = self.store.lock();
+            let r = s.remove_origin(k, with_snapshots)?;
+            self.note_durable(s.txn_id());
+            Ok(r)
+        };
+        let r = match &o {
+            Some(o) => o.gate.exclusive(run)?,
+            None => run()?,
+        };
+        self.origins.write().remove(&k);
+        Ok(r)
     }
 
     /// The store itself, locked (for control operations and tests).
@@ -190,33 +296,20 @@ impl SharedStore {
     /// queues. (A merge that starts meanwhile is ordered after such a read: it read the
     /// origin as it was before the merge, as one concurrent with any write may.)
     pub fn read(&self, dev: Dev, offset: u64, buf: &mut [u8]) -> Result<()> {
-        if dev == Dev::Origin && !self.merging.load(Ordering::SeqCst) {
-            // no merge: the origin's bytes, and no store lock
-            let end = offset.checked_add(buf.len() as u64);
-            if end.is_some_and(|e| e <= self.size()) {
-                return self
-                    .origin
-                    .read_at(buf, offset)
-                    .map_err(|source| crate::Error::Io {
-                        device: "origin",
-                        offset,
-                        source,
-                    });
+        if let Dev::Origin(k) = dev {
+            let o = self.side(k)?;
+            if !self.merging.load(Ordering::SeqCst) {
+                // no merge: the origin's bytes, and no store lock
+                let end = offset.checked_add(buf.len() as u64);
+                if end.is_some_and(|e| e <= o.size()) {
+                    return o.read(offset, buf);
+                }
             }
-        }
-        if dev == Dev::Origin {
             let s = self.store.lock();
             if !s.is_merging() {
-                s.check_origin_range(offset, buf.len() as u64)?;
+                s.check_origin_range(k, offset, buf.len() as u64)?;
                 drop(s);
-                return self
-                    .origin
-                    .read_at(buf, offset)
-                    .map_err(|source| crate::Error::Io {
-                        device: "origin",
-                        offset,
-                        source,
-                    });
+                return o.read(offset, buf);
             }
         }
         self.store.lock().read(dev, offset, buf)
@@ -226,30 +319,37 @@ impl SharedStore {
     /// asynchronously: the origin's descriptor and the same offset, when no merge is
     /// running (then origin reads are the origin's bytes, as in [`read`](Self::read))
     /// and the origin has a descriptor. `None`: read through [`read`](Self::read).
-    pub fn origin_direct_read(&self, offset: u64, len: u64) -> Option<std::os::fd::RawFd> {
+    pub fn origin_direct_read(
+        &self,
+        k: OriginId,
+        offset: u64,
+        len: u64,
+    ) -> Option<std::os::fd::RawFd> {
         // no store lock: the merge flag and the origin's size are read without it
-        let inside = offset.checked_add(len).is_some_and(|e| e <= self.size());
+        let o = self.side(k).ok()?;
+        let inside = offset.checked_add(len).is_some_and(|e| e <= o.size());
         if self.merging.load(Ordering::SeqCst) || !inside {
             return None;
         }
-        self.origin.raw_fd()
+        o.dev.raw_fd()
     }
 
     /// Write to a device (origin writes follow the two-half protocol above).
     pub fn write(&self, dev: Dev, offset: u64, data: &[u8]) -> Result<()> {
         match dev {
-            Dev::Origin => {
-                let _g = self.gate.entry();
-                let need = self.copy_out(offset, data.len() as u64)?;
+            Dev::Origin(k) => {
+                let o = self.side(k)?;
+                let _g = o.gate.entry();
+                let need = self.copy_out(k, &o, offset, data.len() as u64)?;
                 self.wait_for(need)?;
                 // copy_out checked the range
-                self.write_origin(offset, data)
+                o.write(offset, data)
             }
             Dev::Snap(_) => {
                 let need = {
                     let mut s = self.store.lock();
                     s.write(dev, offset, data)?;
-                    s.uncommitted_in(offset, data.len() as u64)
+                    s.snap_uncommitted_in(dev, offset, data.len() as u64)
                 };
                 self.wait_for(need)
             }
@@ -267,22 +367,23 @@ impl SharedStore {
     ///   [`origin_write_finish`](Self::origin_write_finish) for this write; if `t`
     ///   cannot be made durable, [`origin_write_abandon`](Self::origin_write_abandon)
     ///   instead. One of the two exactly once: until then the write holds a gate entry.
-    pub fn origin_write_start(&self, offset: u64, data: &[u8]) -> Result<Started> {
-        if !self.gate.try_enter() {
+    pub fn origin_write_start(&self, k: OriginId, offset: u64, data: &[u8]) -> Result<Started> {
+        let o = self.side(k)?;
+        if !o.gate.try_enter() {
             return Ok(Started::Busy);
         }
-        let need = match self.copy_out(offset, data.len() as u64) {
+        let need = match self.copy_out(k, &o, offset, data.len() as u64) {
             Ok(need) => need,
             Err(e) => {
-                self.gate.leave();
+                o.gate.leave();
                 return Err(e);
             }
         };
         match need {
             Some(t) => Ok(Started::Wait(t)),
             None => {
-                let r = self.write_origin(offset, data);
-                self.gate.leave();
+                let r = o.write(offset, data);
+                o.gate.leave();
                 r.map(|()| Started::Written)
             }
         }
@@ -290,26 +391,19 @@ impl SharedStore {
 
     /// Second half of a write started with [`origin_write_start`](Self::origin_write_start)
     /// that answered `Wait(t)`, once `t` is durable: write the data, leave the gate.
-    pub fn origin_write_finish(&self, offset: u64, data: &[u8]) -> Result<()> {
-        let r = self.write_origin(offset, data);
-        self.gate.leave();
+    pub fn origin_write_finish(&self, k: OriginId, offset: u64, data: &[u8]) -> Result<()> {
+        let o = self.side(k)?;
+        let r = o.write(offset, data);
+        o.gate.leave();
         r
     }
 
     /// A write started with `Wait(t)` whose `t` could not be made durable: it writes
     /// nothing and leaves the gate.
-    pub fn origin_write_abandon(&self) {
-        self.gate.leave();
-    }
-
-    fn write_origin(&self, offset: u64, data: &[u8]) -> Result<()> {
-        self.origin
-            .write_at(data, offset)
-            .map_err(|source| crate::Error::Io {
-                device: "origin",
-                offset,
-                source,
-            })
+    pub fn origin_write_abandon(&self, k: OriginId) {
+        if let Ok(o) = self.side(k) {
+            o.gate.leave();
+        }
     }
 
     /// Write zeroes (see [`Store::write_zeroes`]), in steps of at most
@@ -319,17 +413,18 @@ impl SharedStore {
     pub fn write_zeroes(&self, dev: Dev, offset: u64, len: u64) -> Result<()> {
         self.check_whole(dev, offset, len)?;
         in_steps(offset, len, |off, n| match dev {
-            Dev::Origin => {
-                let _g = self.gate.entry();
-                let need = self.copy_out(off, n)?;
+            Dev::Origin(k) => {
+                let o = self.side(k)?;
+                let _g = o.gate.entry();
+                let need = self.copy_out(k, &o, off, n)?;
                 self.wait_for(need)?;
                 // copy_out checked the range
                 let zeros = vec![0u8; (n as usize).min(ZERO_BUF)];
                 let mut done = 0;
                 while done < n {
-                    let k = (n - done).min(zeros.len() as u64);
-                    self.write_origin(off + done, &zeros[..k as usize])?;
-                    done += k;
+                    let m = (n - done).min(zeros.len() as u64);
+                    o.write(off + done, &zeros[..m as usize])?;
+                    done += m;
                 }
                 Ok(())
             }
@@ -352,8 +447,12 @@ impl SharedStore {
     /// (chunk-aligned: a step boundary splits no chunk), the store lock per step.
     pub fn discard(&self, dev: Dev, offset: u64, len: u64) -> Result<()> {
         self.check_whole(dev, offset, len)?;
+        let side = match dev {
+            Dev::Origin(k) => Some(self.side(k)?),
+            Dev::Snap(_) => None,
+        };
         in_steps(offset, len, |off, n| {
-            let _g = (dev == Dev::Origin).then(|| self.gate.entry());
+            let _g = side.as_ref().map(|o| o.gate.entry());
             self.with_origin_commit(dev, off, n, |s| s.discard(dev, off, n))
         })
     }
@@ -368,36 +467,42 @@ impl SharedStore {
         len: u64,
         f: impl FnOnce(&mut Store) -> Result<()>,
     ) -> Result<()> {
-        if dev == Dev::Origin {
-            let need = self.copy_out(offset, len)?;
+        if let Dev::Origin(k) = dev {
+            let o = self.side(k)?;
+            let need = self.copy_out(k, &o, offset, len)?;
             self.wait_for(need)?;
             return f(&mut self.store.lock());
         }
         let need = {
             let mut s = self.store.lock();
             f(&mut s)?;
-            s.uncommitted_in(offset, len)
+            s.snap_uncommitted_in(dev, offset, len)
         };
         self.wait_for(need)
     }
 
     /// Copy out what an origin write to `offset..+len` overwrites, the data copied
     /// without the store lock (module documentation). Returns the transaction that
-    /// must be durable before the origin is written, if one must. Call with the
-    /// origin gate held shared.
-    fn copy_out(&self, offset: u64, len: u64) -> Result<Option<TxnId>> {
+    /// must be durable before the origin is written, if one must. Call with origin
+    /// `k`'s gate (`o`) held shared.
+    fn copy_out(
+        &self,
+        k: OriginId,
+        o: &OriginSide,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<TxnId>> {
         // The steady state: every chunk settled, no store lock (`settled`). The
         // caller holds the origin gate, so the copy epoch cannot change meanwhile.
         let chunks =
-            (len > 0 && offset.checked_add(len).is_some_and(|e| e <= self.size())).then(|| {
+            (len > 0 && offset.checked_add(len).is_some_and(|e| e <= o.size())).then(|| {
                 (
                     offset / self.chunk_size,
                     (offset + len - 1) / self.chunk_size,
                 )
             });
         if let Some((first, last)) = chunks {
-            if self
-                .settled
+            if o.settled
                 .covers(self.copy_epoch.load(Ordering::SeqCst), first, last)
             {
                 return Ok(None);
@@ -405,13 +510,13 @@ impl SharedStore {
         }
         let mut s = self.store.lock();
         loop {
-            match s.copy_out_begin(offset, len)? {
+            match s.copy_out_begin(k, offset, len)? {
                 CopyOutBegin::Busy => self.copied.wait(&mut s),
                 CopyOutBegin::Done(None) => {
                     if let Some((first, last)) = chunks.filter(|_| !s.is_merging()) {
                         // nothing to copy, nothing uncommitted: settled until the
                         // next snapshot, merge or growth
-                        self.settled
+                        o.settled
                             .mark(self.copy_epoch.load(Ordering::SeqCst), first, last);
                     }
                     return Ok(None);
@@ -482,11 +587,18 @@ impl SharedStore {
         self.wait_durable(t)
     }
 
-    /// A FLUSH: origin and store durable. The origin's flush runs on a second
-    /// thread beside the (group) commit: a FLUSH waits for the slower of the two, not
-    /// their sum.
-    pub fn flush(&self) -> Result<TxnId> {
-        let origin = self.origin.clone();
+    /// A FLUSH of `dev`: its origin and the store durable. The origin's flush runs
+    /// on a second thread beside the (group) commit: a FLUSH waits for the slower of
+    /// the two, not their sum.
+    pub fn flush(&self, dev: Dev) -> Result<TxnId> {
+        let k = match dev {
+            Dev::Origin(k) => k,
+            Dev::Snap(_) => self.store.lock().origin_of(dev)?,
+        };
+        let Ok(origin) = self.side(k).map(|o| o.dev.clone()) else {
+            // a snapshot of an origin without its device: the store alone
+            return self.commit();
+        };
         std::thread::scope(|sc| {
             let o = sc.spawn(move || origin.flush());
             let c = self.commit();
@@ -507,11 +619,20 @@ impl SharedStore {
     /// The last commit of a clean stop (see [`Store::commit_clean_shutdown`]); call
     /// when no I/O can arrive any more.
     pub fn commit_clean_shutdown(&self) -> Result<TxnId> {
-        let t = self
-            .gate
-            .exclusive(|| self.store.lock().commit_clean_shutdown())?;
+        let sides: Vec<Arc<OriginSide>> = self.origins.read().values().cloned().collect();
+        let t = exclusive_all(&sides, || self.store.lock().commit_clean_shutdown())?;
         self.note_durable(t);
         Ok(t)
+    }
+
+    /// Run `f` alone with the writes of the origin `dev` belongs to.
+    fn exclusive_for<T>(&self, dev: Dev, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let k = self.store.lock().origin_of(dev)?;
+        match self.side(k) {
+            Ok(o) => o.gate.exclusive(f),
+            // no device attached: no writes to keep out
+            Err(_) => f(),
+        }
     }
 
     /// Create a snapshot (exclusive with origin writes in flight).
@@ -521,9 +642,20 @@ impl SharedStore {
         parent: Option<SnapId>,
         created: u64,
     ) -> Result<SnapId> {
-        self.gate.exclusive(|| {
+        let dev = parent.map_or(Dev::Origin(0), Dev::Snap);
+        self.exclusive_for(dev, || {
             let mut s = self.store.lock();
             let id = s.create_snapshot(name, parent, created)?;
+            self.note_durable(s.txn_id());
+            Ok(id)
+        })
+    }
+
+    /// Create snapshot `name` of origin `k` (exclusive with its writes in flight).
+    pub fn create_origin_snapshot(&self, k: OriginId, name: &str, created: u64) -> Result<SnapId> {
+        self.exclusive_for(Dev::Origin(k), || {
+            let mut s = self.store.lock();
+            let id = s.create_origin_snapshot(k, name, created)?;
             self.note_durable(s.txn_id());
             Ok(id)
         })
@@ -538,7 +670,8 @@ impl SharedStore {
         created: u64,
         guid: [u8; 16],
     ) -> Result<SnapId> {
-        self.gate.exclusive(|| {
+        let dev = parent.map_or(Dev::Origin(0), Dev::Snap);
+        self.exclusive_for(dev, || {
             let mut s = self.store.lock();
             let id = s.create_snapshot_as(name, parent, created, guid)?;
             self.note_durable(s.txn_id());
@@ -549,9 +682,7 @@ impl SharedStore {
     /// Start merging a snapshot into the origin (exclusive with origin writes in
     /// flight, like creating a snapshot).
     pub fn merge_snapshot(&self, id: SnapId) -> Result<TxnId> {
-        let t = self
-            .gate
-            .exclusive(|| self.store.lock().merge_snapshot(id))?;
+        let t = self.exclusive_for(Dev::Snap(id), || self.store.lock().merge_snapshot(id))?;
         self.note_durable(t);
         Ok(t)
     }
@@ -609,6 +740,15 @@ const ROOM_STEP_BUDGET: usize = 256;
 
 /// The buffer of zeros written to the origin, per write.
 const ZERO_BUF: usize = 1 << 20;
+
+/// Run `f` with every gate of `sides` held exclusively (taken in id order, as
+/// `sides` comes from the ordered map).
+fn exclusive_all<T>(sides: &[Arc<OriginSide>], f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match sides.split_first() {
+        None => f(),
+        Some((first, rest)) => first.gate.exclusive(|| exclusive_all(rest, f)),
+    }
+}
 
 /// Run `f` on the pieces of `offset..+len` cut at multiples of `RANGE_STEP`; once
 /// on the empty range when `len` is 0 (so that its bounds are checked as before).

@@ -1,7 +1,8 @@
 //! The version tree, held in memory (persisted through the version table).
 //!
-//! Label 0 is the origin; it has at most one child, the newest snapshot of the origin.
-//! Snapshots of the origin form the inverted chain `0 -> newest -> ... -> oldest`;
+//! A forest: each origin of the store is a root (label 0 is origin 0's; a root is
+//! its own parent). A root has at most one child, the newest snapshot of its origin.
+//! Snapshots of an origin form the inverted chain `root -> newest -> ... -> oldest`;
 //! a snapshot of a snapshot is a child of its parent. Ghosts (deleted snapshots, the
 //! frozen half of an implicit split) stay while children inherit through them.
 //!
@@ -10,14 +11,15 @@
 //! "how many visible versions in this subtree" is O(1).
 //!
 //! # Invariants
-//! - Every label but 0 has a parent that exists; the tree has no cycle.
+//! - Label 0 is a root; every other label is a root or has a parent that exists;
+//!   the forest has no cycle. A root is never a ghost.
 //! - Labels are never reused (32 bits; see docs/architecture.md).
 use blockdev::ids::Label;
 
 /// One version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Version {
-    /// Parent label (0 for the newest snapshot of the origin; unused for 0 itself).
+    /// Parent label (the origin's root for its newest snapshot; a root's is itself).
     pub parent: Label,
     /// Children, in creation order.
     pub children: Vec<Label>,
@@ -86,12 +88,51 @@ impl VersionTree {
         self.tour = None;
     }
 
+    /// Add `l` as the root of another origin's tree.
+    pub fn add_root(&mut self, l: Label) {
+        self.load(l, l, false, 0);
+    }
+
+    /// Remove root `l` (label 0 stays): its origin has no snapshot left.
+    pub fn remove_root(&mut self, l: Label) {
+        if l.0 != 0 && self.is_root(l) && self.children(l).is_empty() {
+            self.nodes[l.0 as usize] = None;
+            self.tour = None;
+        }
+    }
+
+    /// Whether `l` is a root (an origin): its own parent.
+    pub fn is_root(&self, l: Label) -> bool {
+        self.get(l).is_some_and(|v| v.parent == l)
+    }
+
+    /// The roots, ascending (label 0 first).
+    pub fn roots(&self) -> impl Iterator<Item = Label> + '_ {
+        self.labels().filter(|&l| self.is_root(l))
+    }
+
+    /// The root of the tree holding `l` (walks up the parents).
+    pub fn root_of(&self, l: Label) -> Label {
+        let mut x = l;
+        for _ in 0..self.nodes.len() {
+            let p = self.parent(x);
+            if p == x {
+                return x;
+            }
+            x = p;
+        }
+        x
+    }
+
     /// After loading: link children to parents and check the shape. Returns a
     /// description of the first problem.
     pub fn link(&mut self) -> Result<(), String> {
         let labels: Vec<Label> = self.labels().collect();
         for &l in &labels {
-            if l.0 == 0 {
+            if self.is_root(l) {
+                if self.is_ghost(l) {
+                    return Err(format!("root {l} is a ghost"));
+                }
                 continue;
             }
             let p = self.get(l).map(|v| v.parent).ok_or("vanished")?;
@@ -100,12 +141,13 @@ impl VersionTree {
                 None => return Err(format!("label {l} has missing parent {p}")),
             }
         }
-        if self.get(Label(0)).map_or(0, |v| v.children.len()) > 1 {
-            return Err("the origin has more than one child".into());
+        let roots: Vec<Label> = self.roots().collect();
+        if roots.iter().any(|&r| self.children(r).len() > 1) {
+            return Err("an origin has more than one child".into());
         }
-        // reachability (no cycles): count nodes reached from 0
+        // reachability (no cycles): count nodes reached from the roots
         let mut seen = 0usize;
-        let mut stack = vec![Label(0)];
+        let mut stack = roots;
         while let Some(x) = stack.pop() {
             seen += 1;
             if seen > labels.len() {
@@ -115,7 +157,7 @@ impl VersionTree {
         }
         if seen != labels.len() {
             return Err(format!(
-                "{} labels unreachable from the origin",
+                "{} labels unreachable from the origins",
                 labels.len() - seen
             ));
         }
@@ -136,14 +178,14 @@ impl VersionTree {
         self.ghosts.iter().copied()
     }
 
-    /// Number of live labels, the origin included.
+    /// Number of live labels, the roots included.
     pub fn len(&self) -> usize {
         self.nodes.iter().filter(|v| v.is_some()).count()
     }
 
-    /// Whether only the origin exists.
+    /// Whether only roots exist.
     pub fn is_empty(&self) -> bool {
-        self.len() <= 1
+        self.labels().all(|l| self.is_root(l))
     }
 
     /// The version of `l`.
@@ -178,20 +220,20 @@ impl VersionTree {
         self.get(l).is_some_and(|v| v.ghost)
     }
 
-    /// The newest snapshot of the origin (the child of label 0).
-    pub fn newest(&self) -> Option<Label> {
-        self.children(Label(0)).first().copied()
+    /// The newest snapshot of the origin rooted at `root` (the root's child).
+    pub fn newest(&self, root: Label) -> Option<Label> {
+        self.children(root).first().copied()
     }
 
-    /// Add `l` as the newest snapshot of the origin.
-    pub fn add_origin_snapshot(&mut self, l: Label) {
-        let old = self.newest();
-        self.load(l, Label(0), false, 0);
+    /// Add `l` as the newest snapshot of the origin rooted at `root`.
+    pub fn add_origin_snapshot(&mut self, root: Label, l: Label) {
+        let old = self.newest(root);
+        self.load(l, root, false, 0);
         if let Some(old) = old {
             self.get_mut(old).parent = l;
             self.get_mut(l).children.push(old);
         }
-        self.get_mut(Label(0)).children = vec![l];
+        self.get_mut(root).children = vec![l];
     }
 
     /// Add `l` as a child of `parent`.
@@ -241,27 +283,31 @@ impl VersionTree {
                 vis_prefix: vec![0],
             };
             let mut clock = 0u32;
-            // iterative DFS: (label, next child index)
-            let mut stack: Vec<(Label, usize)> = vec![(Label(0), 0)];
-            t.tin[0] = 0;
-            t.vis_prefix.push(0);
-            clock += 1;
-            while let Some(top) = stack.len().checked_sub(1) {
-                let (x, ci) = stack[top];
-                let ch = self.children(x);
-                if ci < ch.len() {
-                    let c = ch[ci];
-                    stack[top].1 += 1;
-                    t.tin[c.0 as usize] = clock;
-                    t.depth[c.0 as usize] = stack.len() as u32;
-                    let vis = !self.is_ghost(c) as u32;
-                    let last = *t.vis_prefix.last().unwrap_or(&0);
-                    t.vis_prefix.push(last + vis);
-                    clock += 1;
-                    stack.push((c, 0));
-                } else {
-                    t.tout[x.0 as usize] = clock - 1;
-                    stack.pop();
+            let roots: Vec<Label> = self.roots().collect();
+            for r in roots {
+                // iterative DFS: (label, next child index); a root is not visible
+                let mut stack: Vec<(Label, usize)> = vec![(r, 0)];
+                t.tin[r.0 as usize] = clock;
+                let last = *t.vis_prefix.last().unwrap_or(&0);
+                t.vis_prefix.push(last);
+                clock += 1;
+                while let Some(top) = stack.len().checked_sub(1) {
+                    let (x, ci) = stack[top];
+                    let ch = self.children(x);
+                    if ci < ch.len() {
+                        let c = ch[ci];
+                        stack[top].1 += 1;
+                        t.tin[c.0 as usize] = clock;
+                        t.depth[c.0 as usize] = stack.len() as u32;
+                        let vis = !self.is_ghost(c) as u32;
+                        let last = *t.vis_prefix.last().unwrap_or(&0);
+                        t.vis_prefix.push(last + vis);
+                        clock += 1;
+                        stack.push((c, 0));
+                    } else {
+                        t.tout[x.0 as usize] = clock - 1;
+                        stack.pop();
+                    }
                 }
             }
             self.tour = Some(t);
@@ -304,7 +350,7 @@ impl<'a> Ancestry<'a> {
     pub fn tout(&self, l: Label) -> u32 {
         self.t().tout[l.0 as usize]
     }
-    /// Depth of `l` (0 for the origin).
+    /// Depth of `l` (0 for a root).
     pub fn depth(&self, l: Label) -> u32 {
         self.t().depth[l.0 as usize]
     }
@@ -314,7 +360,7 @@ impl<'a> Ancestry<'a> {
         let (ai, bi) = (a.0 as usize, b.0 as usize);
         t.tin[ai] <= t.tin[bi] && t.tin[bi] <= t.tout[ai]
     }
-    /// Number of non-ghost versions in the subtree of `l`, `l` included (the origin
+    /// Number of non-ghost versions in the subtree of `l`, `l` included (a root
     /// counts as not visible).
     pub fn visible_in_subtree(&self, l: Label) -> u32 {
         let t = self.t();

@@ -59,7 +59,7 @@ impl Catalog for Cat {
                     name: "s".into(),
                     snap: id.0,
                 }],
-                (_, Dev::Origin) => Vec::new(),
+                (_, Dev::Origin(0)) => Vec::new(),
             },
         })
     }
@@ -88,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
     let dev = if n.export.name == "s" {
         *snap
     } else {
-        Dev::Origin
+        Dev::Origin(0)
     };
     let _ = transmission::run(&mut w, io::sink(), st, dev, &n, &|| {});
 });

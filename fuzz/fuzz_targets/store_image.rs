@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = s.check();
     let _ = s.dump(true);
-    let mut devs = vec![Dev::Origin];
+    let mut devs = vec![Dev::Origin(0)];
     devs.extend(s.snapshots().iter().map(|i| Dev::Snap(i.id)));
     let mut buf = vec![0u8; s.size().min(1 << 20) as usize];
     for d in devs.into_iter().take(8) {

@@ -94,7 +94,7 @@ pub fn candidates(store: &SharedStore, dev: Dev) -> Vec<Candidate> {
         .into_iter()
         .filter(|s| !exception_store::replicate::is_receive_name(&s.name))
         .filter(|s| match dev {
-            Dev::Origin => true,
+            Dev::Origin(_) => true,
             Dev::Snap(b) => s.id.0 < b.0,
         })
         .map(|s| Candidate {

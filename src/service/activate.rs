@@ -45,8 +45,8 @@ impl Service {
             *self.deferred_merge.lock() = Some(SnapId(id));
         }
         let origin_id = previous.as_ref().and_then(|p| p.origin_dev_id);
-        let origin = self.bring_up(Dev::Origin, origin_id)?;
-        devs.insert(Dev::Origin, origin);
+        let origin = self.bring_up(Dev::Origin(0), origin_id)?;
+        devs.insert(Dev::Origin(0), origin);
         for s in previous.iter().flat_map(|p| &p.snapshots) {
             let id = SnapId(s.id);
             if !self.store.lock().exists(Dev::Snap(id)) {
@@ -67,7 +67,7 @@ impl Service {
             self.restore_exports(p);
         }
         self.save_state(&devs);
-        devs.path(Dev::Origin)
+        devs.path(Dev::Origin(0))
             .ok_or_else(|| Error::StartFailed("the origin device did not start".into()))
     }
 
@@ -179,7 +179,7 @@ impl Service {
             self.cfg.device.zero_copy,
             *driver,
             self.cfg.device.workers_per_queue,
-            self.store.origin_writes_direct(),
+            self.store.origin_writes_direct(0),
         )
     }
 
@@ -192,11 +192,11 @@ impl Service {
             version: STATE_VERSION,
             store: self.cfg.store.display().to_string(),
             pid: std::process::id(),
-            origin_dev_id: devs.get(Dev::Origin).map(Device::dev_id),
+            origin_dev_id: devs.get(Dev::Origin(0)).map(Device::dev_id),
             snapshots: devs
                 .iter()
                 .filter_map(|(dev, d)| match dev {
-                    Dev::Origin => None,
+                    Dev::Origin(_) => None,
                     Dev::Snap(id) => Some(ActiveSnapshot {
                         id: id.0,
                         name: s

@@ -68,7 +68,7 @@ impl Service {
             });
         }
         let (dev, snapshot) = if origin {
-            (Dev::Origin, None)
+            (Dev::Origin(0), None)
         } else {
             (Dev::Snap(self.lookup(name)?), Some(name.to_owned()))
         };
@@ -161,7 +161,7 @@ impl Service {
             .into_iter()
             .map(|e| RecordedExport {
                 snapshot: match e.dev {
-                    Dev::Origin => None,
+                    Dev::Origin(_) => None,
                     Dev::Snap(id) => Some(id.0),
                 },
                 name: e.snapshot.unwrap_or_else(|| ORIGIN.into()),
@@ -176,11 +176,11 @@ impl Service {
     pub(crate) fn restore_exports(&self, previous: &State) {
         for r in &previous.exports {
             let dev = match r.snapshot {
-                None => Dev::Origin,
+                None => Dev::Origin(0),
                 Some(id) => Dev::Snap(SnapId(id)),
             };
             let snapshot = match dev {
-                Dev::Origin => None,
+                Dev::Origin(_) => None,
                 Dev::Snap(id) => {
                     let s = self.store().lock();
                     let name = s

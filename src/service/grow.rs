@@ -37,7 +37,7 @@ impl Service {
         // the device set stays as it is until the kernel has been told
         let devs = self.devices();
         let new_len = target_size(&self.store().lock(), size)?;
-        let dev = devs.get(Dev::Origin);
+        let dev = devs.get(Dev::Origin(0));
         if let Some(d) = dev {
             if !self.driver_offers(ublk_target::Features::UPDATE_SIZE) {
                 return Err(Error::Invalid(format!(
@@ -49,7 +49,7 @@ impl Service {
                 )));
             }
         }
-        let g = self.store().grow_origin(new_len)?;
+        let g = self.store().grow_origin(0, new_len)?;
         // a daemon that dies here leaves a larger store than the kernel's device: the
         // restart's recovery tells the kernel (`ublk_target::Device::recover`)
         crate::crash_point::at("resize-committed");

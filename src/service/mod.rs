@@ -135,7 +135,7 @@ impl Service {
                 "the store device is larger than the store: `snapctl grow-store` takes the space"
             );
         }
-        if let Ok(now) = store.origin_device_len() {
+        if let Ok(now) = store.origin_device_len(0) {
             if now > store.size() {
                 tracing::warn!(
                     device_bytes = now,
@@ -375,7 +375,7 @@ enum Claim {
 /// meanwhile: `Ok(None)` when it has no device or could not be opened for another
 /// reason than being in use; `Err(device)` when it is in use (mounted).
 fn claim_origin(devs: &Devices) -> std::result::Result<Option<std::fs::File>, String> {
-    let Some(device) = devs.path(Dev::Origin) else {
+    let Some(device) = devs.path(Dev::Origin(0)) else {
         return Ok(None);
     };
     match claim_exclusive(&device) {

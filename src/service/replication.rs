@@ -365,7 +365,7 @@ impl Service {
             let _devs = self.devices.lock();
             if let Some(e) = self
                 .exports
-                .of(exception_store::Dev::Origin)
+                .of(exception_store::Dev::Origin(0))
                 .into_iter()
                 .find(|e| e.writable)
             {

@@ -55,7 +55,7 @@ impl Service {
             pid: std::process::id(),
             origin: self.cfg.origin.display().to_string(),
             store: self.cfg.store.display().to_string(),
-            origin_device: devs.path(Dev::Origin),
+            origin_device: devs.path(Dev::Origin(0)),
             size_bytes: st.origin_len,
             chunk_size: st.chunk_size,
             txn_id: st.txn_id.0,
@@ -70,7 +70,7 @@ impl Service {
                 .iter()
                 .map(|(dev, d)| {
                     let snapshot = match dev {
-                        Dev::Origin => None,
+                        Dev::Origin(_) => None,
                         Dev::Snap(id) => Some(
                             names
                                 .get(&id.0)

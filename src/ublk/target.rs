@@ -29,7 +29,7 @@ impl SpaceRefusals {
 /// A FLUSH: the origin, then a (group) commit of the store; see
 /// [`SharedStore::flush`].
 pub fn flush(store: &SharedStore) -> exception_store::Result<blockdev::ids::TxnId> {
-    store.flush()
+    store.flush(Dev::Origin(0))
 }
 
 /// See the module documentation.
@@ -55,7 +55,7 @@ impl StoreTarget {
         refusals: Arc<SpaceRefusals>,
     ) -> Self {
         let snap_size = match dev {
-            Dev::Origin => None,
+            Dev::Origin(_) => None,
             // a snapshot that is gone serves nothing
             Dev::Snap(_) => Some(store.dev_size(dev).unwrap_or(0)),
         };
@@ -116,10 +116,10 @@ impl Target for StoreTarget {
     /// Origin writes begin with their copy-out and finish after the queue's shared
     /// commit ([`SharedStore::origin_write_start`]); snapshot writes are whole.
     fn write_start(&self, offset: u64, buf: &[u8]) -> WriteStart {
-        if self.dev != Dev::Origin {
+        if self.dev != Dev::Origin(0) {
             return WriteStart::Done(self.write(offset, buf));
         }
-        match self.store.origin_write_start(offset, buf) {
+        match self.store.origin_write_start(0, offset, buf) {
             Ok(Started::Busy) => WriteStart::Busy,
             Ok(Started::Written) => WriteStart::Done(Ok(())),
             Ok(Started::Wait(t)) => WriteStart::Wait(t.0),
@@ -135,10 +135,10 @@ impl Target for StoreTarget {
     fn write_finish(&self, offset: u64, buf: &[u8], settled: bool) -> io::Result<()> {
         if !settled {
             // the queue reports the settle's error
-            self.store.origin_write_abandon();
+            self.store.origin_write_abandon(0);
             return Ok(());
         }
-        let r = self.store.origin_write_finish(offset, buf);
+        let r = self.store.origin_write_finish(0, offset, buf);
         self.map("write", offset, r)
     }
 
@@ -154,7 +154,7 @@ impl Target for StoreTarget {
 
     fn direct_read(&self, offset: u64, len: u64) -> Option<std::os::fd::RawFd> {
         match self.dev {
-            Dev::Origin if self.uring_reads => self.store.origin_direct_read(offset, len),
+            Dev::Origin(0) if self.uring_reads => self.store.origin_direct_read(0, offset, len),
             _ => None,
         }
     }
@@ -185,10 +185,10 @@ impl Target for StoreTarget {
     /// Zero copy: origin writes copy out here and the queue writes their data
     /// ([`SharedStore::origin_write_direct_start`]); snapshot writes are copied.
     fn direct_write_start(&self, offset: u64, len: u64) -> DirectWrite {
-        if self.dev != Dev::Origin || !self.store.origin_writes_direct() {
+        if self.dev != Dev::Origin(0) || !self.store.origin_writes_direct(0) {
             return DirectWrite::Unsupported;
         }
-        match self.store.origin_write_direct_start(offset, len) {
+        match self.store.origin_write_direct_start(0, offset, len) {
             Ok(DirectStarted::Busy) => DirectWrite::Busy,
             Ok(DirectStarted::Ready(fd)) => DirectWrite::Ready(fd),
             Ok(DirectStarted::Wait(t, fd)) => DirectWrite::Wait(t.0, fd),
@@ -200,7 +200,7 @@ impl Target for StoreTarget {
     }
 
     fn direct_write_end(&self, _offset: u64, _len: u64) {
-        self.store.origin_write_direct_end();
+        self.store.origin_write_direct_end(0);
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {

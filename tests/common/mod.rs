@@ -22,7 +22,7 @@ pub struct Model {
 impl Model {
     pub fn new(origin: Vec<u8>) -> Self {
         let mut devs = BTreeMap::new();
-        devs.insert(Dev::Origin, origin);
+        devs.insert(Dev::Origin(0), origin);
         Model { devs }
     }
     pub fn write(&mut self, d: Dev, off: u64, data: &[u8]) {
@@ -40,7 +40,7 @@ impl Model {
             .devs
             .keys()
             .copied()
-            .filter(|d| !snap_only || *d != Dev::Origin)
+            .filter(|d| !snap_only || *d != Dev::Origin(0))
             .collect();
         (!devs.is_empty()).then(|| devs[i % devs.len()])
     }

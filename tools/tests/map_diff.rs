@@ -28,13 +28,21 @@ fn build(dir: &Path) -> (String, String, Store) {
     let o = Arc::new(FileDevice::create(&origin, ORIGIN_LEN).unwrap());
     let d: Arc<dyn BlockDevice> = Arc::new(FileDevice::create(&store, 16 << 20).unwrap());
     let mut s = Store::format(o, d, CS as u32, StoreOptions::default()).unwrap();
-    s.write(Dev::Origin, 0, &blockdev::pattern(1, ORIGIN_LEN as usize))
-        .unwrap();
+    s.write(
+        Dev::Origin(0),
+        0,
+        &blockdev::pattern(1, ORIGIN_LEN as usize),
+    )
+    .unwrap();
     let a = s.create_snapshot("a", None, 1).unwrap();
-    s.write(Dev::Origin, 2 * CS, &blockdev::pattern(2, 3 * CS as usize))
-        .unwrap();
+    s.write(
+        Dev::Origin(0),
+        2 * CS,
+        &blockdev::pattern(2, 3 * CS as usize),
+    )
+    .unwrap();
     let _b = s.create_snapshot("b", None, 2).unwrap();
-    s.write(Dev::Origin, 40 * CS + 7, &blockdev::pattern(3, 10))
+    s.write(Dev::Origin(0), 40 * CS + 7, &blockdev::pattern(3, 10))
         .unwrap();
     let c = s.create_snapshot("c", Some(a), 3).unwrap();
     s.write(Dev::Snap(c), 10 * CS, &blockdev::pattern(4, CS as usize))

@@ -64,13 +64,13 @@ fn build() -> (Files, Store) {
     let o = Arc::new(FileDevice::create(&origin, ORIGIN_LEN).unwrap());
     let d: Arc<dyn BlockDevice> = Arc::new(FileDevice::create(&store, 16 << 20).unwrap());
     let mut s = Store::format(o, d, CS, StoreOptions::default()).unwrap();
-    s.write(Dev::Origin, 0, &bytes(1, ORIGIN_LEN as usize))
+    s.write(Dev::Origin(0), 0, &bytes(1, ORIGIN_LEN as usize))
         .unwrap();
     let a = s.create_snapshot("a", None, 1).unwrap();
     let b = s.create_snapshot("b", None, 2).unwrap();
     let c = s.create_snapshot("c", Some(a), 3).unwrap();
     let mut seed = 100;
-    for d in [Dev::Origin, Dev::Snap(a), Dev::Snap(b), Dev::Snap(c)] {
+    for d in [Dev::Origin(0), Dev::Snap(a), Dev::Snap(b), Dev::Snap(c)] {
         for k in 0..8u64 {
             seed += 1;
             let off = (seed * 11 + k * 5) % 60 * CS as u64 + 300;

@@ -17,14 +17,14 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
 fn build(origin: Arc<dyn BlockDevice>, dev: Arc<dyn BlockDevice>) -> Store {
     let mut s = Store::format(origin, dev, CS, StoreOptions::default()).unwrap();
     let len = NR_ADDRS * CS as u64;
-    s.write(Dev::Origin, 0, &bytes(1, len as usize)).unwrap();
+    s.write(Dev::Origin(0), 0, &bytes(1, len as usize)).unwrap();
     let mut seed = 10;
     let mut ids = Vec::new();
     for i in 0..4u64 {
         let from = (i == 2).then(|| ids[0]);
         let id = s.create_snapshot(&format!("s{i}"), from, i).unwrap();
         ids.push(id);
-        for d in [Dev::Origin, Dev::Snap(id), Dev::Snap(ids[0])] {
+        for d in [Dev::Origin(0), Dev::Snap(id), Dev::Snap(ids[0])] {
             for k in 0..6 {
                 seed += 1;
                 let off = (seed * 7 + k * 13) % (NR_ADDRS - 2) * CS as u64 + 100;

@@ -258,11 +258,11 @@ fn origin_reads(store: &SharedStore, a: SnapId, size: u64) -> crate::Result<bool
     const PIECE: u64 = 1 << 20;
     let mut x = vec![0u8; PIECE as usize];
     let mut y = vec![0u8; PIECE as usize];
-    for (off, len) in store.diff(Dev::Origin, Dev::Snap(a), 0, size)? {
+    for (off, len) in store.diff(Dev::Origin(0), Dev::Snap(a), 0, size)? {
         let mut p = off;
         while p < off + len {
             let n = (off + len - p).min(PIECE) as usize;
-            store.read(Dev::Origin, p, &mut x[..n])?;
+            store.read(Dev::Origin(0), p, &mut x[..n])?;
             store.read(Dev::Snap(a), p, &mut y[..n])?;
             if x[..n] != y[..n] {
                 return Ok(false);
@@ -403,7 +403,7 @@ pub fn receive<R: Read>(
             Err(error) if error.is_cut() => {
                 // Everything applied is durable after this flush: resume after it,
                 // once the origin is known unwritten since (the mark).
-                store.flush()?;
+                store.flush(Dev::Origin(0))?;
                 state.next_offset = state.next_offset.max(last_end);
                 mark(store, &mut state, opts.now, save)?;
                 return Err(ReceiveError::Cut {
@@ -419,8 +419,8 @@ pub fn receive<R: Read>(
         };
         let (off, len) = rec.range();
         let r = match &rec {
-            Record::Data { offset, data } => store.write(Dev::Origin, *offset, data),
-            Record::Zero { offset, len } => store.write_zeroes(Dev::Origin, *offset, *len),
+            Record::Data { offset, data } => store.write(Dev::Origin(0), *offset, data),
+            Record::Zero { offset, len } => store.write_zeroes(Dev::Origin(0), *offset, *len),
         };
         if let Err(e) = r {
             abort(store, &state, save)?;
@@ -431,13 +431,13 @@ pub fn receive<R: Read>(
         last_end = off + len;
         progress(applied);
         if since >= opts.checkpoint_bytes {
-            store.flush()?;
+            store.flush(Dev::Origin(0))?;
             state.next_offset = off + len;
             save(Some(&state)).map_err(ReceiveError::State)?;
             since = 0;
         }
     }
-    store.flush()?;
+    store.flush(Dev::Origin(0))?;
     let snap = store.create_snapshot_as(&h.name, None, h.created, h.guid)?;
     store.delete_snapshot(state.rollback)?;
     drop_mark(store, state.mark)?;

@@ -77,10 +77,10 @@ fn scribble(s: &SharedStore, rng: &mut SmallRng, writes: usize) {
         let off = rng.gen_range(0..SIZE / 4096) * 4096;
         let len = (rng.gen_range(1..40u64) * 4096).min(SIZE - off);
         if rng.gen_bool(0.2) {
-            s.write_zeroes(Dev::Origin, off, len).unwrap();
+            s.write_zeroes(Dev::Origin(0), off, len).unwrap();
         } else {
             let d: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
-            s.write(Dev::Origin, off, &d).unwrap();
+            s.write(Dev::Origin(0), off, &d).unwrap();
         }
     }
 }
@@ -186,7 +186,7 @@ fn target_with_s1(src: &SharedStore) -> Target {
 fn corrupt_streams_refused_target_unchanged() {
     let src = source();
     let mut t = target_with_s1(&src);
-    let before = read_all(&t.s, Dev::Origin);
+    let before = read_all(&t.s, Dev::Origin(0));
     let inc = send_bytes(&src, "s2", Some("s1"), 2, None);
     for at in [10, 200, 300, inc.len() / 2, inc.len() - 5] {
         let mut c = inc.clone();
@@ -195,7 +195,7 @@ fn corrupt_streams_refused_target_unchanged() {
         assert!(matches!(e, ReceiveError::Refused(_)), "flip at {at}: {e}");
         assert_eq!(t.names(), ["s1"], "flip at {at}");
         assert!(
-            read_all(&t.s, Dev::Origin) == before,
+            read_all(&t.s, Dev::Origin(0)) == before,
             "origin changed (flip at {at})"
         );
         assert!(t.pending.is_none());
@@ -247,7 +247,7 @@ fn cut_stream_resumes_to_the_same_result() {
 fn written_origin_refused_then_forced_back() {
     let src = source();
     let mut t = target_with_s1(&src);
-    t.s.write(Dev::Origin, 8192, b"local change").unwrap();
+    t.s.write(Dev::Origin(0), 8192, b"local change").unwrap();
     let inc = send_bytes(&src, "s2", Some("s1"), 2, None);
     let e = t.recv(&inc, false).unwrap_err();
     assert!(matches!(e, ReceiveError::OriginChanged(_)), "{e}");
@@ -298,8 +298,12 @@ fn a_resume_after_the_origin_was_written_is_refused() {
         t.pending.as_ref().and_then(|p| p.mark).is_some(),
         "a mark at the cut"
     );
-    t.s.write(Dev::Origin, SIZE - 4096, b"written between cut and resume")
-        .unwrap();
+    t.s.write(
+        Dev::Origin(0),
+        SIZE - 4096,
+        b"written between cut and resume",
+    )
+    .unwrap();
     let rest = send_bytes(&src, "s1", None, 9, Some(at));
     let e = t.recv(&rest, false).unwrap_err();
     assert!(matches!(e, ReceiveError::WrittenSinceCut { .. }), "{e}");
@@ -350,7 +354,7 @@ fn a_mark_taken_at_start_catches_later_writes_and_is_dropped_at_the_end() {
     let mut p = t.pending.clone().unwrap();
     mark(&t.s, &mut p, 2, &mut |_| Ok(())).unwrap();
     t.pending = Some(p);
-    t.s.write(Dev::Origin, 0, b"after the restart").unwrap();
+    t.s.write(Dev::Origin(0), 0, b"after the restart").unwrap();
     let rest = send_bytes(&src, "s1", None, 9, Some(at));
     let e = t.recv(&rest, false).unwrap_err();
     assert!(matches!(e, ReceiveError::WrittenSinceCut { .. }), "{e}");

@@ -37,7 +37,7 @@
 //! leaves the gate: so a snapshot is never created between a copy-out decision and
 //! its data landing, as for the other origin writes.
 use super::SharedStore;
-use crate::{Dev, ReadSource, Result};
+use crate::{Dev, OriginId, ReadSource, Result};
 use blockdev::ids::TxnId;
 use std::{os::fd::RawFd, sync::atomic::Ordering};
 
@@ -100,18 +100,20 @@ impl SharedStore {
             return None;
         }
         let plan = s.read_plan(dev, offset, len).ok()?;
+        let k = s.origin_of(dev).ok()?;
         // Read with the plan, under the lock (moves are counted under it): every
         // move counted before this is in the plan; any after it fails `plan_holds`.
         let (moves, frees) = self.counts();
         drop(s);
-        let (origin, store) = (self.origin.raw_fd(), self.store_fd);
+        let origin = self.side(k).ok().and_then(|o| o.dev.raw_fd());
+        let store = self.store_fd;
         let (mut origin_pieces, mut store_pieces) = (false, false);
         let pieces = plan
             .into_iter()
             .map(|p| {
                 let src = match p.src {
                     ReadSource::Origin(at) => {
-                        origin_pieces |= dev != Dev::Origin;
+                        origin_pieces |= !matches!(dev, Dev::Origin(_));
                         DirectSource::Fd(origin?, at)
                     }
                     ReadSource::Store(at) => {
@@ -158,40 +160,48 @@ impl SharedStore {
         }
     }
 
-    /// Whether origin writes can be done by the caller
+    /// Whether writes to origin `k` can be done by the caller
     /// ([`origin_write_direct_start`](Self::origin_write_direct_start)): the origin
     /// has a descriptor.
-    pub fn origin_writes_direct(&self) -> bool {
-        self.origin.raw_fd().is_some()
+    pub fn origin_writes_direct(&self, k: OriginId) -> bool {
+        self.side(k).is_ok_and(|o| o.dev.raw_fd().is_some())
     }
 
     /// First half of an origin write of `len` bytes at `offset` whose data the caller
     /// writes itself (module docs). Every `Ready` or `Wait` is matched by exactly one
     /// [`origin_write_direct_end`](Self::origin_write_direct_end).
-    pub fn origin_write_direct_start(&self, offset: u64, len: u64) -> Result<DirectStarted> {
-        let Some(fd) = self.origin.raw_fd() else {
+    pub fn origin_write_direct_start(
+        &self,
+        k: OriginId,
+        offset: u64,
+        len: u64,
+    ) -> Result<DirectStarted> {
+        let o = self.side(k)?;
+        let Some(fd) = o.dev.raw_fd() else {
             return Err(crate::Error::Invalid(
                 "the origin has no descriptor for direct writes".into(),
             ));
         };
-        if !self.gate.try_enter() {
+        if !o.gate.try_enter() {
             return Ok(DirectStarted::Busy);
         }
-        match self.copy_out(offset, len) {
+        match self.copy_out(k, &o, offset, len) {
             Ok(Some(t)) => Ok(DirectStarted::Wait(t, fd)),
             Ok(None) => Ok(DirectStarted::Ready(fd)),
             Err(e) => {
-                self.gate.leave();
+                o.gate.leave();
                 Err(e)
             }
         }
     }
 
-    /// The data of a write started with
+    /// The data of a write to origin `k` started with
     /// [`origin_write_direct_start`](Self::origin_write_direct_start) is written, or
     /// will not be: leave the gate.
-    pub fn origin_write_direct_end(&self) {
-        self.gate.leave();
+    pub fn origin_write_direct_end(&self, k: OriginId) {
+        if let Ok(o) = self.side(k) {
+            o.gate.leave();
+        }
     }
 }
 

@@ -11,7 +11,7 @@ fn concurrent_first_writes_share_commits_and_snapshots_stay_intact() {
     let shared = Arc::new(SharedStore::new(s));
     for a in 0..256u64 {
         shared
-            .write(Dev::Origin, a * cs, &vec![a as u8; cs as usize])
+            .write(Dev::Origin(0), a * cs, &vec![a as u8; cs as usize])
             .unwrap();
     }
     let snap = shared.create_snapshot("s", None, 0).unwrap();
@@ -21,7 +21,7 @@ fn concurrent_first_writes_share_commits_and_snapshots_stay_intact() {
             let sh = shared.clone();
             std::thread::spawn(move || {
                 for a in (t..256).step_by(8) {
-                    sh.write(Dev::Origin, a * cs, &vec![0xEE; cs as usize])
+                    sh.write(Dev::Origin(0), a * cs, &vec![0xEE; cs as usize])
                         .unwrap();
                 }
             })
@@ -36,7 +36,7 @@ fn concurrent_first_writes_share_commits_and_snapshots_stay_intact() {
         let mut b = vec![0u8; cs as usize];
         shared.read(Dev::Snap(snap), a * cs, &mut b).unwrap();
         assert!(b.iter().all(|&x| x == a as u8), "snapshot chunk {a}");
-        shared.read(Dev::Origin, a * cs, &mut b).unwrap();
+        shared.read(Dev::Origin(0), a * cs, &mut b).unwrap();
         assert!(b.iter().all(|&x| x == 0xEE), "origin chunk {a}");
     }
     let rep = shared.lock().check().unwrap();
@@ -49,9 +49,9 @@ fn flush_with_nothing_to_commit_returns() {
     let dev = Arc::new(MemDevice::new(4096 * 4096));
     let s = Store::format(origin, dev, 4096, StoreOptions::default()).unwrap();
     let shared = SharedStore::new(s);
-    let t0 = shared.flush().unwrap();
-    assert_eq!(shared.flush().unwrap(), t0);
-    shared.write(Dev::Origin, 0, &[1; 4096]).unwrap();
+    let t0 = shared.flush(Dev::Origin(0)).unwrap();
+    assert_eq!(shared.flush(Dev::Origin(0)).unwrap(), t0);
+    shared.write(Dev::Origin(0), 0, &[1; 4096]).unwrap();
     assert_eq!(
         shared.commit().unwrap(),
         t0,
@@ -59,7 +59,7 @@ fn flush_with_nothing_to_commit_returns() {
     );
     let id = shared.create_snapshot("a", None, 0).unwrap();
     shared.write(Dev::Snap(id), 0, &[2; 4096]).unwrap();
-    assert!(shared.flush().unwrap() > t0);
+    assert!(shared.flush(Dev::Origin(0)).unwrap() > t0);
     assert_eq!(shared.commit().unwrap(), shared.lock().txn_id());
 }
 
@@ -84,7 +84,7 @@ fn a_killed_process_loses_no_completed_write() {
     let (origin, dev, shared) = formatted(32, 4096);
     for a in 0..32u64 {
         shared
-            .write(Dev::Origin, a * cs, &vec![a as u8; cs as usize])
+            .write(Dev::Origin(0), a * cs, &vec![a as u8; cs as usize])
             .unwrap();
     }
     let s1 = shared.create_snapshot("s1", None, 0).unwrap();
@@ -93,7 +93,7 @@ fn a_killed_process_loses_no_completed_write() {
     // an origin copy-out, first writes to shared chunks (allocate, split), partial
     // writes, holes, a discard, then a steady write into a chunk already owned
     shared
-        .write(Dev::Origin, 11 * cs, &vec![0xEE; cs as usize])
+        .write(Dev::Origin(0), 11 * cs, &vec![0xEE; cs as usize])
         .unwrap();
     shared
         .write(Dev::Snap(s1), 3 * cs, &vec![0xA1; cs as usize])
@@ -118,7 +118,7 @@ fn a_killed_process_loses_no_completed_write() {
         t2,
         "a write into a chunk the snapshot owns (mapping committed) commits nothing"
     );
-    let devs = [Dev::Origin, Dev::Snap(s1), Dev::Snap(s2)];
+    let devs = [Dev::Origin(0), Dev::Snap(s1), Dev::Snap(s2)];
     let image = |sh: &SharedStore| -> Vec<Vec<u8>> {
         devs.iter()
             .map(|&d| {
@@ -171,7 +171,7 @@ fn copy_outs_without_the_lock_keep_every_snapshot_exact() {
     let shared = Arc::new(shared);
     for a in 0..nr {
         shared
-            .write(Dev::Origin, a * cs, &tagged(a, 0, cs))
+            .write(Dev::Origin(0), a * cs, &tagged(a, 0, cs))
             .unwrap();
     }
     let issued = Arc::new(AtomicU64::new(0));
@@ -189,7 +189,7 @@ fn copy_outs_without_the_lock_keep_every_snapshot_exact() {
                     let n = (1 + (x >> 32) % 3).min(nr - a);
                     let v = issued.fetch_add(1, Ordering::SeqCst) + 1;
                     let data: Vec<u8> = (a..a + n).flat_map(|b| tagged(b, v, cs)).collect();
-                    sh.write(Dev::Origin, a * cs, &data).unwrap();
+                    sh.write(Dev::Origin(0), a * cs, &data).unwrap();
                 }
             })
         })
@@ -240,36 +240,36 @@ fn copy_outs_without_the_lock_keep_every_snapshot_exact() {
 fn a_split_origin_write_writes_nothing_before_its_commit() {
     let cs = 4096u64;
     let (origin, _dev, shared) = formatted(16, 1024);
-    shared.write(Dev::Origin, 0, &[1u8; 4096]).unwrap();
+    shared.write(Dev::Origin(0), 0, &[1u8; 4096]).unwrap();
     assert_eq!(
-        shared.origin_write_start(cs, &[2u8; 4096]).unwrap(),
+        shared.origin_write_start(0, cs, &[2u8; 4096]).unwrap(),
         Started::Written,
         "no snapshot: nothing to commit first"
     );
     let snap = shared.create_snapshot("s", None, 0).unwrap();
-    let Started::Wait(t) = shared.origin_write_start(0, &[3u8; 4096]).unwrap() else {
+    let Started::Wait(t) = shared.origin_write_start(0, 0, &[3u8; 4096]).unwrap() else {
         panic!("a first write after a snapshot waits for its copy-out's commit");
     };
     let mut b = [0u8; 4096];
     origin.read_at(&mut b, 0).unwrap();
     assert_eq!(b[0], 1, "the origin was written before the commit");
     // a second write to the same chunk in the same batch waits for the same commit
-    let Started::Wait(t2) = shared.origin_write_start(0, &[4u8; 4096]).unwrap() else {
+    let Started::Wait(t2) = shared.origin_write_start(0, 0, &[4u8; 4096]).unwrap() else {
         panic!("a write to an uncommitted address must wait too");
     };
     assert_eq!(t2, t);
     shared.wait_durable(t.max(t2)).unwrap();
-    shared.origin_write_finish(0, &[3u8; 4096]).unwrap();
-    shared.origin_write_finish(0, &[4u8; 4096]).unwrap();
-    shared.read(Dev::Origin, 0, &mut b).unwrap();
+    shared.origin_write_finish(0, 0, &[3u8; 4096]).unwrap();
+    shared.origin_write_finish(0, 0, &[4u8; 4096]).unwrap();
+    shared.read(Dev::Origin(0), 0, &mut b).unwrap();
     assert_eq!(b[0], 4);
     shared.read(Dev::Snap(snap), 0, &mut b).unwrap();
     assert_eq!(b[0], 1, "the snapshot lost the old data");
     // a write that failed to settle releases its entry: a create still runs
-    let Started::Wait(_) = shared.origin_write_start(2 * cs, &[5u8; 4096]).unwrap() else {
+    let Started::Wait(_) = shared.origin_write_start(0, 2 * cs, &[5u8; 4096]).unwrap() else {
         panic!("copy-out expected");
     };
-    shared.origin_write_abandon();
+    shared.origin_write_abandon(0);
     origin.read_at(&mut b, 2 * cs).unwrap();
     assert_eq!(b[0], 0, "an unsettled write reached the origin");
     shared.create_snapshot("t", None, 1).unwrap();
@@ -283,7 +283,7 @@ fn a_create_waits_for_started_writes_and_new_starts_answer_busy() {
     let (_origin, _dev, shared) = formatted(16, 1024);
     let shared = Arc::new(shared);
     shared.create_snapshot("s", None, 0).unwrap();
-    let Started::Wait(t) = shared.origin_write_start(0, &[3u8; 4096]).unwrap() else {
+    let Started::Wait(t) = shared.origin_write_start(0, 0, &[3u8; 4096]).unwrap() else {
         panic!("copy-out expected");
     };
     let creator = {
@@ -292,12 +292,12 @@ fn a_create_waits_for_started_writes_and_new_starts_answer_busy() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        match shared.origin_write_start(4096, &[6u8; 4096]).unwrap() {
+        match shared.origin_write_start(0, 4096, &[6u8; 4096]).unwrap() {
             Started::Busy => break,
             Started::Wait(t) => {
                 // the creator has not closed the gate yet: finish this one, retry
                 shared.wait_durable(t).unwrap();
-                shared.origin_write_finish(4096, &[6u8; 4096]).unwrap();
+                shared.origin_write_finish(0, 4096, &[6u8; 4096]).unwrap();
             }
             Started::Written => {}
         }
@@ -309,7 +309,7 @@ fn a_create_waits_for_started_writes_and_new_starts_answer_busy() {
     }
     assert!(!creator.is_finished(), "the create ran with a write inside");
     shared.wait_durable(t).unwrap();
-    shared.origin_write_finish(0, &[3u8; 4096]).unwrap();
+    shared.origin_write_finish(0, 0, &[3u8; 4096]).unwrap();
     let t_snap = creator.join().unwrap();
     let mut b = [0u8; 4096];
     shared.read(Dev::Snap(t_snap), 0, &mut b).unwrap();
@@ -374,7 +374,7 @@ fn a_huge_write_zeroes_of_the_origin_never_holds_the_store_lock_while_writing() 
     s.write(Dev::Snap(snap), 0, &[5u8; 4096]).expect("write");
     let zeroer = {
         let s = s.clone();
-        std::thread::spawn(move || s.write_zeroes(Dev::Origin, 0, LEN))
+        std::thread::spawn(move || s.write_zeroes(Dev::Origin(0), 0, LEN))
     };
     paused.recv().expect("the zeroer writes");
     // the zeroer is inside its write: the lock is free for everyone else
@@ -389,7 +389,7 @@ fn a_huge_write_zeroes_of_the_origin_never_holds_the_store_lock_while_writing() 
     go.send(()).expect("go");
     zeroer.join().expect("zeroer").expect("write_zeroes");
     let mut all = vec![1u8; LEN as usize];
-    s.read(Dev::Origin, 0, &mut all).expect("read");
+    s.read(Dev::Origin(0), 0, &mut all).expect("read");
     assert!(all.iter().all(|&b| b == 0), "the origin is not all zeros");
     s.read(Dev::Snap(snap), 4096, &mut all[..4096])
         .expect("read");
@@ -421,9 +421,9 @@ fn settled_origin_chunks_are_written_without_the_store_lock_until_the_next_snaps
     let s = Store::format(origin.clone(), dev, cs as u32, StoreOptions::default()).unwrap();
     let s = Arc::new(SharedStore::new(s));
     let a = s.create_snapshot("a", None, 0).unwrap();
-    s.write(Dev::Origin, 0, &vec![2u8; (8 * cs) as usize])
+    s.write(Dev::Origin(0), 0, &vec![2u8; (8 * cs) as usize])
         .unwrap(); // copy-out, commit
-    s.write(Dev::Origin, 0, &vec![3u8; (8 * cs) as usize])
+    s.write(Dev::Origin(0), 0, &vec![3u8; (8 * cs) as usize])
         .unwrap(); // settles 0..8
                    // with the store lock held elsewhere, a settled write and an origin read finish
     let held = s.lock();
@@ -431,9 +431,10 @@ fn settled_origin_chunks_are_written_without_the_store_lock_until_the_next_snaps
     let writer = {
         let s = s.clone();
         std::thread::spawn(move || {
-            s.write(Dev::Origin, cs, &vec![4u8; cs as usize]).unwrap();
+            s.write(Dev::Origin(0), cs, &vec![4u8; cs as usize])
+                .unwrap();
             let mut b = vec![0u8; cs as usize];
-            s.read(Dev::Origin, cs, &mut b).unwrap();
+            s.read(Dev::Origin(0), cs, &mut b).unwrap();
             done.send(b).unwrap();
         })
     };
@@ -450,25 +451,27 @@ fn settled_origin_chunks_are_written_without_the_store_lock_until_the_next_snaps
     };
     // a new snapshot: the next write copies out for it
     let b = s.create_snapshot("b", None, 1).unwrap();
-    s.write(Dev::Origin, cs, &vec![5u8; cs as usize]).unwrap();
+    s.write(Dev::Origin(0), cs, &vec![5u8; cs as usize])
+        .unwrap();
     assert_eq!((read(Dev::Snap(a), 1), read(Dev::Snap(b), 1)), (1, 4));
-    s.write(Dev::Origin, cs, &vec![6u8; cs as usize]).unwrap(); // settled again
-                                                                // a merge: writes go through the store (the address merges first)
+    s.write(Dev::Origin(0), cs, &vec![6u8; cs as usize])
+        .unwrap(); // settled again
+                   // a merge: writes go through the store (the address merges first)
     s.write(Dev::Snap(b), 0, &vec![7u8; cs as usize]).unwrap();
     s.merge_snapshot(b).unwrap();
-    s.write(Dev::Origin, 2 * cs, &vec![8u8; cs as usize])
+    s.write(Dev::Origin(0), 2 * cs, &vec![8u8; cs as usize])
         .unwrap();
     while s.background_step(64).unwrap() {}
-    assert_eq!(read(Dev::Origin, 0), 7, "the merge took effect");
-    assert_eq!(read(Dev::Origin, 2), 8);
+    assert_eq!(read(Dev::Origin(0), 0), 7, "the merge took effect");
+    assert_eq!(read(Dev::Origin(0), 2), 8);
     assert_eq!((read(Dev::Snap(a), 0), read(Dev::Snap(a), 1)), (1, 1));
     // a growth: the new chunks and the old ones copy out for a snapshot after it
     origin.extend(128 * cs);
-    s.grow_origin(128 * cs).unwrap_or_else(|e| panic!("{e}"));
+    s.grow_origin(0, 128 * cs).unwrap_or_else(|e| panic!("{e}"));
     let c = s.create_snapshot("c", None, 2).unwrap();
-    s.write(Dev::Origin, 100 * cs, &vec![9u8; cs as usize])
+    s.write(Dev::Origin(0), 100 * cs, &vec![9u8; cs as usize])
         .unwrap();
-    s.write(Dev::Origin, 2 * cs, &vec![10u8; cs as usize])
+    s.write(Dev::Origin(0), 2 * cs, &vec![10u8; cs as usize])
         .unwrap();
     assert_eq!((read(Dev::Snap(c), 100), read(Dev::Snap(c), 2)), (0, 8));
     let rep = s.lock().check().unwrap();
@@ -495,13 +498,13 @@ fn full_with_a_big_victim() -> (Arc<SharedStore>, u64) {
     // every other chunk: one element each, so its pass has thousands of steps
     let mut a = 0;
     while a < N && s.lock().fits(1) {
-        s.write(Dev::Origin, a * cs, &[1; 4096]).unwrap();
+        s.write(Dev::Origin(0), a * cs, &[1; 4096]).unwrap();
         a += 2;
     }
     s.create_snapshot("young", None, 2).unwrap();
     let mut b = 1;
     while s.lock().fits(1) {
-        s.write(Dev::Origin, b * cs, &[2; 4096]).unwrap();
+        s.write(Dev::Origin(0), b * cs, &[2; 4096]).unwrap();
         b += 2;
     }
     (s, b)
@@ -535,14 +538,14 @@ fn delete_oldest_frees_a_big_victim_in_bounded_steps() {
 
     // through the writer's path
     let (s, b) = full_with_a_big_victim();
-    s.write(Dev::Origin, b * 4096, &[3; 4096]).unwrap();
+    s.write(Dev::Origin(0), b * 4096, &[3; 4096]).unwrap();
     assert!(s.lock().lookup("old").is_none());
     assert!(
         s.lock().has_background_work(),
         "the write waited for the victim's whole pass"
     );
     let mut got = [0u8; 4096];
-    s.read(Dev::Origin, b * 4096, &mut got).unwrap();
+    s.read(Dev::Origin(0), b * 4096, &mut got).unwrap();
     assert_eq!(got, [3; 4096]);
     s.lock().run_background(64).unwrap();
     let rep = s.lock().check().unwrap();
@@ -613,7 +616,7 @@ fn grow_store_preallocates_without_the_store_lock() {
         s.store.try_lock().is_some(),
         "the store lock is held while preallocating"
     );
-    s.write(Dev::Origin, 0, &[9; 4096]).unwrap();
+    s.write(Dev::Origin(0), 0, &[9; 4096]).unwrap();
     go.send(()).unwrap();
     let g = grower.join().unwrap().unwrap();
     assert_eq!((g.old_len, g.new_len), (1024 * cs, 2048 * cs));

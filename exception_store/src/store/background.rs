@@ -137,7 +137,7 @@ impl Store {
                 .ghosts()
                 .filter(|&l| {
                     self.vt.get(l).is_some_and(|v| {
-                        l.0 != 0
+                        !self.vt.is_root(l)
                             && v.children.len() < 2
                             && v.ghost_since < start
                             && !self.jobs.values().any(|j| j.target == l)
@@ -168,7 +168,7 @@ impl Store {
             .ghosts()
             .filter_map(|l| {
                 let v = self.vt.get(l)?;
-                (l.0 != 0 && v.children.len() < 2).then_some((l, v.ghost_since))
+                (!self.vt.is_root(l) && v.children.len() < 2).then_some((l, v.ghost_since))
             })
             .collect();
         for (_, since) in needy {
@@ -189,6 +189,8 @@ impl Store {
                 break;
             }
         }
+        // an origin being removed goes once its tree is bare
+        self.reap_origins();
         Ok(())
     }
 }

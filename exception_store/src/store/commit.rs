@@ -10,8 +10,12 @@ use crate::{
     tables::{OriginRec, SnapRec, VersionRec},
     Error, Result, Space,
 };
-use blockdev::ids::{Label, SnapId, TxnId};
+use blockdev::{
+    ids::{Label, SnapId, TxnId},
+    BlockDevice,
+};
 use btree::{Codec, NodeCache, Tree};
+use std::sync::Arc;
 
 /// Bring `tree` up to date at the `dirty` keys: each gets the value `value` finds for
 /// it, or is removed when there is none.
@@ -110,18 +114,25 @@ impl Store {
         if !with_origin {
             return self.dev.flush().map_err(store_io(0));
         }
-        let origin = self.origin.clone();
+        let origins: Vec<Arc<dyn BlockDevice>> = self.origin_devs.values().cloned().collect();
         std::thread::scope(|sc| {
-            let o = sc.spawn(move || origin.flush());
+            let flushes: Vec<_> = origins
+                .into_iter()
+                .map(|origin| sc.spawn(move || origin.flush()))
+                .collect();
             let d = self.dev.flush().map_err(store_io(0));
-            let o = match o.join() {
-                Ok(r) => r.map_err(origin_io(0)),
-                Err(_) => Err(Error::Io {
-                    device: "origin",
-                    offset: 0,
-                    source: std::io::Error::other("origin flush thread panicked"),
-                }),
-            };
+            let mut o = Ok(());
+            for f in flushes {
+                let r = match f.join() {
+                    Ok(r) => r.map_err(origin_io(0)),
+                    Err(_) => Err(Error::Io {
+                        device: "origin",
+                        offset: 0,
+                        source: std::io::Error::other("origin flush thread panicked"),
+                    }),
+                };
+                o = o.and(r);
+            }
             d.and(o)
         })
     }
@@ -205,7 +216,11 @@ impl Store {
             if !refusal
                 && !matches!(
                     e,
-                    Error::NoSpace(Space::Data) | Error::Invalid(_) | Error::NoSuchSnapshot(_)
+                    Error::NoSpace(Space::Data)
+                        | Error::Invalid(_)
+                        | Error::NoSuchSnapshot(_)
+                        | Error::NoSuchOrigin(_)
+                        | Error::OriginMissing(_)
                 )
                 && !matches!(
                     e,

@@ -34,7 +34,7 @@
 //!   shared from `begin` to the origin write, and those take it exclusively. While a
 //!   merge runs, `begin` does the whole copy-out under the lock (the merge pass writes
 //!   the origin itself).
-use super::{origin_io, store_io, Store};
+use super::{origin_io, store_io, OriginId, Store};
 use crate::{rules::Elems, Result};
 use blockdev::{
     ids::{ChunkNr, Label, TxnId},
@@ -48,15 +48,16 @@ const MAX_COPY_RUN_BYTES: u64 = 4 << 20;
 
 /// Copy-outs planned and allocated, whose data is still to copy ([`CopyOut::run`]).
 pub struct CopyOut {
-    /// (address, chunk), addresses ascending.
+    /// (pool address, chunk), addresses ascending, all of one origin.
     items: Vec<(u64, ChunkNr)>,
     origin: Arc<dyn BlockDevice>,
     dev: Arc<dyn BlockDevice>,
     chunk_size: u64,
     origin_len: u64,
     buf: Vec<u8>,
-    /// The origin write this copies for (offset, length; set by `copy_out_begin`).
-    range: (u64, u64),
+    /// The origin write this copies for (origin, offset, length; set by
+    /// `copy_out_begin`).
+    range: (OriginId, u64, u64),
 }
 
 impl std::fmt::Debug for CopyOut {
@@ -117,6 +118,7 @@ impl CopyOut {
     /// per copy). An in-kernel copy that fails is redone through memory, so that an
     /// error names the device that failed.
     fn copy_run(&mut self, a: u64, n: u64, c: ChunkNr) -> Result<()> {
+        let a = super::addr_chunk(a);
         let pos = a * self.chunk_size;
         let len = ((a + n) * self.chunk_size).min(self.origin_len) - pos;
         let to = c.0 * self.chunk_size;
@@ -138,24 +140,27 @@ impl CopyOut {
 
 impl Store {
     /// Step one of a copy-out without the lock (module documentation): for the origin
-    /// write `offset..+len`, plan and allocate its copy-outs and mark their addresses
-    /// in flight.
-    pub fn copy_out_begin(&mut self, offset: u64, len: u64) -> Result<CopyOutBegin> {
-        self.check_range(offset, len)?;
+    /// write `offset..+len` of origin `k`, plan and allocate its copy-outs and mark
+    /// their addresses in flight.
+    pub fn copy_out_begin(&mut self, k: OriginId, offset: u64, len: u64) -> Result<CopyOutBegin> {
+        self.check_origin_range(k, offset, len)?;
         if len == 0 {
             return Ok(CopyOutBegin::Done(None));
         }
         let cs = self.chunk_size;
-        let (first, last) = (offset / cs, (offset + len - 1) / cs);
+        let (first, last) = (
+            super::pool_addr(k, offset / cs),
+            super::pool_addr(k, (offset + len - 1) / cs),
+        );
         if self.copying.range(first..=last).next().is_some() {
             return Ok(CopyOutBegin::Busy);
         }
         if self.is_merging() {
-            return self.origin_prepare(offset, len).map(CopyOutBegin::Done);
+            return self.origin_prepare(k, offset, len).map(CopyOutBegin::Done);
         }
         let todo = self.latching(|s| s.plan_copy_outs(first, last))?;
         if todo.is_empty() {
-            return Ok(CopyOutBegin::Done(self.uncommitted_in(offset, len)));
+            return Ok(CopyOutBegin::Done(self.uncommitted_in(k, offset, len)));
         }
         if self.room_for(todo.len() as u64).is_err() {
             if self.opts.space_policy == super::SpacePolicy::DeleteOldest
@@ -166,10 +171,10 @@ impl Store {
                 return Ok(CopyOutBegin::NeedRoom(1));
             }
             // the space policy, one address at a time
-            return self.origin_prepare(offset, len).map(CopyOutBegin::Done);
+            return self.origin_prepare(k, offset, len).map(CopyOutBegin::Done);
         }
         let mut job = self.start_copy(todo)?;
-        job.range = (offset, len);
+        job.range = (k, offset, len);
         for &(a, c) in &job.items {
             self.copying.insert(a, c);
         }
@@ -183,9 +188,9 @@ impl Store {
         for (a, _) in &job.items {
             self.copying.remove(a);
         }
-        let (offset, len) = job.range;
+        let (k, offset, len) = job.range;
         self.latching(|s| s.end_copy(job, copied))?;
-        Ok(self.uncommitted_in(offset, len))
+        Ok(self.uncommitted_in(k, offset, len))
     }
 
     /// The addresses of `first..=last` that need a copy-out now.
@@ -199,8 +204,11 @@ impl Store {
         Ok(todo)
     }
 
-    /// Allocate a chunk for each address of `todo` (all or none).
+    /// Allocate a chunk for each address of `todo` (all or none; all of one origin).
     fn start_copy(&mut self, todo: Vec<u64>) -> Result<CopyOut> {
+        let k = todo.first().map_or(0, |&a| super::addr_origin(a));
+        let origin = self.origin_device(k)?;
+        let origin_len = self.origin_size(k)?;
         let mut items = Vec::with_capacity(todo.len());
         for a in todo {
             match self.alloc.alloc_chunk() {
@@ -215,12 +223,12 @@ impl Store {
         }
         Ok(CopyOut {
             items,
-            origin: self.origin.clone(),
+            origin,
             dev: self.dev.clone(),
             chunk_size: self.chunk_size,
-            origin_len: self.sb.origin_len,
+            origin_len,
             buf: std::mem::take(&mut self.copy_buf),
-            range: (0, 0),
+            range: (k, 0, 0),
         })
     }
 
@@ -258,7 +266,8 @@ impl Store {
     ) -> Result<Option<(Label, bool, Arc<Elems>)>> {
         // No snapshot of the origin: nothing to copy (`origin_copy_out` says the
         // same), so skip loading the elements.
-        let Some(newest) = self.vt.newest() else {
+        let k = super::addr_origin(a);
+        let Some(newest) = self.vt.newest(self.root_of_origin(k)) else {
             return Ok(None);
         };
         // Decide on the cached element set itself; copy it only when it changes. In
@@ -269,7 +278,8 @@ impl Store {
             // every version lies below the newest snapshot: none reads the origin
             return Ok(None);
         }
-        if a * self.chunk_size >= self.snap_cover && !self.is_merging() {
+        let cover = self.snap_cover.get(&k).copied().unwrap_or(0);
+        if super::addr_chunk(a) * self.chunk_size >= cover && !self.is_merging() {
             // past every snapshot's size (the origin grew since): nobody reads the
             // old data here (`grow_origin`)
             return Ok(None);
@@ -394,7 +404,7 @@ mod tests {
     }
 
     fn begin_copy(s: &mut Store, a: u64, n: u64) -> super::CopyOut {
-        match s.copy_out_begin(a * CS, n * CS).unwrap() {
+        match s.copy_out_begin(0, a * CS, n * CS).unwrap() {
             CopyOutBegin::Copy(job) => job,
             other => panic!("expected a copy-out, got {other:?}"),
         }
@@ -432,11 +442,11 @@ mod tests {
         } = fixture();
         let mut job = begin_copy(&mut s, 4, 3); // 4, 5, 6
         assert!(matches!(
-            s.copy_out_begin(6 * CS + 100, 10).unwrap(),
+            s.copy_out_begin(0, 6 * CS + 100, 10).unwrap(),
             CopyOutBegin::Busy
         ));
         assert!(matches!(
-            s.copy_out_begin(3 * CS, 2 * CS).unwrap(),
+            s.copy_out_begin(0, 3 * CS, 2 * CS).unwrap(),
             CopyOutBegin::Busy
         ));
         let other = begin_copy(&mut s, 7, 1); // a neighbour is not held off
@@ -455,7 +465,7 @@ mod tests {
             "the links must commit before the origin write"
         );
         assert!(matches!(
-            s.copy_out_begin(4 * CS, 3 * CS).unwrap(),
+            s.copy_out_begin(0, 4 * CS, 3 * CS).unwrap(),
             CopyOutBegin::Done(Some(_))
         ));
         let mut other = other;
@@ -463,10 +473,10 @@ mod tests {
         s.copy_out_finish(other, r).unwrap(); // finished after the first
         s.commit().unwrap();
         assert!(matches!(
-            s.copy_out_begin(4 * CS, 4 * CS).unwrap(),
+            s.copy_out_begin(0, 4 * CS, 4 * CS).unwrap(),
             CopyOutBegin::Done(None)
         ));
-        s.origin_write_prepared(4 * CS, &vec![9u8; 4 * CS as usize])
+        s.origin_write_prepared(0, 4 * CS, &vec![9u8; 4 * CS as usize])
             .unwrap();
         snap_reads_pattern(&mut s, snap);
         assert!(s.check().unwrap().is_clean());
@@ -501,7 +511,7 @@ mod tests {
         let r = job.run();
         s.copy_out_finish(job, r).unwrap();
         s.commit().unwrap();
-        s.origin_write_prepared(2 * CS, &vec![9u8; 2 * CS as usize])
+        s.origin_write_prepared(0, 2 * CS, &vec![9u8; 2 * CS as usize])
             .unwrap();
         let mut want = blockdev::pattern(3, 64 * CS as usize);
         want[3 * CS as usize..4 * CS as usize].fill(7);
@@ -537,7 +547,10 @@ mod tests {
         let e = copy(&mut s, 5, 1).unwrap_err();
         assert_eq!(io_device(&e), Some("store"), "{e}");
         assert!(
-            matches!(s.copy_out_begin(5 * CS, CS).unwrap_err(), Error::PreviousIo),
+            matches!(
+                s.copy_out_begin(0, 5 * CS, CS).unwrap_err(),
+                Error::PreviousIo
+            ),
             "a failed store write latches the store"
         );
         assert!(s.copying.is_empty());
@@ -555,11 +568,12 @@ mod tests {
             dev,
         } = fixture();
         // one address of the range already copied: two runs (3..=4 and 6..=12)
-        s.write(Dev::Origin, 5 * CS, &[9u8; CS as usize]).unwrap();
+        s.write(Dev::Origin(0), 5 * CS, &[9u8; CS as usize])
+            .unwrap();
         s.commit().unwrap();
         let (r0, w0, _) = origin.counts();
         let (_, d0, _) = dev.counts();
-        let need = s.origin_prepare(3 * CS, 10 * CS).unwrap();
+        let need = s.origin_prepare(0, 3 * CS, 10 * CS).unwrap();
         assert!(
             need.is_some(),
             "the copies must commit before the origin write"
@@ -569,14 +583,14 @@ mod tests {
         assert_eq!((r1 - r0, w1 - w0), (2, 0), "one origin read per run");
         assert_eq!(d1 - d0, 2, "one store write per run");
         s.commit().unwrap();
-        s.origin_write_prepared(3 * CS, &vec![1u8; 10 * CS as usize])
+        s.origin_write_prepared(0, 3 * CS, &vec![1u8; 10 * CS as usize])
             .unwrap();
         let want = blockdev::pattern(3, 64 * CS as usize);
         let mut got = vec![0u8; 64 * CS as usize];
         s.read(Dev::Snap(snap), 0, &mut got).unwrap();
         assert_eq!(got, want);
         let mut b = [0u8; 1];
-        s.read(Dev::Origin, 7 * CS, &mut b).unwrap();
+        s.read(Dev::Origin(0), 7 * CS, &mut b).unwrap();
         assert_eq!(b[0], 1);
         assert!(s.check().unwrap().is_clean());
     }

@@ -15,13 +15,21 @@
 //!   address has no uncommitted element change (then the committed and the in-memory
 //!   readers are the same, because visibility changes commit at once). Otherwise the
 //!   chunk is copied to a new one and the element moves (redirect on write).
-use super::{origin_io, read_plan::ReadSource as Source, store_io, Dev, SpacePolicy, Store};
+use super::{
+    addr_chunk, addr_origin, origin_io, pool_addr, read_plan::ReadSource as Source, store_io, Dev,
+    OriginId, SpacePolicy, Store,
+};
 use crate::{
     rules::{Elems, SnapWrite},
     Result,
 };
 use blockdev::ids::{Label, SnapId, TxnId};
 use btree::elements::Ptr;
+
+/// The pool address of byte `pos` of a device of origin `k`.
+fn pos_addr(k: OriginId, pos: u64, cs: u64) -> u64 {
+    pool_addr(k, pos / cs)
+}
 
 /// What a write puts in a chunk.
 #[derive(Clone, Copy)]
@@ -50,19 +58,21 @@ impl Store {
     /// usually one or a few reads, not sixteen.
     pub fn read(&mut self, dev: Dev, offset: u64, buf: &mut [u8]) -> Result<()> {
         let plan = self.read_plan(dev, offset, buf.len() as u64)?;
+        let k = self.origin_of(dev)?;
         for p in plan {
             // the plan covers the buffer exactly (read_plan's invariants)
             let (at, n) = (p.buf_off as usize, p.len as usize);
-            self.read_source(p.src, &mut buf[at..at + n])?;
+            self.read_source(k, p.src, &mut buf[at..at + n])?;
         }
         Ok(())
     }
 
     /// Where version `l` reads byte `off` of address `a` (given its elements `e`).
     pub(super) fn locate(&mut self, e: &Elems, l: Label, a: u64, off: usize) -> Source {
-        let r = self.view_at(a).reader(e, l);
-        if r.0 == 0 {
-            return Source::Origin(a * self.chunk_size + off as u64);
+        let view = self.view_at(a);
+        let r = view.reader(e, l);
+        if r == view.root {
+            return Source::Origin(self.origin_pos(a) + off as u64);
         }
         match e.get(&r) {
             Some(Ptr::Chunk(c)) => Source::Store(c.0 * self.chunk_size + off as u64),
@@ -70,9 +80,13 @@ impl Store {
         }
     }
 
-    fn read_source(&self, src: Source, out: &mut [u8]) -> Result<()> {
+    /// Read `src` of a device of origin `k` (whose device an origin piece reads).
+    fn read_source(&self, k: OriginId, src: Source, out: &mut [u8]) -> Result<()> {
         match src {
-            Source::Origin(pos) => self.origin.read_at(out, pos).map_err(origin_io(pos)),
+            Source::Origin(pos) => self
+                .origin_device(k)?
+                .read_at(out, pos)
+                .map_err(origin_io(pos)),
             Source::Store(pos) => self.dev.read_at(out, pos).map_err(store_io(pos)),
             Source::Zeroes => {
                 out.fill(0);
@@ -91,18 +105,18 @@ impl Store {
         out: &mut [u8],
     ) -> Result<()> {
         let src = self.locate(e, l, a, off);
-        self.read_source(src, out)
+        self.read_source(addr_origin(a), src, out)
     }
 
     /// Write `data` to `dev` at `offset`.
     pub fn write(&mut self, dev: Dev, offset: u64, data: &[u8]) -> Result<()> {
         self.check_dev_range(dev, offset, data.len() as u64)?;
         match dev {
-            Dev::Origin => {
-                if self.origin_prepare(offset, data.len() as u64)?.is_some() {
+            Dev::Origin(k) => {
+                if self.origin_prepare(k, offset, data.len() as u64)?.is_some() {
                     self.commit()?;
                 }
-                self.origin_write_prepared(offset, data)
+                self.origin_write_prepared(k, offset, data)
             }
             Dev::Snap(id) => self.snap_write(id, offset, data.len() as u64, Payload::Data(data)),
         }
@@ -113,15 +127,15 @@ impl Store {
     pub fn write_zeroes(&mut self, dev: Dev, offset: u64, len: u64) -> Result<()> {
         self.check_dev_range(dev, offset, len)?;
         match dev {
-            Dev::Origin => {
-                if self.origin_prepare(offset, len)?.is_some() {
+            Dev::Origin(k) => {
+                if self.origin_prepare(k, offset, len)?.is_some() {
                     self.commit()?;
                 }
                 let zeros = vec![0u8; self.chunk_size as usize];
                 let mut done = 0;
                 while done < len {
                     let n = (len - done).min(zeros.len() as u64);
-                    self.origin_write_prepared(offset + done, &zeros[..n as usize])?;
+                    self.origin_write_prepared(k, offset + done, &zeros[..n as usize])?;
                     done += n;
                 }
                 Ok(())
@@ -137,11 +151,13 @@ impl Store {
     pub fn discard(&mut self, dev: Dev, offset: u64, len: u64) -> Result<()> {
         self.check_dev_range(dev, offset, len)?;
         match dev {
-            Dev::Origin => {
-                if self.origin_prepare(offset, len)?.is_some() {
+            Dev::Origin(k) => {
+                if self.origin_prepare(k, offset, len)?.is_some() {
                     self.commit()?;
                 }
-                self.origin.discard(offset, len).map_err(origin_io(offset))
+                self.origin_device(k)?
+                    .discard(offset, len)
+                    .map_err(origin_io(offset))
             }
             Dev::Snap(id) => self.snap_write(id, offset, len, Payload::Discard),
         }
@@ -150,14 +166,17 @@ impl Store {
     /// First half of an origin write: copy out, for every chunk the range touches,
     /// the data that a snapshot still reads from the origin, all under `&mut self`
     /// (see `copy_out` for the copy-out without the lock). Returns the transaction
-    /// that must commit before the origin may be written, if one must.
-    pub fn origin_prepare(&mut self, offset: u64, len: u64) -> Result<Option<TxnId>> {
-        self.check_range(offset, len)?;
+    /// that must commit before origin `k` may be written, if one must.
+    pub fn origin_prepare(&mut self, k: OriginId, offset: u64, len: u64) -> Result<Option<TxnId>> {
+        self.check_origin_range(k, offset, len)?;
         if len == 0 {
             return Ok(None);
         }
         let cs = self.chunk_size;
-        let (first, last) = (offset / cs, (offset + len - 1) / cs);
+        let (first, last) = (
+            pool_addr(k, offset / cs),
+            pool_addr(k, (offset + len - 1) / cs),
+        );
         // Copies under the lock; an address in flight is the three-step copy-out's
         // (`copy_out`), which every origin write waits for first.
         debug_assert!(self.copying.range(first..=last).next().is_none());
@@ -175,18 +194,28 @@ impl Store {
     }
 
     /// The transaction that must commit before a completed write to `offset..+len`
-    /// survives losing this process's memory: the open one when an address the range
-    /// touches changed since the last commit (its element, hence where the data
-    /// lives, is not on disk yet), else none.
-    pub fn uncommitted_in(&self, offset: u64, len: u64) -> Option<TxnId> {
+    /// of origin `k` survives losing this process's memory: the open one when an
+    /// address the range touches changed since the last commit (its element, hence
+    /// where the data lives, is not on disk yet), else none.
+    pub fn uncommitted_in(&self, k: OriginId, offset: u64, len: u64) -> Option<TxnId> {
         if len == 0 || self.dirty_addrs.is_empty() {
             return None;
         }
         let cs = self.chunk_size;
-        let (first, last) = (offset / cs, (offset + len - 1) / cs);
+        let (first, last) = (
+            pool_addr(k, offset / cs),
+            pool_addr(k, (offset + len - 1) / cs),
+        );
         (first..=last)
             .any(|a| self.dirty_addrs.contains(&a))
             .then(|| self.cache_txn())
+    }
+
+    /// [`uncommitted_in`](Self::uncommitted_in) for a range of any device (a
+    /// snapshot's addresses are its origin's).
+    pub fn snap_uncommitted_in(&self, dev: Dev, offset: u64, len: u64) -> Option<TxnId> {
+        let k = self.origin_of(dev).ok()?;
+        self.uncommitted_in(k, offset, len)
     }
 
     /// The transaction now open.
@@ -206,9 +235,9 @@ impl Store {
 
     /// Second half of an origin write: the data itself. Call only after
     /// [`origin_prepare`](Self::origin_prepare) for this range and the commit it asked for.
-    pub fn origin_write_prepared(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        self.check_range(offset, data.len() as u64)?;
-        self.origin
+    pub fn origin_write_prepared(&mut self, k: OriginId, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_origin_range(k, offset, data.len() as u64)?;
+        self.origin_device(k)?
             .write_at(data, offset)
             .map_err(origin_io(offset))
     }
@@ -216,13 +245,14 @@ impl Store {
     fn snap_write(&mut self, id: SnapId, offset: u64, len: u64, p: Payload) -> Result<()> {
         self.label_of(id)?;
         let dev_len = self.dev_size(Dev::Snap(id))?;
+        let k = self.origin_of(Dev::Snap(id))?;
         let cs = self.chunk_size;
         let mut done = 0u64;
         while done < len {
             let pos = offset + done;
-            let a = pos / cs;
+            let a = pos_addr(k, pos, cs);
             let off = (pos % cs) as usize;
-            let clen = self.chunk_len_in(dev_len, a);
+            let clen = self.chunk_len_in(dev_len, addr_chunk(a));
             let n = ((clen - off) as u64).min(len - done) as usize;
             let part = match p {
                 Payload::Data(d) => Payload::Data(&d[done as usize..done as usize + n]),
@@ -249,7 +279,7 @@ impl Store {
         let before = self.load_elems(a)?;
         // the snapshot's own size: its last chunk may be short where the origin's,
         // grown since, is not
-        let clen = self.chunk_len_in(self.dev_size(Dev::Snap(id))?, a);
+        let clen = self.chunk_len_in(self.dev_size(Dev::Snap(id))?, addr_chunk(a));
         let whole = off == 0 && n == clen;
         let to_hole = whole && !matches!(p, Payload::Data(_));
         let plan = self.view_at(a).snapshot_write(&before, t0);
@@ -478,29 +508,29 @@ mod tests {
     #[test]
     fn a_steady_address_copies_out_again_for_a_new_snapshot() {
         let mut s = store();
-        write(&mut s, Dev::Origin, 3, 1);
+        write(&mut s, Dev::Origin(0), 3, 1);
         let s1 = s.create_snapshot("s1", None, 1).unwrap();
-        write(&mut s, Dev::Origin, 3, 2); // copy-out of 1 for s1
-        write(&mut s, Dev::Origin, 3, 3); // steady: nothing to copy
-        assert!(s.origin_prepare(3 * CS, CS).unwrap().is_none());
+        write(&mut s, Dev::Origin(0), 3, 2); // copy-out of 1 for s1
+        write(&mut s, Dev::Origin(0), 3, 3); // steady: nothing to copy
+        assert!(s.origin_prepare(0, 3 * CS, CS).unwrap().is_none());
         let s2 = s.create_snapshot("s2", None, 2).unwrap();
         // Now the cached set lacks the new newest snapshot: a copy-out is due.
-        assert!(s.origin_prepare(3 * CS, CS).unwrap().is_some());
+        assert!(s.origin_prepare(0, 3 * CS, CS).unwrap().is_some());
         s.commit().unwrap();
-        write(&mut s, Dev::Origin, 3, 4);
-        write(&mut s, Dev::Origin, 3, 5); // steady again
+        write(&mut s, Dev::Origin(0), 3, 4);
+        write(&mut s, Dev::Origin(0), 3, 5); // steady again
         assert_eq!(read(&mut s, Dev::Snap(s1), 3), 1);
         assert_eq!(read(&mut s, Dev::Snap(s2), 3), 3);
-        assert_eq!(read(&mut s, Dev::Origin, 3), 5);
+        assert_eq!(read(&mut s, Dev::Origin(0), 3), 5);
         cache_matches_tree(&mut s);
         // The same after a reopen (nothing cached, everything from the tree).
-        let (origin, dev) = (s.origin.clone(), s.dev.clone());
+        let (origin, dev) = (s.origin_device(0).unwrap(), s.dev.clone());
         s.commit().unwrap();
         drop(s);
         let mut s = Store::open(origin, dev, StoreOptions::default()).unwrap();
         assert_eq!(read(&mut s, Dev::Snap(s1), 3), 1);
         assert_eq!(read(&mut s, Dev::Snap(s2), 3), 3);
-        assert_eq!(read(&mut s, Dev::Origin, 3), 5);
+        assert_eq!(read(&mut s, Dev::Origin(0), 3), 5);
     }
 
     /// The element cache stays exact through every kind of element change: copy-outs
@@ -510,11 +540,11 @@ mod tests {
     fn the_element_cache_stays_exact_through_element_changes() {
         let mut s = store();
         for a in 0..8 {
-            write(&mut s, Dev::Origin, a, a as u8);
+            write(&mut s, Dev::Origin(0), a, a as u8);
         }
         let s1 = s.create_snapshot("s1", None, 1).unwrap();
         for a in 0..8 {
-            write(&mut s, Dev::Origin, a, 10 + a as u8); // one extent for s1
+            write(&mut s, Dev::Origin(0), a, 10 + a as u8); // one extent for s1
         }
         cache_matches_tree(&mut s);
         let s2 = s.create_snapshot("s2", Some(s1), 2).unwrap();
@@ -524,7 +554,7 @@ mod tests {
         cache_matches_tree(&mut s);
         let s3 = s.create_snapshot("s3", None, 3).unwrap();
         for a in [1, 3, 5] {
-            write(&mut s, Dev::Origin, a, 30 + a as u8);
+            write(&mut s, Dev::Origin(0), a, 30 + a as u8);
         }
         s.write_zeroes(Dev::Snap(s3), 6 * CS, CS).unwrap(); // a hole
         cache_matches_tree(&mut s);
@@ -533,14 +563,14 @@ mod tests {
         cache_matches_tree(&mut s);
         write(&mut s, Dev::Snap(s2), 2, 23);
         s.merge_snapshot(s3).unwrap();
-        write(&mut s, Dev::Origin, 5, 40); // merges address 5 first
+        write(&mut s, Dev::Origin(0), 5, 40); // merges address 5 first
         s.run_background(4).unwrap();
         cache_matches_tree(&mut s);
         for (a, want) in [(0u64, 0u8), (2, 23), (4, 22), (5, 5)] {
             assert_eq!(read(&mut s, Dev::Snap(s2), a), want, "s2 at {a}");
         }
         for (a, want) in [(1u64, 11u8), (5, 40), (6, 0), (7, 17)] {
-            assert_eq!(read(&mut s, Dev::Origin, a), want, "origin at {a}");
+            assert_eq!(read(&mut s, Dev::Origin(0), a), want, "origin at {a}");
         }
     }
 }

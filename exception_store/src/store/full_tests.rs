@@ -33,7 +33,10 @@ fn store(policy: SpacePolicy, store_chunks: u64) -> Store {
 /// Origin writes of one chunk from `from` until one is refused; the chunk refused.
 fn fill(s: &mut Store, from: u64) -> u64 {
     let mut a = from;
-    while s.write(Dev::Origin, a * CS, &[0xF0; CS as usize]).is_ok() {
+    while s
+        .write(Dev::Origin(0), a * CS, &[0xF0; CS as usize])
+        .is_ok()
+    {
         a += 1;
         assert!(a < ORIGIN_CHUNKS, "the store never filled");
     }
@@ -67,7 +70,7 @@ fn writes_refused_below_the_reserve_leave_the_store_writable() {
     assert!(!s.is_failed(), "a refused snapshot write latched the store");
     // an origin write that needs a copy-out: the same
     let e = s
-        .write(Dev::Origin, at * CS, &[2; CS as usize])
+        .write(Dev::Origin(0), at * CS, &[2; CS as usize])
         .unwrap_err();
     assert!(matches!(e, Error::NoSpace(_)), "{e}");
     assert!(!s.is_failed(), "a refused origin write latched the store");
@@ -81,7 +84,7 @@ fn writes_refused_below_the_reserve_leave_the_store_writable() {
     s.commit().unwrap();
     s.delete_snapshot(snap).unwrap();
     s.run_background(64).unwrap();
-    s.write(Dev::Origin, at * CS, &[3; CS as usize]).unwrap();
+    s.write(Dev::Origin(0), at * CS, &[3; CS as usize]).unwrap();
     assert!(s.check().unwrap().is_clean());
 }
 
@@ -91,7 +94,7 @@ fn writes_refused_below_the_reserve_leave_the_store_writable() {
 fn a_delete_pass_below_the_reserve_commits_first_and_frees_space() {
     let mut s = store(SpacePolicy::Fail, 600);
     let old = s.create_snapshot("old", None, 1).unwrap();
-    s.write(Dev::Origin, 0, &vec![0xB0; (200 * CS) as usize])
+    s.write(Dev::Origin(0), 0, &vec![0xB0; (200 * CS) as usize])
         .unwrap();
     let _young = s.create_snapshot("young", None, 2).unwrap();
     fill(&mut s, 200);
@@ -116,7 +119,7 @@ fn a_delete_pass_below_the_reserve_commits_first_and_frees_space() {
 fn a_pass_with_no_room_at_all_waits_without_latching() {
     let mut s = store(SpacePolicy::Fail, 600);
     let old = s.create_snapshot("old", None, 1).unwrap();
-    s.write(Dev::Origin, 0, &vec![0xC0; (100 * CS) as usize])
+    s.write(Dev::Origin(0), 0, &vec![0xC0; (100 * CS) as usize])
         .unwrap();
     let young = s.create_snapshot("young", None, 2).unwrap();
     fill(&mut s, 100);
@@ -148,17 +151,19 @@ fn a_pass_with_no_room_at_all_waits_without_latching() {
 fn delete_oldest_below_the_reserve_makes_room_without_latching() {
     let mut s = store(SpacePolicy::DeleteOldest, 600);
     s.create_snapshot("old", None, 1).unwrap();
-    s.write(Dev::Origin, 0, &vec![0xD0; (300 * CS) as usize])
+    s.write(Dev::Origin(0), 0, &vec![0xD0; (300 * CS) as usize])
         .unwrap();
     s.create_snapshot("young", None, 2).unwrap();
     let mut a = 300;
     // fill up to the point where the policy would have to act
     while s.room_for(1).is_ok() {
-        s.write(Dev::Origin, a * CS, &[0xD1; CS as usize]).unwrap();
+        s.write(Dev::Origin(0), a * CS, &[0xD1; CS as usize])
+            .unwrap();
         a += 1;
     }
     eat_reserve(&mut s, 60);
-    s.write(Dev::Origin, a * CS, &[0xD2; CS as usize]).unwrap();
+    s.write(Dev::Origin(0), a * CS, &[0xD2; CS as usize])
+        .unwrap();
     assert!(!s.is_failed());
     assert!(s.lookup("old").is_none(), "the policy deleted nothing");
     assert!(s.lookup("young").is_some());
@@ -184,7 +189,7 @@ fn delete_oldest_with_a_victim_over_many_leaves_keeps_the_store_writable() {
     // every other chunk: one element each, no extents
     let mut a = 0;
     while a < N && s.room_for(1).is_ok() {
-        s.write(Dev::Origin, a * CS, &[1; CS as usize]).unwrap();
+        s.write(Dev::Origin(0), a * CS, &[1; CS as usize]).unwrap();
         a += 2;
     }
     // its elements fill more leaves than the reserve has blocks (4 KiB chunks: one
@@ -193,7 +198,7 @@ fn delete_oldest_with_a_victim_over_many_leaves_keeps_the_store_writable() {
     s.create_snapshot("young", None, 2).unwrap();
     let mut b = 1;
     while b < N {
-        s.write(Dev::Origin, b * CS, &[2; CS as usize]).unwrap();
+        s.write(Dev::Origin(0), b * CS, &[2; CS as usize]).unwrap();
         assert!(!s.is_failed());
         b += 2;
         if s.lookup("old").is_none() {

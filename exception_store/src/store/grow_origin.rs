@@ -29,7 +29,7 @@
 //! at any point leaves the old superblock (old size; the device's extra bytes unused,
 //! and the store still opens, since an origin larger than the store's size is
 //! accepted) or the new one.
-use super::{Dev, Store};
+use super::{Dev, OriginId, Store};
 use crate::{Error, Result};
 use blockdev::ids::{SnapId, TxnId};
 
@@ -51,7 +51,7 @@ impl Store {
     /// The size of `dev` in bytes: the origin's now, or the one a snapshot was taken at.
     pub fn dev_size(&self, dev: Dev) -> Result<u64> {
         match dev {
-            Dev::Origin => Ok(self.sb.origin_len),
+            Dev::Origin(k) => self.origin_size(k),
             Dev::Snap(id) => self
                 .snaps
                 .get(&id)
@@ -60,10 +60,10 @@ impl Store {
         }
     }
 
-    /// The origin device's size now (it may have grown past the store's origin size:
-    /// [`Store::grow_origin`] takes it).
-    pub fn origin_device_len(&self) -> Result<u64> {
-        self.origin.grow().map_err(|source| Error::Io {
+    /// Origin `k`'s device's size now (it may have grown past the store's origin
+    /// size: [`Store::grow_origin`] takes it).
+    pub fn origin_device_len(&self, k: OriginId) -> Result<u64> {
+        self.origin_device(k)?.grow().map_err(|source| Error::Io {
             device: "origin",
             offset: 0,
             source,
@@ -74,9 +74,9 @@ impl Store {
     /// the origin flushed before its superblock. Refused, changing nothing, when
     /// `new_len` is not a whole number of 512-byte sectors, is not larger than the
     /// origin's size now, is larger than the origin device, or a merge runs.
-    pub fn grow_origin(&mut self, new_len: u64) -> Result<OriginGrown> {
+    pub fn grow_origin(&mut self, k: OriginId, new_len: u64) -> Result<OriginGrown> {
         self.check_writable()?;
-        let old_len = self.sb.origin_len;
+        let old_len = self.origin_size(k)?;
         if !new_len.is_multiple_of(SECTOR) {
             return Err(Error::Invalid(format!(
                 "an origin size must be a whole number of 512-byte sectors: {new_len} is \
@@ -95,7 +95,7 @@ impl Store {
                  (truncate -s, lvextend), or give a larger size; nothing changed"
             )));
         }
-        let device = self.origin_device_len()?;
+        let device = self.origin_device_len(k)?;
         if new_len > device {
             return Err(Error::Invalid(format!(
                 "the origin device is {device} bytes, smaller than the {new_len} asked \
@@ -108,17 +108,13 @@ impl Store {
             ));
         }
         self.new_copy_epoch();
-        self.sb.origin_len = new_len;
-        if let Some(o) = self.origins.get_mut(&0) {
-            o.size = new_len;
-        }
-        self.dirty_origins.insert(0);
+        self.set_origin_size(k, new_len);
         self.changed = true;
         let txn_id = match self.commit_with_origin() {
             Ok(t) => t,
             Err(e) => {
                 // latched by the commit: the size in memory no longer matters
-                self.sb.origin_len = old_len;
+                self.set_origin_size(k, old_len);
                 return Err(e);
             }
         };
@@ -130,16 +126,28 @@ impl Store {
         })
     }
 
+    /// Origin `k`'s size in its record (and the superblock's `origin_len` for origin 0).
+    fn set_origin_size(&mut self, k: OriginId, len: u64) {
+        if k == 0 {
+            self.sb.origin_len = len;
+        }
+        if let Some(o) = self.origins.get_mut(&k) {
+            o.size = len;
+        }
+        self.dirty_origins.insert(k);
+    }
+
     /// Refuse to merge snapshot `id` into an origin of another size (module docs).
     pub(crate) fn check_merge_size(&self, id: SnapId) -> Result<()> {
         let size = self.dev_size(Dev::Snap(id))?;
-        if size != self.sb.origin_len {
+        let origin_size = self.origin_size(self.origin_of(Dev::Snap(id))?)?;
+        if size != origin_size {
             let name = self.snaps.get(&id).map_or("?", |r| r.name.as_str());
             return Err(Error::Invalid(format!(
                 "snapshot {name:?} was taken at {size} bytes and the origin is now {} \
                  bytes: merging it (or rolling back to it) would leave the origin's \
                  bytes past {size} undefined; refused, nothing changed",
-                self.sb.origin_len
+                origin_size
             )));
         }
         Ok(())
@@ -147,7 +155,11 @@ impl Store {
 
     /// Recompute `snap_cover` from the snapshot records.
     pub(crate) fn refresh_snap_cover(&mut self) {
-        self.snap_cover = self.snaps.values().map(|r| r.size).max().unwrap_or(0);
+        self.snap_cover.clear();
+        for r in self.snaps.values() {
+            let c = self.snap_cover.entry(r.origin).or_insert(0);
+            *c = (*c).max(r.size);
+        }
     }
 
     /// `self` with `snap_cover` computed (at open).

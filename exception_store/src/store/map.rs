@@ -34,7 +34,7 @@ impl Store {
             let by_label: HashMap<Label, SnapId> =
                 self.snaps.iter().map(|(id, r)| (r.label, *id)).collect();
             let mut x = self.label_of(id)?;
-            while x.0 != 0 {
+            while !self.vt.is_root(x) {
                 if !self.vt.is_ghost(x) {
                     out.push(Layer {
                         depth: out.len() as u32 + 1,
@@ -45,9 +45,10 @@ impl Store {
                 x = self.vt.parent(x);
             }
         }
+        let root = self.root_of_origin(self.origin_of(dev)?);
         out.push(Layer {
             depth: out.len() as u32 + 1,
-            label: Label(0),
+            label: root,
             snapshot: None,
         });
         Ok(out)
@@ -60,6 +61,8 @@ impl Store {
         let label = self.dev_label(dev)?;
         let (depth_of, origin_depth) = self.path_depths(label);
         let cs = self.chunk_size;
+        // addresses of this device's origin: `base + chunk`
+        let base = super::pool_addr(self.origin_of(dev)?, 0);
         let end = offset + len;
         let mut b = MapBuilder::default();
         if len == 0 {
@@ -69,16 +72,16 @@ impl Store {
             b.push(offset, len, Owner::Origin, 1, cs);
             return Ok(b.out);
         }
-        let last = (end - 1) / cs + 1; // one past the last address
+        let last = base + (end - 1) / cs + 1; // one past the last address
         let mut pos = offset;
-        let mut a = offset / cs;
+        let mut a = base + offset / cs;
         while a < last {
             let next = self
                 .elements
                 .next_populated(&mut self.cache, Addr(a))?
                 .map_or(last, |x| x.0.min(last));
             if next > a {
-                let to = (next * cs).min(end);
+                let to = ((next - base) * cs).min(end);
                 b.push(pos, to - pos, Owner::Origin, origin_depth, cs);
                 pos = to;
                 a = next;
@@ -86,9 +89,9 @@ impl Store {
             }
             let sets = self.elems_in(a, (a + MAP_WINDOW).min(last))?;
             for (x, e) in &sets {
-                let gap_to = (x * cs).max(pos);
+                let gap_to = ((x - base) * cs).max(pos);
                 b.push(pos, gap_to - pos, Owner::Origin, origin_depth, cs);
-                let to = ((x + 1) * cs).min(end);
+                let to = ((x - base + 1) * cs).min(end);
                 let (owner, depth) = self.owner_at(label, *x, e, &depth_of, origin_depth);
                 b.push(gap_to, to - gap_to, owner, depth, cs);
                 pos = to;
@@ -123,15 +126,24 @@ impl Store {
     /// [`diff`](Self::diff) of a range inside both devices.
     fn diff_within(&mut self, a: Dev, b: Dev, offset: u64, len: u64) -> Result<Vec<(u64, u64)>> {
         let (la, lb) = (self.dev_label(a)?, self.dev_label(b)?);
+        let k = self.origin_of(a)?;
+        if self.origin_of(b)? != k {
+            return Err(crate::Error::Invalid(
+                "the two devices belong to different origins: a diff compares versions of one origin"
+                    .into(),
+            ));
+        }
         let mut out = Vec::new();
         if len == 0 {
             return Ok(out);
         }
         let cs = self.chunk_size;
         let end = offset + len;
-        let (first, last) = (offset / cs, (end - 1) / cs + 1);
+        let base = super::pool_addr(k, 0);
+        let (first, last) = (base + offset / cs, base + (end - 1) / cs + 1);
         let mut regions = BTreeSet::new();
-        for w in self.diff_labels(la.unwrap_or(Label(0)), lb.unwrap_or(Label(0))) {
+        let root = self.root_of_origin(k);
+        for w in self.diff_labels(la.unwrap_or(root), lb.unwrap_or(root)) {
             let mut r = region_of(first);
             while let Some(found) = self.label_index.next_region(&mut self.cache, w, r)? {
                 if found * REGION_CHUNKS >= last {
@@ -146,8 +158,8 @@ impl Store {
             let to = ((region + 1) * REGION_CHUNKS).min(last);
             for (x, e) in self.elems_in(from, to)? {
                 if self.source_at(la, x, &e) != self.source_at(lb, x, &e) {
-                    let start = (x * cs).max(offset);
-                    push_run(&mut out, start, ((x + 1) * cs).min(end) - start);
+                    let start = ((x - base) * cs).max(offset);
+                    push_run(&mut out, start, ((x - base + 1) * cs).min(end) - start);
                 }
             }
         }
@@ -178,7 +190,7 @@ impl Store {
     /// The label `dev` reads through (`None`: the origin).
     fn dev_label(&self, dev: Dev) -> Result<Option<Label>> {
         match dev {
-            Dev::Origin => Ok(None),
+            Dev::Origin(_) => Ok(None),
             Dev::Snap(id) => self.label_of(id).map(Some),
         }
     }
@@ -188,8 +200,10 @@ impl Store {
     fn path_depths(&self, label: Option<Label>) -> (HashMap<Label, u32>, u32) {
         let mut depths = HashMap::new();
         let mut visible = 0;
-        let mut x = label.unwrap_or(Label(0));
-        while x.0 != 0 {
+        let Some(mut x) = label else {
+            return (depths, 1);
+        };
+        while !self.vt.is_root(x) {
             if !self.vt.is_ghost(x) {
                 visible += 1;
             }
@@ -206,7 +220,7 @@ impl Store {
     fn diff_labels(&self, a: Label, b: Label) -> HashSet<Label> {
         let path = |mut x: Label| {
             let mut p = vec![x];
-            while x.0 != 0 {
+            while !self.vt.is_root(x) {
                 x = self.vt.parent(x);
                 p.push(x);
             }
@@ -222,12 +236,12 @@ impl Store {
                 .collect()
         };
         let mut out: HashSet<Label> = below(&pa).into_iter().chain(below(&pb)).collect();
-        if a.0 == 0 || b.0 == 0 {
+        if self.vt.is_root(a) || self.vt.is_root(b) {
             if let Some((_, j)) = self.merge_job() {
-                out.extend(path(j.target).into_iter().filter(|x| x.0 != 0));
+                out.extend(path(j.target).into_iter().filter(|&x| !self.vt.is_root(x)));
             }
         }
-        out.remove(&Label(0));
+        out.retain(|&x| !self.vt.is_root(x));
         out
     }
 
@@ -252,8 +266,9 @@ impl Store {
     /// `a`: `None` for the origin, else the element it reads.
     fn source_at(&mut self, label: Option<Label>, a: u64, e: &Elems) -> Option<Ptr> {
         let l = label.or_else(|| self.merging_at(a))?;
-        let r = self.view_at(a).reader(e, l);
-        if r.0 == 0 {
+        let view = self.view_at(a);
+        let r = view.reader(e, l);
+        if r == view.root {
             None
         } else {
             e.get(&r).copied()
@@ -272,10 +287,11 @@ impl Store {
         let Some(l) = label.or_else(|| self.merging_at(a)) else {
             return (Owner::Origin, origin_depth);
         };
-        let r = self.view_at(a).reader(e, l);
+        let view = self.view_at(a);
+        let r = view.reader(e, l);
         let depth = depth_of.get(&r).copied().unwrap_or(1);
         match e.get(&r) {
-            _ if r.0 == 0 => (Owner::Origin, origin_depth),
+            _ if r == view.root => (Owner::Origin, origin_depth),
             Some(Ptr::Chunk(c)) => (
                 Owner::Chunk {
                     label: r,

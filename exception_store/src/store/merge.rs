@@ -17,7 +17,7 @@
 //! freed only by the commit that also moves the cursor. An origin write to an address
 //! not merged yet merges that address first, alone, and records it in a persistent
 //! set, so the cursor never merges it again (design note E8).
-use super::Store;
+use super::{Dev, Store};
 use crate::{
     rules::View,
     tables::{JobKind, JobRec},
@@ -40,14 +40,20 @@ impl Store {
     /// The label being merged, if address `a` is not merged yet.
     pub(crate) fn merging_at(&self, a: u64) -> Option<Label> {
         let (_, j) = self.merge_job()?;
-        (a >= j.cursor && !self.merged_ahead.contains(&a)).then_some(j.target)
+        // the cursor starts at the merged origin's first address and stays in its range
+        (a >= j.cursor
+            && super::addr_origin(a) == super::addr_origin(j.cursor)
+            && !self.merged_ahead.contains(&a))
+        .then_some(j.target)
     }
 
     /// The rules' view of the version tree at address `a`.
     pub(crate) fn view_at(&mut self, a: u64) -> View<'_> {
         let merging = self.merging_at(a);
+        let root = self.root_of_origin(super::addr_origin(a));
         View {
             anc: self.vt.prepare(),
+            root,
             merging,
         }
     }
@@ -70,6 +76,8 @@ impl Store {
     pub fn merge_snapshot(&mut self, id: SnapId) -> Result<TxnId> {
         let l = self.label_of(id)?;
         self.check_merge_size(id)?;
+        // the merge writes the origin: its device must be there
+        self.origin_device(self.origin_of(Dev::Snap(id))?)?;
         if self.is_merging() {
             return Err(Error::Busy(
                 "a merge is already running; one merge at a time".into(),
@@ -101,15 +109,16 @@ impl Store {
         };
         let mut addrs = Vec::new();
         let mut cur = job.cursor;
+        let k = super::addr_origin(job.cursor);
         while addrs.len() < batch {
             match self.elements.next_populated(&mut self.cache, Addr(cur))? {
-                Some(a) => {
+                Some(a) if super::addr_origin(a.0) == k => {
                     if !self.merged_ahead.contains(&a.0) {
                         addrs.push(a.0);
                     }
                     cur = a.0 + 1;
                 }
-                None => break,
+                _ => break,
             }
         }
         let Some(&last) = addrs.last() else {
@@ -122,7 +131,7 @@ impl Store {
         for &a in &addrs {
             self.merge_write_origin(a, job.target)?;
         }
-        self.flush_origin()?;
+        self.flush_origin(k)?;
         if let Some(j) = self.jobs.get_mut(&id) {
             j.cursor = last + 1;
         }
@@ -143,7 +152,7 @@ impl Store {
         self.merge_copy_out(a, s)?;
         self.commit()?;
         self.merge_write_origin(a, s)?;
-        self.flush_origin()?;
+        self.flush_origin(super::addr_origin(a))?;
         self.merged_ahead.insert(a);
         self.dirty_merged.insert(a);
         self.changed = true;
@@ -154,7 +163,8 @@ impl Store {
 
     fn reads_element(&mut self, a: u64, s: Label) -> Result<bool> {
         let e = self.load_elems_shared(a)?;
-        Ok(self.view_at(a).reader(&e, s).0 != 0)
+        let view = self.view_at(a);
+        Ok(view.reader(&e, s) != view.root)
     }
 
     /// Step 1: copy the origin out for the other readers, if S reads an element here.
@@ -168,14 +178,15 @@ impl Store {
     /// Step 2: S's data over the origin.
     fn merge_write_origin(&mut self, a: u64, s: Label) -> Result<()> {
         let e = self.load_elems_shared(a)?;
-        if self.view_at(a).reader(&e, s).0 == 0 {
+        let view = self.view_at(a);
+        if view.reader(&e, s) == view.root {
             return Ok(());
         }
         let mut buf = vec![0u8; self.chunk_len(a)];
         self.read_as(&e, s, a, 0, &mut buf)?;
         self.moved();
-        let pos = a * self.chunk_size;
-        self.origin
+        let pos = self.origin_pos(a);
+        self.origin_device(super::addr_origin(a))?
             .write_at(&buf, pos)
             .map_err(super::origin_io(pos))
     }
@@ -188,8 +199,8 @@ impl Store {
         self.store_elems(a, &before, &after, &[])
     }
 
-    fn flush_origin(&mut self) -> Result<()> {
-        self.origin.flush().map_err(super::origin_io(0))
+    fn flush_origin(&mut self, k: super::OriginId) -> Result<()> {
+        self.origin_device(k)?.flush().map_err(super::origin_io(0))
     }
 
     fn end_merge(&mut self, id: u32, job: JobRec) -> Result<()> {

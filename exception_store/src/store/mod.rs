@@ -5,7 +5,8 @@
 //! Operations live in sibling modules: `data` (read, write, discard of the origin
 //! and of snapshots), `snapshots` (create, delete, hold, list), `background` (delete
 //! and cleanup passes, reshaping ghosts), `grow` (taking a larger store device),
-//! `grow_origin` (a larger origin, and every device's own size), `read_plan` (where a
+//! `grow_origin` (a larger origin, and every device's own size), `origins` (the
+//! origins of a pool: add, attach, remove), `read_plan` (where a
 //! read's bytes are, for reads done elsewhere), `status`.
 //!
 //! # Concurrency
@@ -31,6 +32,9 @@ mod grow_origin;
 mod map;
 mod merge;
 mod open;
+mod origins;
+#[cfg(test)]
+mod pool_tests;
 mod read_plan;
 mod snapshots;
 mod status;
@@ -39,6 +43,7 @@ pub use copy_out::{CopyOut, CopyOutBegin};
 pub use data::RoomStep;
 pub use grow::{preallocate, Grown, Preallocation};
 pub use grow_origin::OriginGrown;
+pub use origins::{validate_origin_name, OriginRemoved};
 pub use read_plan::{ReadPiece, ReadPlan, ReadSource};
 pub use status::{JobInfo, OriginInfo, SnapInfo, Status};
 
@@ -65,11 +70,29 @@ use std::{
     },
 };
 
+/// An origin's id in the store's origin table (0 for the first, a one-origin store's).
+pub type OriginId = u32;
+
+/// The pool address of chunk `c` of origin `k` (`format::ORIGIN_SHIFT`).
+pub fn pool_addr(k: OriginId, c: u64) -> u64 {
+    ((k as u64) << ORIGIN_SHIFT) | c
+}
+
+/// The origin of pool address `a`.
+pub fn addr_origin(a: u64) -> OriginId {
+    (a >> ORIGIN_SHIFT) as OriginId
+}
+
+/// The chunk number of pool address `a` inside its origin.
+pub fn addr_chunk(a: u64) -> u64 {
+    a & ORIGIN_CHUNK_MASK
+}
+
 /// A device the store serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dev {
-    /// The origin.
-    Origin,
+    /// An origin, by id (origin 0 is a one-origin store's).
+    Origin(OriginId),
     /// A snapshot.
     Snap(SnapId),
 }
@@ -109,7 +132,9 @@ impl Default for StoreOptions {
 
 /// See the module documentation.
 pub struct Store {
-    pub(crate) origin: Arc<dyn BlockDevice>,
+    /// The origins' devices by id: origin 0's is given at open, the others are
+    /// attached ([`Store::attach_origin`]); I/O to an origin without one is refused.
+    pub(crate) origin_devs: BTreeMap<OriginId, Arc<dyn BlockDevice>>,
     pub(crate) dev: Arc<dyn BlockDevice>,
     pub(crate) sb: Superblock,
     pub(crate) cache: NodeCache,
@@ -132,7 +157,8 @@ pub struct Store {
     pub(crate) dirty_merged: BTreeSet<u64>,
     pub(crate) vt: VersionTree,
     pub(crate) snaps: BTreeMap<SnapId, SnapRec>,
-    pub(crate) names: HashMap<String, SnapId>,
+    /// Snapshot names, unique per origin: (origin, name) -> id.
+    pub(crate) names: HashMap<(OriginId, String), SnapId>,
     pub(crate) jobs: BTreeMap<u32, JobRec>,
     pub(crate) dirty_versions: BTreeSet<Label>,
     pub(crate) dirty_snaps: BTreeSet<SnapId>,
@@ -164,9 +190,9 @@ pub struct Store {
     /// Copy-outs in flight without the store lock: address -> the chunk its old data
     /// is being copied to (`copy_out`). Not persisted.
     pub(crate) copying: BTreeMap<u64, ChunkNr>,
-    /// The largest size of any snapshot: origin chunks at or past it need no
-    /// copy-out (`grow_origin`). Kept by every change of `snaps`.
-    pub(crate) snap_cover: u64,
+    /// Per origin, the largest size of any of its snapshots: origin chunks at or past
+    /// it need no copy-out (`grow_origin`). Kept by every change of `snaps`.
+    pub(crate) snap_cover: BTreeMap<OriginId, u64>,
     /// The allocator's [`ops`](Allocator::ops) count at the last space refusal
     /// ([`Store::refusal`]): an error returned with no allocator call since then is
     /// that refusal, made before anything changed, and does not latch the store.
@@ -202,7 +228,7 @@ fn store_io(offset: u64) -> impl FnOnce(std::io::Error) -> Error {
     }
 }
 
-fn origin_io(offset: u64) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn origin_io(offset: u64) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io {
         device: "origin",
         offset,
@@ -253,14 +279,48 @@ impl Store {
         self.moves.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The origin device.
-    pub fn origin_device(&self) -> Arc<dyn BlockDevice> {
-        self.origin.clone()
+    /// Origin `k`'s device; an error when it has none attached.
+    pub fn origin_device(&self, k: OriginId) -> Result<Arc<dyn BlockDevice>> {
+        match self.origin_devs.get(&k) {
+            Some(d) => Ok(d.clone()),
+            None => Err(match self.origins.get(&k) {
+                Some(o) => Error::OriginMissing(format!(
+                    "origin {:?} has no device attached (missing at start?)",
+                    o.name
+                )),
+                None => Error::NoSuchOrigin(format!("#{k}")),
+            }),
+        }
     }
 
-    /// Check that a range lies inside the devices.
-    pub fn check_origin_range(&self, offset: u64, len: u64) -> Result<()> {
-        self.check_range(offset, len)
+    /// Check that a range lies inside origin `k`.
+    pub fn check_origin_range(&self, k: OriginId, offset: u64, len: u64) -> Result<()> {
+        check_in(self.origin_size(k)?, offset, len)
+    }
+
+    /// Origin `k`'s size in bytes now.
+    pub fn origin_size(&self, k: OriginId) -> Result<u64> {
+        self.origins
+            .get(&k)
+            .map(|o| o.size)
+            .ok_or_else(|| Error::NoSuchOrigin(format!("#{k}")))
+    }
+
+    /// The origin `dev` belongs to (itself, or the origin of the snapshot).
+    pub fn origin_of(&self, dev: Dev) -> Result<OriginId> {
+        match dev {
+            Dev::Origin(k) => self.origin_size(k).map(|_| k),
+            Dev::Snap(id) => self
+                .snaps
+                .get(&id)
+                .map(|r| r.origin)
+                .ok_or_else(|| Error::NoSuchSnapshot(crate::error::snap_name(id))),
+        }
+    }
+
+    /// The root label of origin `k`'s version tree (label 0 for origin 0).
+    pub(crate) fn root_of_origin(&self, k: OriginId) -> Label {
+        self.origins.get(&k).map_or(Label(0), |o| o.root)
     }
 
     /// Chunk size in bytes.
@@ -273,7 +333,7 @@ impl Store {
         self.sb.uuid
     }
 
-    /// The origin's size in bytes now (it grows with [`Store::grow_origin`]; each
+    /// Origin 0's size in bytes now (it grows with [`Store::grow_origin`]; each
     /// snapshot has its own, [`Store::dev_size`]).
     pub fn size(&self) -> u64 {
         self.sb.origin_len
@@ -307,14 +367,15 @@ impl Store {
         (dev_len - a * self.chunk_size).min(self.chunk_size) as usize
     }
 
-    /// Bytes of origin chunk `a` (the last chunk may be short).
+    /// Bytes of pool address `a` on its origin (the last chunk may be short).
     fn chunk_len(&self, a: u64) -> usize {
-        self.chunk_len_in(self.sb.origin_len, a)
+        let size = self.origins.get(&addr_origin(a)).map_or(0, |o| o.size);
+        self.chunk_len_in(size, addr_chunk(a))
     }
 
-    /// Check that a range lies inside the origin.
-    fn check_range(&self, offset: u64, len: u64) -> Result<()> {
-        check_in(self.sb.origin_len, offset, len)
+    /// Where pool address `a` starts on its origin's device.
+    fn origin_pos(&self, a: u64) -> u64 {
+        addr_chunk(a) * self.chunk_size
     }
 
     /// Check that a range lies inside `dev` (its own size, [`Store::dev_size`]).

@@ -244,7 +244,7 @@ impl Store {
             format_version: FORMAT_VERSION,
         };
         let mut s = Store {
-            origin,
+            origin_devs: BTreeMap::from([(0, origin)]),
             dev,
             sb,
             cache,
@@ -283,7 +283,7 @@ impl Store {
             refused_at: None,
             copy_buf: Vec::new(),
             copying: BTreeMap::new(),
-            snap_cover: 0,
+            snap_cover: BTreeMap::new(),
             moves: Arc::default(),
             frees: Arc::default(),
             copy_epoch: Arc::default(),
@@ -355,6 +355,12 @@ impl Store {
         vt.link().map_err(|_| bad_ref(blockdev::Reason::BadField))?;
         let (snap_tree, snaps) = load_snapshots(&mut cache, &mut alloc, &sb)?;
         let (origin_tree, origins) = load_origins(&mut cache, &mut alloc, &sb)?;
+        // the origins' roots are the version forest's roots
+        let roots: HashSet<Label> = vt.roots().collect();
+        let origin_roots: HashSet<Label> = origins.values().map(|o| o.root).collect();
+        if roots != origin_roots || origin_roots.len() != origins.len() {
+            return Err(bad_ref(blockdev::Reason::BadField));
+        }
         let mut names = HashMap::new();
         let mut labels_seen = HashSet::new();
         for (id, r) in &snaps {
@@ -363,7 +369,7 @@ impl Store {
                 || !vt.contains(r.label)
                 || vt.is_ghost(r.label)
                 || !labels_seen.insert(r.label)
-                || names.insert(r.name.clone(), *id).is_some()
+                || names.insert((r.origin, r.name.clone()), *id).is_some()
                 || id.0 >= sb.next_snap_id
             {
                 return Err(bad_ref(blockdev::Reason::BadField));
@@ -417,11 +423,16 @@ impl Store {
                 &mut cache,
                 &mut |b| a.mark_block(b).map_err(to_btree),
                 &mut |k, v| {
-                    if k.label.0 == 0 || !vt.contains(k.label) {
+                    if !vt.contains(k.label) || vt.is_root(k.label) {
                         return Err(to_btree(bad_ref(blockdev::Reason::BadField)));
                     }
-                    if k.addr.0 + v.len as u64 > sb.origin_len.div_ceil(chunk_size) {
-                        return Err(to_btree(bad_ref(blockdev::Reason::OutOfRange)));
+                    // inside its origin (an extent never crosses origins)
+                    let size = origins.get(&super::addr_origin(k.addr.0)).map(|o| o.size);
+                    match size {
+                        Some(size)
+                            if super::addr_chunk(k.addr.0) + v.len as u64
+                                <= size.div_ceil(chunk_size) => {}
+                        _ => return Err(to_btree(bad_ref(blockdev::Reason::OutOfRange))),
                     }
                     if let Ptr::Chunk(c) = v.ptr {
                         if c.0 + v.len as u64 > nr_chunks {
@@ -462,7 +473,7 @@ impl Store {
         };
         let opened_clean = sb.clean_shutdown;
         Ok(Store {
-            origin,
+            origin_devs: BTreeMap::from([(0, origin)]),
             dev,
             cache,
             alloc,
@@ -501,7 +512,7 @@ impl Store {
             refused_at: None,
             copy_buf: Vec::new(),
             copying: BTreeMap::new(),
-            snap_cover: 0,
+            snap_cover: BTreeMap::new(),
             moves: Arc::default(),
             frees: Arc::default(),
             copy_epoch: Arc::default(),

@@ -10,13 +10,14 @@
 //! - A plan is what [`Store::read`] reads at the moment it is taken. Whether it stays
 //!   true after the store lock is dropped is the caller's business (see
 //!   `SharedStore::read_plan` for when it does).
-use super::{Dev, Store};
+use super::{addr_chunk, pool_addr, Dev, Store};
 use crate::Result;
 
 /// Where a piece of a read comes from.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ReadSource {
-    /// The origin, from this byte offset.
+    /// The device's origin (the origin itself, or the snapshot's origin), from this
+    /// byte offset.
     Origin(u64),
     /// The store device, from this byte offset.
     Store(u64),
@@ -57,9 +58,10 @@ impl Store {
     pub fn read_plan(&mut self, dev: Dev, offset: u64, len: u64) -> Result<ReadPlan> {
         self.check_dev_range(dev, offset, len)?;
         let label = match dev {
-            Dev::Origin => None,
+            Dev::Origin(_) => None,
             Dev::Snap(id) => Some(self.label_of(id)?),
         };
+        let k = self.origin_of(dev)?;
         // A snapshot taken before the origin grew has its own, smaller size.
         let dev_len = self.dev_size(dev)?;
         let cs = self.chunk_size;
@@ -67,9 +69,9 @@ impl Store {
         let mut done = 0u64;
         while done < len {
             let pos = offset + done;
-            let a = pos / cs;
+            let a = pool_addr(k, pos / cs);
             let off = (pos % cs) as usize;
-            let n = ((self.chunk_len_in(dev_len, a) - off) as u64).min(len - done);
+            let n = ((self.chunk_len_in(dev_len, addr_chunk(a)) - off) as u64).min(len - done);
             let src = match label.or_else(|| self.merging_at(a)) {
                 None => ReadSource::Origin(pos),
                 Some(l) => {

@@ -1,7 +1,7 @@
 //! Creating, deleting, holding and listing snapshots. Each change commits before it
 //! returns (with the origin flushed first on create), so that what a snapshot captured and
 //! which versions are visible are always the same in memory and on disk.
-use super::{Dev, SnapInfo, Store};
+use super::{Dev, OriginId, SnapInfo, Store};
 use crate::{
     format::MAX_NAME_LEN,
     tables::{default_guid, guid_hex, validate_name, JobKind, JobRec, SnapRec},
@@ -23,6 +23,18 @@ impl Store {
         self.create_snapshot_as(name, parent, created, guid)
     }
 
+    /// Create snapshot `name` of origin `k`, as [`create_snapshot`](Self::create_snapshot)
+    /// does for origin 0. Names are unique per origin.
+    pub fn create_origin_snapshot(
+        &mut self,
+        k: OriginId,
+        name: &str,
+        created: u64,
+    ) -> Result<SnapId> {
+        let guid = default_guid(&self.sb.uuid, SnapId(self.sb.next_snap_id));
+        self.create_in(k, name, None, created, guid)
+    }
+
     /// [`create_snapshot`](Self::create_snapshot) with a given guid: the identity of
     /// a snapshot received from another store. No two snapshots share a guid.
     pub fn create_snapshot_as(
@@ -32,9 +44,36 @@ impl Store {
         created: u64,
         guid: [u8; 16],
     ) -> Result<SnapId> {
+        self.create_in(0, name, parent, created, guid)
+    }
+
+    /// Create `name` in origin `k` (of snapshot `parent`'s origin when there is one).
+    fn create_in(
+        &mut self,
+        k: OriginId,
+        name: &str,
+        parent: Option<SnapId>,
+        created: u64,
+        guid: [u8; 16],
+    ) -> Result<SnapId> {
         validate_name(name).map_err(Error::Invalid)?;
         debug_assert!(name.len() <= MAX_NAME_LEN);
-        if self.names.contains_key(name) {
+        let k = match parent {
+            Some(p) => self.origin_of(Dev::Snap(p))?,
+            None => k,
+        };
+        let origin = self
+            .origins
+            .get(&k)
+            .ok_or_else(|| Error::NoSuchOrigin(format!("#{k}")))?;
+        if origin.removing {
+            return Err(Error::Busy(format!(
+                "origin {:?} is being removed: no new snapshots",
+                origin.name
+            )));
+        }
+        let (root, origin_size) = (origin.root, origin.size);
+        if self.names.contains_key(&(k, name.to_owned())) {
             return Err(Error::NameTaken(name.to_owned()));
         }
         if let Some(other) = self.snaps.values().find(|r| r.guid == guid) {
@@ -45,12 +84,8 @@ impl Store {
             )));
         }
         let (parent_label, size, origin) = match parent {
-            Some(p) => (
-                Some(self.label_of(p)?),
-                self.snaps[&p].size,
-                self.snaps[&p].origin,
-            ),
-            None => (None, self.sb.origin_len, 0),
+            Some(p) => (Some(self.label_of(p)?), self.snaps[&p].size, k),
+            None => (None, origin_size, k),
         };
         self.check_writable()?;
         self.ensure_room(0, 0)?;
@@ -68,10 +103,10 @@ impl Store {
             let l = s.new_label();
             match parent_label {
                 None => {
-                    if let Some(old) = s.vt.newest() {
+                    if let Some(old) = s.vt.newest(root) {
                         s.dirty_versions.insert(old);
                     }
-                    s.vt.add_origin_snapshot(l);
+                    s.vt.add_origin_snapshot(root, l);
                 }
                 Some(p) => s.vt.add_child(l, p),
             }
@@ -92,8 +127,9 @@ impl Store {
                     group: 0,
                 },
             );
-            s.names.insert(name.to_owned(), id);
-            s.snap_cover = s.snap_cover.max(size);
+            s.names.insert((k, name.to_owned()), id);
+            let cover = s.snap_cover.entry(k).or_insert(0);
+            *cover = (*cover).max(size);
             s.dirty_snaps.insert(id);
             s.changed = true;
             s.commit_with_origin()?;
@@ -119,9 +155,14 @@ impl Store {
         kind: JobKind,
     ) -> Result<TxnId> {
         self.moved();
+        let mut cursor = 0;
         if let Some(r) = self.snaps.remove(&id) {
-            self.names.remove(&r.name);
+            self.names.remove(&(r.origin, r.name.clone()));
             self.refresh_snap_cover();
+            if kind == JobKind::Merge {
+                // a merge walks its origin's addresses only
+                cursor = super::pool_addr(r.origin, 0);
+            }
         }
         self.dirty_snaps.insert(id);
         let now = self.tick();
@@ -136,7 +177,7 @@ impl Store {
                 kind,
                 target: l,
                 start,
-                cursor: 0,
+                cursor,
             },
         );
         self.dirty_jobs.insert(job);
@@ -173,15 +214,45 @@ impl Store {
         })
     }
 
-    /// The snapshot called `name`.
+    /// The snapshot called `name`: in a store of one origin, its name as given;
+    /// otherwise `ORIGIN@NAME`, or a bare `NAME` that only one origin has.
     pub fn lookup(&self, name: &str) -> Option<SnapId> {
-        self.names.get(name).copied()
+        if self.origins.len() <= 1 {
+            return self.lookup_in(0, name);
+        }
+        if let Some((o, n)) = name.split_once('@') {
+            if let Some(k) = self.origin_by_name(o) {
+                return self.lookup_in(k, n);
+            }
+        }
+        let mut hits = self
+            .names
+            .iter()
+            .filter(|((_, n), _)| n == name)
+            .map(|(_, id)| *id);
+        match (hits.next(), hits.next()) {
+            (Some(id), None) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Snapshot `name` of origin `k`.
+    pub fn lookup_in(&self, k: OriginId, name: &str) -> Option<SnapId> {
+        self.names.get(&(k, name.to_owned())).copied()
+    }
+
+    /// The origin called `name`.
+    pub fn origin_by_name(&self, name: &str) -> Option<OriginId> {
+        self.origins
+            .iter()
+            .find(|(_, o)| o.name == name)
+            .map(|(k, _)| *k)
     }
 
     /// Whether `dev` exists.
     pub fn exists(&self, dev: Dev) -> bool {
         match dev {
-            Dev::Origin => true,
+            Dev::Origin(k) => self.origins.contains_key(&k),
             Dev::Snap(id) => self.snaps.contains_key(&id),
         }
     }

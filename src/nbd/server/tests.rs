@@ -22,7 +22,7 @@ fn a_reexport_during_the_handshake_drops_the_client() {
     let snap = Dev::Snap(s.create_snapshot("s", None, 0).unwrap());
     let store = SharedStore::new(s);
     let exports = Exports::new();
-    exports.insert(export(Dev::Origin, true));
+    exports.insert(export(Dev::Origin(0), true));
     let cat = StoreCatalog {
         exports: &exports,
         store: &store,
@@ -41,7 +41,7 @@ fn a_reexport_during_the_handshake_drops_the_client() {
     // unchanged: attached
     assert!(still_told(&cat, &exports.get("o").unwrap(), &n));
     // re-exported read-only: the client was told writable
-    exports.insert(export(Dev::Origin, false));
+    exports.insert(export(Dev::Origin(0), false));
     assert!(!still_told(&cat, &exports.get("o").unwrap(), &n));
     // re-exported as another device, same flags
     exports.insert(export(snap, true));

@@ -30,7 +30,7 @@ fn files(dir: &tempfile::TempDir) -> SharedStore {
 /// [`files`], its origin all 7s, and snapshot `a` of it.
 fn sevens_and_a_snapshot(dir: &tempfile::TempDir) -> (SharedStore, blockdev::ids::SnapId) {
     let s = files(dir);
-    s.write(Dev::Origin, 0, &vec![7u8; (16 * CS) as usize])
+    s.write(Dev::Origin(0), 0, &vec![7u8; (16 * CS) as usize])
         .expect("write");
     let snap = s.create_snapshot("a", None, 0).expect("snapshot");
     (s, snap)
@@ -57,17 +57,17 @@ fn carry_out(plan: &[DirectPiece], len: u64) -> Vec<u8> {
 fn plans_cover_origin_reads_and_snapshot_reads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (s, snap) = sevens_and_a_snapshot(&dir);
-    s.write(Dev::Origin, 0, &vec![9u8; (4 * CS) as usize])
+    s.write(Dev::Origin(0), 0, &vec![9u8; (4 * CS) as usize])
         .expect("write"); // copied out
     s.write_zeroes(Dev::Snap(snap), 2 * CS, CS).expect("zeroes");
 
     let plan = s
-        .read_plan(Dev::Origin, CS, 8 * CS)
+        .read_plan(Dev::Origin(0), CS, 8 * CS)
         .expect("an origin plan");
     assert_eq!(plan.pieces.len(), 1);
     assert_eq!(plan.check, None);
     let mut want = vec![0u8; (8 * CS) as usize];
-    s.read(Dev::Origin, CS, &mut want).expect("read");
+    s.read(Dev::Origin(0), CS, &mut want).expect("read");
     assert_eq!(carry_out(&plan.pieces, 8 * CS), want);
 
     // chunks 0..4 are the snapshot's own (copied out, one a hole): checked for
@@ -84,7 +84,7 @@ fn plans_cover_origin_reads_and_snapshot_reads() {
     s.read(Dev::Snap(snap), 0, &mut want).expect("read");
     assert_eq!(carry_out(&plan.pieces, 4 * CS), want);
     assert!(want[..CS as usize].iter().all(|&b| b == 7));
-    s.write(Dev::Origin, 6 * CS, &vec![4u8; CS as usize])
+    s.write(Dev::Origin(0), 6 * CS, &vec![4u8; CS as usize])
         .expect("write"); // a copy-out: a move, no free
     assert!(s.plan_holds(store_check));
 
@@ -97,11 +97,11 @@ fn plans_cover_origin_reads_and_snapshot_reads() {
     let mut want = vec![0u8; (2 * CS) as usize];
     s.read(Dev::Snap(snap), 3 * CS, &mut want).expect("read");
     assert_eq!(carry_out(&plan.pieces, 2 * CS), want);
-    s.write(Dev::Origin, 0, &vec![3u8; CS as usize])
+    s.write(Dev::Origin(0), 0, &vec![3u8; CS as usize])
         .expect("write"); // no copy-out: chunk 0 is the snapshot's already
     assert!(s.plan_holds(check));
     // outside the device: no plan
-    assert_eq!(s.read_plan(Dev::Origin, 15 * CS, 2 * CS), None);
+    assert_eq!(s.read_plan(Dev::Origin(0), 15 * CS, 2 * CS), None);
 }
 
 /// The race a check catches: a snapshot read planned from the origin, then the
@@ -117,7 +117,7 @@ fn a_plan_of_origin_chunks_fails_its_check_once_they_move() {
     // through the store's own origin write
     let plan = s.read_plan(Dev::Snap(snap), 0, CS).expect("plan");
     let check = plan.check.expect("checked");
-    s.write(Dev::Origin, 0, &vec![9u8; CS as usize])
+    s.write(Dev::Origin(0), 0, &vec![9u8; CS as usize])
         .expect("write");
     assert_eq!(
         carry_out(&plan.pieces, CS),
@@ -132,12 +132,12 @@ fn a_plan_of_origin_chunks_fails_its_check_once_they_move() {
     // through a direct origin write (the zero-copy queue's)
     let plan = s.read_plan(Dev::Snap(snap), CS, CS).expect("plan");
     let check = plan.check.expect("checked");
-    let fd = match s.origin_write_direct_start(CS, CS).expect("start") {
+    let fd = match s.origin_write_direct_start(0, CS, CS).expect("start") {
         DirectStarted::Ready(fd) | DirectStarted::Wait(_, fd) => fd,
         DirectStarted::Busy => panic!("busy"),
     };
     pwrite(fd, &vec![9u8; CS as usize], CS);
-    s.origin_write_direct_end();
+    s.origin_write_direct_end(0);
     assert!(!s.plan_holds(check));
     s.read(Dev::Snap(snap), CS, &mut got).expect("read");
     assert_eq!(got, old);
@@ -153,7 +153,7 @@ fn a_plan_of_origin_chunks_fails_its_check_once_they_move() {
     assert!(!s.plan_holds(check));
     s.read(Dev::Snap(snap), 2 * CS, &mut got).expect("read");
     assert_eq!(got, old);
-    s.read(Dev::Origin, 2 * CS, &mut got).expect("read");
+    s.read(Dev::Origin(0), 2 * CS, &mut got).expect("read");
     assert_eq!(got, vec![5u8; CS as usize]);
 }
 
@@ -167,16 +167,16 @@ fn no_plan_during_a_merge_or_without_descriptors() {
     s.write(Dev::Snap(snap), 0, &vec![5u8; CS as usize])
         .expect("write");
     s.merge_snapshot(snap).expect("merge");
-    assert_eq!(s.read_plan(Dev::Origin, 0, CS), None);
+    assert_eq!(s.read_plan(Dev::Origin(0), 0, CS), None);
 
     let origin = Arc::new(MemDevice::new(16 * CS));
     let dev = Arc::new(MemDevice::new(4 << 20));
     let m = SharedStore::new(
         Store::format(origin, dev, CS as u32, StoreOptions::default()).expect("format"),
     );
-    assert_eq!(m.read_plan(Dev::Origin, 0, CS), None);
-    assert!(!m.origin_writes_direct());
-    assert!(m.origin_write_direct_start(0, CS).is_err());
+    assert_eq!(m.read_plan(Dev::Origin(0), 0, CS), None);
+    assert!(!m.origin_writes_direct(0));
+    assert!(m.origin_write_direct_start(0, 0, CS).is_err());
 }
 
 /// A direct origin write copies out first and asks for the commit that must come
@@ -187,11 +187,11 @@ fn no_plan_during_a_merge_or_without_descriptors() {
 fn a_direct_origin_write_copies_out_and_holds_the_gate_until_it_ends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Arc::new(files(&dir));
-    s.write(Dev::Origin, 0, &vec![1u8; (4 * CS) as usize])
+    s.write(Dev::Origin(0), 0, &vec![1u8; (4 * CS) as usize])
         .expect("write");
     let snap = s.create_snapshot("a", None, 0).expect("snapshot");
 
-    let (t, fd) = match s.origin_write_direct_start(CS, CS).expect("start") {
+    let (t, fd) = match s.origin_write_direct_start(0, CS, CS).expect("start") {
         DirectStarted::Wait(t, fd) => (t, fd),
         other => panic!("a first write after a snapshot must wait for its copy-out: {other:?}"),
     };
@@ -206,12 +206,12 @@ fn a_direct_origin_write_copies_out_and_holds_the_gate_until_it_ends() {
         "a snapshot was created inside a direct write"
     );
     assert_eq!(
-        s.origin_write_direct_start(2 * CS, CS).expect("start"),
+        s.origin_write_direct_start(0, 2 * CS, CS).expect("start"),
         DirectStarted::Busy
     );
     s.wait_durable(t).expect("commit");
     pwrite(fd, &vec![2u8; CS as usize], CS);
-    s.origin_write_direct_end();
+    s.origin_write_direct_end(0);
     let b = creator.join().expect("creator");
 
     let mut got = vec![0u8; (2 * CS) as usize];

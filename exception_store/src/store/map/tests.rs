@@ -30,9 +30,9 @@ fn kinds(m: &[MapExtent]) -> Vec<(u64, u64, &'static str, u32)> {
 fn a_snapshot_maps_its_copies_its_parents_and_the_origin() {
     let mut s = store(16);
     let old = s.create_snapshot("old", None, 0).unwrap();
-    s.write(Dev::Origin, 2 * CS, &[1; CS as usize]).unwrap(); // copied out for old
+    s.write(Dev::Origin(0), 2 * CS, &[1; CS as usize]).unwrap(); // copied out for old
     let new = s.create_snapshot("new", None, 0).unwrap();
-    s.write(Dev::Origin, 5 * CS, &[2; CS as usize]).unwrap(); // copied out for new
+    s.write(Dev::Origin(0), 5 * CS, &[2; CS as usize]).unwrap(); // copied out for new
     s.write_zeroes(Dev::Snap(old), 9 * CS, 2 * CS).unwrap(); // old's own holes
     let m = s.map(Dev::Snap(old), 0, 16 * CS).unwrap();
     assert_eq!(
@@ -51,7 +51,7 @@ fn a_snapshot_maps_its_copies_its_parents_and_the_origin() {
     let ids: Vec<_> = layers.iter().map(|l| (l.depth, l.snapshot)).collect();
     assert_eq!(ids, vec![(1, Some(old)), (2, Some(new)), (3, None)]);
     // the origin is one layer, everything its own
-    let m = s.map(Dev::Origin, 100, 16 * CS - 200).unwrap();
+    let m = s.map(Dev::Origin(0), 100, 16 * CS - 200).unwrap();
     assert_eq!(kinds(&m), vec![(0, 16 * CS - 200, "origin", 1)]);
 }
 
@@ -59,12 +59,12 @@ fn a_snapshot_maps_its_copies_its_parents_and_the_origin() {
 fn unshared_chunks_are_what_only_the_snapshot_reads() {
     let mut s = store(8);
     let old = s.create_snapshot("old", None, 0).unwrap();
-    s.write(Dev::Origin, 0, &[1; 2 * CS as usize]).unwrap(); // old owns 2, alone
+    s.write(Dev::Origin(0), 0, &[1; 2 * CS as usize]).unwrap(); // old owns 2, alone
     let new = s.create_snapshot("new", None, 0).unwrap();
-    s.write(Dev::Origin, 4 * CS, &[2; CS as usize]).unwrap(); // new owns 1, old inherits
+    s.write(Dev::Origin(0), 4 * CS, &[2; CS as usize]).unwrap(); // new owns 1, old inherits
     assert_eq!(s.unshared_chunks(Dev::Snap(old)).unwrap(), 2);
     assert_eq!(s.unshared_chunks(Dev::Snap(new)).unwrap(), 0);
-    assert_eq!(s.unshared_chunks(Dev::Origin).unwrap(), 0);
+    assert_eq!(s.unshared_chunks(Dev::Origin(0)).unwrap(), 0);
     let free = s.status().nr_free;
     s.delete_snapshot(old).unwrap();
     s.run_background(1024).unwrap();
@@ -80,7 +80,7 @@ fn unshared_chunks_are_what_only_the_snapshot_reads() {
 fn a_map_honours_unaligned_bounds_and_covers_the_range_exactly() {
     let mut s = store(8);
     let a = s.create_snapshot("a", None, 0).unwrap();
-    s.write(Dev::Origin, 0, &[7; 3 * CS as usize]).unwrap();
+    s.write(Dev::Origin(0), 0, &[7; 3 * CS as usize]).unwrap();
     let m = s.map(Dev::Snap(a), 100, 3 * CS).unwrap();
     assert_eq!(m.len(), 2);
     assert_eq!((m[0].offset, m[0].len), (100, 3 * CS - 100));
@@ -94,7 +94,7 @@ fn a_deleted_snapshots_data_counts_as_the_layer_that_reads_it() {
     let mut s = store(8);
     let old = s.create_snapshot("old", None, 0).unwrap();
     let mid = s.create_snapshot("mid", None, 0).unwrap();
-    s.write(Dev::Origin, 0, &[1; CS as usize]).unwrap(); // mid's element; old inherits
+    s.write(Dev::Origin(0), 0, &[1; CS as usize]).unwrap(); // mid's element; old inherits
     let _new = s.create_snapshot("new", None, 0).unwrap();
     s.write(Dev::Snap(old), CS, &[3; CS as usize]).unwrap();
     s.delete_snapshot(mid).unwrap(); // its element stays until the pass moves it
@@ -114,9 +114,10 @@ fn a_deleted_snapshots_data_counts_as_the_layer_that_reads_it() {
 fn diff_lists_what_was_written_between_two_snapshots_and_nothing_else() {
     let mut s = store(32);
     let a = s.create_snapshot("a", None, 0).unwrap();
-    s.write(Dev::Origin, 3 * CS, &[1; 2 * CS as usize]).unwrap();
+    s.write(Dev::Origin(0), 3 * CS, &[1; 2 * CS as usize])
+        .unwrap();
     let b = s.create_snapshot("b", None, 0).unwrap();
-    s.write(Dev::Origin, 20 * CS, &[2; CS as usize]).unwrap();
+    s.write(Dev::Origin(0), 20 * CS, &[2; CS as usize]).unwrap();
     let c = s.create_snapshot("c", None, 0).unwrap();
     let size = s.size();
     assert_eq!(
@@ -131,10 +132,13 @@ fn diff_lists_what_was_written_between_two_snapshots_and_nothing_else() {
         s.diff(Dev::Snap(a), Dev::Snap(c), 0, size).unwrap(),
         vec![(3 * CS, 2 * CS), (20 * CS, CS)]
     );
-    assert_eq!(s.diff(Dev::Snap(c), Dev::Origin, 0, size).unwrap(), vec![]);
-    s.write(Dev::Origin, 31 * CS + 5, b"x").unwrap();
     assert_eq!(
-        s.diff(Dev::Snap(c), Dev::Origin, 0, size).unwrap(),
+        s.diff(Dev::Snap(c), Dev::Origin(0), 0, size).unwrap(),
+        vec![]
+    );
+    s.write(Dev::Origin(0), 31 * CS + 5, b"x").unwrap();
+    assert_eq!(
+        s.diff(Dev::Snap(c), Dev::Origin(0), 0, size).unwrap(),
         vec![(31 * CS, CS)]
     );
     // a sub-range is cut to its bounds

@@ -56,7 +56,7 @@ fn check_shape(plan: &[ReadPiece], len: u64) {
 fn a_snapshot_read_is_planned_from_its_chunks_holes_and_the_origin() {
     let (mut s, origin, dev) = store();
     let a = s.create_snapshot("a", None, 0).expect("snapshot");
-    s.write(Dev::Origin, 2 * CS, &[1; 2 * CS as usize])
+    s.write(Dev::Origin(0), 2 * CS, &[1; 2 * CS as usize])
         .expect("write"); // copied out
     s.write_zeroes(Dev::Snap(a), 6 * CS, CS).expect("zeroes"); // a hole
     let plan = s.read_plan(Dev::Snap(a), CS + 512, 7 * CS).expect("plan");
@@ -83,7 +83,7 @@ fn a_snapshot_read_is_planned_from_its_chunks_holes_and_the_origin() {
     s.read(Dev::Snap(a), CS + 512, &mut want).expect("read");
     assert_eq!(carry_out(&plan, &origin, &dev, 7 * CS), want);
     // the origin is one piece
-    let plan = s.read_plan(Dev::Origin, 0, CHUNKS * CS).expect("plan");
+    let plan = s.read_plan(Dev::Origin(0), 0, CHUNKS * CS).expect("plan");
     assert_eq!(
         plan,
         [ReadPiece {
@@ -92,7 +92,7 @@ fn a_snapshot_read_is_planned_from_its_chunks_holes_and_the_origin() {
             src: ReadSource::Origin(0)
         }]
     );
-    assert!(s.read_plan(Dev::Origin, CS, CHUNKS * CS).is_err());
+    assert!(s.read_plan(Dev::Origin(0), CS, CHUNKS * CS).is_err());
 }
 
 #[derive(Debug, Clone)]
@@ -124,14 +124,14 @@ proptest! {
         reads in proptest::collection::vec((0..CHUNKS * CS / 512, 1..CHUNKS * CS / 512), 4),
     ) {
         let (mut s, origin, dev) = store();
-        let mut model: Vec<(Dev, Vec<u8>)> = vec![(Dev::Origin, vec![0; (CHUNKS * CS) as usize])];
+        let mut model: Vec<(Dev, Vec<u8>)> = vec![(Dev::Origin(0), vec![0; (CHUNKS * CS) as usize])];
         let first = s.create_snapshot("s0", None, 0).expect("snapshot");
         model.push((Dev::Snap(first), model[0].1.clone()));
         for (i, st) in steps.into_iter().enumerate() {
-            let last = model.last().map(|m| m.0).unwrap_or(Dev::Origin);
+            let last = model.last().map(|m| m.0).unwrap_or(Dev::Origin(0));
             match st {
                 Step::Origin(o, l, b) => {
-                    s.write(Dev::Origin, o, &vec![b; l as usize]).expect("write");
+                    s.write(Dev::Origin(0), o, &vec![b; l as usize]).expect("write");
                     model[0].1[o as usize..(o + l) as usize].fill(b);
                 }
                 Step::Snap(o, l, b) => {
@@ -179,12 +179,12 @@ fn a_snapshot_from_before_a_growth_is_planned_to_its_own_size() {
         .open(&path)
         .and_then(|f| f.set_len(16 * CS))
         .expect("extend the origin file");
-    s.grow_origin(16 * CS).expect("grow");
+    s.grow_origin(0, 16 * CS).expect("grow");
     let plan = s
         .read_plan(Dev::Snap(a), 8 * CS, old - 8 * CS)
         .expect("plan");
     check_shape(&plan, old - 8 * CS);
     assert!(s.read_plan(Dev::Snap(a), 8 * CS, 3 * CS).is_err());
-    let plan = s.read_plan(Dev::Origin, 8 * CS, 8 * CS).expect("plan");
+    let plan = s.read_plan(Dev::Origin(0), 8 * CS, 8 * CS).expect("plan");
     check_shape(&plan, 8 * CS);
 }
