@@ -59,7 +59,7 @@ impl Catalog for Cat {
                     name: "s".into(),
                     snap: id.0,
                 }],
-                (_, Dev::Origin(0)) => Vec::new(),
+                (_, Dev::Origin(_)) => Vec::new(),
             },
         })
     }
