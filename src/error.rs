@@ -126,6 +126,7 @@ impl Error {
         match e {
             S::Invalid(_) | S::Mismatch { .. } => ErrorCode::Invalid,
             S::NoSuchSnapshot(_) => ErrorCode::NoSuchSnapshot,
+            S::NoSuchOrigin(_) => ErrorCode::NoSuchOrigin,
             S::NameTaken(_) => ErrorCode::Exists,
             S::Busy(_) => ErrorCode::Busy,
             S::NoSpace(_) => ErrorCode::NoSpace,

@@ -14,7 +14,7 @@ pub const IO: u8 = 3;
 pub const CORRUPT: u8 = 4;
 /// The daemon is not running (or its socket cannot be reached).
 pub const NOT_RUNNING: u8 = 5;
-/// No such snapshot.
+/// No such snapshot (or origin).
 pub const NO_SUCH_SNAPSHOT: u8 = 6;
 /// A conflict: the name exists, the snapshot is (not) active, the store is locked.
 pub const CONFLICT: u8 = 7;
@@ -24,6 +24,9 @@ pub const NO_SPACE: u8 = 8;
 pub const PROTOCOL: u8 = 9;
 /// The command is reserved for a later version.
 pub const NOT_IMPLEMENTED: u8 = 10;
+/// `origin list`: an origin of the store is not served (its device is missing or
+/// the wrong size).
+pub const ORIGIN_MISSING: u8 = 11;
 
 /// The exit code for a protocol error code.
 pub fn for_code(code: ErrorCode) -> u8 {
@@ -31,7 +34,7 @@ pub fn for_code(code: ErrorCode) -> u8 {
         ErrorCode::Invalid => USAGE,
         ErrorCode::Io => IO,
         ErrorCode::Corrupt => CORRUPT,
-        ErrorCode::NoSuchSnapshot => NO_SUCH_SNAPSHOT,
+        ErrorCode::NoSuchSnapshot | ErrorCode::NoSuchOrigin => NO_SUCH_SNAPSHOT,
         ErrorCode::Exists | ErrorCode::Busy | ErrorCode::NotActive => CONFLICT,
         ErrorCode::NoSpace => NO_SPACE,
         ErrorCode::PermissionDenied => NOT_RUNNING,

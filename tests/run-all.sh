@@ -76,6 +76,7 @@ else
         part "vm[$k]: space policy e2e" bash tests/vm/run.sh tests/vm/e2e_space.sh "$bindir"
         part "vm[$k]: NBD e2e" bash tests/vm/run.sh tests/vm/e2e_nbd.sh "$bindir"
         part "vm[$k]: NBD over TLS e2e" bash tests/vm/run.sh tests/vm/e2e_nbd_tls.sh "$bindir"
+        part "vm[$k]: pool e2e" bash tests/vm/run.sh tests/vm/e2e_pool.sh "$bindir"
         part "vm[$k]: memory pressure e2e" env VM_MEM=384M bash tests/vm/run.sh tests/vm/e2e_pressure.sh "$bindir"
         part "vm[$k]: grow-store e2e" env VM_MEM=2G bash tests/vm/run.sh tests/vm/e2e_grow.sh "$bindir"
         part "vm[$k]: resize-origin e2e" env VM_MEM=2G bash tests/vm/run.sh tests/vm/e2e_resize.sh "$bindir"

@@ -261,7 +261,7 @@ fn serve<W: Write>(c: &Conn<'_, W>, r: &Request, payload: &[u8]) -> io::Result<(
         CMD_READ => return read(c, r),
         CMD_BLOCK_STATUS => return status(c, r),
         CMD_WRITE => store.write(dev, r.offset, payload),
-        CMD_FLUSH => store.flush(Dev::Origin(0)).map(drop),
+        CMD_FLUSH => store.flush(dev).map(drop),
         CMD_TRIM => stepped(c, r, |o, l| store.discard(dev, o, l)),
         CMD_WRITE_ZEROES if r.flags & CMD_FLAG_NO_HOLE != 0 => zero_data(store, dev, r),
         CMD_WRITE_ZEROES => stepped(c, r, |o, l| store.write_zeroes(dev, o, l)),
@@ -286,7 +286,7 @@ fn reply<W>(
 ) -> io::Result<()> {
     let fua = r.flags & CMD_FLAG_FUA != 0;
     let done = match done {
-        Ok(()) if fua => c.store.flush(Dev::Origin(0)).map(drop),
+        Ok(()) if fua => c.store.flush(c.dev).map(drop),
         other => other,
     };
     match done {

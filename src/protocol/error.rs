@@ -39,6 +39,8 @@ pub enum ErrorCode {
     Invalid,
     /// No such snapshot.
     NoSuchSnapshot,
+    /// No such origin.
+    NoSuchOrigin,
     /// A snapshot of that name exists.
     Exists,
     /// In use (an active snapshot, background work such as a running merge).

@@ -159,6 +159,25 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         rbd_diff: bool,
     },
+    /// Add an origin to the store (a pool) and serve it as its own device.
+    OriginAdd {
+        /// Its name (the `ORIGIN` of `ORIGIN@NAME`; no `@`).
+        name: String,
+        /// Its file or block device; a stable path (`/dev/disk/by-id/...`) is what
+        /// the daemon opens it by at every start.
+        device: String,
+    },
+    /// Remove an origin (never the store's first): refused while it has snapshots,
+    /// unless `with_snapshots` (then they are deleted with it).
+    OriginRemove {
+        /// Which.
+        name: String,
+        /// Delete its snapshots too.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        with_snapshots: bool,
+    },
+    /// The store's origins.
+    OriginList,
 }
 
 impl Op {

@@ -57,8 +57,54 @@ pub enum Reply {
     GrownStore(GrownStore),
     /// `resize_origin` succeeded.
     ResizedOrigin(ResizedOrigin),
+    /// `origin_add` succeeded.
+    OriginAdded(Origin),
+    /// `origin_remove` succeeded (or, with snapshots, is finishing).
+    OriginRemoved(OriginGone),
+    /// `origin_list`.
+    Origins(Origins),
     /// The request failed.
     Error(ErrorReply),
+}
+
+/// One origin of the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Stable id (0: the store's first).
+    pub id: u32,
+    /// Its name (the `ORIGIN` of `ORIGIN@NAME`).
+    pub name: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// The file or device it is opened by (the first origin's is given at start).
+    pub path: String,
+    /// Its block device, `/dev/ublkbN`, while served.
+    pub device: Option<String>,
+    /// Its snapshots.
+    pub snapshots: usize,
+    /// "served" (its device is up), "idle" (the daemon's devices have not started),
+    /// "removing", or why it is not served ("missing: ...", "no device: ...").
+    pub state: String,
+}
+
+/// An origin removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginGone {
+    /// Its name.
+    pub name: String,
+    /// Gone now (false: its snapshots' space is being freed; it goes after that).
+    pub removed: bool,
+    /// Transaction id after the change.
+    pub txn_id: u64,
+}
+
+/// The store's origins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origins {
+    /// The store's transaction id.
+    pub txn_id: u64,
+    /// By id.
+    pub origins: Vec<Origin>,
 }
 
 /// A new snapshot.
@@ -129,6 +175,10 @@ pub struct Snapshot {
     /// Its NBD exports' names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exports: Vec<String>,
+    /// Its origin's name, in a store of several origins (then it is named
+    /// `ORIGIN@NAME`); absent with one origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// A send that started.

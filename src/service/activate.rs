@@ -40,6 +40,8 @@ impl Service {
             );
         }
         let mut devs = self.devices.lock();
+        self.started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(id) = previous.as_ref().and_then(|p| p.deferred_merge) {
             tracing::info!(id, "a merge is still deferred until the origin is closed");
             *self.deferred_merge.lock() = Some(SnapId(id));
@@ -47,6 +49,7 @@ impl Service {
         let origin_id = previous.as_ref().and_then(|p| p.origin_dev_id);
         let origin = self.bring_up(Dev::Origin(0), origin_id)?;
         devs.insert(Dev::Origin(0), origin);
+        self.start_origins(&mut devs, previous.as_ref());
         for s in previous.iter().flat_map(|p| &p.snapshots) {
             let id = SnapId(s.id);
             if !self.store.lock().exists(Dev::Snap(id)) {
@@ -108,7 +111,7 @@ impl Service {
         self.refresh_in_use(&devs, id);
         self.save_state(&devs);
         stopped?;
-        let t = crate::ublk::target::flush(&self.store)?;
+        let t = crate::ublk::target::flush(&self.store, Dev::Snap(id))?;
         tracing::info!(name, "snapshot deactivated");
         Ok(changed(name, t.0))
     }
@@ -127,7 +130,7 @@ impl Service {
     /// Create (or take back) the ublk device of `dev`. With `recorded` (a device id
     /// from the state file): if the kernel still has that device, recover it
     /// (`UBLK_F_USER_RECOVERY`); else start a fresh one, with that id if it is free.
-    fn bring_up(&self, dev: Dev, recorded: Option<u32>) -> Result<Device> {
+    pub(crate) fn bring_up(&self, dev: Dev, recorded: Option<u32>) -> Result<Device> {
         let target = Arc::new(self.target(dev));
         let opts = DeviceOptions {
             dev_id: None,
@@ -193,6 +196,16 @@ impl Service {
             store: self.cfg.store.display().to_string(),
             pid: std::process::id(),
             origin_dev_id: devs.get(Dev::Origin(0)).map(Device::dev_id),
+            origins: devs
+                .iter()
+                .filter_map(|(dev, d)| match dev {
+                    Dev::Origin(k) if k != 0 => Some(super::state::ActiveOrigin {
+                        id: k,
+                        dev_id: d.dev_id(),
+                    }),
+                    _ => None,
+                })
+                .collect(),
             snapshots: devs
                 .iter()
                 .filter_map(|(dev, d)| match dev {

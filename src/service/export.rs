@@ -110,7 +110,7 @@ impl Service {
         }
         self.save_state(&devs);
         // what its clients wrote is durable once they are gone
-        crate::ublk::target::flush(self.store())?;
+        crate::ublk::target::flush(self.store(), e.dev)?;
         tracing::info!(export, "NBD export removed");
         Ok(self.entry(&e))
     }

@@ -12,6 +12,8 @@
 //! - [`status`]: `list`, `status`, `check`, `dump`;
 //! - [`export`]: NBD `export` and `unexport`;
 //! - [`grow`]: `grow-store` and `resize-origin` online;
+//! - [`origins`]: the store's other origins (a pool): `origin add`, `remove`,
+//!   `list`, their devices, `ORIGIN@NAME`;
 //! - [`replication`]: `send` and `receive`;
 //! - [`state`]: the state file a restarted daemon takes its devices back from;
 //! - [`progress`]: rates and ETAs of background jobs for `status`.
@@ -37,6 +39,7 @@ use ublk_target::DeviceOptions;
 pub mod activate;
 pub mod export;
 pub mod grow;
+pub mod origins;
 pub mod progress;
 pub mod replication;
 pub mod snapshots;
@@ -92,6 +95,11 @@ pub struct Service {
     pub(crate) nbd_listen: Mutex<Vec<String>>,
     /// Received guids, the unfinished receive, the snapshots being sent.
     repl: replication::Replication,
+    /// The store's origins that are not served, and why ([`origins`]).
+    missing: Mutex<origins::Missing>,
+    /// [`Service::start_devices`] ran: origins added from now on get their device
+    /// at once (before it, in-process users do I/O through [`Service::target`]).
+    started: std::sync::atomic::AtomicBool,
     cfg: Config,
     _lock: StoreLock,
 }
@@ -156,12 +164,15 @@ impl Service {
             .as_deref()
             .map(|d| StateFile::new(d, &cfg.store));
         let repl = replication::Replication::load(cfg.state_dir.as_deref(), &cfg.store)?;
+        let missing = origins::attach_recorded(&mut store);
         for id in repl.internal() {
             // an unfinished receive's snapshots: never the space policy's victims
             store.set_in_use(id, true);
         }
         let svc = Service {
             repl,
+            missing: Mutex::new(missing),
+            started: std::sync::atomic::AtomicBool::new(false),
             store: Arc::new(SharedStore::new(store)),
             devices: Mutex::new(Devices::new()),
             state,
@@ -207,7 +218,7 @@ impl Service {
     /// Stop every device and commit, keeping the state file (a failed start).
     pub fn abort(&self) {
         self.devices.lock().stop_all();
-        if let Err(e) = crate::ublk::target::flush(&self.store) {
+        if let Err(e) = crate::ublk::target::flush(&self.store, Dev::Origin(0)) {
             tracing::error!(error = %e, "final commit failed");
         }
     }
@@ -216,6 +227,16 @@ impl Service {
     pub fn handle(&self, op: Op) -> Response {
         let r = match op {
             Op::Create { name, from } => self.create(&name, from.as_deref()).map(Reply::Created),
+            Op::OriginAdd { name, device } => {
+                self.origin_add(&name, &device).map(Reply::OriginAdded)
+            }
+            Op::OriginRemove {
+                name,
+                with_snapshots,
+            } => self
+                .origin_remove(&name, with_snapshots)
+                .map(Reply::OriginRemoved),
+            Op::OriginList => Ok(Reply::Origins(self.origin_list())),
             Op::Delete { name } => self.delete(&name).map(Reply::Deleted),
             Op::List => Ok(Reply::List(self.list())),
             Op::Status => Ok(Reply::Status(self.status())),
@@ -371,11 +392,12 @@ enum Claim {
     Unknown,
 }
 
-/// Hold the origin's device exclusively while a merge starts, so nobody mounts it
-/// meanwhile: `Ok(None)` when it has no device or could not be opened for another
-/// reason than being in use; `Err(device)` when it is in use (mounted).
-fn claim_origin(devs: &Devices) -> std::result::Result<Option<std::fs::File>, String> {
-    let Some(device) = devs.path(Dev::Origin(0)) else {
+/// Hold the device of `origin` (a `Dev::Origin`) exclusively while a merge starts,
+/// so nobody mounts it meanwhile: `Ok(None)` when it has no device or could not be
+/// opened for another reason than being in use; `Err(device)` when it is in use
+/// (mounted).
+fn claim_origin(devs: &Devices, origin: Dev) -> std::result::Result<Option<std::fs::File>, String> {
+    let Some(device) = devs.path(origin) else {
         return Ok(None);
     };
     match claim_exclusive(&device) {

@@ -346,7 +346,7 @@ impl Service {
     ) -> Response {
         let claim = {
             let devs = self.devices.lock();
-            match claim_origin(&devs) {
+            match claim_origin(&devs, exception_store::Dev::Origin(0)) {
                 Ok(c) => c,
                 Err(device) => {
                     return err_response(&Error::InUse {

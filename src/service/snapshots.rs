@@ -27,7 +27,21 @@ impl Service {
         let _devs = self.devices.lock();
         let parent = from.map(|p| self.lookup(p)).transpose()?;
         let created = crate::now_secs();
-        let id = self.store.create_snapshot(name, parent, created)?;
+        // `ORIGIN@NAME` in a store of several origins
+        let id = match self.split_origin(name) {
+            (Some(k), base) => match parent {
+                None => self.store.create_origin_snapshot(k, base, created)?,
+                Some(p) if self.store.lock().origin_of(exception_store::Dev::Snap(p))? == k => {
+                    self.store.create_snapshot(base, parent, created)?
+                }
+                Some(_) => {
+                    return Err(Error::Invalid(format!(
+                        "{name:?}: a snapshot of a snapshot belongs to its parent's origin"
+                    )))
+                }
+            },
+            (None, _) => self.store.create_snapshot(name, parent, created)?,
+        };
         tracing::info!(name, ?from, id = id.0, "snapshot created");
         Ok(protocol::Created {
             id: id.0,
@@ -70,7 +84,13 @@ impl Service {
                 why: "it is being sent (`snapctl send`)",
             });
         }
-        let claim = match claim_origin(&devs) {
+        // the device of the snapshot's own origin
+        let origin = exception_store::Dev::Origin(
+            self.store
+                .lock()
+                .origin_of(exception_store::Dev::Snap(id))?,
+        );
+        let claim = match claim_origin(&devs, origin) {
             Ok(claim) => claim,
             Err(device) if deferred => {
                 let mut d = self.deferred_merge.lock();
@@ -128,7 +148,10 @@ impl Service {
             // active, exported or being sent: later, once it is not
             return;
         }
-        let Ok(claim) = claim_origin(&devs) else {
+        let Ok(k) = self.store.lock().origin_of(exception_store::Dev::Snap(id)) else {
+            return;
+        };
+        let Ok(claim) = claim_origin(&devs, exception_store::Dev::Origin(k)) else {
             return;
         };
         match self.store.merge_snapshot(id) {

@@ -30,6 +30,10 @@ pub struct State {
     pub origin_dev_id: Option<u32>,
     /// Active snapshots.
     pub snapshots: Vec<ActiveSnapshot>,
+    /// The devices of the store's other origins (a pool; the first is
+    /// `origin_dev_id`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<ActiveOrigin>,
     /// NBD exports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exports: Vec<RecordedExport>,
@@ -45,6 +49,15 @@ pub struct ActiveSnapshot {
     pub id: u32,
     /// Its name when activated (for logs).
     pub name: String,
+    /// The N of `/dev/ublkbN`.
+    pub dev_id: u32,
+}
+
+/// The device of an origin other than the first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveOrigin {
+    /// The origin's id in the store.
+    pub id: u32,
     /// The N of `/dev/ublkbN`.
     pub dev_id: u32,
 }

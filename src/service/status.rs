@@ -12,6 +12,10 @@ impl Service {
     pub fn list(&self) -> protocol::List {
         let devs = self.devices.lock();
         let s = self.store.lock();
+        // origin names, shown once the store has several
+        let origins: std::collections::HashMap<u32, String> =
+            s.origins().into_iter().map(|o| (o.id, o.name)).collect();
+        let several = origins.len() > 1;
         protocol::List {
             txn_id: s.txn_id().0,
             snapshots: s
@@ -33,6 +37,7 @@ impl Service {
                     hold: i.hold,
                     guid: exception_store::tables::guid_hex(&i.guid),
                     size_bytes: i.size,
+                    origin: several.then(|| origins.get(&i.origin).cloned()).flatten(),
                 })
                 .collect(),
         }

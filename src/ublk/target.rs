@@ -26,10 +26,10 @@ impl SpaceRefusals {
     }
 }
 
-/// A FLUSH: the origin, then a (group) commit of the store; see
+/// A FLUSH of `dev`: its origin, then a (group) commit of the store; see
 /// [`SharedStore::flush`].
-pub fn flush(store: &SharedStore) -> exception_store::Result<blockdev::ids::TxnId> {
-    store.flush(Dev::Origin(0))
+pub fn flush(store: &SharedStore, dev: Dev) -> exception_store::Result<blockdev::ids::TxnId> {
+    store.flush(dev)
 }
 
 /// See the module documentation.
@@ -100,7 +100,8 @@ impl Target for StoreTarget {
     /// A snapshot's size is fixed; the origin's grows with `resize-origin` (the store
     /// first, then the kernel is told, [`ublk_target::Device::update_size`]).
     fn size_bytes(&self) -> u64 {
-        self.snap_size.unwrap_or_else(|| self.store.size())
+        self.snap_size
+            .unwrap_or_else(|| self.store.dev_size(self.dev).unwrap_or(0))
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -116,10 +117,10 @@ impl Target for StoreTarget {
     /// Origin writes begin with their copy-out and finish after the queue's shared
     /// commit ([`SharedStore::origin_write_start`]); snapshot writes are whole.
     fn write_start(&self, offset: u64, buf: &[u8]) -> WriteStart {
-        if self.dev != Dev::Origin(0) {
+        let Dev::Origin(k) = self.dev else {
             return WriteStart::Done(self.write(offset, buf));
-        }
-        match self.store.origin_write_start(0, offset, buf) {
+        };
+        match self.store.origin_write_start(k, offset, buf) {
             Ok(Started::Busy) => WriteStart::Busy,
             Ok(Started::Written) => WriteStart::Done(Ok(())),
             Ok(Started::Wait(t)) => WriteStart::Wait(t.0),
@@ -133,17 +134,20 @@ impl Target for StoreTarget {
     }
 
     fn write_finish(&self, offset: u64, buf: &[u8], settled: bool) -> io::Result<()> {
+        let Dev::Origin(k) = self.dev else {
+            return Ok(());
+        };
         if !settled {
             // the queue reports the settle's error
-            self.store.origin_write_abandon(0);
+            self.store.origin_write_abandon(k);
             return Ok(());
         }
-        let r = self.store.origin_write_finish(0, offset, buf);
+        let r = self.store.origin_write_finish(k, offset, buf);
         self.map("write", offset, r)
     }
 
     fn flush(&self) -> io::Result<()> {
-        let r = flush(&self.store);
+        let r = flush(&self.store, self.dev);
         self.map("flush", 0, r).map(drop)
     }
 
@@ -154,7 +158,7 @@ impl Target for StoreTarget {
 
     fn direct_read(&self, offset: u64, len: u64) -> Option<std::os::fd::RawFd> {
         match self.dev {
-            Dev::Origin(0) if self.uring_reads => self.store.origin_direct_read(0, offset, len),
+            Dev::Origin(k) if self.uring_reads => self.store.origin_direct_read(k, offset, len),
             _ => None,
         }
     }
@@ -185,10 +189,13 @@ impl Target for StoreTarget {
     /// Zero copy: origin writes copy out here and the queue writes their data
     /// ([`SharedStore::origin_write_direct_start`]); snapshot writes are copied.
     fn direct_write_start(&self, offset: u64, len: u64) -> DirectWrite {
-        if self.dev != Dev::Origin(0) || !self.store.origin_writes_direct(0) {
+        let Dev::Origin(k) = self.dev else {
+            return DirectWrite::Unsupported;
+        };
+        if !self.store.origin_writes_direct(k) {
             return DirectWrite::Unsupported;
         }
-        match self.store.origin_write_direct_start(0, offset, len) {
+        match self.store.origin_write_direct_start(k, offset, len) {
             Ok(DirectStarted::Busy) => DirectWrite::Busy,
             Ok(DirectStarted::Ready(fd)) => DirectWrite::Ready(fd),
             Ok(DirectStarted::Wait(t, fd)) => DirectWrite::Wait(t.0, fd),
@@ -200,7 +207,9 @@ impl Target for StoreTarget {
     }
 
     fn direct_write_end(&self, _offset: u64, _len: u64) {
-        self.store.origin_write_direct_end(0);
+        if let Dev::Origin(k) = self.dev {
+            self.store.origin_write_direct_end(k);
+        }
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {

@@ -15,7 +15,7 @@ mod output;
 /// (the daemon must not be running on the store); the other commands talk to ublk-snapd over its control
 /// socket. Exit codes: 0 ok, 1 check found problems, 2 usage, 3 I/O error,
 /// 4 corruption, 5 daemon not running, 6 no such snapshot, 7 conflict, 8 store full,
-/// 9 protocol error (see docs/cli.md).
+/// 9 protocol error, 11 an origin not served (`origin list`; see docs/cli.md).
 #[derive(Debug, Parser)]
 #[command(name = "snapctl", version)]
 struct Cli {
@@ -49,6 +49,7 @@ enum Cmd {
     Map(cmd::map::Args),
     Diff(cmd::diff::Args),
     Export(cmd::export::Args),
+    Origin(cmd::origin::Args),
     Unexport(cmd::export::UnexportArgs),
     Send(cmd::send::Args),
     Receive(cmd::receive::Args),
@@ -77,6 +78,7 @@ fn main() -> ExitCode {
         Cmd::Map(a) => cmd::map::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::Diff(a) => cmd::diff::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::Export(a) => cmd::export::run(a, &out).map(|()| ExitCode::SUCCESS),
+        Cmd::Origin(a) => cmd::origin::run(a, &out),
         Cmd::Unexport(a) => cmd::export::unexport(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::Send(a) => cmd::send::run(a, &out).map(|()| ExitCode::SUCCESS),
         Cmd::Receive(a) => cmd::receive::run(a, &out).map(|()| ExitCode::SUCCESS),

@@ -45,6 +45,7 @@ fn help_is_golden() {
         "diff",
         "export",
         "unexport",
+        "origin",
         "send",
         "receive",
         "systemd-units",

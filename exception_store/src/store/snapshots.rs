@@ -290,6 +290,7 @@ impl Store {
                 size: o.size,
                 path: o.path.clone(),
                 quota: o.quota,
+                removing: o.removing,
             })
             .collect()
     }

@@ -21,7 +21,10 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
                 .map(|s| {
                     vec![
                         s.id.to_string(),
-                        s.name.clone(),
+                        match &s.origin {
+                            Some(o) => format!("{o}@{}", s.name),
+                            None => s.name.clone(),
+                        },
                         utc(s.created),
                         s.parent.clone().unwrap_or_else(|| "origin".into()),
                         if s.hold { "held" } else { "-" }.into(),

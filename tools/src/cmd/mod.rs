@@ -14,6 +14,7 @@ pub mod list;
 pub mod map;
 pub mod merge;
 pub mod meter;
+pub mod origin;
 pub mod prune;
 pub mod receive;
 pub mod resize_origin;

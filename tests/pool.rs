@@ -1,0 +1,223 @@
+//! A pool through the daemon's control socket: `origin add`, `ORIGIN@NAME` creates,
+//! list, I/O as the kernel's queues do it (the devices' targets), a restart that
+//! attaches every origin from its recorded path, an origin whose file is missing at
+//! start (reported, the others served), and `origin remove`. Needs no kernel.
+mod common;
+
+use common::daemon::{config, remote_code, Fixture};
+use exception_store::Dev;
+use std::path::Path;
+use ublk_snapd::{
+    client::request,
+    daemon::control::Limits,
+    protocol::{ErrorCode, Op, Reply},
+    service::Service,
+};
+use ublk_target::Target;
+
+const ORIGIN_LEN: u64 = 8 << 20;
+const B_LEN: u64 = 4 << 20;
+
+fn origins(s: &Path) -> Vec<(String, u64, usize, String)> {
+    match request(s, Op::OriginList).unwrap() {
+        Reply::Origins(l) => l
+            .origins
+            .into_iter()
+            .map(|o| (o.name, o.size_bytes, o.snapshots, o.state))
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn create(s: &Path, name: &str) -> Result<u32, ErrorCode> {
+    match request(
+        s,
+        Op::Create {
+            name: name.into(),
+            from: None,
+        },
+    ) {
+        Ok(Reply::Created(c)) => Ok(c.id),
+        other => Err(remote_code(other)),
+    }
+}
+
+fn listed(s: &Path) -> Vec<String> {
+    match request(s, Op::List).unwrap() {
+        Reply::List(l) => l
+            .snapshots
+            .into_iter()
+            .map(|s| match s.origin {
+                Some(o) => format!("{o}@{}", s.name),
+                None => s.name,
+            })
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn file(dir: &Path, name: &str, len: u64) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p).unwrap().set_len(len).unwrap();
+    p
+}
+
+#[test]
+fn a_pool_serves_origins_by_name_across_a_restart() {
+    let mut fx = Fixture::start(ORIGIN_LEN, 32 << 20, Limits::default());
+    let extra = tempfile::tempdir().unwrap();
+    let b = file(extra.path(), "b.img", B_LEN);
+    // one origin: bare names as before, `@` is part of a name
+    create(&fx.socket, "x@y").unwrap();
+    assert_eq!(listed(&fx.socket), vec!["x@y"]);
+    let added = match request(
+        &fx.socket,
+        Op::OriginAdd {
+            name: "b".into(),
+            device: b.display().to_string(),
+        },
+    )
+    .unwrap()
+    {
+        Reply::OriginAdded(o) => o,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((added.id, added.size_bytes), (1, B_LEN));
+    // bad adds: a taken name, an `@`, a missing file
+    for (name, dev) in [
+        ("b", b.display().to_string()),
+        ("c@d", b.display().to_string()),
+        ("c", "/nonexistent/c.img".to_string()),
+    ] {
+        let r = request(
+            &fx.socket,
+            Op::OriginAdd {
+                name: name.into(),
+                device: dev,
+            },
+        );
+        assert!(matches!(
+            remote_code(r),
+            ErrorCode::Exists | ErrorCode::Invalid | ErrorCode::Io
+        ));
+    }
+    // writes through the devices' targets, as the queues do them
+    let svc = fx.service().clone();
+    let tb = svc.target(Dev::Origin(1));
+    let t0 = svc.target(Dev::Origin(0));
+    assert_eq!(tb.size_bytes(), B_LEN);
+    tb.write(4096, &[0xbb; 4096]).unwrap();
+    t0.write(4096, &[0xaa; 4096]).unwrap();
+    let sb = create(&fx.socket, "b@s1").unwrap();
+    let s0 = create(&fx.socket, "origin@s1").unwrap();
+    assert_eq!(create(&fx.socket, "b@s1"), Err(ErrorCode::Exists));
+    assert_eq!(
+        create(&fx.socket, "nope@s1").map(drop),
+        Ok(()),
+        "a plain name with @"
+    );
+    tb.write(4096, &[0xcc; 4096]).unwrap();
+    t0.write(4096, &[0xdd; 4096]).unwrap();
+    tb.flush().unwrap();
+    let mut got = [0u8; 4096];
+    svc.target(Dev::Snap(exception_store_id(sb)))
+        .read(4096, &mut got)
+        .unwrap();
+    assert_eq!(got, [0xbb; 4096]);
+    svc.target(Dev::Snap(exception_store_id(s0)))
+        .read(4096, &mut got)
+        .unwrap();
+    assert_eq!(got, [0xaa; 4096]);
+    let mut l = listed(&fx.socket);
+    l.sort();
+    assert_eq!(l, vec!["b@s1", "origin@nope@s1", "origin@s1", "origin@x@y"]);
+    assert_eq!(
+        origins(&fx.socket),
+        vec![
+            ("origin".into(), ORIGIN_LEN, 3, "idle".into()),
+            ("b".into(), B_LEN, 1, "idle".into())
+        ]
+    );
+    // restart: b is attached from its recorded path
+    let (origin, store) = (fx.origin_path(), fx.store_path());
+    drop(tb);
+    drop(t0);
+    drop(svc);
+    fx.stop();
+    let svc = Service::open(config(&origin, &store)).unwrap();
+    let mut got = [0u8; 4096];
+    svc.target(Dev::Origin(1)).read(4096, &mut got).unwrap();
+    assert_eq!(got, [0xcc; 4096]);
+    assert!(!svc.origins_missing());
+    assert_eq!(svc.origin_list().origins.len(), 2);
+    // remove refused with a snapshot, then with it
+    assert!(svc.origin_remove("b", false).is_err());
+    assert!(
+        svc.origin_remove("origin", true).is_err(),
+        "the first origin stays"
+    );
+    let gone = svc.origin_remove("b", true).unwrap();
+    assert_eq!(gone.name, "b");
+    svc.shutdown().unwrap();
+    drop(svc);
+    let svc = Service::open(config(&origin, &store)).unwrap();
+    assert!(svc.store().lock().run_background(64).is_ok());
+    svc.shutdown().unwrap();
+    drop(svc);
+    let svc = Service::open(config(&origin, &store)).unwrap();
+    assert_eq!(
+        svc.origin_list().origins.len(),
+        1,
+        "b removed once its passes ran"
+    );
+    let rep = svc.store().lock().check().unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    svc.shutdown().unwrap();
+}
+
+#[test]
+fn an_origin_missing_at_start_is_reported_and_the_others_served() {
+    let mut fx = Fixture::start(ORIGIN_LEN, 32 << 20, Limits::default());
+    let extra = tempfile::tempdir().unwrap();
+    let b = file(extra.path(), "b.img", B_LEN);
+    request(
+        &fx.socket,
+        Op::OriginAdd {
+            name: "b".into(),
+            device: b.display().to_string(),
+        },
+    )
+    .unwrap();
+    create(&fx.socket, "b@s1").unwrap();
+    let (origin, store) = (fx.origin_path(), fx.store_path());
+    fx.stop();
+    // the wrong size first, then no file at all
+    std::fs::File::create(&b)
+        .unwrap()
+        .set_len(B_LEN / 2)
+        .unwrap();
+    for gone in [false, true] {
+        if gone {
+            std::fs::remove_file(&b).unwrap();
+        }
+        let svc = Service::open(config(&origin, &store)).unwrap();
+        assert!(svc.origins_missing());
+        let l = svc.origin_list();
+        let st = &l.origins[1].state;
+        assert!(st.starts_with("missing"), "{st}");
+        assert_eq!(l.origins[0].state, "idle");
+        // the first origin is served; b's I/O is refused with a clear error
+        let t0 = svc.target(Dev::Origin(0));
+        t0.write(0, &[1; 4096]).unwrap();
+        let mut buf = [0u8; 512];
+        let e = svc.store().read(Dev::Origin(1), 0, &mut buf).unwrap_err();
+        assert!(e.to_string().contains("origin"), "{e}");
+        drop(t0);
+        svc.shutdown().unwrap();
+    }
+}
+
+/// A protocol snapshot id as the store's.
+fn exception_store_id(id: u32) -> blockdev::ids::SnapId {
+    blockdev::ids::SnapId(id)
+}

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# tests/vm/e2e_pool.sh [BIN_DIR] - a pool on a real kernel: one store, one daemon,
+# three origins, each its own /dev/ublkbN. Run as root in the VM guest:
+#
+#   cargo build --release -p ublk-snapd -p tools
+#   mkdir -p /tmp/pool-bin && cp target/release/{ublk-snapd,snapctl} /tmp/pool-bin/
+#   bash tests/vm/run.sh tests/vm/e2e_pool.sh /run/host/tmp/pool-bin
+#
+# BIN_DIR holds copies of ublk-snapd and snapctl (see e2e_daemon.sh for why copies).
+# 1. format for origin a; start; `origin add b` and `origin add c` online: each gets
+#    its own device; ext4 on all three, files written.
+# 2. snapshots a@s1, b@s1, c@s1 (the same name on each origin); the origins change;
+#    each snapshot, activated by ORIGIN@NAME, reads the files it was taken with.
+# 3. kill -9 of the daemon while writing to b: restart takes every device back
+#    (user recovery), the filesystems stay mounted, every file verifies.
+# 4. clean stop; b's file moved away: the daemon starts, serves a and c, and
+#    `origin list` reports b missing (exit 11); b back, next start serves it.
+# 5. `origin remove c` refused with a snapshot, then --with-snapshots: c's device
+#    goes, `origin list` shows a and b; offline check clean.
+set -Eeuo pipefail
+
+BIN=${1:-${UBLK_SNAP_BIN:-/run/host/tmp/pool-bin}}
+DAEMON_QUEUES=1
+# shellcheck source=tests/vm/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+e2e_layout pool
+
+# origin a is the store's first origin, named "origin"
+oname() { if [ "$1" = a ]; then echo origin; else echo "$1"; fi; }
+# origin list exits 11 while an origin is missing: its JSON is still the list
+olist() { ctl --json origin list || [ $? = 11 ]; }
+dev_of() { olist | jq -r ".origins[] | select(.name == \"$(oname "$1")\") | .device"; }
+state_of() { olist | jq -r ".origins[] | select(.name == \"$(oname "$1")\") | .state"; }
+write_files() { # write_files DIR TAG
+    for i in 1 2 3 4; do head -c 1M /dev/urandom >"$1/f$i-$2"; done
+    sync
+}
+verify_dir() { # verify_dir DIR SUMS WHAT
+    (cd "$1" && sha256sum --quiet -c "$2") || fail "$3: checksum mismatch"
+    ok "$3: $(wc -l <"$2") files match"
+}
+
+e2e_begin "${E2E_WATCHDOG:-900}" jq mkfs.ext4 sha256sum
+mkdir -p /mnt/pa /mnt/pb /mnt/pc /mnt/sb
+
+step "origin a, then b and c added online"
+truncate -s 64M "$ORIGIN"
+truncate -s 48M "$W/b.img"
+truncate -s 32M "$W/c.img"
+truncate -s 256M "$STORE"
+ctl format --origin "$ORIGIN" --store "$STORE"
+A=$(start_daemon) || fail "ublk-snapd did not start"
+ctl origin add b --device "$W/b.img" >/dev/null
+ctl origin add c --device "$W/c.img" >/dev/null
+B=$(dev_of b)
+C=$(dev_of c)
+[ -b "$A" ] && [ -b "$B" ] && [ -b "$C" ] || fail "devices: a=$A b=$B c=$C"
+[ "$(blockdev --getsize64 "$B")" = $((48 << 20)) ] || fail "b's device is not 48 MiB"
+[ "$(blockdev --getsize64 "$C")" = $((32 << 20)) ] || fail "c's device is not 32 MiB"
+ok "a=$A b=$B c=$C"
+expect_rc 7 ctl origin add b --device "$W/c.img"
+expect_rc 2 ctl origin add "x@y" --device "$W/c.img"
+for d in a:"$A" b:"$B" c:"$C"; do
+    mkfs.ext4 -q "${d#*:}"
+    mount "${d#*:}" "/mnt/p${d%%:*}"
+    write_files "/mnt/p${d%%:*}" one
+done
+
+step "a@s1, b@s1, c@s1; the origins change; each snapshot reads its files"
+for o in a b c; do
+    (cd "/mnt/p$o" && sha256sum f*) >"$W/$o-s1.sums"
+done
+ctl create origin@s1 >/dev/null
+ctl create b@s1 >/dev/null
+ctl create c@s1 >/dev/null
+expect_rc 7 ctl create b@s1
+for o in a b c; do
+    write_files "/mnt/p$o" two
+    rm "/mnt/p$o/f1-one"
+done
+sync
+for o in b c; do
+    SD=$(ctl activate "$o@s1")
+    mount -o ro,noload "$SD" /mnt/sb
+    verify_dir /mnt/sb "$W/$o-s1.sums" "$o@s1 (on $SD)"
+    umount /mnt/sb
+    ctl deactivate "$o@s1" >/dev/null
+done
+N=$(ctl --json list | jq '[.snapshots[] | select(.name == "s1")] | length')
+[ "$N" = 3 ] || fail "list shows $N snapshots named s1, not 3"
+ok "list: s1 on each origin ($(ctl list | awk 'NR>1 {print $2}' | tr '\n' ' '))"
+
+step "kill -9 while writing to b; restart takes every device back"
+for o in a b c; do (cd "/mnt/p$o" && sha256sum f*) >"$W/$o-now.sums"; done
+PID=$(daemon_pid)
+dd if=/dev/urandom of=/mnt/pb/inflight bs=1M count=8 2>/dev/null &
+DDP=$!
+sleep 1
+kill -9 "$PID"
+wait "$DDP" || true
+A2=$(start_daemon) || fail "the daemon did not restart"
+[ "$A2" = "$A" ] || fail "origin a came back as $A2, not $A"
+[ "$(dev_of b)" = "$B" ] && [ "$(dev_of c)" = "$C" ] || fail "b or c came back elsewhere"
+for o in a b c; do
+    [ "$(state_of "$o")" = served ] || fail "$o: $(state_of "$o")"
+done
+sync
+for o in a b c; do verify_dir "/mnt/p$o" "$W/$o-now.sums" "$o after kill -9"; done
+
+step "b's file missing at start: reported, a and c served"
+for o in a b c; do umount "/mnt/p$o"; done
+stop_daemon
+mv "$W/b.img" "$W/b.away"
+A3=$(start_daemon) || fail "the daemon did not start without b"
+expect_rc 11 ctl origin list
+SB=$(state_of b)
+case $SB in missing*) ok "b: $SB" ;; *) fail "b: $SB" ;; esac
+[ "$(state_of c)" = served ] || fail "c: $(state_of c)"
+mount "$A3" /mnt/pa
+verify_dir /mnt/pa "$W/a-now.sums" "a with b missing"
+umount /mnt/pa
+stop_daemon
+mv "$W/b.away" "$W/b.img"
+start_daemon >/dev/null || fail "the daemon did not restart with b"
+expect_rc 0 ctl origin list
+mount "$(dev_of b)" /mnt/pb
+verify_dir /mnt/pb "$W/b-now.sums" "b back"
+umount /mnt/pb
+
+step "origin remove c: refused with a snapshot, then with it"
+expect_rc 7 ctl origin remove c
+ctl origin remove c --with-snapshots >/dev/null
+[ -e "$C" ] && [ "$(dev_of c)" = "$C" ] && fail "c's device still served"
+for _ in $(seq 1 50); do
+    [ "$(ctl --json origin list | jq '.origins | length')" = 2 ] && break
+    sleep 0.2
+done
+[ "$(ctl --json origin list | jq -r '[.origins[].name] | join(",")')" = origin,b ] \
+    || fail "origins left: $(ctl --json origin list | jq -c '[.origins[].name]')"
+ok "c removed"
+stop_daemon
+ctl check --store "$STORE" >/dev/null || fail "offline check found problems"
+ok "offline check clean"
+
+echo
+echo "e2e_pool: PASS ($(($(date +%s) - T0)) s)"
