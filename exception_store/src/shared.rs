@@ -514,13 +514,35 @@ impl SharedStore {
         Ok(t)
     }
 
-    /// Create a snapshot (exclusive with origin writes in flight).
+    /// Run the running merge, if any, to its end: one batch
+    /// ([`Store::merge_step`]) per hold of the store lock, which is handed to a
+    /// waiting thread (`unlock_fair`) between batches, so that the other devices'
+    /// I/O is served meanwhile instead of waiting for the whole merge.
+    pub fn finish_merge(&self) -> Result<()> {
+        loop {
+            let mut s = self.store.lock();
+            let more = s.merge_step()?;
+            self.note_durable(s.txn_id());
+            if !more {
+                return Ok(());
+            }
+            MutexGuard::unlock_fair(s);
+        }
+    }
+
+    /// Create a snapshot (exclusive with origin writes in flight). A snapshot of the
+    /// origin captures the merged origin (design note E7): a running merge is
+    /// finished first, in batches ([`SharedStore::finish_merge`]), not under one
+    /// hold of the store lock ([`Store::create_snapshot`] would finish it whole).
     pub fn create_snapshot(
         &self,
         name: &str,
         parent: Option<SnapId>,
         created: u64,
     ) -> Result<SnapId> {
+        if parent.is_none() {
+            self.finish_merge()?;
+        }
         self.gate.exclusive(|| {
             let mut s = self.store.lock();
             let id = s.create_snapshot(name, parent, created)?;
@@ -538,6 +560,9 @@ impl SharedStore {
         created: u64,
         guid: [u8; 16],
     ) -> Result<SnapId> {
+        if parent.is_none() {
+            self.finish_merge()?;
+        }
         self.gate.exclusive(|| {
             let mut s = self.store.lock();
             let id = s.create_snapshot_as(name, parent, created, guid)?;
