@@ -1,7 +1,8 @@
 //! Nothing vanishes under a reader (issue 20): a snapshot exported over NBD or being
 //! sent is never pruned (reported as skipped, with the reason), never merged, never
 //! deleted, and the space policy is kept off it (in use) until the last reader
-//! lets go; then `prune` takes it like any other.
+//! lets go; then `prune` takes it like any other. And a snapshot of the origin that
+//! must wait for a merge to end does not stop the other devices' reads meanwhile.
 mod common;
 
 use common::daemon::{remote_code, Fixture};
@@ -131,4 +132,100 @@ fn exported_and_sent_snapshots_are_never_pruned_merged_or_deleted() {
     let mut gone: Vec<String> = p.deleted.into_iter().map(|d| d.name).collect();
     gone.sort();
     assert_eq!(gone, ["a", "b"]);
+}
+
+/// The merge's cursor, while a merge runs.
+fn merge_cursor(store: &exception_store::SharedStore) -> Option<u64> {
+    let st = store.lock().status();
+    st.jobs.iter().find(|j| j.kind == "merge").map(|j| j.cursor)
+}
+
+/// A snapshot of the origin asked for while a big merge runs waits for the merge
+/// (it must capture the merged origin), but the other devices are served meanwhile.
+/// The bug: `create` ran the whole remaining merge under one hold of the store lock
+/// (`Store::finish_merge` inside `Store::create_snapshot`), so every device's reads
+/// and writes stalled until the merge ended. Here nothing else advances the merge
+/// (no background worker), so a merge cursor seen past its start, before and after
+/// a read of another snapshot, means that read was served between two batches of
+/// the create's merge: the old code held the lock from its first batch to its
+/// return, and no such read could exist.
+#[test]
+fn a_create_finishing_a_merge_serves_other_devices_between_batches() {
+    use exception_store::Dev;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const LEN: u64 = 64 << 20; // 1024 chunks: 16 merge batches
+    let f = Fixture::start(LEN, 256 << 20, Limits::default());
+    let store = f.service().store().clone();
+    let old = blockdev::pattern(7, LEN as usize);
+    store.write(Dev::Origin(0), 0, &old).unwrap();
+    create(&f, "t"); // the snapshot read during the create
+    create(&f, "s"); // the snapshot merged
+    store
+        .write(Dev::Origin(0), 0, &blockdev::pattern(8, LEN as usize))
+        .unwrap(); // s reads a copy of every chunk
+    let r = client::request(
+        &f.socket,
+        Op::Merge {
+            name: "s".into(),
+            deferred: false,
+        },
+    );
+    assert!(matches!(r, Ok(Reply::Merging(_))), "{r:?}");
+    assert_eq!(
+        merge_cursor(&store),
+        Some(0),
+        "the merge should not have begun"
+    );
+    let t = store.lock().lookup("t").expect("t");
+    let created = AtomicBool::new(false);
+    let mut between = 0;
+    let mut reads = 0;
+    std::thread::scope(|sc| {
+        let c = sc.spawn(|| {
+            let r = client::request(
+                &f.socket,
+                Op::Create {
+                    name: "after".into(),
+                    from: None,
+                },
+            );
+            created.store(true, Ordering::SeqCst);
+            r
+        });
+        let mut buf = vec![0u8; 64 << 10];
+        let mut off = 0;
+        while !created.load(Ordering::SeqCst) {
+            let before = merge_cursor(&store);
+            store.read(Dev::Snap(t), off, &mut buf).unwrap();
+            assert!(
+                buf[..] == old[off as usize..off as usize + buf.len()],
+                "t misread at {off}"
+            );
+            reads += 1;
+            if before.is_some_and(|c| c > 0) && merge_cursor(&store).is_some() {
+                between += 1;
+            }
+            off = (off + buf.len() as u64) % LEN;
+        }
+        let r = c.join().unwrap();
+        assert!(matches!(r, Ok(Reply::Created(_))), "{r:?}");
+    });
+    assert_eq!(
+        merge_cursor(&store),
+        None,
+        "the create left the merge running"
+    );
+    assert!(
+        between > 0,
+        "no read of t was served between the merge's batches ({reads} reads in all): \
+         the create held the store for the whole merge"
+    );
+    // the new snapshot captured the merged origin: what s read
+    let after = store.lock().lookup("after").expect("after");
+    let mut got = vec![0u8; LEN as usize];
+    store.read(Dev::Snap(after), 0, &mut got).unwrap();
+    assert!(
+        got == old,
+        "the snapshot taken after the merge misses merged data"
+    );
 }

@@ -1,7 +1,8 @@
 //! `send` and `receive` through two daemons' control sockets (the streaming ops and
 //! the client side snapctl uses): full then three incrementals equal, a corrupt
 //! stream refused with the target unchanged, a cut stream resumed from the token in
-//! `status`, a snapshot being sent cannot be deleted.
+//! `status`, a snapshot being sent cannot be deleted, the origin's device refuses
+//! writes while a receive runs.
 mod common;
 
 use common::daemon::Fixture;
@@ -224,4 +225,67 @@ fn snapshot_being_sent_cannot_be_deleted() {
         "{r:?}"
     );
     drop(rd);
+}
+
+/// Nothing writes a receive's origin but the receive. The origin's ublk device (its
+/// target, called as the kernel calls it) refuses writes, discards and zeroing with
+/// EBUSY while a stream is being received, and takes them again once the stream is
+/// cut. The bug: the daemon held the origin device `O_EXCL`, which keeps mounts and
+/// `mkfs` out but not a plain `open(O_WRONLY)`; a `dd` to /dev/ublkbN in the middle
+/// of a receive went into the origin, and so into the snapshot the receive takes
+/// under the sender's guid.
+#[test]
+fn the_origin_device_refuses_writes_while_a_receive_runs() {
+    use std::io::Write;
+    use ublk_target::Target;
+    let src = source();
+    let dst = start();
+    let full = send(&src, "s1", None, None);
+    let target = dst.service().target(Dev::Origin(0));
+    // a receive that gets half of the stream, then waits for the rest
+    let mut conn = std::os::unix::net::UnixStream::connect(&dst.socket).unwrap();
+    let op = ublk_snapd::protocol::Request::new(Op::Receive {
+        force: false,
+        rbd_diff: false,
+    });
+    conn.write_all(&ublk_snapd::protocol::to_line(&op)).unwrap();
+    conn.write_all(&full[..full.len() / 2]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // writes before the receive began are the origin's own: the stream overwrites them
+    let refused = loop {
+        match target.write(0, &[0x77; 4096]) {
+            Err(e) => break e,
+            Ok(()) => {
+                assert!(std::time::Instant::now() < deadline, "never refused");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    };
+    assert_eq!(refused.raw_os_error(), Some(libc::EBUSY), "{refused}");
+    for r in [target.discard(0, 65536), target.write_zeroes(65536, 65536)] {
+        let e = r.expect_err("a discard or zeroing of the origin mid-receive");
+        assert_eq!(e.raw_os_error(), Some(libc::EBUSY), "{e}");
+    }
+    // a snapshot's device is not concerned
+    let s = dst
+        .service()
+        .target(Dev::Snap(blockdev::ids::SnapId(u32::MAX)));
+    assert!(
+        !matches!(s.write(0, &[1; 4096]), Err(e) if e.raw_os_error() == Some(libc::EBUSY)),
+        "a snapshot device refused with EBUSY"
+    );
+    // cut: the receive ends, the origin's device takes writes again
+    drop(conn);
+    while let Err(e) = target.write(0, &[0x78; 4096]) {
+        assert_eq!(e.raw_os_error(), Some(libc::EBUSY), "{e}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused after the cut"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    match client::request(&dst.socket, Op::Status).unwrap() {
+        Reply::Status(s) => assert!(s.receive_resume.is_some(), "the cut receive is pending"),
+        other => panic!("{other:?}"),
+    }
 }

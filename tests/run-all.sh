@@ -74,6 +74,7 @@ else
         part "vm[$k]: daemon e2e" env VM_MEM=3G bash tests/vm/run.sh tests/vm/e2e_daemon.sh "$bindir"
         part "vm[$k]: merge e2e" env VM_MEM=3G bash tests/vm/run.sh tests/vm/e2e_merge.sh "$bindir"
         part "vm[$k]: space policy e2e" bash tests/vm/run.sh tests/vm/e2e_space.sh "$bindir"
+        part "vm[$k]: full-store soak" bash tests/vm/run.sh tests/vm/soak_full.sh "$bindir"
         part "vm[$k]: NBD e2e" bash tests/vm/run.sh tests/vm/e2e_nbd.sh "$bindir"
         part "vm[$k]: NBD over TLS e2e" bash tests/vm/run.sh tests/vm/e2e_nbd_tls.sh "$bindir"
         part "vm[$k]: pool e2e" bash tests/vm/run.sh tests/vm/e2e_pool.sh "$bindir"

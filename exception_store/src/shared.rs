@@ -635,13 +635,35 @@ impl SharedStore {
         }
     }
 
-    /// Create a snapshot (exclusive with origin writes in flight).
+    /// Run the running merge, if any, to its end: one batch
+    /// ([`Store::merge_step`]) per hold of the store lock, which is handed to a
+    /// waiting thread (`unlock_fair`) between batches, so that the other devices'
+    /// I/O is served meanwhile instead of waiting for the whole merge.
+    pub fn finish_merge(&self) -> Result<()> {
+        loop {
+            let mut s = self.store.lock();
+            let more = s.merge_step()?;
+            self.note_durable(s.txn_id());
+            if !more {
+                return Ok(());
+            }
+            MutexGuard::unlock_fair(s);
+        }
+    }
+
+    /// Create a snapshot (exclusive with origin writes in flight). A snapshot of the
+    /// origin captures the merged origin (design note E7): a running merge is
+    /// finished first, in batches ([`SharedStore::finish_merge`]), not under one
+    /// hold of the store lock ([`Store::create_snapshot`] would finish it whole).
     pub fn create_snapshot(
         &self,
         name: &str,
         parent: Option<SnapId>,
         created: u64,
     ) -> Result<SnapId> {
+        if parent.is_none() {
+            self.finish_merge()?;
+        }
         let dev = parent.map_or(Dev::Origin(0), Dev::Snap);
         self.exclusive_for(dev, || {
             let mut s = self.store.lock();
@@ -653,6 +675,7 @@ impl SharedStore {
 
     /// Create snapshot `name` of origin `k` (exclusive with its writes in flight).
     pub fn create_origin_snapshot(&self, k: OriginId, name: &str, created: u64) -> Result<SnapId> {
+        self.finish_merge()?;
         self.exclusive_for(Dev::Origin(k), || {
             let mut s = self.store.lock();
             let id = s.create_origin_snapshot(k, name, created)?;
@@ -670,6 +693,9 @@ impl SharedStore {
         created: u64,
         guid: [u8; 16],
     ) -> Result<SnapId> {
+        if parent.is_none() {
+            self.finish_merge()?;
+        }
         let dev = parent.map_or(Dev::Origin(0), Dev::Snap);
         self.exclusive_for(dev, || {
             let mut s = self.store.lock();

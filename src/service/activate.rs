@@ -125,6 +125,7 @@ impl Service {
             self.cfg.uring_reads,
             self.refusals.clone(),
         )
+        .refusing_writes_while(self.repl.receiving_flag())
     }
 
     /// Create (or take back) the ublk device of `dev`. With `recorded` (a device id

@@ -43,8 +43,9 @@ pub struct Replication {
     internal: Mutex<Vec<SnapId>>,
     sending: Mutex<BTreeMap<SnapId, usize>>,
     /// A receive is writing the origin: no writable NBD export of the origin may
-    /// be added meanwhile (set and read under the devices lock).
-    receiving: std::sync::atomic::AtomicBool,
+    /// be added meanwhile (set and read under the devices lock), and the origin's
+    /// ublk device refuses writes ([`crate::ublk::target::StoreTarget`]).
+    receiving: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The snapshots internal to the receive `p`: its rollback snapshot and its mark.
@@ -163,6 +164,11 @@ impl Replication {
     /// Whether a receive is writing the origin now.
     pub fn is_receiving(&self) -> bool {
         self.receiving.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The flag behind [`Replication::is_receiving`], for the origin's ublk target.
+    pub fn receiving_flag(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.receiving.clone()
     }
 
     /// Whether snapshot `id` is being sent.

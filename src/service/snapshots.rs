@@ -5,6 +5,8 @@
 //! # Invariants
 //! - Each op runs under the activation table's lock, so ops on snapshots are
 //!   serialised against activation and against each other.
+//! - `create` of an origin snapshot finishes a running merge first, one batch per
+//!   hold of the store lock (the other devices' I/O is served in between).
 //! - `delete` and `merge` refuse a snapshot that is active, exported or a
 //!   receive's rollback point; `delete` also one being sent. `prune` never deletes
 //!   a held or active one.
@@ -23,6 +25,14 @@ impl Service {
                 "{name:?}: names recv+, recv-mark+ and recv-force+ followed by 16 hex \
                  digits are a receive's own"
             )));
+        }
+        if from.is_none() {
+            // A snapshot of the origin captures the merged origin: a running merge
+            // ends first, batch by batch, before the activation table's lock (so
+            // `status` and the other control ops are not held up either) and with the
+            // store lock released between batches (the devices' I/O goes on). The
+            // store finishes whatever is left under its lock (a merge started since).
+            self.store.finish_merge()?;
         }
         let _devs = self.devices.lock();
         let parent = from.map(|p| self.lookup(p)).transpose()?;

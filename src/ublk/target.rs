@@ -4,12 +4,16 @@
 //! Store errors become errnos through [`exception_store::Error::errno`]; they are
 //! logged here because the kernel only sees the number. A write refused for lack of
 //! store space (ENOSPC: the store is full, or under the min-free guard) is also
-//! counted, for `status` ([`SpaceRefusals`]).
+//! counted, for `status` ([`SpaceRefusals`]). While a receive writes the origin, the
+//! origin's device refuses writes, discards and zeroing with EBUSY
+//! ([`StoreTarget::refusing_writes_while`]): its `O_EXCL` claim keeps mounts and
+//! `mkfs` out, not a plain `open(O_WRONLY)`, and a write in the middle of a receive
+//! would end up in the snapshot it takes under the sender's guid.
 use exception_store::{Dev, DirectSource, DirectStarted, SharedStore, Started};
 use std::{
     io,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
 };
@@ -42,6 +46,10 @@ pub struct StoreTarget {
     /// A snapshot's size (fixed); `None` for the origin, whose size is the store's
     /// now (it grows with `resize-origin`).
     snap_size: Option<u64>,
+    /// Origin writes are refused (EBUSY) while this is set: a receive runs.
+    receiving: Option<Arc<AtomicBool>>,
+    /// Writes refused so, for the log.
+    busy_refusals: AtomicU64,
 }
 
 impl StoreTarget {
@@ -65,7 +73,42 @@ impl StoreTarget {
             uring_reads,
             refusals,
             snap_size,
+            receiving: None,
+            busy_refusals: AtomicU64::new(0),
         }
+    }
+
+    /// The origin's device refuses writes, discards and zeroing with EBUSY while
+    /// `receiving` is set (a receive writes the origin); a snapshot's device is
+    /// not concerned.
+    pub fn refusing_writes_while(mut self, receiving: Arc<AtomicBool>) -> Self {
+        // a receive writes the first origin
+        if self.dev == Dev::Origin(0) {
+            self.receiving = Some(receiving);
+        }
+        self
+    }
+
+    /// EBUSY when origin writes are refused now (logged at the 1st, 2nd, 4th ...).
+    fn refused(&self, op: &'static str, offset: u64) -> Option<io::Error> {
+        if !self
+            .receiving
+            .as_ref()
+            .is_some_and(|r| r.load(Ordering::SeqCst))
+        {
+            return None;
+        }
+        let n = self.busy_refusals.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                op,
+                offset,
+                refused = n,
+                "origin write refused with EBUSY: a receive is writing the origin \
+                 (logged at the 1st, 2nd, 4th, 8th ... refusal)"
+            );
+        }
+        Some(io::Error::from_raw_os_error(libc::EBUSY))
     }
 
     fn map<T>(
@@ -110,6 +153,9 @@ impl Target for StoreTarget {
     }
 
     fn write(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        if let Some(e) = self.refused("write", offset) {
+            return Err(e);
+        }
         let r = self.store.write(self.dev, offset, buf);
         self.map("write", offset, r)
     }
@@ -120,6 +166,9 @@ impl Target for StoreTarget {
         let Dev::Origin(k) = self.dev else {
             return WriteStart::Done(self.write(offset, buf));
         };
+        if let Some(e) = self.refused("write", offset) {
+            return WriteStart::Done(Err(e));
+        }
         match self.store.origin_write_start(k, offset, buf) {
             Ok(Started::Busy) => WriteStart::Busy,
             Ok(Started::Written) => WriteStart::Done(Ok(())),
@@ -152,6 +201,9 @@ impl Target for StoreTarget {
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        if let Some(e) = self.refused("discard", offset) {
+            return Err(e);
+        }
         let r = self.store.discard(self.dev, offset, len);
         self.map("discard", offset, r)
     }
@@ -195,6 +247,9 @@ impl Target for StoreTarget {
         if !self.store.origin_writes_direct(k) {
             return DirectWrite::Unsupported;
         }
+        if let Some(e) = self.refused("write", offset) {
+            return DirectWrite::Failed(e);
+        }
         match self.store.origin_write_direct_start(k, offset, len) {
             Ok(DirectStarted::Busy) => DirectWrite::Busy,
             Ok(DirectStarted::Ready(fd)) => DirectWrite::Ready(fd),
@@ -213,6 +268,9 @@ impl Target for StoreTarget {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        if let Some(e) = self.refused("write_zeroes", offset) {
+            return Err(e);
+        }
         let r = self.store.write_zeroes(self.dev, offset, len);
         self.map("write_zeroes", offset, r)
     }

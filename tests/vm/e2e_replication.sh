@@ -12,7 +12,12 @@
 # as the source's, and the target's s4 mounted read-only has the source's files; a
 # stream with a flipped byte is refused (exit 4) with the target's snapshots and
 # origin unchanged; kill -9 of the receiving daemon mid-stream, restart, `status`
-# shows a resume token, `send --resume TOKEN` completes it and s5 matches.
+# shows a resume token, `send --resume TOKEN` completes it and s5 matches; while a
+# receive runs, the origin's device is held exclusively (no mount, no O_EXCL open)
+# and a plain O_DIRECT write to it is refused with EBUSY (the daemon says why); the
+# receive cut mid-stream exits 3, and after the cut a 4 KiB write through that device
+# makes the resume refused (exit 7, "written since"); sent again with `receive
+# --force`, s6 matches.
 set -Eeuo pipefail
 
 BIN=${1:-${UBLK_SNAP_BIN:-/run/host/tmp/repl-bin}}
@@ -145,6 +150,55 @@ ctlA send --from s4 --resume "$TOKEN" s5 | ctlB receive
 [ "$(ctlB --json status | jq -r '.receive_resume // empty')" = "" ] || fail "token still shown"
 [ "$(devsum A s5)" = "$(devsum B s5)" ] || fail "resumed s5 differs"
 ok "resumed s5 sha256 equal; target holds $(names B | tr ',' '\n' | grep -v '^recv' | paste -sd,)"
+
+step "a cut receive, the origin written through its device, the resume refused"
+# tests/replication.rs proves the refusal for a write through the store; here the
+# write goes through the kernel: the origin's /dev/ublkbN, O_DIRECT.
+head -c 6M /dev/urandom >/mnt/src/more
+sync
+snap s6
+ctlA send --from s5 s6 -o "$W/s6.stream"
+len=$(stat -c %s "$W/s6.stream")
+# (the exit status through a file: the ERR trap would turn it into 1 in the subshell)
+( head -c $((len / 2)) "$W/s6.stream"; sleep 20 ) | {
+    rc=0
+    ctlB receive >"$W/cut6.out" 2>&1 || rc=$?
+    echo "$rc" >"$W/cut6.rc"
+} &
+RECV=$!
+# excl DEV: open DEV with O_EXCL (what mount and mkfs do); 0 when it could
+excl() { python3 -c 'import os,sys; os.open(sys.argv[1], os.O_RDONLY | os.O_EXCL)' "$1" 2>/dev/null; }
+for _ in $(seq 1 100); do excl "$NB" || break; sleep 0.2; done
+excl "$NB" && fail "the origin's device is not held while the receive runs"
+mount -o ro,noload "$NB" /mnt/dst 2>/dev/null && { umount /mnt/dst; fail "the origin mounted mid-receive"; }
+ok "mid-receive: $NB held exclusively (O_EXCL open and mount refused)"
+# a plain open for writing is not kept out by O_EXCL: the daemon refuses the write
+if dd if=/dev/urandom of="$NB" bs=4k count=1 seek=300 oflag=direct status=none 2>"$W/busy.err"; then
+    fail "a write to $NB went through mid-receive"
+fi
+grep -q "Device or resource busy" "$W/busy.err" || fail "the mid-receive write failed, but not with EBUSY: $(cat "$W/busy.err")"
+grep -q "origin write refused with EBUSY: a receive is writing the origin" "$OUT/ublk-snapd-repl-B.log" \
+    || fail "the daemon log does not say why the write was refused"
+ok "mid-receive: a plain O_DIRECT write to $NB refused: $(cat "$W/busy.err")"
+wait "$RECV"
+rc=$(cat "$W/cut6.rc")
+[ "$rc" = 3 ] || fail "the cut receive exited $rc, expected 3: $(cat "$W/cut6.out")"
+grep -q resume "$W/cut6.out" || fail "the cut receive does not mention the resume: $(cat "$W/cut6.out")"
+TOKEN=$(ctlB --json status | jq -r '.receive_resume // empty')
+[ -n "$TOKEN" ] || fail "no resume token after the cut"
+ok "cut: exit 3, token $TOKEN"
+dd if=/dev/urandom of="$NB" bs=4k count=1 seek=200 oflag=direct status=none || fail "write to $NB after the cut"
+ok "4 KiB written to $NB after the cut"
+rc=0
+ctlA send --from s5 --resume "$TOKEN" s6 2>/dev/null | ctlB receive >"$W/resume6.out" 2>&1 || rc=$?
+[ "$rc" = 7 ] || fail "the resume exited $rc, expected 7: $(cat "$W/resume6.out")"
+grep -q "written since" "$W/resume6.out" || fail "the refusal does not say why: $(cat "$W/resume6.out")"
+ok "resume refused (exit 7): $(grep -m1 'written since' "$W/resume6.out" | cut -c1-160)"
+[ "$(names B | tr ',' '\n' | grep -c '^s6$' || true)" = 0 ] || fail "s6 appeared on the target"
+ctlA send --from s5 s6 | ctlB receive --force >"$W/force6.out" 2>&1 || fail "receive --force: $(cat "$W/force6.out")"
+[ "$(devsum A s6)" = "$(devsum B s6)" ] || fail "s6 after receive --force differs"
+[ "$(ctlB --json status | jq -r '.receive_resume // empty')" = "" ] || fail "token still shown after --force"
+ok "sent again with receive --force: s6 sha256 equal; target holds $(names B)"
 
 umount /mnt/src
 for d in A B; do "$SNAPCTL" --socket "$W/$d/run/snapd.sock" --json status >/dev/null; done

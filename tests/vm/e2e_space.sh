@@ -35,6 +35,12 @@
 #    released, the next deletes s1; both writes succeed.
 # 4. Clean shutdown, offline check, restart: the store opens, online check clean,
 #    the origin intact; no panic in the daemon log.
+# 5. Readers (issue 20): on a fresh store under delete-oldest, r1..r4; r1 activated
+#    and read whole with dd in a loop through its /dev/ublkbN, r2 exported over NBD
+#    and read the same way through nbd-client's /dev/nbd0. `prune --keep-last 1`
+#    deletes r3 only and lists r1 (active) and r2 (exported) as skipped; filling the
+#    store deletes r4 only, then ENOSPC; every pass of both readers, before, during
+#    and after, reads the sha256 the snapshot had when taken; checks clean.
 # Any mismatch exits non-zero. About 30 s in the guest under TCG (90 s on a busy host).
 set -Eeuo pipefail
 
@@ -86,7 +92,8 @@ wait_reclaimed() { # wait until no background job is left
 }
 log_has() { grep -q -- "$1" "$LOG" || fail "the daemon log lacks '$1'"; ok "log: $(grep -m1 -- "$1" "$LOG" | cut -c1-200)"; }
 
-e2e_begin "${E2E_WATCHDOG:-600}" jq sha256sum cmp
+e2e_begin "${E2E_WATCHDOG:-600}" jq sha256sum cmp nbd-client
+modprobe nbd nbds_max=2 || fail "modprobe nbd"
 
 step "64 MiB origin of random data, 8 MiB store, policy fail"
 head -c 64M /dev/urandom >"$ORIGIN"
@@ -239,6 +246,76 @@ ODEV=$(start_daemon 0 --space-policy delete-oldest) || fail "restart failed"
 ctl check || fail "online check after restart"
 origin_matches "after restart"
 stop_daemon "$ODEV"
+step "readers keep their snapshots: r1 read through its ublk device, r2 over NBD"
+truncate -s 0 "$STORE"
+truncate -s 8M "$STORE"
+ctl format --origin "$ORIGIN" --store "$STORE"
+ODEV=$(start_daemon 0 --space-policy delete-oldest) || fail "start with delete-oldest failed"
+for i in 1 2 3 4; do
+    snap r$i
+    owrite $((4 * i + 40)) 0 4
+    [ "$DD_RC" = 0 ] || fail "rewrite after r$i: $DD_ERR"
+done
+R1DEV=$(ctl activate r1)
+ctl export r2 >/dev/null
+nbd-client -u -N r2 "$STATE/snapd.nbd.sock" /dev/nbd0 >>"$LOG" 2>&1 || fail "nbd-client r2"
+rm -f "$W/stop"
+reader() { # reader NAME DEV: read DEV whole until $W/stop exists; a line per pass
+    trap - ERR
+    local n=0 got want
+    want=$(sha256sum <"$W/$1.img" | cut -c1-64)
+    while [ ! -e "$W/stop" ]; do
+        got=$(dd if="$2" bs=1M iflag=direct status=none | sha256sum | cut -c1-64) || got="read error"
+        n=$((n + 1))
+        if [ "$got" = "$want" ]; then echo "pass $n ok"; else echo "pass $n BAD $got"; fi
+    done >"$W/reader-$1.log" 2>&1
+}
+passes() { # passes NAME: the reader's good passes so far
+    local n
+    n=$(grep -c ok "$W/reader-$1.log" 2>/dev/null) || true
+    echo "${n:-0}"
+}
+reader r1 "$R1DEV" &
+P1=$!
+reader r2 /dev/nbd0 &
+P2=$!
+for _ in $(seq 1 300); do [ "$(passes r1)" -ge 1 ] && [ "$(passes r2)" -ge 1 ] && break; sleep 0.2; done
+ok "r1 ($R1DEV) and r2 (/dev/nbd0) read in loops: $(passes r1) and $(passes r2) passes so far"
+ctl --json prune --keep-last 1 >"$W/prune.json"
+[ "$(jq -r '[.deleted[].name] | join(",")' "$W/prune.json")" = r3 ] \
+    || fail "prune deleted $(jq -c .deleted "$W/prune.json"), want r3 only"
+jq -e '.skipped[] | select(.name == "r1") | .reason | startswith("active as /dev/ublkb")' "$W/prune.json" >/dev/null \
+    || fail "prune does not skip r1 as active: $(jq -c .skipped "$W/prune.json")"
+jq -e '.skipped[] | select(.name == "r2") | .reason | startswith("exported over NBD")' "$W/prune.json" >/dev/null \
+    || fail "prune does not skip r2 as exported: $(jq -c .skipped "$W/prune.json")"
+ok "prune --keep-last 1: r3 deleted, r4 kept, skipped $(jq -c '[.skipped[] | [.name, .reason]]' "$W/prune.json")"
+wait_reclaimed
+B1=$(passes r1)
+B2=$(passes r2)
+owrite 0 100 60
+expect_enospc "fill with delete-oldest under readers"
+[ "$(names)" = r1,r2 ] || fail "snapshots left: $(names), want r1,r2 (active, exported)"
+[ "$(st .auto_deleted)" = 1 ] || fail "status: auto_deleted $(st .auto_deleted), want 1"
+grep 'deleting the oldest unheld snapshot' "$LOG" | tail -n 1 | grep -q 'snapshot=r4' || fail "the log does not name r4"
+ok "the fill deleted r4 only; r1 (read through ublk) and r2 (read over NBD) kept"
+origin_matches "after the fill under readers"
+# a whole pass of each reader after the fill began
+for _ in $(seq 1 600); do [ "$(passes r1)" -ge $((B1 + 2)) ] && [ "$(passes r2)" -ge $((B2 + 2)) ] && break; sleep 0.2; done
+touch "$W/stop"
+wait "$P1" "$P2"
+for r in r1 r2; do
+    grep -q BAD "$W/reader-$r.log" && fail "$r misread: $(grep -m1 BAD "$W/reader-$r.log")"
+    [ "$(passes $r)" -ge 2 ] || fail "$r: only $(passes $r) passes"
+done
+[ "$(passes r1)" -ge $((B1 + 2)) ] && [ "$(passes r2)" -ge $((B2 + 2)) ] || fail "the readers stalled"
+ok "every pass read the original sha256: r1 $(passes r1) passes, r2 $(passes r2) passes"
+nbd-client -d /dev/nbd0 >>"$LOG" 2>&1 || true
+ctl unexport r2 >/dev/null
+ctl deactivate r1 >/dev/null
+ctl check || fail "online check after the readers"
+stop_daemon "$ODEV"
+ctl check --store "$STORE" || fail "offline check"
+
 grep -E 'panicked|thread .* panicked' "$LOG" && fail "the daemon log shows a panic"
 echo
 echo "e2e_space: all checks passed in $(($(date +%s) - T0)) s"

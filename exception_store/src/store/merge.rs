@@ -102,6 +102,18 @@ impl Store {
         Ok(())
     }
 
+    /// Merge one batch of the running merge, if there is one ([`MERGE_BATCH`]
+    /// addresses, committed); returns whether a merge still runs. A caller that must
+    /// wait for the merge to end (a snapshot of the origin, design note E7) calls it
+    /// once per hold of the store, so that other devices' I/O goes on in between
+    /// (`SharedStore::finish_merge`).
+    pub fn merge_step(&mut self) -> Result<bool> {
+        if let Some((id, _)) = self.merge_job() {
+            self.latching(|s| s.merge_batch(id, MERGE_BATCH))?;
+        }
+        Ok(self.is_merging())
+    }
+
     /// Merge up to `batch` addresses (steps 1-3 of the module documentation).
     pub(crate) fn merge_batch(&mut self, id: u32, batch: usize) -> Result<()> {
         let Some(job) = self.jobs.get(&id).copied() else {
