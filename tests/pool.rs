@@ -221,3 +221,104 @@ fn an_origin_missing_at_start_is_reported_and_the_others_served() {
 fn exception_store_id(id: u32) -> blockdev::ids::SnapId {
     blockdev::ids::SnapId(id)
 }
+
+fn group(s: &Path, name: &str, origins: &[&str]) -> Result<Vec<String>, ErrorCode> {
+    match request(
+        s,
+        Op::CreateGroup {
+            name: name.into(),
+            origins: origins.iter().map(|o| o.to_string()).collect(),
+        },
+    ) {
+        Ok(Reply::GroupCreated(g)) => Ok(g.members),
+        other => Err(remote_code(other)),
+    }
+}
+
+#[test]
+fn a_group_is_created_held_pruned_and_deleted_as_one() {
+    let fx = Fixture::start(ORIGIN_LEN, 32 << 20, Limits::default());
+    let extra = tempfile::tempdir().unwrap();
+    for o in ["b", "c"] {
+        let f = file(extra.path(), &format!("{o}.img"), B_LEN);
+        request(
+            &fx.socket,
+            Op::OriginAdd {
+                name: o.into(),
+                device: f.display().to_string(),
+            },
+        )
+        .unwrap();
+    }
+    let svc = fx.service().clone();
+    let (ta, tb) = (svc.target(Dev::Origin(0)), svc.target(Dev::Origin(1)));
+    ta.write(0, &[1; 4096]).unwrap();
+    tb.write(0, &[1; 4096]).unwrap();
+    assert_eq!(
+        group(&fx.socket, "g1", &["origin", "b"]).unwrap(),
+        vec!["origin@g1", "b@g1"]
+    );
+    ta.write(0, &[2; 4096]).unwrap();
+    tb.write(0, &[2; 4096]).unwrap();
+    // refused as a whole
+    assert_eq!(group(&fx.socket, "g1", &["b", "c"]), Err(ErrorCode::Exists));
+    assert_eq!(
+        group(&fx.socket, "g9", &["b", "nope"]),
+        Err(ErrorCode::NoSuchOrigin)
+    );
+    assert_eq!(group(&fx.socket, "g9", &["b"]), Err(ErrorCode::Invalid));
+    let l = match request(&fx.socket, Op::List).unwrap() {
+        Reply::List(l) => l,
+        other => panic!("{other:?}"),
+    };
+    let members: Vec<_> = l.snapshots.iter().filter(|s| s.group.is_some()).collect();
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[0].group, members[1].group);
+    let mut got = [0u8; 4096];
+    for m in &members {
+        svc.target(Dev::Snap(exception_store_id(m.id)))
+            .read(0, &mut got)
+            .unwrap();
+        assert_eq!(got, [1; 4096], "{:?}@{}", m.origin, m.name);
+    }
+    // hold and release the group by its name
+    request(&fx.socket, Op::Hold { name: "g1".into() }).unwrap();
+    let held = match request(&fx.socket, Op::List).unwrap() {
+        Reply::List(l) => l.snapshots.iter().filter(|s| s.hold).count(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(held, 2);
+    request(&fx.socket, Op::Release { name: "g1".into() }).unwrap();
+    // prune counts a group once, per series: two more groups, keep the last one
+    group(&fx.socket, "g2", &["origin", "b"]).unwrap();
+    group(&fx.socket, "g3", &["origin", "b", "c"]).unwrap();
+    let pruned = match request(
+        &fx.socket,
+        Op::Prune {
+            policy: ublk_snapd::protocol::PrunePolicy {
+                keep_last: 1,
+                ..Default::default()
+            },
+            prefix: Some("g".into()),
+            dry_run: false,
+        },
+    )
+    .unwrap()
+    {
+        Reply::Pruned(p) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        pruned.deleted.len(),
+        4,
+        "g1 and g2, every member: {pruned:?}"
+    );
+    assert_eq!(pruned.kept, 1);
+    // delete the last group by its name: every member in one commit
+    request(&fx.socket, Op::Delete { name: "g3".into() }).unwrap();
+    let left = match request(&fx.socket, Op::List).unwrap() {
+        Reply::List(l) => l.snapshots.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(left, 0);
+}

@@ -673,6 +673,34 @@ impl SharedStore {
         })
     }
 
+    /// Create snapshot `name` of every origin of `origins` in one commit, a group
+    /// ([`Store::create_group`]): the fence. A running merge is finished first (in
+    /// batches); then every member's gate is closed, in origin id order (so two
+    /// group creates never wait for each other crosswise): writes in flight drain,
+    /// new ones wait; the members are linked and committed with the origins flushed;
+    /// the gates open. Every write completed before this call is in every member;
+    /// no write submitted after it returns is in any.
+    pub fn create_group(
+        &self,
+        name: &str,
+        origins: &[OriginId],
+        created: u64,
+    ) -> Result<crate::GroupInfo> {
+        self.finish_merge()?;
+        let mut ks = origins.to_vec();
+        ks.sort_unstable();
+        let sides: Vec<Arc<OriginSide>> = {
+            let map = self.origins.read();
+            ks.iter().filter_map(|k| map.get(k).cloned()).collect()
+        };
+        exclusive_all(&sides, || {
+            let mut s = self.store.lock();
+            let g = s.create_group(name, origins, created)?;
+            self.note_durable(s.txn_id());
+            Ok(g)
+        })
+    }
+
     /// Create snapshot `name` of origin `k` (exclusive with its writes in flight).
     pub fn create_origin_snapshot(&self, k: OriginId, name: &str, created: u64) -> Result<SnapId> {
         self.finish_merge()?;
@@ -728,6 +756,13 @@ impl SharedStore {
         let g = self.store.lock().grow_to(old_len, new_len, pre)?;
         self.note_durable(g.txn_id);
         Ok(g)
+    }
+
+    /// Delete several snapshots in one commit ([`Store::delete_snapshots`]).
+    pub fn delete_snapshots(&self, ids: &[SnapId]) -> Result<TxnId> {
+        let t = self.store.lock().delete_snapshots(ids)?;
+        self.note_durable(t);
+        Ok(t)
     }
 
     /// Delete a snapshot.

@@ -49,8 +49,8 @@ pub use error::{ErrorCode, ErrorReply};
 pub use inspect::{DiffReport, MapReport};
 pub use op::{Op, PrunePolicy};
 pub use reply::{
-    Activated, Changed, Created, GrownStore, List, Origin, OriginGone, Origins, Pruned,
-    PrunedSnapshot, Received, Reply, ResizedOrigin, Sending, Skipped, Snapshot,
+    Activated, Changed, Created, GroupCreated, GrownStore, List, Origin, OriginGone, Origins,
+    Pruned, PrunedSnapshot, Received, Reply, ResizedOrigin, Sending, Skipped, Snapshot,
 };
 pub use report::{CheckReport, DumpReport, RepairReport};
 pub use status::{ActiveDevice, ExportEntry, Job, NbdStatus, Status, Usage};

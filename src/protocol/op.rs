@@ -159,6 +159,14 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         rbd_diff: bool,
     },
+    /// A group snapshot: snapshot `name` of every origin of `origins`, at one
+    /// instant (a write fence across them) and in one commit.
+    CreateGroup {
+        /// The name every member takes (`ORIGIN@NAME`).
+        name: String,
+        /// The origins, by name (two or more).
+        origins: Vec<String>,
+    },
     /// Add an origin to the store (a pool) and serve it as its own device.
     OriginAdd {
         /// Its name (the `ORIGIN` of `ORIGIN@NAME`; no `@`).

@@ -57,6 +57,8 @@ pub enum Reply {
     GrownStore(GrownStore),
     /// `resize_origin` succeeded.
     ResizedOrigin(ResizedOrigin),
+    /// `create_group` succeeded.
+    GroupCreated(GroupCreated),
     /// `origin_add` succeeded.
     OriginAdded(Origin),
     /// `origin_remove` succeeded (or, with snapshots, is finishing).
@@ -65,6 +67,21 @@ pub enum Reply {
     Origins(Origins),
     /// The request failed.
     Error(ErrorReply),
+}
+
+/// A group snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCreated {
+    /// The group's id.
+    pub group: u32,
+    /// The name its members share.
+    pub name: String,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// Its members, `ORIGIN@NAME`, by origin id.
+    pub members: Vec<String>,
+    /// Transaction id after the change (one commit for every member).
+    pub txn_id: u64,
 }
 
 /// One origin of the store.
@@ -179,6 +196,9 @@ pub struct Snapshot {
     /// `ORIGIN@NAME`); absent with one origin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// The group snapshot it is a member of (its id), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<u32>,
 }
 
 /// A send that started.

@@ -227,6 +227,9 @@ impl Service {
     pub fn handle(&self, op: Op) -> Response {
         let r = match op {
             Op::Create { name, from } => self.create(&name, from.as_deref()).map(Reply::Created),
+            Op::CreateGroup { name, origins } => {
+                self.create_group(&name, &origins).map(Reply::GroupCreated)
+            }
             Op::OriginAdd { name, device } => {
                 self.origin_add(&name, &device).map(Reply::OriginAdded)
             }

@@ -78,6 +78,67 @@ impl Service {
         (None, name)
     }
 
+    /// `create NAME --origins a,b,...`: a group snapshot (the fence is the shared
+    /// store's, [`exception_store::SharedStore::create_group`]).
+    pub fn create_group(&self, name: &str, origins: &[String]) -> Result<protocol::GroupCreated> {
+        if exception_store::replicate::is_receive_name(name) {
+            return Err(Error::Invalid(format!(
+                "{name:?}: names recv+, recv-mark+ and recv-force+ followed by 16 hex \
+                 digits are a receive's own"
+            )));
+        }
+        let _devs = self.devices.lock();
+        let ids = origins
+            .iter()
+            .map(|o| self.origin_id(o))
+            .collect::<Result<Vec<_>>>()?;
+        let created = crate::now_secs();
+        let t0 = std::time::Instant::now();
+        let g = self.store.create_group(name, &ids, created)?;
+        let names: std::collections::HashMap<OriginId, String> = self
+            .store
+            .lock()
+            .origins()
+            .into_iter()
+            .map(|o| (o.id, o.name))
+            .collect();
+        tracing::info!(
+            name,
+            group = g.id,
+            members = g.members.len(),
+            micros = t0.elapsed().as_micros() as u64,
+            "group snapshot created"
+        );
+        Ok(protocol::GroupCreated {
+            group: g.id,
+            name: name.to_owned(),
+            created,
+            members: g
+                .members
+                .iter()
+                .map(|(k, _)| format!("{}@{name}", names.get(k).map_or("?", |n| n.as_str())))
+                .collect(),
+            txn_id: self.txn(),
+        })
+    }
+
+    /// The members of the group called `name`, when `name` names a group and no
+    /// single snapshot (`delete`, `hold` and `release` then act on every member).
+    pub(crate) fn group_members(&self, name: &str) -> Option<Vec<exception_store::SnapInfo>> {
+        let s = self.store.lock();
+        if s.lookup(name).is_some() {
+            return None;
+        }
+        let g = s.group(name)?;
+        let ids: Vec<_> = g.members.iter().map(|(_, id)| *id).collect();
+        Some(
+            s.snapshots()
+                .into_iter()
+                .filter(|i| ids.contains(&i.id))
+                .collect(),
+        )
+    }
+
     /// `origin add`.
     pub fn origin_add(&self, name: &str, path: &str) -> Result<protocol::Origin> {
         let mut devs = self.devices.lock();

@@ -62,8 +62,27 @@ impl Service {
         })
     }
 
-    /// `delete`.
+    /// `delete`; of a group's name, every member in one commit (refused, nothing
+    /// deleted, while any member is active, exported, being sent or a rollback point).
     pub fn delete(&self, name: &str) -> Result<protocol::Changed> {
+        if let Some(members) = self.group_members(name) {
+            let devs = self.devices.lock();
+            for m in &members {
+                if let Some(why) = self.protected(&devs, m.id) {
+                    return Err(Error::Store(exception_store::Error::Busy(format!(
+                        "member #{} of group {name:?} is {why}",
+                        m.id.0
+                    ))));
+                }
+                if self.repl.is_internal(m.id) {
+                    return Err(Error::RollbackPoint(name.to_owned()));
+                }
+            }
+            let ids: Vec<_> = members.iter().map(|m| m.id).collect();
+            let t = self.store.delete_snapshots(&ids)?;
+            tracing::info!(name, members = ids.len(), "group deleted");
+            return Ok(changed(name, t.0));
+        }
         let devs = self.devices.lock();
         let id = self.lookup_inactive(&devs, name)?;
         if self.repl.is_sending(id) {
@@ -189,6 +208,13 @@ impl Service {
 
     /// `hold` and `release`.
     pub fn hold(&self, name: &str, hold: bool) -> Result<protocol::Changed> {
+        if let Some(members) = self.group_members(name) {
+            let _devs = self.devices.lock();
+            let ids: Vec<_> = members.iter().map(|m| m.id).collect();
+            let t = self.store.lock().set_holds(&ids, hold)?;
+            tracing::info!(name, hold, members = ids.len(), "group hold changed");
+            return Ok(changed(name, t.0));
+        }
         let _devs = self.devices.lock();
         let id = self.lookup(name)?;
         let t = self.store.lock().set_hold(id, hold)?;
@@ -227,7 +253,35 @@ impl Service {
             weekly: policy.weekly,
             monthly: policy.monthly,
         };
-        let victims = retention::victims(&snaps, &p);
+        // Retention runs per series: each origin's own snapshots, and the group
+        // snapshots (a group counts once, by one member, and goes as a whole).
+        let mut series: std::collections::BTreeMap<Option<u32>, Vec<_>> = Default::default();
+        let mut group_of: std::collections::HashMap<SnapId, u32> = Default::default();
+        for i in &snaps {
+            if i.group == 0 {
+                series.entry(Some(i.origin)).or_default().push(i.clone());
+            } else if !group_of.values().any(|g| *g == i.group) {
+                group_of.insert(i.id, i.group);
+                series.entry(None).or_default().push(i.clone());
+            }
+        }
+        let mut victims: Vec<SnapId> = Vec::new();
+        for list in series.values() {
+            for v in retention::victims(list, &p) {
+                match group_of.get(&v) {
+                    // every member of the group
+                    Some(g) => victims.extend(snaps.iter().filter(|i| i.group == *g).map(|i| i.id)),
+                    None => victims.push(v),
+                }
+            }
+        }
+        // a group with a protected member stays whole
+        let held_back: std::collections::HashSet<u32> = snaps
+            .iter()
+            .filter(|i| i.group != 0 && victims.contains(&i.id))
+            .filter(|i| i.hold || self.protected(&devs, i.id).is_some())
+            .map(|i| i.group)
+            .collect();
         let mut skipped: Vec<protocol::Skipped> = snaps
             .iter()
             .filter(|s| s.hold)
@@ -248,6 +302,13 @@ impl Service {
                 });
                 continue;
             }
+            if held_back.contains(&s.group) {
+                skipped.push(protocol::Skipped {
+                    name: s.name.clone(),
+                    reason: "another member of its group is held or in use".into(),
+                });
+                continue;
+            }
             if !dry_run {
                 match self.store.delete_snapshot(*id) {
                     Ok(_) => tracing::info!(name = %s.name, id = id.0, "snapshot pruned"),
@@ -262,10 +323,15 @@ impl Service {
                 created: s.created,
             });
         }
-        let considered = snaps.iter().filter(|s| !s.hold).count();
+        let considered = series.values().flatten().filter(|s| !s.hold).count();
+        let victims_counted = series
+            .values()
+            .flatten()
+            .filter(|i| victims.contains(&i.id))
+            .count();
         Ok(protocol::Pruned {
             dry_run,
-            kept: considered - victims.len(),
+            kept: considered - victims_counted,
             deleted,
             skipped,
             txn_id: self.txn(),

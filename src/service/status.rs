@@ -38,6 +38,7 @@ impl Service {
                     guid: exception_store::tables::guid_hex(&i.guid),
                     size_bytes: i.size,
                     origin: several.then(|| origins.get(&i.origin).cloned()).flatten(),
+                    group: (i.group != 0).then_some(i.group),
                 })
                 .collect(),
         }

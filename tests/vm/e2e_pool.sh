@@ -11,11 +11,15 @@
 #    its own device; ext4 on all three, files written.
 # 2. snapshots a@s1, b@s1, c@s1 (the same name on each origin); the origins change;
 #    each snapshot, activated by ORIGIN@NAME, reads the files it was taken with.
-# 3. kill -9 of the daemon while writing to b: restart takes every device back
-#    (user recovery), the filesystems stay mounted, every file verifies.
-# 4. clean stop; b's file moved away: the daemon starts, serves a and c, and
+# 3. origins d and e (raw): a writer writes a counter to d, waits, then to e, over
+#    and over, while group snapshots of d and e are taken every 100 ms: in every
+#    group e's counter is never ahead of d's; `delete NAME` takes a whole group.
+# 4. a group snapshot of a, b and c (ext4), then kill -9 of the daemon while writing
+#    to b: restart takes every device back (user recovery), the filesystems stay
+#    mounted, every file verifies, and so does every member of the group.
+# 5. clean stop; b's file moved away: the daemon starts, serves a and c, and
 #    `origin list` reports b missing (exit 11); b back, next start serves it.
-# 5. `origin remove c` refused with a snapshot, then --with-snapshots: c's device
+# 6. `origin remove c` refused with a snapshot, then --with-snapshots: c's device
 #    goes, `origin list` shows a and b; offline check clean.
 set -Eeuo pipefail
 
@@ -90,8 +94,53 @@ N=$(ctl --json list | jq '[.snapshots[] | select(.name == "s1")] | length')
 [ "$N" = 3 ] || fail "list shows $N snapshots named s1, not 3"
 ok "list: s1 on each origin ($(ctl list | awk 'NR>1 {print $2}' | tr '\n' ' '))"
 
+step "group snapshots every 100 ms while a writer writes A, then B: B never ahead"
+truncate -s 8M "$W/d.img" "$W/e.img"
+ctl origin add d --device "$W/d.img" >/dev/null
+ctl origin add e --device "$W/e.img" >/dev/null
+D=$(dev_of d)
+E=$(dev_of e)
+(
+    i=0
+    while [ ! -e "$W/stop-writer" ]; do
+        i=$((i + 1))
+        printf '%-4096s' "$i" | dd of="$D" bs=4096 count=1 oflag=direct,dsync conv=notrunc status=none
+        printf '%-4096s' "$i" | dd of="$E" bs=4096 count=1 oflag=direct,dsync conv=notrunc status=none
+    done
+    echo "$i" >"$W/writer-rounds"
+) &
+WP=$!
+sleep 1
+NG=20
+for n in $(seq 1 $NG); do
+    ctl create "c$n" --origins d,e >/dev/null
+    sleep 0.1
+done
+touch "$W/stop-writer"
+wait "$WP"
+counter() { dd if="$1" bs=4096 count=1 iflag=direct status=none | tr -d ' \0'; }
+AHEAD=0
+for n in $(seq 1 $NG); do
+    SD=$(ctl activate "d@c$n")
+    SE=$(ctl activate "e@c$n")
+    CD=$(counter "$SD")
+    CE=$(counter "$SE")
+    ctl deactivate "d@c$n" >/dev/null
+    ctl deactivate "e@c$n" >/dev/null
+    [ "${CE:-0}" -le "${CD:-0}" ] || fail "group c$n: e's counter $CE is ahead of d's $CD"
+    [ "${CD:-0}" -le $((${CE:-0} + 1)) ] || fail "group c$n: d's $CD, e's $CE"
+    [ "$CD" != "$CE" ] && AHEAD=$((AHEAD + 1))
+done
+ok "$NG group snapshots over $(cat "$W/writer-rounds") writer rounds: e never ahead of d (d one ahead in $AHEAD)"
+ctl delete c1 >/dev/null
+[ "$(ctl --json list | jq '[.snapshots[] | select(.name == "c1")] | length')" = 0 ] \
+    || fail "delete c1 left members"
+ok "delete c1 removed both members"
+
 step "kill -9 while writing to b; restart takes every device back"
 for o in a b c; do (cd "/mnt/p$o" && sha256sum f*) >"$W/$o-now.sums"; done
+sync
+ctl create pre --origins origin,b,c >/dev/null
 PID=$(daemon_pid)
 dd if=/dev/urandom of=/mnt/pb/inflight bs=1M count=8 2>/dev/null &
 DDP=$!
@@ -106,6 +155,13 @@ for o in a b c; do
 done
 sync
 for o in a b c; do verify_dir "/mnt/p$o" "$W/$o-now.sums" "$o after kill -9"; done
+for o in a b c; do
+    SD=$(ctl activate "$(oname "$o")@pre")
+    mount -o ro,noload "$SD" /mnt/sb
+    verify_dir /mnt/sb "$W/$o-now.sums" "group member $(oname "$o")@pre after kill -9"
+    umount /mnt/sb
+    ctl deactivate "$(oname "$o")@pre" >/dev/null
+done
 
 step "b's file missing at start: reported, a and c served"
 for o in a b c; do umount "/mnt/p$o"; done
@@ -132,10 +188,10 @@ expect_rc 7 ctl origin remove c
 ctl origin remove c --with-snapshots >/dev/null
 [ -e "$C" ] && [ "$(dev_of c)" = "$C" ] && fail "c's device still served"
 for _ in $(seq 1 50); do
-    [ "$(ctl --json origin list | jq '.origins | length')" = 2 ] && break
+    [ "$(ctl --json origin list | jq '.origins | length')" = 4 ] && break
     sleep 0.2
 done
-[ "$(ctl --json origin list | jq -r '[.origins[].name] | join(",")')" = origin,b ] \
+[ "$(ctl --json origin list | jq -r '[.origins[].name] | join(",")')" = origin,b,d,e ] \
     || fail "origins left: $(ctl --json origin list | jq -c '[.origins[].name]')"
 ok "c removed"
 stop_daemon

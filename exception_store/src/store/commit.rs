@@ -75,11 +75,15 @@ impl Store {
         self.commit_latching(true, false)
     }
 
-    /// A commit that also makes the origin durable before its superblock is written
-    /// (the origin's flush beside the commit's first store flush). Any failure
-    /// latches the store, so nothing this commit carries ever becomes durable.
-    pub(crate) fn commit_with_origin(&mut self) -> Result<TxnId> {
-        self.commit_latching(true, true)
+    /// A commit that also makes the origins of `ks` durable before its superblock is
+    /// written (their flushes beside the commit's first store flush): what a snapshot
+    /// of them captured, not every origin of the pool. Any failure latches the store,
+    /// so nothing this commit carries ever becomes durable.
+    pub(crate) fn commit_with_origins(&mut self, ks: &[super::OriginId]) -> Result<TxnId> {
+        self.flush_only = Some(ks.to_vec());
+        let r = self.commit_latching(true, true);
+        self.flush_only = None;
+        r
     }
 
     /// Commit (the origin flushed beside it when `with_origin`); a failure latches
@@ -114,7 +118,12 @@ impl Store {
         if !with_origin {
             return self.dev.flush().map_err(store_io(0));
         }
-        let origins: Vec<Arc<dyn BlockDevice>> = self.origin_devs.values().cloned().collect();
+        let origins: Vec<Arc<dyn BlockDevice>> = self
+            .origin_devs
+            .iter()
+            .filter(|(k, _)| self.flush_only.as_ref().is_none_or(|only| only.contains(k)))
+            .map(|(_, d)| d.clone())
+            .collect();
         std::thread::scope(|sc| {
             let flushes: Vec<_> = origins
                 .into_iter()

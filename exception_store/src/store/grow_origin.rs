@@ -110,7 +110,7 @@ impl Store {
         self.new_copy_epoch();
         self.set_origin_size(k, new_len);
         self.changed = true;
-        let txn_id = match self.commit_with_origin() {
+        let txn_id = match self.commit_with_origins(&[k]) {
             Ok(t) => t,
             Err(e) => {
                 // latched by the commit: the size in memory no longer matters

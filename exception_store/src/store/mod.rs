@@ -6,7 +6,8 @@
 //! and of snapshots), `snapshots` (create, delete, hold, list), `background` (delete
 //! and cleanup passes, reshaping ghosts), `grow` (taking a larger store device),
 //! `grow_origin` (a larger origin, and every device's own size), `origins` (the
-//! origins of a pool: add, attach, remove), `read_plan` (where a
+//! origins of a pool: add, attach, remove), `groups` (a snapshot of several origins
+//! in one commit), `read_plan` (where a
 //! read's bytes are, for reads done elsewhere), `status`.
 //!
 //! # Concurrency
@@ -27,6 +28,7 @@ mod data;
 mod elems;
 #[cfg(test)]
 mod full_tests;
+mod groups;
 mod grow;
 mod grow_origin;
 mod map;
@@ -41,6 +43,7 @@ mod status;
 
 pub use copy_out::{CopyOut, CopyOutBegin};
 pub use data::RoomStep;
+pub use groups::GroupInfo;
 pub use grow::{preallocate, Grown, Preallocation};
 pub use grow_origin::OriginGrown;
 pub use origins::{validate_origin_name, OriginRemoved};
@@ -204,6 +207,9 @@ pub struct Store {
     pub(crate) frees: Arc<AtomicU64>,
     /// The copy epoch ([`Store::copy_epoch`]). Not persisted.
     pub(crate) copy_epoch: Arc<AtomicU64>,
+    /// The origins the next commit with the origin flushes (`None`: every one;
+    /// `commit_with_origins`). Not persisted.
+    pub(crate) flush_only: Option<Vec<OriginId>>,
     /// Whether a merge runs ([`Store::merging_flag`]). Not persisted.
     pub(crate) merging_flag: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -288,6 +288,7 @@ impl Store {
             frees: Arc::default(),
             copy_epoch: Arc::default(),
             merging_flag: Arc::default(),
+            flush_only: None,
         };
         // a fresh store counts as cleanly shut down
         s.commit_marked_clean(false)?;
@@ -517,6 +518,7 @@ impl Store {
             frees: Arc::default(),
             copy_epoch: Arc::default(),
             merging_flag: Arc::default(),
+            flush_only: None,
         }
         .with_snap_cover()
         .with_merging_flag())

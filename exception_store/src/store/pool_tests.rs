@@ -397,3 +397,108 @@ proptest! {
         prop_assert!(rep.errors.is_empty(), "check: {:?}", rep.errors);
     }
 }
+
+#[test]
+fn a_group_is_one_commit_of_every_member() {
+    let mut p = pool(&[8, 8, 8]);
+    for k in 0..3 {
+        fill(&mut p.s, Dev::Origin(k), 2, 10 + k as u8);
+    }
+    let t0 = p.s.txn_id().0;
+    let g = p.s.create_group("g", &[2, 0, 1], 5).unwrap();
+    assert_eq!(p.s.txn_id().0, t0 + 1, "one commit");
+    assert_eq!(g.members.len(), 3);
+    assert_eq!(
+        g.members.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    for k in 0..3 {
+        fill(&mut p.s, Dev::Origin(k), 2, 20 + k as u8);
+    }
+    for &(k, id) in &g.members {
+        assert_eq!(byte(&mut p.s, Dev::Snap(id), 2), 10 + k as u8);
+        assert_eq!(p.s.lookup_in(k, "g"), Some(id));
+    }
+    let mut p = p.reopen();
+    let again = p.s.group("g").unwrap();
+    assert_eq!((again.id, again.members.clone()), (g.id, g.members.clone()));
+    // refused as a whole: one origin twice, one origin, a name taken in one origin
+    assert!(matches!(
+        p.s.create_group("h", &[0, 0, 1], 5),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        p.s.create_group("h", &[1], 5),
+        Err(Error::Invalid(_))
+    ));
+    p.s.create_origin_snapshot(2, "h", 5).unwrap();
+    let n = p.s.snapshots().len();
+    assert!(matches!(
+        p.s.create_group("h", &[0, 1, 2], 5),
+        Err(Error::NameTaken(_))
+    ));
+    assert_eq!(p.s.snapshots().len(), n, "nothing created");
+    assert!(!p.s.is_failed());
+    // a second group gets its own id; group() names the newest of a name
+    let g2 = p.s.create_group("g2", &[0, 1], 6).unwrap();
+    assert!(g2.id > g.id);
+    clean(&mut p.s);
+}
+
+/// A store device that fails its n-th write or flush during a group create leaves
+/// after a crash (every unflushed write lost, or kept) every member or none.
+#[test]
+fn a_crash_during_a_group_create_leaves_all_members_or_none() {
+    use blockdev::{CrashMode, FaultyDevice};
+    for n in 0..12u64 {
+        for mode in [
+            CrashMode::DropAll,
+            CrashMode::KeepAll,
+            CrashMode::RandomWrites,
+        ] {
+            let devs: Vec<Arc<MemDevice>> =
+                (0..3).map(|_| Arc::new(MemDevice::new(8 * CS))).collect();
+            let store_dev = Arc::new(FaultyDevice::new(4096 * CS));
+            let mut s = Store::format(
+                devs[0].clone(),
+                store_dev.clone(),
+                CS as u32,
+                StoreOptions::default(),
+            )
+            .unwrap();
+            for (k, d) in devs.iter().enumerate().skip(1) {
+                s.add_origin(&format!("o{k}"), d.clone(), "", 1).unwrap();
+            }
+            for k in 0..3 {
+                fill(&mut s, Dev::Origin(k), 1, 1);
+            }
+            s.commit().unwrap();
+            {
+                let plan = store_dev.plan();
+                let mut plan = plan.lock();
+                if n % 2 == 0 {
+                    plan.fail_write_in = Some(n / 2);
+                } else {
+                    plan.fail_flush_in = Some(n / 2);
+                }
+            }
+            let made = s.create_group("g", &[0, 1, 2], 1).is_ok();
+            drop(s);
+            let after = Arc::new(store_dev.crash(mode, n));
+            let mut s = Store::open(devs[0].clone(), after, StoreOptions::default()).unwrap();
+            let members = s.snapshots().iter().filter(|i| i.name == "g").count();
+            assert!(
+                members == 0 || members == 3,
+                "n {n} {mode:?}: {members} members"
+            );
+            if made {
+                assert_eq!(
+                    members, 3,
+                    "n {n} {mode:?}: a create that returned Ok is durable"
+                );
+            }
+            let rep = s.check().unwrap();
+            assert!(rep.errors.is_empty(), "n {n} {mode:?}: {:?}", rep.errors);
+        }
+    }
+}

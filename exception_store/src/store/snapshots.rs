@@ -7,7 +7,16 @@ use crate::{
     tables::{default_guid, guid_hex, validate_name, JobKind, JobRec, SnapRec},
     Error, Result,
 };
-use blockdev::ids::{SnapId, TxnId};
+use blockdev::ids::{Label, SnapId, TxnId};
+
+/// A snapshot checked for creation ([`Store::plan_create`]).
+pub(super) struct Planned {
+    origin: OriginId,
+    root: Label,
+    parent: Option<SnapId>,
+    parent_label: Option<Label>,
+    size: u64,
+}
 
 impl Store {
     /// Create snapshot `name` of the origin (`parent = None`) or of snapshot
@@ -56,6 +65,35 @@ impl Store {
         created: u64,
         guid: [u8; 16],
     ) -> Result<SnapId> {
+        let plan = self.plan_create(k, name, parent, guid)?;
+        self.check_writable()?;
+        self.ensure_room(0, 0)?;
+        if parent.is_none() {
+            // before the snapshot exists: origin chunks settled until now need a
+            // copy-out for it (`shared::settled`)
+            self.new_copy_epoch();
+            // It must capture the merged origin (design note E7).
+            self.finish_merge()?;
+        }
+        // Everything the new snapshot captures must be durable: the origin, flushed
+        // beside the store by the commit that links the new version, before its
+        // superblock (a failure latches the store, so the snapshot never commits).
+        self.latching(|s| {
+            let id = s.link_snapshot(&plan, name, created, guid, 0);
+            s.commit_with_origins(&[plan.origin])?;
+            Ok(id)
+        })
+    }
+
+    /// Check that `name` can be created in origin `k` (or as a child of `parent`),
+    /// changing nothing; what [`link_snapshot`](Self::link_snapshot) needs.
+    pub(super) fn plan_create(
+        &self,
+        k: OriginId,
+        name: &str,
+        parent: Option<SnapId>,
+        guid: [u8; 16],
+    ) -> Result<Planned> {
         validate_name(name).map_err(Error::Invalid)?;
         debug_assert!(name.len() <= MAX_NAME_LEN);
         let k = match parent {
@@ -72,7 +110,6 @@ impl Store {
                 origin.name
             )));
         }
-        let (root, origin_size) = (origin.root, origin.size);
         if self.names.contains_key(&(k, name.to_owned())) {
             return Err(Error::NameTaken(name.to_owned()));
         }
@@ -83,58 +120,67 @@ impl Store {
                 guid_hex(&guid)
             )));
         }
-        let (parent_label, size, origin) = match parent {
-            Some(p) => (Some(self.label_of(p)?), self.snaps[&p].size, k),
-            None => (None, origin_size, k),
-        };
-        self.check_writable()?;
-        self.ensure_room(0, 0)?;
-        if parent.is_none() {
-            // before the snapshot exists: origin chunks settled until now need a
-            // copy-out for it (`shared::settled`)
-            self.new_copy_epoch();
-            // It must capture the merged origin (design note E7).
-            self.finish_merge()?;
-        }
-        // Everything the new snapshot captures must be durable: the origin, flushed
-        // beside the store by the commit that links the new version, before its
-        // superblock (a failure latches the store, so the snapshot never commits).
-        self.latching(|s| {
-            let l = s.new_label();
-            match parent_label {
-                None => {
-                    if let Some(old) = s.vt.newest(root) {
-                        s.dirty_versions.insert(old);
-                    }
-                    s.vt.add_origin_snapshot(root, l);
-                }
-                Some(p) => s.vt.add_child(l, p),
-            }
-            s.dirty_versions.insert(l);
-            let id = SnapId(s.sb.next_snap_id);
-            s.sb.next_snap_id += 1;
-            s.snaps.insert(
-                id,
-                SnapRec {
-                    label: l,
-                    hold: false,
-                    created,
-                    parent,
-                    name: name.to_owned(),
-                    guid,
-                    size,
-                    origin,
-                    group: 0,
-                },
-            );
-            s.names.insert((k, name.to_owned()), id);
-            let cover = s.snap_cover.entry(k).or_insert(0);
-            *cover = (*cover).max(size);
-            s.dirty_snaps.insert(id);
-            s.changed = true;
-            s.commit_with_origin()?;
-            Ok(id)
+        Ok(match parent {
+            Some(p) => Planned {
+                origin: k,
+                root: origin.root,
+                parent,
+                parent_label: Some(self.label_of(p)?),
+                size: self.snaps[&p].size,
+            },
+            None => Planned {
+                origin: k,
+                root: origin.root,
+                parent,
+                parent_label: None,
+                size: origin.size,
+            },
         })
+    }
+
+    /// Link a planned snapshot into the version tree and the tables (the caller
+    /// commits).
+    pub(super) fn link_snapshot(
+        &mut self,
+        plan: &Planned,
+        name: &str,
+        created: u64,
+        guid: [u8; 16],
+        group: u32,
+    ) -> SnapId {
+        let l = self.new_label();
+        match plan.parent_label {
+            None => {
+                if let Some(old) = self.vt.newest(plan.root) {
+                    self.dirty_versions.insert(old);
+                }
+                self.vt.add_origin_snapshot(plan.root, l);
+            }
+            Some(p) => self.vt.add_child(l, p),
+        }
+        self.dirty_versions.insert(l);
+        let id = SnapId(self.sb.next_snap_id);
+        self.sb.next_snap_id += 1;
+        self.snaps.insert(
+            id,
+            SnapRec {
+                label: l,
+                hold: false,
+                created,
+                parent: plan.parent,
+                name: name.to_owned(),
+                guid,
+                size: plan.size,
+                origin: plan.origin,
+                group,
+            },
+        );
+        self.names.insert((plan.origin, name.to_owned()), id);
+        let cover = self.snap_cover.entry(plan.origin).or_insert(0);
+        *cover = (*cover).max(plan.size);
+        self.dirty_snaps.insert(id);
+        self.changed = true;
+        id
     }
 
     /// Delete a snapshot: it disappears at once (durable on return); its space comes
@@ -143,6 +189,22 @@ impl Store {
         let l = self.label_of(id)?;
         self.check_writable()?;
         self.latching(|s| s.retire(id, l, JobKind::Delete))
+    }
+
+    /// Delete several snapshots in one commit (the members of a group): all of them
+    /// disappear at once, or, on an error before the commit, none.
+    pub fn delete_snapshots(&mut self, ids: &[SnapId]) -> Result<TxnId> {
+        let labels = ids
+            .iter()
+            .map(|&id| self.label_of(id).map(|l| (id, l)))
+            .collect::<Result<Vec<_>>>()?;
+        self.check_writable()?;
+        self.latching(|s| {
+            for (id, l) in labels {
+                s.retire_only(id, l, JobKind::Delete);
+            }
+            s.commit()
+        })
     }
 
     /// Take snapshot `id` (on label `l`) away from users at once: its label becomes a
@@ -154,6 +216,12 @@ impl Store {
         l: blockdev::ids::Label,
         kind: JobKind,
     ) -> Result<TxnId> {
+        self.retire_only(id, l, kind);
+        self.commit()
+    }
+
+    /// [`retire`](Self::retire) without the commit.
+    fn retire_only(&mut self, id: SnapId, l: blockdev::ids::Label, kind: JobKind) {
         self.moved();
         let mut cursor = 0;
         if let Some(r) = self.snaps.remove(&id) {
@@ -182,7 +250,6 @@ impl Store {
         );
         self.dirty_jobs.insert(job);
         self.changed = true;
-        self.commit()
     }
 
     /// Whether a device serves snapshot `id` now. The space policy never deletes a
@@ -203,12 +270,22 @@ impl Store {
 
     /// Mark a snapshot held (never pruned) or not. Durable on return.
     pub fn set_hold(&mut self, id: SnapId, hold: bool) -> Result<TxnId> {
-        self.label_of(id)?;
+        self.set_holds(&[id], hold)
+    }
+
+    /// [`set_hold`](Self::set_hold) of several snapshots (a group's members) in one
+    /// commit.
+    pub fn set_holds(&mut self, ids: &[SnapId], hold: bool) -> Result<TxnId> {
+        for &id in ids {
+            self.label_of(id)?;
+        }
         self.latching(|s| {
-            if let Some(r) = s.snaps.get_mut(&id) {
-                r.hold = hold;
+            for &id in ids {
+                if let Some(r) = s.snaps.get_mut(&id) {
+                    r.hold = hold;
+                }
+                s.dirty_snaps.insert(id);
             }
-            s.dirty_snaps.insert(id);
             s.changed = true;
             s.commit()
         })

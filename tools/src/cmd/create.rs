@@ -20,6 +20,16 @@ pub struct Args {
     /// Take it of this snapshot instead of the origin.
     #[arg(long, value_name = "SNAPSHOT")]
     from: Option<String>,
+    /// A group snapshot: NAME of each of these origins (a pool), at one instant and
+    /// in one commit (ORIGIN@NAME each; `delete`, `hold`, `release` and `prune`
+    /// take the group by NAME).
+    #[arg(
+        long,
+        value_name = "A,B,...",
+        value_delimiter = ',',
+        conflicts_with = "from"
+    )]
+    origins: Vec<String>,
 }
 
 pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
@@ -28,6 +38,25 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
         (None, Some(p)) => format!("{p}-{}", utc_compact(ublk_snapd::now_secs())),
         (None, None) => return Err(Error::Invalid("give a NAME or --auto-name".into()).into()),
     };
+    if !a.origins.is_empty() {
+        return request_one(
+            out,
+            Op::CreateGroup {
+                name,
+                origins: a.origins,
+            },
+            pick!(GroupCreated),
+            |g| {
+                format!(
+                    "created group snapshot {} (group {}): {}, transaction {}",
+                    g.name,
+                    g.group,
+                    g.members.join(" "),
+                    g.txn_id
+                )
+            },
+        );
+    }
     request_one(
         out,
         Op::Create { name, from: a.from },

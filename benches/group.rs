@@ -1,0 +1,146 @@
+//! The group snapshot's fence (issue 21): the latency of `create_group` over 4
+//! origins with writes in flight on each, and the longest stall it puts on those
+//! writes. Four writer threads (one per origin) write 4 KiB at random chunks of
+//! their origin, over and over; one thread takes a group snapshot of the four every
+//! 100 ms. Prints p50/p99/max of the creates and of the writes, and the writes with
+//! no create running as the baseline. A create flushes its origins (what it captures
+//! must be durable first), so its time follows the writes since the last flush: the
+//! first, after the 3 s baseline, is reported apart.
+//!
+//! `cargo bench --bench group`; `GROUP_ROUNDS=N` creates (default 50),
+//! `UBLK_SNAP_BENCH_DIR=DIR` for the files (default: a tempdir).
+use blockdev::FileDevice;
+use exception_store::{Dev, SharedStore, Store, StoreOptions};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+const ORIGIN: u64 = 256 << 20;
+const CHUNK: u32 = 64 << 10;
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn report(what: &str, v: &mut [f64]) {
+    let n = v.len();
+    let (p50, p99, max) = (pct(v, 0.5), pct(v, 0.99), pct(v, 1.0));
+    println!("{what}: {n} ops, p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms");
+}
+
+/// Run the four writers until `stop`; their latencies (ms).
+fn writers(shared: &Arc<SharedStore>, ks: &[u32], stop: &Arc<AtomicBool>) -> Vec<f64> {
+    let handles: Vec<_> = ks
+        .iter()
+        .map(|&k| {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ k as u64;
+                let data = vec![k as u8; 4096];
+                while !stop.load(Ordering::SeqCst) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let off = (x % (ORIGIN / 4096)) * 4096;
+                    let t = Instant::now();
+                    shared.write(Dev::Origin(k), off, &data).expect("write");
+                    out.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                out
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("writer"))
+        .collect()
+}
+
+fn main() {
+    let rounds: usize = std::env::var("GROUP_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let dir = match std::env::var("UBLK_SNAP_BENCH_DIR") {
+        Ok(d) => tempfile::tempdir_in(d),
+        Err(_) => tempfile::tempdir(),
+    }
+    .expect("tempdir");
+    let file = |name: &str, len: u64| {
+        Arc::new(FileDevice::create(&dir.path().join(name), len).expect("file"))
+    };
+    let mut s = Store::format(
+        file("o0", ORIGIN),
+        file("store", 8 << 30),
+        CHUNK,
+        StoreOptions::default(),
+    )
+    .expect("format");
+    for k in 1..4 {
+        s.add_origin(&format!("o{k}"), file(&format!("o{k}"), ORIGIN), "", 0)
+            .expect("add");
+    }
+    let shared = Arc::new(SharedStore::new(s));
+    let ks = [0u32, 1, 2, 3];
+    // baseline: the writers alone (after one group, so that writes copy out as below)
+    shared.create_group("g0", &ks, 0).expect("group");
+    let stop = Arc::new(AtomicBool::new(false));
+    let timer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(3));
+            stop.store(true, Ordering::SeqCst);
+        })
+    };
+    let mut alone = writers(&shared, &ks, &stop);
+    timer.join().expect("timer");
+    // with a group create every 100 ms
+    let stop = Arc::new(AtomicBool::new(false));
+    let creator = {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            for n in 1..=rounds {
+                let t = Instant::now();
+                shared
+                    .create_group(&format!("g{n}"), &ks, n as u64)
+                    .expect("group");
+                out.push(t.elapsed().as_secs_f64() * 1e3);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            stop.store(true, Ordering::SeqCst);
+            out
+        })
+    };
+    let mut during = writers(&shared, &ks, &stop);
+    let mut creates = creator.join().expect("creator");
+    let slowest = creates
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i + 1);
+    println!(
+        "4 origins of {} MiB, chunk {} KiB, 4 KiB writes at random offsets, one writer each",
+        ORIGIN >> 20,
+        CHUNK >> 10
+    );
+    report("writes alone", &mut alone);
+    report("writes with a group create every 100 ms", &mut during);
+    // the first create flushes the origins' writes of the 3 s baseline (page cache)
+    let mut after_first = creates[1..].to_vec();
+    println!("the slowest create is number {slowest} of {rounds}");
+    report("group create (4 members, one commit)", &mut creates);
+    report(
+        "group create, the first (after 3 s of writes) left out",
+        &mut after_first,
+    );
+}
