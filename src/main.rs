@@ -100,6 +100,11 @@ struct Args {
     /// Where the state file for crash recovery lives.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_RUN_DIR)]
     state_dir: PathBuf,
+    /// `create --freeze`: filesystems are thawed this many seconds after the freeze
+    /// began at the latest, whatever happens (a freeze still running then aborts the
+    /// snapshot).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    freeze_timeout: u64,
     /// More logging (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -218,6 +223,7 @@ fn run(args: &Args, ready: &Readiness) -> anyhow::Result<()> {
         nbd_listen: args.nbd_listen.clone(),
         nbd_tls: nbd_tls(args),
         nbd_insecure: args.nbd_listen_insecure,
+        freeze_timeout: Some(std::time::Duration::from_secs(args.freeze_timeout)),
     };
     daemon::serve(cfg, &socket, ready)?;
     Ok(())

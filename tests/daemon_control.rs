@@ -35,6 +35,7 @@ fn create_list_status_delete() {
         Op::Create {
             name: "one".into(),
             from: None,
+            freeze: false,
         },
     )
     .unwrap() else {
@@ -47,6 +48,7 @@ fn create_list_status_delete() {
         Op::Create {
             name: "two".into(),
             from: Some("one".into()),
+            freeze: false,
         },
     )
     .unwrap() else {
@@ -93,6 +95,7 @@ fn errors_are_replies_and_the_daemon_keeps_serving() {
             Op::Create {
                 name: name.into(),
                 from: from.map(Into::into),
+                freeze: false,
             },
         )
     };

@@ -26,6 +26,7 @@ fn a_full_store_grown_through_the_daemon_accepts_the_refused_write() {
         Op::Create {
             name: "s1".into(),
             from: None,
+            freeze: false,
         },
     )
     .unwrap() else {

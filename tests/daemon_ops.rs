@@ -34,6 +34,7 @@ fn create(s: &Path, name: &str) -> u32 {
         Op::Create {
             name: name.into(),
             from: None,
+            freeze: false,
         },
     )
     .unwrap()

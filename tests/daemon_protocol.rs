@@ -9,10 +9,12 @@ fn requests_round_trip() {
         Op::Create {
             name: "a".into(),
             from: Some("b".into()),
+            freeze: false,
         },
         Op::Create {
             name: "a".into(),
             from: None,
+            freeze: false,
         },
         Op::Delete { name: "a".into() },
         Op::List,
@@ -35,7 +37,8 @@ fn wire_format_is_stable() {
         r.op,
         Op::Create {
             name: "x".into(),
-            from: None
+            from: None,
+            freeze: false,
         }
     );
     let line = to_line(&Response::error(ErrorCode::NoSuchSnapshot, "no"));

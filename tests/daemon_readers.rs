@@ -19,6 +19,7 @@ fn create(f: &Fixture, name: &str) {
         Op::Create {
             name: name.into(),
             from: None,
+            freeze: false,
         },
     );
     assert!(matches!(r, Ok(Reply::Created(_))), "{r:?}");
@@ -187,6 +188,7 @@ fn a_create_finishing_a_merge_serves_other_devices_between_batches() {
                 Op::Create {
                     name: "after".into(),
                     from: None,
+                    freeze: false,
                 },
             );
             created.store(true, Ordering::SeqCst);

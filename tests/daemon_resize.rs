@@ -27,6 +27,7 @@ fn create(s: &std::path::Path, name: &str) -> Dev {
         Op::Create {
             name: name.into(),
             from: None,
+            freeze: false,
         },
     )
     .unwrap() else {

@@ -49,9 +49,9 @@ fn layered(svc: &Service) -> Dev {
         st.write(Dev::Origin(0), c * CHUNK, &pattern(c + 100, CHUNK as usize))
             .unwrap();
     }
-    svc.create("s1", None).unwrap();
+    svc.create("s1", None, false).unwrap();
     st.write(Dev::Origin(0), CHUNK, &[1; 4096]).unwrap();
-    svc.create("s2", None).unwrap();
+    svc.create("s2", None, false).unwrap();
     st.write(Dev::Origin(0), 2 * CHUNK, &[2; 4096]).unwrap();
     let s1 = Dev::Snap(st.lock().lookup("s1").unwrap());
     st.write(s1, 3 * CHUNK, &[3; 4096]).unwrap();

@@ -76,7 +76,7 @@ fn dirty_bitmaps_with_nbdinfo_qemu_img_and_an_incremental_backup_over_tls() {
     let st = svc.store();
     st.write(Dev::Origin(0), 0, &pattern(1, LEN as usize))
         .unwrap();
-    svc.create("A", None).unwrap();
+    svc.create("A", None, false).unwrap();
     // between A and B: chunk 2 (part), 5, 9 and 10, and a trim of chunk 13
     st.write(Dev::Origin(0), 2 * CHUNK + 512, &[7; 4096])
         .unwrap();
@@ -85,7 +85,7 @@ fn dirty_bitmaps_with_nbdinfo_qemu_img_and_an_incremental_backup_over_tls() {
     st.write(Dev::Origin(0), 9 * CHUNK, &pattern(3, 2 * CHUNK as usize))
         .unwrap();
     st.write_zeroes(Dev::Origin(0), 13 * CHUNK, CHUNK).unwrap();
-    svc.create("B", None).unwrap();
+    svc.create("B", None, false).unwrap();
     // after B: only the origin changes
     st.write(Dev::Origin(0), 20 * CHUNK, &[8; 4096]).unwrap();
     let lk = st.lock();

@@ -29,7 +29,7 @@ fn setup() -> Setup {
 fn handshake_lists_exports_and_contexts() {
     let s = setup();
     let svc = s.fix.service();
-    svc.create("s1", None).unwrap();
+    svc.create("s1", None, false).unwrap();
     svc.export("s1", false, None).unwrap();
     svc.export("origin", true, Some("live")).unwrap();
     let mut c = nbd::greet(&s.sock);
@@ -107,7 +107,7 @@ fn bad_requests_get_errors_and_others_keep_working() {
     svc.store()
         .write(Dev::Origin(0), 0, &pattern(1, CHUNK as usize))
         .unwrap();
-    svc.create("s1", None).unwrap();
+    svc.create("s1", None, false).unwrap();
     svc.export("s1", false, None).unwrap();
     svc.export("origin", true, None).unwrap();
     let mut ro = Client::connect(&s.sock, "s1", &[]);
@@ -174,9 +174,9 @@ fn block_status_reports_holes_depth_and_owner() {
         st.write(Dev::Origin(0), c * CHUNK, &pattern(c, CHUNK as usize))
             .unwrap();
     }
-    svc.create("s1", None).unwrap();
+    svc.create("s1", None, false).unwrap();
     st.write(Dev::Origin(0), CHUNK, &[1; 512]).unwrap();
-    svc.create("s2", None).unwrap();
+    svc.create("s2", None, false).unwrap();
     st.write(Dev::Origin(0), 2 * CHUNK, &[2; 512]).unwrap();
     let s1 = Dev::Snap(svc.store().lock().lookup("s1").unwrap());
     st.write(s1, 3 * CHUNK, &[3; 512]).unwrap();
@@ -318,7 +318,7 @@ fn model_e2e_through_nbd() {
     for round in 0..4 {
         let name = format!("s{round}");
         let from = (round == 3).then_some("s1");
-        let c = svc.create(&name, from).unwrap();
+        let c = svc.create(&name, from, false).unwrap();
         let dev = Dev::Snap(blockdev::ids::SnapId(c.id));
         let src = from.map_or(Dev::Origin(0), |f| {
             Dev::Snap(svc.store().lock().lookup(f).unwrap())
@@ -407,7 +407,7 @@ fn a_snapshot_named_origin_is_exported_by_flag_and_the_origin_by_dash() {
     let svc = s.fix.service();
     let old = pattern(3, 64 << 10);
     svc.store().write(Dev::Origin(0), 0, &old).unwrap();
-    svc.create("origin", None).unwrap();
+    svc.create("origin", None, false).unwrap();
     let new = pattern(4, 64 << 10);
     svc.store().write(Dev::Origin(0), 0, &new).unwrap();
     let e = svc.export("origin", false, None).unwrap_err().to_string();
@@ -486,7 +486,7 @@ fn block_status_of_many_extents_in_several_replies() {
     let chunks = 5_000u64;
     let s = nbd::setup(chunks * CHUNK, 512 << 20);
     let svc = s.fix.service();
-    svc.create("s", None).unwrap();
+    svc.create("s", None, false).unwrap();
     for c in (0..chunks).step_by(2) {
         svc.store()
             .write(Dev::Origin(0), c * CHUNK, &[1; 512])

@@ -16,7 +16,7 @@ const EINVAL: u32 = 22;
 fn new_connections_see_the_grown_origin() {
     let s = nbd::setup(OLD, 32 << 20);
     let svc = s.fix.service();
-    svc.create("s1", None).unwrap();
+    svc.create("s1", None, false).unwrap();
     svc.export("s1", false, None).unwrap();
     svc.export("origin", true, Some("live")).unwrap();
     let mut before = Client::connect(&s.sock, "live", &[]);

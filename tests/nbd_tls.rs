@@ -44,7 +44,7 @@ fn tls_setup(pki: &Pki, mutual: bool, allow: &[&str]) -> (Setup, u16, Vec<u8>) {
     let svc = s.fix.service();
     let data = pattern(5, LEN as usize);
     svc.store().write(Dev::Origin(0), 0, &data).unwrap();
-    svc.create("s1", None).unwrap();
+    svc.create("s1", None, false).unwrap();
     svc.store().write(Dev::Origin(0), 0, &[9; 65536]).unwrap();
     let e = svc.export("s1", false, None).unwrap();
     // status and `snapctl export` say TCP is TLS (nbds:// URIs)

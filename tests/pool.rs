@@ -35,6 +35,7 @@ fn create(s: &Path, name: &str) -> Result<u32, ErrorCode> {
         Op::Create {
             name: name.into(),
             from: None,
+            freeze: false,
         },
     ) {
         Ok(Reply::Created(c)) => Ok(c.id),
@@ -228,6 +229,7 @@ fn group(s: &Path, name: &str, origins: &[&str]) -> Result<Vec<String>, ErrorCod
         Op::CreateGroup {
             name: name.into(),
             origins: origins.iter().map(|o| o.to_string()).collect(),
+            freeze: false,
         },
     ) {
         Ok(Reply::GroupCreated(g)) => Ok(g.members),

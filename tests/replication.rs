@@ -37,6 +37,7 @@ fn create(f: &Fixture, name: &str) {
         Op::Create {
             name: name.into(),
             from: None,
+            freeze: false,
         },
     );
     assert!(matches!(r, Ok(Reply::Created(_))), "{r:?}");

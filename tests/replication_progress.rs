@@ -35,6 +35,7 @@ fn round(f: &Fixture, rng: &mut SmallRng, writes: usize, name: &str) {
         Op::Create {
             name: name.into(),
             from: None,
+            freeze: false,
         },
     );
     assert!(matches!(r, Ok(Reply::Created(_))), "{r:?}");

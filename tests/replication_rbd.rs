@@ -53,6 +53,7 @@ fn source() -> Fixture {
             Op::Create {
                 name: format!("s{i}"),
                 from: None,
+                freeze: false,
             },
         );
         assert!(matches!(r, Ok(Reply::Created(_))), "{r:?}");

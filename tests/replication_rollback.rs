@@ -33,6 +33,7 @@ fn create(f: &Fixture, name: &str, from: Option<&str>) -> Result<Reply, ublk_sna
         Op::Create {
             name: name.into(),
             from: from.map(Into::into),
+            freeze: false,
         },
     )
 }

@@ -14,6 +14,9 @@ pub enum Op {
         /// Take it of this snapshot instead of the origin.
         #[serde(default)]
         from: Option<String>,
+        /// Freeze the filesystems mounted on the device it captures around it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        freeze: bool,
     },
     /// Delete a snapshot (must not be active).
     Delete {
@@ -166,6 +169,9 @@ pub enum Op {
         name: String,
         /// The origins, by name (two or more).
         origins: Vec<String>,
+        /// Freeze the filesystems mounted on the origins' devices around it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        freeze: bool,
     },
     /// Add an origin to the store (a pool) and serve it as its own device.
     OriginAdd {

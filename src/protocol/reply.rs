@@ -82,6 +82,9 @@ pub struct GroupCreated {
     pub members: Vec<String>,
     /// Transaction id after the change (one commit for every member).
     pub txn_id: u64,
+    /// The mount points frozen around it (`--freeze`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frozen: Vec<String>,
 }
 
 /// One origin of the store.
@@ -137,6 +140,9 @@ pub struct Created {
     pub parent: Option<String>,
     /// Transaction id after the change.
     pub txn_id: u64,
+    /// The mount points frozen around it (`create --freeze`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frozen: Vec<String>,
 }
 
 /// A change to one snapshot.

@@ -11,6 +11,8 @@
 //! - [`activate`]: the ublk devices: start, `activate`, `deactivate`, the state file;
 //! - [`status`]: `list`, `status`, `check`, `dump`;
 //! - [`export`]: NBD `export` and `unexport`;
+//! - [`freeze`]: `create --freeze` (the mounted filesystems frozen around a
+//!   snapshot, with a watchdog);
 //! - [`grow`]: `grow-store` and `resize-origin` online;
 //! - [`origins`]: the store's other origins (a pool): `origin add`, `remove`,
 //!   `list`, their devices, `ORIGIN@NAME`;
@@ -38,6 +40,7 @@ use ublk_target::DeviceOptions;
 
 pub mod activate;
 pub mod export;
+pub mod freeze;
 pub mod grow;
 pub mod origins;
 pub mod progress;
@@ -75,6 +78,8 @@ pub struct Config {
     pub nbd_tls: Option<crate::nbd::TlsFiles>,
     /// NBD on TCP without TLS was asked for explicitly (`--nbd-listen-insecure`).
     pub nbd_insecure: bool,
+    /// How long `create --freeze` may keep filesystems frozen (`None`: 10 s).
+    pub freeze_timeout: Option<std::time::Duration>,
 }
 
 /// See the module documentation.
@@ -226,10 +231,16 @@ impl Service {
     /// Answer one request.
     pub fn handle(&self, op: Op) -> Response {
         let r = match op {
-            Op::Create { name, from } => self.create(&name, from.as_deref()).map(Reply::Created),
-            Op::CreateGroup { name, origins } => {
-                self.create_group(&name, &origins).map(Reply::GroupCreated)
-            }
+            Op::Create { name, from, freeze } => self
+                .create(&name, from.as_deref(), freeze)
+                .map(Reply::Created),
+            Op::CreateGroup {
+                name,
+                origins,
+                freeze,
+            } => self
+                .create_group(&name, &origins, freeze)
+                .map(Reply::GroupCreated),
             Op::OriginAdd { name, device } => {
                 self.origin_add(&name, &device).map(Reply::OriginAdded)
             }

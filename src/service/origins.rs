@@ -80,21 +80,35 @@ impl Service {
 
     /// `create NAME --origins a,b,...`: a group snapshot (the fence is the shared
     /// store's, [`exception_store::SharedStore::create_group`]).
-    pub fn create_group(&self, name: &str, origins: &[String]) -> Result<protocol::GroupCreated> {
+    pub fn create_group(
+        &self,
+        name: &str,
+        origins: &[String],
+        freeze: bool,
+    ) -> Result<protocol::GroupCreated> {
         if exception_store::replicate::is_receive_name(name) {
             return Err(Error::Invalid(format!(
                 "{name:?}: names recv+, recv-mark+ and recv-force+ followed by 16 hex \
                  digits are a receive's own"
             )));
         }
-        let _devs = self.devices.lock();
+        let devs = self.devices.lock();
         let ids = origins
             .iter()
             .map(|o| self.origin_id(o))
             .collect::<Result<Vec<_>>>()?;
         let created = crate::now_secs();
+        let frozen = match freeze {
+            true => {
+                let targets: Vec<Dev> = ids.iter().map(|&k| Dev::Origin(k)).collect();
+                Some(self.freeze(&devs, &targets)?)
+            }
+            false => None,
+        };
         let t0 = std::time::Instant::now();
-        let g = self.store.create_group(name, &ids, created)?;
+        let g = self.store.create_group(name, &ids, created);
+        let frozen = super::freeze::thawed(frozen)?;
+        let g = g?;
         let names: std::collections::HashMap<OriginId, String> = self
             .store
             .lock()
@@ -119,7 +133,27 @@ impl Service {
                 .map(|(k, _)| format!("{}@{name}", names.get(k).map_or("?", |n| n.as_str())))
                 .collect(),
             txn_id: self.txn(),
+            frozen,
         })
+    }
+
+    /// Freeze the filesystems mounted on the devices of `targets` (those that have
+    /// one) until the returned guard is dropped or the freeze timeout passes.
+    pub(crate) fn freeze(&self, devs: &Devices, targets: &[Dev]) -> Result<super::freeze::Frozen> {
+        let mut numbers = Vec::new();
+        for &t in targets {
+            if let Some(path) = devs.path(t) {
+                numbers.push(super::freeze::dev_numbers(&path)?);
+            }
+        }
+        let info = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(Error::io("read", "/proc/self/mountinfo"))?;
+        let paths = super::freeze::mounts_on(&info, &numbers);
+        let timeout = self
+            .cfg
+            .freeze_timeout
+            .unwrap_or(std::time::Duration::from_secs(10));
+        super::freeze::freeze(Arc::new(super::freeze::Kernel), paths, timeout)
     }
 
     /// The members of the group called `name`, when `name` names a group and no

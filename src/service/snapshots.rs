@@ -17,7 +17,12 @@ use exception_store::retention;
 
 impl Service {
     /// `create`.
-    pub fn create(&self, name: &str, from: Option<&str>) -> Result<protocol::Created> {
+    pub fn create(
+        &self,
+        name: &str,
+        from: Option<&str>,
+        freeze: bool,
+    ) -> Result<protocol::Created> {
         if exception_store::replicate::is_receive_name(name) {
             // the daemon would take it for a receive's own snapshot (an orphan at
             // the next start)
@@ -34,9 +39,18 @@ impl Service {
             // store finishes whatever is left under its lock (a merge started since).
             self.store.finish_merge()?;
         }
-        let _devs = self.devices.lock();
+        let devs = self.devices.lock();
         let parent = from.map(|p| self.lookup(p)).transpose()?;
         let created = crate::now_secs();
+        // the device it captures: the parent snapshot's, or the origin's
+        let captured = match (parent, self.split_origin(name).0) {
+            (Some(p), _) => exception_store::Dev::Snap(p),
+            (None, k) => exception_store::Dev::Origin(k.unwrap_or(0)),
+        };
+        let frozen = match freeze {
+            true => Some(self.freeze(&devs, &[captured])?),
+            false => None,
+        };
         // `ORIGIN@NAME` in a store of several origins
         let id = match self.split_origin(name) {
             (Some(k), base) => match parent {
@@ -52,13 +66,15 @@ impl Service {
             },
             (None, _) => self.store.create_snapshot(name, parent, created)?,
         };
-        tracing::info!(name, ?from, id = id.0, "snapshot created");
+        let frozen = super::freeze::thawed(frozen)?;
+        tracing::info!(name, ?from, id = id.0, ?frozen, "snapshot created");
         Ok(protocol::Created {
             id: id.0,
             name: name.to_owned(),
             created,
             parent: from.map(str::to_owned),
             txn_id: self.txn(),
+            frozen,
         })
     }
 

@@ -17,9 +17,12 @@
 # 4. a group snapshot of a, b and c (ext4), then kill -9 of the daemon while writing
 #    to b: restart takes every device back (user recovery), the filesystems stay
 #    mounted, every file verifies, and so does every member of the group.
-# 5. clean stop; b's file moved away: the daemon starts, serves a and c, and
+# 5. `create --freeze` (alone and of a group): the unsynced file is in each snapshot
+#    and its ext4 needs no journal recovery; a hung pre-hook is killed at
+#    --hook-timeout, no snapshot is taken, the post-hook runs.
+# 6. clean stop; b's file moved away: the daemon starts, serves a and c, and
 #    `origin list` reports b missing (exit 11); b back, next start serves it.
-# 6. `origin remove c` refused with a snapshot, then --with-snapshots: c's device
+# 7. `origin remove c` refused with a snapshot, then --with-snapshots: c's device
 #    goes, `origin list` shows a and b; offline check clean.
 set -Eeuo pipefail
 
@@ -44,7 +47,7 @@ verify_dir() { # verify_dir DIR SUMS WHAT
     ok "$3: $(wc -l <"$2") files match"
 }
 
-e2e_begin "${E2E_WATCHDOG:-900}" jq mkfs.ext4 sha256sum
+e2e_begin "${E2E_WATCHDOG:-900}" jq mkfs.ext4 dumpe2fs sha256sum
 mkdir -p /mnt/pa /mnt/pb /mnt/pc /mnt/sb
 
 step "origin a, then b and c added online"
@@ -136,6 +139,41 @@ ctl delete c1 >/dev/null
 [ "$(ctl --json list | jq '[.snapshots[] | select(.name == "c1")] | length')" = 0 ] \
     || fail "delete c1 left members"
 ok "delete c1 removed both members"
+
+step "create --freeze: dirty data is in the snapshot, its ext4 needs no recovery"
+head -c 4M /dev/urandom >/mnt/pa/dirty
+head -c 4M /dev/urandom >/mnt/pb/dirty
+DS_A=$(sha256sum </mnt/pa/dirty)
+DS_B=$(sha256sum </mnt/pb/dirty)
+FZ=$(ctl --json create fz --freeze | jq -r '.frozen | join(",")')
+[ "$FZ" = /mnt/pa ] || fail "create --freeze froze '$FZ', not /mnt/pa"
+GZ=$(ctl --json create gz --origins origin,b --freeze | jq -r '.frozen | join(",")')
+[ "$GZ" = /mnt/pa,/mnt/pb ] || fail "group --freeze froze '$GZ'"
+for s in origin@fz origin@gz b@gz; do
+    SD=$(ctl activate "$s")
+    if dumpe2fs -h "$SD" 2>/dev/null | grep -q needs_recovery; then
+        fail "$s: its ext4 needs journal recovery (not frozen)"
+    fi
+    mount -o ro "$SD" /mnt/sb
+    want=$DS_A
+    [ "${s%@*}" = b ] && want=$DS_B
+    [ "$(sha256sum </mnt/sb/dirty)" = "$want" ] || fail "$s: the dirty file differs"
+    umount /mnt/sb
+    ctl deactivate "$s" >/dev/null
+    ok "$s: clean ext4 (no recovery needed), the unsynced file in it"
+done
+ctl delete fz >/dev/null
+ctl delete gz >/dev/null
+
+step "a hung pre-hook never outlives its timeout; the post-hook runs anyway"
+T1=$(date +%s)
+expect_rc 3 ctl create hz --freeze --pre-hook 'sleep 60' --post-hook "touch $W/post-ran" --hook-timeout 2
+[ $(($(date +%s) - T1)) -lt 15 ] || fail "the hung pre-hook held the create for $(($(date +%s) - T1)) s"
+[ -e "$W/post-ran" ] || fail "the post-hook did not run"
+[ "$(ctl --json list | jq '[.snapshots[] | select(.name == "hz")] | length')" = 0 ] \
+    || fail "a snapshot was taken after the pre-hook failed"
+touch /mnt/pa/still-writable && rm /mnt/pa/still-writable
+ok "refused in $(($(date +%s) - T1)) s, no snapshot, post-hook ran, /mnt/pa writable"
 
 step "kill -9 while writing to b; restart takes every device back"
 for o in a b c; do (cd "/mnt/p$o" && sha256sum f*) >"$W/$o-now.sums"; done

@@ -16,7 +16,8 @@ pub const UNIT: &str = "ublk-snap-snapshot";
 ///
 /// The service runs `snapctl create --auto-name PREFIX` (names PREFIX-YYYYmmdd-HHMMSS,
 /// UTC), then `snapctl prune --prefix PREFIX- ARGS`, so only these snapshots are
-/// pruned. Snapshots are crash-consistent (as after a power cut), not frozen. Install:
+/// pruned. Snapshots are crash-consistent (as after a power cut), or with `--freeze`
+/// filesystem-consistent (the origin's filesystems frozen around each). Install:
 /// `snapctl systemd-units --dir /etc/systemd/system && systemctl daemon-reload &&
 /// systemctl enable --now ublk-snap-snapshot.timer`.
 #[derive(Debug, clap::Args)]
@@ -41,6 +42,10 @@ pub struct Args {
     /// Write the two files into DIR instead of printing them.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Take each snapshot with `create --freeze` (filesystem-consistent: the
+    /// filesystems on the origin are frozen around it).
+    #[arg(long)]
+    freeze: bool,
 }
 
 #[derive(Debug, Parser)]
@@ -116,8 +121,9 @@ pub fn units(a: &Args, socket: &Path) -> anyhow::Result<Units> {
          \n\
          [Service]\n\
          Type=oneshot\n\
-         ExecStart={base} create --auto-name {prefix}\n\
+         ExecStart={base} create --auto-name {prefix}{freeze}\n\
          ExecStart={base} prune {prune}\n",
+        freeze = if a.freeze { " --freeze" } else { "" },
         prefix = a.prefix,
         prune = words.join(" "),
     );
