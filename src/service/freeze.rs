@@ -11,7 +11,7 @@
 //!   timeout aborts the snapshot.
 //!
 //! # Invariants
-//! - Every filesystem this froze is thawed exactly once: by [`Frozen`]'s drop or by
+//! - Every filesystem this froze is thawed exactly once: by `Frozen`'s drop or by
 //!   the watchdog, whichever comes first.
 use crate::{Error, Result};
 use parking_lot::Mutex;

@@ -102,7 +102,7 @@ impl Store {
         Ok(())
     }
 
-    /// Merge one batch of the running merge, if there is one ([`MERGE_BATCH`]
+    /// Merge one batch of the running merge, if there is one (`MERGE_BATCH`
     /// addresses, committed); returns whether a merge still runs. A caller that must
     /// wait for the merge to end (a snapshot of the origin, design note E7) calls it
     /// once per hold of the store, so that other devices' I/O goes on in between
