@@ -309,6 +309,8 @@ enum Op {
     WriteOrigin(u32, u64, u8),
     /// Snapshot origin `k`.
     Snap(u32),
+    /// A group snapshot of the origins whose bits are set in the mask.
+    Group(u8),
     /// Write chunk `c` of the n-th live snapshot.
     WriteSnap(usize, u64, u8),
     /// Delete the n-th live snapshot.
@@ -325,6 +327,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0u32..3, 0u64..6, 1u8..255).prop_map(|(k, c, v)| Op::WriteOrigin(k, c, v)),
         2 => (0u32..3).prop_map(Op::Snap),
+        1 => (0u8..8).prop_map(Op::Group),
         2 => (0usize..8, 0u64..6, 1u8..255).prop_map(|(n, c, v)| Op::WriteSnap(n, c, v)),
         1 => (0usize..8).prop_map(Op::Delete),
         1 => (1usize..20).prop_map(Op::Background),
@@ -361,6 +364,22 @@ proptest! {
                     let id = p.s.create_origin_snapshot(k, &format!("s{n}"), n).unwrap();
                     let m = model[&Dev::Origin(k)].clone();
                     model.insert(Dev::Snap(id), m);
+                }
+                Op::Group(mask) => {
+                    let ks: Vec<u32> = (0..3).filter(|k| mask & (1 << k) != 0).collect();
+                    n += 1;
+                    match p.s.create_group(&format!("g{n}"), &ks, n) {
+                        Ok(g) => {
+                            prop_assert_eq!(g.members.len(), ks.len());
+                            for (k, id) in g.members {
+                                let m = model[&Dev::Origin(k)].clone();
+                                model.insert(Dev::Snap(id), m);
+                            }
+                        }
+                        // fewer than two origins: refused, nothing created
+                        Err(Error::Invalid(_)) if ks.len() < 2 => {}
+                        Err(e) => prop_assert!(false, "group {:?}: {}", ks, e),
+                    }
                 }
                 Op::WriteSnap(i, c, v) if !live.is_empty() => {
                     let id = live[i % live.len()];
