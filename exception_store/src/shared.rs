@@ -80,15 +80,23 @@ struct OriginSide {
     size: AtomicU64,
     /// Origin chunks whose writes need neither a copy-out nor a commit (`settled`).
     settled: settled::Settled,
+    /// The origin's copy epoch ([`Store::copy_epoch`]), read without the store lock.
+    copy_epoch: Arc<AtomicU64>,
 }
 
 impl OriginSide {
-    fn new(dev: Arc<dyn BlockDevice>, size: u64, chunk_size: u64) -> Arc<Self> {
+    fn new(
+        dev: Arc<dyn BlockDevice>,
+        size: u64,
+        chunk_size: u64,
+        copy_epoch: Arc<AtomicU64>,
+    ) -> Arc<Self> {
         Arc::new(OriginSide {
             dev,
             gate: OriginGate::new(),
             size: AtomicU64::new(size),
             settled: settled::Settled::new(size.div_ceil(chunk_size)),
+            copy_epoch,
         })
     }
 
@@ -133,8 +141,6 @@ pub struct SharedStore {
     moves: Arc<AtomicU64>,
     /// The store's count of frees ([`Store::frees`]), read without its lock.
     frees: Arc<AtomicU64>,
-    /// The store's copy epoch ([`Store::copy_epoch`]), read without its lock.
-    copy_epoch: Arc<AtomicU64>,
     /// Whether a merge runs ([`Store::merging_flag`]), read without its lock.
     merging: Arc<std::sync::atomic::AtomicBool>,
     /// The chunk size in bytes.
@@ -154,15 +160,20 @@ impl SharedStore {
         let store_fd = store.dev.raw_fd();
         let moves = store.moves();
         let frees = store.frees();
-        let copy_epoch = store.copy_epoch();
         let merging = store.merging_flag();
         let chunk_size = store.chunk_size();
-        let origins = store
+        let mut store = store;
+        let devs: Vec<(OriginId, Arc<dyn BlockDevice>)> = store
             .origin_devs
             .iter()
+            .map(|(k, d)| (*k, d.clone()))
+            .collect();
+        let origins = devs
+            .into_iter()
             .map(|(k, dev)| {
-                let size = store.origin_size(*k).unwrap_or(0);
-                (*k, OriginSide::new(dev.clone(), size, chunk_size))
+                let size = store.origin_size(k).unwrap_or(0);
+                let epoch = store.copy_epoch(k);
+                (k, OriginSide::new(dev, size, chunk_size, epoch))
             })
             .collect();
         SharedStore {
@@ -177,7 +188,6 @@ impl SharedStore {
             done: Condvar::new(),
             moves,
             frees,
-            copy_epoch,
             merging,
             chunk_size,
         }
@@ -235,9 +245,10 @@ impl SharedStore {
         let k = s.add_origin(name, dev.clone(), path, created)?;
         self.note_durable(s.txn_id());
         let size = s.origin_size(k)?;
+        let epoch = s.copy_epoch(k);
         self.origins
             .write()
-            .insert(k, OriginSide::new(dev, size, self.chunk_size));
+            .insert(k, OriginSide::new(dev, size, self.chunk_size, epoch));
         Ok(k)
     }
 
@@ -246,9 +257,10 @@ impl SharedStore {
         let mut s = self.store.lock();
         s.attach_origin(k, dev.clone())?;
         let size = s.origin_size(k)?;
+        let epoch = s.copy_epoch(k);
         self.origins
             .write()
-            .insert(k, OriginSide::new(dev, size, self.chunk_size));
+            .insert(k, OriginSide::new(dev, size, self.chunk_size, epoch));
         Ok(())
     }
 
@@ -503,7 +515,7 @@ impl SharedStore {
             });
         if let Some((first, last)) = chunks {
             if o.settled
-                .covers(self.copy_epoch.load(Ordering::SeqCst), first, last)
+                .covers(o.copy_epoch.load(Ordering::SeqCst), first, last)
             {
                 return Ok(None);
             }
@@ -517,7 +529,7 @@ impl SharedStore {
                         // nothing to copy, nothing uncommitted: settled until the
                         // next snapshot, merge or growth
                         o.settled
-                            .mark(self.copy_epoch.load(Ordering::SeqCst), first, last);
+                            .mark(o.copy_epoch.load(Ordering::SeqCst), first, last);
                     }
                     return Ok(None);
                 }

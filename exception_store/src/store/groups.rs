@@ -51,7 +51,9 @@ impl Store {
         self.check_writable()?;
         self.ensure_room(0, ks.len() as u64)?;
         // before the members exist: settled origin chunks need a copy-out for them
-        self.new_copy_epoch();
+        for &k in &ks {
+            self.new_copy_epoch(k);
+        }
         self.finish_merge()?;
         self.latching(|s| {
             let group = s.sb.next_group_id.max(1);

@@ -107,7 +107,7 @@ impl Store {
                 "a merge is running: grow the origin once it has finished".into(),
             ));
         }
-        self.new_copy_epoch();
+        self.new_copy_epoch(k);
         self.set_origin_size(k, new_len);
         self.changed = true;
         let txn_id = match self.commit_with_origins(&[k]) {

@@ -85,9 +85,10 @@ impl Store {
         }
         self.check_writable()?;
         self.ensure_room(0, 0)?;
-        // before the merge takes effect: origin reads and settled writes go through
-        // the store from now on
-        self.new_copy_epoch();
+        // before the merge takes effect: origin reads and settled writes of its
+        // origin go through the store from now on
+        let k = self.origin_of(Dev::Snap(id))?;
+        self.new_copy_epoch(k);
         self.merging_flag
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.latching(|s| s.retire(id, l, JobKind::Merge))

@@ -205,8 +205,8 @@ pub struct Store {
     pub(crate) moves: Arc<AtomicU64>,
     /// The counter of chunk frees that took effect ([`Store::frees`]). Not persisted.
     pub(crate) frees: Arc<AtomicU64>,
-    /// The copy epoch ([`Store::copy_epoch`]). Not persisted.
-    pub(crate) copy_epoch: Arc<AtomicU64>,
+    /// The copy epoch of each origin ([`Store::copy_epoch`]). Not persisted.
+    pub(crate) copy_epochs: BTreeMap<OriginId, Arc<AtomicU64>>,
     /// The origins the next commit with the origin flushes (`None`: every one;
     /// `commit_with_origins`). Not persisted.
     pub(crate) flush_only: Option<Vec<OriginId>>,
@@ -261,12 +261,13 @@ impl Store {
         self.frees.clone()
     }
 
-    /// The copy epoch: incremented, before it takes effect, by every change that can
-    /// make an origin write need a copy-out where none was (a snapshot created, a
-    /// merge started, the origin grown). What `SharedStore` learnt about origin
-    /// chunks needing no copy-out holds for one epoch (`shared::settled`).
-    pub fn copy_epoch(&self) -> Arc<AtomicU64> {
-        self.copy_epoch.clone()
+    /// Origin `k`'s copy epoch: incremented, before it takes effect, by every change
+    /// that can make a write to origin `k` need a copy-out where none was (a snapshot
+    /// of it created, a merge into it started, it grown; nothing another origin
+    /// does). What `SharedStore` learnt about its chunks needing no copy-out holds
+    /// for one epoch (`shared::settled`).
+    pub fn copy_epoch(&mut self, k: OriginId) -> Arc<AtomicU64> {
+        self.copy_epochs.entry(k).or_default().clone()
     }
 
     /// Whether a merge runs, readable without the store lock ([`Store::is_merging`]
@@ -275,9 +276,9 @@ impl Store {
         self.merging_flag.clone()
     }
 
-    /// A new copy epoch ([`Store::copy_epoch`]).
-    pub(crate) fn new_copy_epoch(&self) {
-        self.copy_epoch.fetch_add(1, Ordering::SeqCst);
+    /// A new copy epoch of origin `k` ([`Store::copy_epoch`]).
+    pub(crate) fn new_copy_epoch(&mut self, k: OriginId) {
+        self.copy_epoch(k).fetch_add(1, Ordering::SeqCst);
     }
 
     /// Count a move ([`Store::moves`]).

@@ -286,7 +286,7 @@ impl Store {
             snap_cover: BTreeMap::new(),
             moves: Arc::default(),
             frees: Arc::default(),
-            copy_epoch: Arc::default(),
+            copy_epochs: BTreeMap::new(),
             merging_flag: Arc::default(),
             flush_only: None,
         };
@@ -516,7 +516,7 @@ impl Store {
             snap_cover: BTreeMap::new(),
             moves: Arc::default(),
             frees: Arc::default(),
-            copy_epoch: Arc::default(),
+            copy_epochs: BTreeMap::new(),
             merging_flag: Arc::default(),
             flush_only: None,
         }

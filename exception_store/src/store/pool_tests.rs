@@ -521,3 +521,27 @@ fn a_crash_during_a_group_create_leaves_all_members_or_none() {
         }
     }
 }
+
+/// A snapshot, merge or growth of one origin starts a new copy epoch of that origin
+/// only: the others' settled chunks stay settled (`shared::settled`).
+#[test]
+fn copy_epochs_are_per_origin() {
+    let mut p = pool(&[8, 8, 8]);
+    let e: Vec<_> = (0..3).map(|k| p.s.copy_epoch(k)).collect();
+    let now = |e: &[Arc<std::sync::atomic::AtomicU64>]| -> Vec<u64> {
+        e.iter()
+            .map(|x| x.load(std::sync::atomic::Ordering::SeqCst))
+            .collect()
+    };
+    let before = now(&e);
+    let s0 = p.s.create_origin_snapshot(0, "a", 1).unwrap();
+    assert_eq!(now(&e), vec![before[0] + 1, before[1], before[2]]);
+    p.s.create_group("g", &[0, 2], 1).unwrap();
+    assert_eq!(now(&e), vec![before[0] + 2, before[1], before[2] + 1]);
+    p.s.merge_snapshot(s0).unwrap();
+    assert_eq!(now(&e), vec![before[0] + 3, before[1], before[2] + 1]);
+    p.s.run_background(64).unwrap();
+    p.devs[1].extend(16 * CS);
+    p.s.grow_origin(1, 16 * CS).unwrap();
+    assert_eq!(now(&e), vec![before[0] + 3, before[1] + 1, before[2] + 1]);
+}

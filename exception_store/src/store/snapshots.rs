@@ -71,7 +71,7 @@ impl Store {
         if parent.is_none() {
             // before the snapshot exists: origin chunks settled until now need a
             // copy-out for it (`shared::settled`)
-            self.new_copy_epoch();
+            self.new_copy_epoch(plan.origin);
             // It must capture the merged origin (design note E7).
             self.finish_merge()?;
         }
