@@ -324,3 +324,59 @@ fn a_group_is_created_held_pruned_and_deleted_as_one() {
     };
     assert_eq!(left, 0);
 }
+
+#[test]
+fn a_group_merge_rolls_every_origin_back_together() {
+    let fx = Fixture::start(ORIGIN_LEN, 32 << 20, Limits::default());
+    let extra = tempfile::tempdir().unwrap();
+    let f = file(extra.path(), "b.img", B_LEN);
+    request(
+        &fx.socket,
+        Op::OriginAdd {
+            name: "b".into(),
+            device: f.display().to_string(),
+        },
+    )
+    .unwrap();
+    let svc = fx.service().clone();
+    let (ta, tb) = (svc.target(Dev::Origin(0)), svc.target(Dev::Origin(1)));
+    ta.write(0, &[1; 4096]).unwrap();
+    tb.write(0, &[2; 4096]).unwrap();
+    group(&fx.socket, "g", &["origin", "b"]).unwrap();
+    ta.write(0, &[3; 4096]).unwrap();
+    tb.write(0, &[4; 4096]).unwrap();
+    // --deferred is one snapshot's
+    let r = request(
+        &fx.socket,
+        Op::Merge {
+            name: "g".into(),
+            deferred: true,
+        },
+    );
+    assert_eq!(remote_code(r), ErrorCode::Invalid);
+    match request(
+        &fx.socket,
+        Op::Merge {
+            name: "g".into(),
+            deferred: false,
+        },
+    )
+    .unwrap()
+    {
+        Reply::Merging(c) => assert_eq!(c.name, "g"),
+        other => panic!("{other:?}"),
+    }
+    let mut got = [0u8; 4096];
+    ta.read(0, &mut got).unwrap();
+    assert_eq!(got, [1; 4096], "origin rolled back");
+    tb.read(0, &mut got).unwrap();
+    assert_eq!(got, [2; 4096], "b rolled back with it");
+    svc.store().lock().run_background(64).unwrap();
+    ta.read(0, &mut got).unwrap();
+    assert_eq!(got, [1; 4096]);
+    let left = match request(&fx.socket, Op::List).unwrap() {
+        Reply::List(l) => l.snapshots.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(left, 0, "the members are gone");
+}

@@ -753,6 +753,28 @@ impl SharedStore {
         Ok(t)
     }
 
+    /// Merge several snapshots, each into its own origin (a group's members), in
+    /// one commit ([`Store::merge_snapshots`]), alone with the writes of every one
+    /// of those origins (their gates taken in id order).
+    pub fn merge_snapshots(&self, ids: &[SnapId]) -> Result<TxnId> {
+        let ks = {
+            let s = self.store.lock();
+            let mut ks = ids
+                .iter()
+                .map(|&id| s.origin_of(Dev::Snap(id)))
+                .collect::<Result<Vec<_>>>()?;
+            ks.sort_unstable();
+            ks
+        };
+        let sides: Vec<Arc<OriginSide>> = {
+            let map = self.origins.read();
+            ks.iter().filter_map(|k| map.get(k).cloned()).collect()
+        };
+        let t = exclusive_all(&sides, || self.store.lock().merge_snapshots(ids))?;
+        self.note_durable(t);
+        Ok(t)
+    }
+
     /// Take the space the store device gained ([`Store::grow_store`]). Origin writes
     /// go on meanwhile: the growth only adds free chunks and commits.
     pub fn grow_store(&self, sparse: bool) -> Result<crate::Grown> {

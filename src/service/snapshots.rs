@@ -121,6 +121,11 @@ impl Service {
     /// origin is held open exclusively while the merge starts, so nobody mounts it
     /// in between.
     pub fn merge(&self, name: &str, deferred: bool) -> Result<Merge> {
+        if let Some(members) = self.group_members(name) {
+            return self
+                .merge_group(name, &members, deferred)
+                .map(Merge::Started);
+        }
         let devs = self.devices.lock();
         let id = self.lookup_inactive(&devs, name)?;
         if self.repl.is_sending(id) {
@@ -163,6 +168,57 @@ impl Service {
         self.clear_deferred(&devs, id);
         tracing::info!(name, id = id.0, txn_id = t.0, "merge started");
         Ok(Merge::Started(changed(name, t.0)))
+    }
+
+    /// `merge NAME` of a group: every member into its own origin in one commit, so
+    /// the origins roll back together (a crash leaves all the merges or none; each
+    /// copy resumes). Refused, nothing changed, while a member is active, exported
+    /// or being sent, or a member's origin device is mounted (`--deferred` is not
+    /// taken for a group: unmount them all).
+    fn merge_group(
+        &self,
+        name: &str,
+        members: &[exception_store::SnapInfo],
+        deferred: bool,
+    ) -> Result<protocol::Changed> {
+        let devs = self.devices.lock();
+        if deferred {
+            return Err(Error::Invalid(format!(
+                "{name:?} is a group: merge --deferred takes one snapshot; unmount its \
+                 origins and merge the group"
+            )));
+        }
+        for m in members {
+            if let Some(why) = self.protected(&devs, m.id) {
+                return Err(Error::Store(exception_store::Error::Busy(format!(
+                    "member #{} of group {name:?} is {why}",
+                    m.id.0
+                ))));
+            }
+        }
+        // hold every member's origin device while the merges start
+        let mut claims = Vec::new();
+        for m in members {
+            match claim_origin(&devs, exception_store::Dev::Origin(m.origin)) {
+                Ok(c) => claims.push(c),
+                Err(device) => {
+                    return Err(Error::InUse {
+                        device,
+                        why: "unmount every origin of the group before merging it",
+                    })
+                }
+            }
+        }
+        let ids: Vec<SnapId> = members.iter().map(|m| m.id).collect();
+        let t = self.store.merge_snapshots(&ids)?;
+        drop(claims);
+        tracing::info!(
+            name,
+            members = ids.len(),
+            txn_id = t.0,
+            "group merge started"
+        );
+        Ok(changed(name, t.0))
     }
 
     /// Start the deferred merge, if there is one and the origin device is no longer

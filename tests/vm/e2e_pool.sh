@@ -22,7 +22,8 @@
 #    --hook-timeout, no snapshot is taken, the post-hook runs.
 # 6. clean stop; b's file moved away: the daemon starts, serves a and c, and
 #    `origin list` reports b missing (exit 11); b back, next start serves it.
-# 7. `origin remove c` refused with a snapshot, then --with-snapshots: c's device
+# 7. `merge pre` (the group of a, b, c): all three roll back together.
+# 8. `origin remove c` refused with a snapshot, then --with-snapshots: c's device
 #    goes, `origin list` shows a and b; offline check clean.
 set -Eeuo pipefail
 
@@ -220,6 +221,23 @@ expect_rc 0 ctl origin list
 mount "$(dev_of b)" /mnt/pb
 verify_dir /mnt/pb "$W/b-now.sums" "b back"
 umount /mnt/pb
+
+step "merge of group pre: a, b and c roll back together"
+for o in a b c; do
+    mount "$(dev_of "$o")" "/mnt/p$o"
+    write_files "/mnt/p$o" three
+    umount "/mnt/p$o"
+done
+ctl merge pre >/dev/null
+for o in a b c; do
+    mount "$(dev_of "$o")" "/mnt/p$o"
+    verify_dir "/mnt/p$o" "$W/$o-now.sums" "$o rolled back to pre"
+    [ ! -e "/mnt/p$o/f1-three" ] || fail "$o: a file written after pre survived the merge"
+    umount "/mnt/p$o"
+done
+[ "$(ctl --json list | jq '[.snapshots[] | select(.name == "pre")] | length')" = 0 ] \
+    || fail "the group's members are still listed after its merge"
+ok "the group's members are gone"
 
 step "origin remove c: refused with a snapshot, then with it"
 expect_rc 7 ctl origin remove c

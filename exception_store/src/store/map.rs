@@ -237,8 +237,16 @@ impl Store {
         };
         let mut out: HashSet<Label> = below(&pa).into_iter().chain(below(&pb)).collect();
         if self.vt.is_root(a) || self.vt.is_root(b) {
-            if let Some((_, j)) = self.merge_job() {
-                out.extend(path(j.target).into_iter().filter(|&x| !self.vt.is_root(x)));
+            // the merge into this origin (its target in this origin's tree)
+            let root = if self.vt.is_root(a) { a } else { b };
+            let merging = self
+                .jobs
+                .values()
+                .filter(|j| j.kind == crate::tables::JobKind::Merge)
+                .find(|j| self.vt.root_of(j.target) == root)
+                .map(|j| j.target);
+            if let Some(t) = merging {
+                out.extend(path(t).into_iter().filter(|&x| !self.vt.is_root(x)));
             }
         }
         out.retain(|&x| !self.vt.is_root(x));

@@ -29,7 +29,8 @@ use blockdev::ids::{Addr, Label, SnapId, TxnId};
 pub const MERGE_BATCH: usize = 64;
 
 impl Store {
-    /// The running merge, if any: (job id, job).
+    /// A running merge, if any: (job id, job). Several origins may each have one
+    /// (a group's members merged together).
     pub(crate) fn merge_job(&self) -> Option<(u32, JobRec)> {
         self.jobs
             .iter()
@@ -37,14 +38,19 @@ impl Store {
             .map(|(i, j)| (*i, *j))
     }
 
+    /// The merge into origin `k`, if one runs (its cursor starts at the origin's
+    /// first address and stays in its range).
+    pub(crate) fn merge_job_of(&self, k: super::OriginId) -> Option<(u32, JobRec)> {
+        self.jobs
+            .iter()
+            .find(|(_, j)| j.kind == JobKind::Merge && super::addr_origin(j.cursor) == k)
+            .map(|(i, j)| (*i, *j))
+    }
+
     /// The label being merged, if address `a` is not merged yet.
     pub(crate) fn merging_at(&self, a: u64) -> Option<Label> {
-        let (_, j) = self.merge_job()?;
-        // the cursor starts at the merged origin's first address and stays in its range
-        (a >= j.cursor
-            && super::addr_origin(a) == super::addr_origin(j.cursor)
-            && !self.merged_ahead.contains(&a))
-        .then_some(j.target)
+        let (_, j) = self.merge_job_of(super::addr_origin(a))?;
+        (a >= j.cursor && !self.merged_ahead.contains(&a)).then_some(j.target)
     }
 
     /// The rules' view of the version tree at address `a`.
@@ -74,24 +80,43 @@ impl Store {
     /// (durable on return); the snapshot disappears; every other snapshot keeps what
     /// it read. The copy runs in the background ([`Store::background_step`]).
     pub fn merge_snapshot(&mut self, id: SnapId) -> Result<TxnId> {
-        let l = self.label_of(id)?;
-        self.check_merge_size(id)?;
-        // the merge writes the origin: its device must be there
-        self.origin_device(self.origin_of(Dev::Snap(id))?)?;
-        if self.is_merging() {
-            return Err(Error::Busy(
-                "a merge is already running; one merge at a time".into(),
-            ));
+        self.merge_snapshots(&[id])
+    }
+
+    /// Merge several snapshots, each into its own origin (a group's members), in one
+    /// commit: every origin reads its snapshot at once, or, refused, none changes.
+    /// One merge per origin at a time; each snapshot of another origin.
+    pub fn merge_snapshots(&mut self, ids: &[SnapId]) -> Result<TxnId> {
+        let mut plan = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let l = self.label_of(id)?;
+            self.check_merge_size(id)?;
+            let k = self.origin_of(Dev::Snap(id))?;
+            // the merge writes the origin: its device must be there
+            self.origin_device(k)?;
+            if self.merge_job_of(k).is_some() || plan.iter().any(|&(_, _, o)| o == k) {
+                return Err(Error::Busy(
+                    "a merge into this origin is already running; one merge per origin at a time"
+                        .into(),
+                ));
+            }
+            plan.push((id, l, k));
         }
         self.check_writable()?;
         self.ensure_room(0, 0)?;
-        // before the merge takes effect: origin reads and settled writes of its
-        // origin go through the store from now on
-        let k = self.origin_of(Dev::Snap(id))?;
-        self.new_copy_epoch(k);
+        // before the merges take effect: origin reads and settled writes of their
+        // origins go through the store from now on
+        for &(_, _, k) in &plan {
+            self.new_copy_epoch(k);
+        }
         self.merging_flag
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.latching(|s| s.retire(id, l, JobKind::Merge))
+        self.latching(|s| {
+            for &(id, l, _) in &plan {
+                s.retire_only(id, l, JobKind::Merge);
+            }
+            s.commit()
+        })
     }
 
     /// Run the merge to its end now (a snapshot of the origin must see the merged
@@ -218,10 +243,20 @@ impl Store {
 
     fn end_merge(&mut self, id: u32, job: JobRec) -> Result<()> {
         self.jobs.remove(&id);
+        // another origin's merge may still run (a group's members)
         self.merging_flag
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+            .store(self.is_merging(), std::sync::atomic::Ordering::SeqCst);
         self.dirty_jobs.insert(id);
-        for a in std::mem::take(&mut self.merged_ahead) {
+        // this origin's addresses merged ahead of the cursor; the others' stay
+        let k = super::addr_origin(job.cursor);
+        let done: Vec<u64> = self
+            .merged_ahead
+            .iter()
+            .copied()
+            .filter(|&a| super::addr_origin(a) == k)
+            .collect();
+        for a in done {
+            self.merged_ahead.remove(&a);
             self.dirty_merged.insert(a);
         }
         self.changed = true;

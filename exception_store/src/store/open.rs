@@ -400,11 +400,14 @@ impl Store {
                 },
             )?;
         }
-        let merges = jobs
+        // at most one merge per origin (a group's members merge together)
+        let merge_origins: Vec<u32> = jobs
             .values()
             .filter(|j| j.kind == crate::tables::JobKind::Merge)
-            .count();
-        if merges > 1
+            .map(|j| super::addr_origin(j.cursor))
+            .collect();
+        let distinct: BTreeSet<u32> = merge_origins.iter().copied().collect();
+        if distinct.len() != merge_origins.len()
             || jobs
                 .values()
                 .any(|j| j.kind != crate::tables::JobKind::Cleanup && !vt.is_ghost(j.target))

@@ -221,7 +221,7 @@ impl Store {
     }
 
     /// [`retire`](Self::retire) without the commit.
-    fn retire_only(&mut self, id: SnapId, l: blockdev::ids::Label, kind: JobKind) {
+    pub(super) fn retire_only(&mut self, id: SnapId, l: blockdev::ids::Label, kind: JobKind) {
         self.moved();
         let mut cursor = 0;
         if let Some(r) = self.snaps.remove(&id) {
