@@ -283,6 +283,9 @@ fn a_group_is_created_held_pruned_and_deleted_as_one() {
             .unwrap();
         assert_eq!(got, [1; 4096], "{:?}@{}", m.origin, m.name);
     }
+    // a bare name two origins have places no single snapshot: a clear refusal
+    let r = request(&fx.socket, Op::Activate { name: "g1".into() });
+    assert_eq!(remote_code(r), ErrorCode::Invalid);
     // hold and release the group by its name
     request(&fx.socket, Op::Hold { name: "g1".into() }).unwrap();
     let held = match request(&fx.socket, Op::List).unwrap() {

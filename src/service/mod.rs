@@ -314,11 +314,22 @@ impl Service {
 
     /// A snapshot a control op may name: not a receive's rollback point.
     pub(crate) fn lookup(&self, name: &str) -> Result<SnapId> {
-        let id = self
-            .store
-            .lock()
-            .lookup(name)
-            .ok_or_else(|| Error::NoSuchSnapshot(name.to_owned()))?;
+        let found = self.store.lock().lookup(name);
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let mut owners = self.store.lock().origins_with(name);
+                if owners.len() > 1 {
+                    owners.sort();
+                    return Err(Error::Invalid(format!(
+                        "{name:?} is a snapshot of several origins ({}): name one as \
+                         ORIGIN@{name}",
+                        owners.join(", ")
+                    )));
+                }
+                return Err(Error::NoSuchSnapshot(name.to_owned()));
+            }
+        };
         if self.repl.is_internal(id) {
             return Err(Error::RollbackPoint(name.to_owned()));
         }

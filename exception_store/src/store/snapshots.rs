@@ -313,6 +313,16 @@ impl Store {
         }
     }
 
+    /// The names of the origins that have a snapshot called `name` (a bare name
+    /// [`lookup`](Self::lookup) cannot place when there are several).
+    pub fn origins_with(&self, name: &str) -> Vec<String> {
+        self.names
+            .keys()
+            .filter(|(_, n)| n == name)
+            .filter_map(|(k, _)| self.origins.get(k).map(|o| o.name.clone()))
+            .collect()
+    }
+
     /// Snapshot `name` of origin `k`.
     pub fn lookup_in(&self, k: OriginId, name: &str) -> Option<SnapId> {
         self.names.get(&(k, name.to_owned())).copied()
