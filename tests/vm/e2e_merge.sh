@@ -101,7 +101,12 @@ ok "deferred while mounted; the origin stays writable"
 # merge --wait follows the deferred merge: it waits for the unmount, then the copy
 ctl merge s1 --deferred --wait 2>"$W/merge-progress.txt" &
 WAITER=$!
-sleep 1
+# unmount once the waiter has seen the deferral (a loaded TCG guest can take more
+# than a second to start snapctl: a fixed sleep let the unmount come first)
+for _ in $(seq 1 150); do
+    grep -q 'waiting for the origin device to be closed' "$W/merge-progress.txt" && break
+    sleep 0.2
+done
 umount /mnt/origin
 wait "$WAITER" || fail "merge --deferred --wait failed"
 cat "$W/merge-progress.txt"
