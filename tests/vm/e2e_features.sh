@@ -194,8 +194,11 @@ zc_sum() {
 FR=$(zc_sum fixed_reads) FW=$(zc_sum fixed_writes) CP=$(zc_sum copied) RR=$(zc_sum reread)
 if [ "$PATH_WANT" = zero-copy ]; then
     [ "$FR" -gt 0 ] && [ "$FW" -gt 0 ] || fail "zero copy, yet $FR fixed-buffer reads and $FW writes"
-    # a pass that began while fio ran read planned origin chunks as they moved
-    [ "$RACE_PASSES" -lt 2 ] || [ "$RR" -gt 0 ] \
+    # a pass that began while fio ran read planned origin chunks as they moved. With
+    # two passes the first may have been planned after every copy-out of its chunks
+    # (store pieces only, nothing to re-read) and the second after fio: seen once in
+    # a full .ci/run on a busy host; three passes put one inside the copy-outs.
+    [ "$RACE_PASSES" -lt 3 ] || [ "$RR" -gt 0 ] \
         || fail "$RACE_PASSES passes of s3 during the copy-outs, yet no read was read again"
     ok "zero-copy queues: $FR fixed-buffer reads ($RR read again: moved under them), $FW fixed-buffer writes, $CP requests copied"
 else
