@@ -5,7 +5,7 @@
 use blockdev::MemDevice;
 use exception_store::{Dev, SharedStore, Store, StoreOptions};
 use std::sync::{
-    atomic::{AtomicBool, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
     Arc,
 };
 
@@ -26,8 +26,9 @@ fn no_group_sees_b_ahead_of_a() {
     let kb = s.add_origin("b", b, "", 0).unwrap();
     let shared = Arc::new(SharedStore::new(s));
     let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicU64::new(0));
     let writer = {
-        let (shared, stop) = (shared.clone(), stop.clone());
+        let (shared, stop, rounds) = (shared.clone(), stop.clone(), rounds.clone());
         std::thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) {
@@ -37,12 +38,20 @@ fn no_group_sees_b_ahead_of_a() {
                 data[..8].copy_from_slice(&i.to_le_bytes());
                 shared.write(Dev::Origin(0), 0, &data).unwrap();
                 shared.write(Dev::Origin(kb), 0, &data).unwrap();
+                rounds.store(i, Ordering::SeqCst);
             }
             i
         })
     };
     let mut groups = Vec::new();
     for n in 0..60 {
+        // each group among the writer's rounds (on a busy machine the writer may
+        // not have been scheduled yet): wait for a round past the last group's
+        let seen = rounds.load(Ordering::SeqCst);
+        let t0 = std::time::Instant::now();
+        while rounds.load(Ordering::SeqCst) == seen && t0.elapsed().as_secs() < 10 {
+            std::thread::yield_now();
+        }
         let g = shared.create_group(&format!("g{n}"), &[0, kb], n).unwrap();
         groups.push(g);
     }
