@@ -17,19 +17,9 @@ use std::{
     time::Instant,
 };
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn report(what: &str, v: &mut [f64]) {
-    let n = v.len();
-    let (p50, p99, max) = (pct(v, 0.5), pct(v, 0.99), pct(v, 1.0));
-    println!("{what}: {n} ops, p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms");
-}
+#[path = "common/latency.rs"]
+mod latency;
+use latency::report;
 
 /// Latencies (ms) of `op` run over and over until `stop`, or `n` times.
 fn sample(stop: &AtomicBool, n: Option<usize>, mut op: impl FnMut(u64)) -> Vec<f64> {

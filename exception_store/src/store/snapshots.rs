@@ -186,9 +186,7 @@ impl Store {
     /// Delete a snapshot: it disappears at once (durable on return); its space comes
     /// back as the background pass advances ([`Store::background_step`]).
     pub fn delete_snapshot(&mut self, id: SnapId) -> Result<TxnId> {
-        let l = self.label_of(id)?;
-        self.check_writable()?;
-        self.latching(|s| s.retire(id, l, JobKind::Delete))
+        self.delete_snapshots(&[id])
     }
 
     /// Delete several snapshots in one commit (the members of a group): all of them
@@ -209,18 +207,7 @@ impl Store {
 
     /// Take snapshot `id` (on label `l`) away from users at once: its label becomes a
     /// ghost and a background job of `kind` (a delete pass or a merge) is queued for
-    /// it; commits before returning.
-    pub(crate) fn retire(
-        &mut self,
-        id: SnapId,
-        l: blockdev::ids::Label,
-        kind: JobKind,
-    ) -> Result<TxnId> {
-        self.retire_only(id, l, kind);
-        self.commit()
-    }
-
-    /// [`retire`](Self::retire) without the commit.
+    /// it. The caller commits (`delete_snapshots`, `merge_snapshots`).
     pub(super) fn retire_only(&mut self, id: SnapId, l: blockdev::ids::Label, kind: JobKind) {
         self.moved();
         let mut cursor = 0;
