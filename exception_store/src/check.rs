@@ -8,6 +8,8 @@
 //!   Chunks of copy-outs in flight (`Store::copy_out_begin`) count as referenced;
 //! - no element names a label outside the version tree, or label 0;
 //! - the label index holds exactly the counts the elements give (`crate::label_index`);
+//! - each origin's used chunks (`Store::origin_used`) are what its addresses'
+//!   elements name;
 //! - every snapshot reads through a live, non-ghost label, one snapshot per label,
 //!   and its size is whole sectors, no larger than the origin's (which only grows);
 //! - with no background work pending: every ghost has two or more children, and every
@@ -94,6 +96,28 @@ impl Store {
         }
         rep.nr_meta_blocks = blocks.len() as u64;
         rep.nr_data_chunks = data.len() as u64;
+        // each origin's space, as the elements give it
+        let mut used: BTreeMap<u32, u64> = BTreeMap::new();
+        for (a, es) in &by_addr {
+            let n = es
+                .iter()
+                .filter(|(_, p)| matches!(p, Ptr::Chunk(_)))
+                .count();
+            *used.entry(crate::store::addr_origin(*a)).or_default() += n as u64;
+        }
+        let ks: BTreeSet<u32> = used
+            .keys()
+            .chain(self.origin_used.keys())
+            .copied()
+            .collect();
+        for k in ks {
+            let (counted, kept) = (used.get(&k).copied().unwrap_or(0), self.origin_used(k));
+            if counted != kept {
+                rep.errors.push(format!(
+                    "origin #{k}: its snapshots hold {counted} chunks, the store counts {kept}"
+                ));
+            }
+        }
         // allocator vs references (pending frees are still allocated until commit)
         // (and chunks of copy-outs in flight are referenced by their copy)
         let pend_c: BTreeSet<u64> = pend_chunks

@@ -10,13 +10,17 @@ pub enum Space {
     Data,
     /// Metadata blocks.
     Metadata,
+    /// An origin's quota: its snapshots hold as many chunks as it allows
+    /// ([`Store::set_origin_quota`](crate::Store::set_origin_quota)).
+    Quota,
 }
 
 impl std::fmt::Display for Space {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Space::Data => "data",
-            Space::Metadata => "metadata",
+            Space::Data => "data space",
+            Space::Metadata => "metadata space",
+            Space::Quota => "the origin's quota",
         })
     }
 }
@@ -40,7 +44,7 @@ pub enum Error {
     #[error("corrupt store: {0}")]
     Corrupt(Corrupt),
     /// The store is full.
-    #[error("exception store out of {0} space")]
+    #[error("exception store out of {0}")]
     NoSpace(Space),
     /// Not a store of a format we can open.
     #[error("unsupported store: {0}")]

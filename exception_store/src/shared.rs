@@ -540,7 +540,7 @@ impl SharedStore {
                     drop(s);
                     loop {
                         let mut s = self.store.lock();
-                        if s.room_step(need, ROOM_STEP_BUDGET)? == crate::RoomStep::Room {
+                        if s.room_step(k, need, ROOM_STEP_BUDGET)? == crate::RoomStep::Room {
                             break;
                         }
                     }

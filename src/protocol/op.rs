@@ -192,6 +192,15 @@ pub enum Op {
     },
     /// The store's origins.
     OriginList,
+    /// Set an origin's quota: the most store space its snapshots may hold (writes
+    /// that would need more fail with ENOSPC, or, under `delete-oldest`, delete its
+    /// own oldest snapshots first).
+    OriginQuota {
+        /// Which origin.
+        name: String,
+        /// The quota in bytes, rounded up to whole chunks; 0 for none.
+        quota_bytes: u64,
+    },
 }
 
 impl Op {

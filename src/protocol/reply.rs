@@ -65,6 +65,8 @@ pub enum Reply {
     OriginRemoved(OriginGone),
     /// `origin_list`.
     Origins(Origins),
+    /// `origin_quota` succeeded: the origin as it is now.
+    OriginQuota(Origin),
     /// The request failed.
     Error(ErrorReply),
 }
@@ -102,6 +104,13 @@ pub struct Origin {
     pub device: Option<String>,
     /// Its snapshots.
     pub snapshots: usize,
+    /// Store space its snapshots hold, in bytes (whole chunks: copy-outs of its old
+    /// data and writes to its snapshots; metadata is the pool's).
+    #[serde(default)]
+    pub used_bytes: u64,
+    /// Most store space its snapshots may hold, in bytes (0: no quota).
+    #[serde(default)]
+    pub quota_bytes: u64,
     /// "served" (its device is up), "idle" (the daemon's devices have not started),
     /// "removing", or why it is not served ("missing: ...", "no device: ...").
     pub state: String,

@@ -51,6 +51,10 @@ pub struct Status {
     pub usage: Usage,
     /// Live snapshots.
     pub nr_snapshots: usize,
+    /// Every origin of the store (a pool) with its share of the space (`usage` is
+    /// the pool's), by id; empty from a daemon that predates pools.
+    #[serde(default)]
+    pub origins: Vec<super::Origin>,
     /// Every device the daemon serves, origin first.
     pub devices: Vec<ActiveDevice>,
     /// The NBD server: where it listens, its exports.
@@ -108,6 +112,10 @@ pub struct Usage {
 pub struct ActiveDevice {
     /// `None` for the origin, else the snapshot's name.
     pub snapshot: Option<String>,
+    /// The origin it is (`snapshot` `None`) or belongs to, by name; set when the
+    /// store has several origins (a pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     /// `/dev/ublkbN`.
     pub device: String,
     /// How request data moves between the kernel and the daemon: "copy" or

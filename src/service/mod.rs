@@ -251,6 +251,9 @@ impl Service {
                 .origin_remove(&name, with_snapshots)
                 .map(Reply::OriginRemoved),
             Op::OriginList => Ok(Reply::Origins(self.origin_list())),
+            Op::OriginQuota { name, quota_bytes } => self
+                .origin_quota(&name, quota_bytes)
+                .map(Reply::OriginQuota),
             Op::Delete { name } => self.delete(&name).map(Reply::Deleted),
             Op::List => Ok(Reply::List(self.list())),
             Op::Status => Ok(Reply::Status(self.status())),

@@ -261,14 +261,33 @@ impl Service {
     /// `origin list`.
     pub fn origin_list(&self) -> protocol::Origins {
         let devs = self.devices.lock();
-        let ids: Vec<OriginId> = self.store.lock().origins().iter().map(|o| o.id).collect();
         protocol::Origins {
             txn_id: self.txn(),
-            origins: ids
-                .into_iter()
-                .filter_map(|k| self.origin_entry(&devs, k).ok())
-                .collect(),
+            origins: self.origin_entries(&devs),
         }
+    }
+
+    /// `origin quota`: set origin `name`'s quota to `bytes` (rounded up to whole
+    /// chunks; 0: none). Lowering it below what the origin uses deletes nothing.
+    pub fn origin_quota(&self, name: &str, bytes: u64) -> Result<protocol::Origin> {
+        let devs = self.devices.lock();
+        let k = self.origin_id(name)?;
+        let chunks = {
+            let mut s = self.store.lock();
+            let chunks = bytes.div_ceil(s.chunk_size());
+            s.set_origin_quota(k, chunks)?;
+            chunks
+        };
+        tracing::info!(origin = name, quota_chunks = chunks, "origin quota set");
+        self.origin_entry(&devs, k)
+    }
+
+    /// Every origin, as `origin list` shows it (for `status` too).
+    pub(crate) fn origin_entries(&self, devs: &Devices) -> Vec<protocol::Origin> {
+        let ids: Vec<OriginId> = self.store.lock().origins().iter().map(|o| o.id).collect();
+        ids.into_iter()
+            .filter_map(|k| self.origin_entry(devs, k).ok())
+            .collect()
     }
 
     /// Whether an origin of the store is not served.
@@ -309,6 +328,8 @@ impl Service {
             },
             device,
             snapshots,
+            used_bytes: o.used * s.chunk_size(),
+            quota_bytes: o.quota * s.chunk_size(),
             state,
         })
     }

@@ -50,13 +50,23 @@ impl Service {
         // Devices exist only once start_devices asked the driver, so this never
         // makes the first GET_FEATURES.
         let copy_reason = devs.iter().next().and_then(|_| self.copy_reason());
+        let origins = self.origin_entries(&devs);
         let s = self.store.lock();
         let st = s.status();
-        let names: std::collections::HashMap<u32, String> = s
-            .snapshots()
-            .into_iter()
-            .map(|i| (i.id.0, i.name))
-            .collect();
+        let snaps = s.snapshots();
+        let names: std::collections::HashMap<u32, String> =
+            snaps.iter().map(|i| (i.id.0, i.name.clone())).collect();
+        // in a pool, each device says which origin it is or belongs to
+        let origin_of = |dev: Dev| -> Option<String> {
+            if origins.len() < 2 {
+                return None;
+            }
+            let k = match dev {
+                Dev::Origin(k) => k,
+                Dev::Snap(id) => snaps.iter().find(|i| i.id == id)?.origin,
+            };
+            origins.iter().find(|o| o.id == k).map(|o| o.name.clone())
+        };
         protocol::Status {
             pid: std::process::id(),
             origin: self.cfg.origin.display().to_string(),
@@ -72,6 +82,7 @@ impl Service {
                 nr_free: st.nr_free,
             },
             nr_snapshots: st.nr_snapshots,
+            origins: origins.clone(),
             devices: devs
                 .iter()
                 .map(|(dev, d)| {
@@ -84,7 +95,9 @@ impl Service {
                                 .unwrap_or_else(|| format!("#{}", id.0)),
                         ),
                     };
-                    crate::ublk::kernel::active_device(snapshot, d, copy_reason)
+                    let mut a = crate::ublk::kernel::active_device(snapshot, d, copy_reason);
+                    a.origin = origin_of(dev);
+                    a
                 })
                 .collect(),
             nbd: Box::new(self.nbd_status(s.txn_id().0)),

@@ -103,6 +103,7 @@ pub fn active_device(
     let path = f.data_path();
     protocol::ActiveDevice {
         snapshot,
+        origin: None,
         device: d.bdev_path().display().to_string(),
         data_path: path.name().to_owned(),
         features: f.names(),

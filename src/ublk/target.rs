@@ -121,7 +121,17 @@ impl StoreTarget {
             if let exception_store::Error::NoSpace(_) = e {
                 let n = self.refusals.0.fetch_add(1, Ordering::Relaxed) + 1;
                 // a filesystem on a full store retries: log the 1st, 2nd, 4th, 8th ...
-                if n.is_power_of_two() {
+                let quota = matches!(e, exception_store::Error::NoSpace(exception_store::Space::Quota));
+                if n.is_power_of_two() && quota {
+                    tracing::warn!(
+                        dev = ?self.dev,
+                        op,
+                        offset,
+                        error = %e,
+                        refused = n,
+                        "write refused with ENOSPC: the origin's quota is full (logged at the 1st, 2nd, 4th, 8th ... refusal)"
+                    );
+                } else if n.is_power_of_two() {
                     tracing::warn!(
                         dev = ?self.dev,
                         op,

@@ -520,14 +520,14 @@ fn full_with_a_big_victim() -> (Arc<SharedStore>, u64) {
 fn delete_oldest_frees_a_big_victim_in_bounded_steps() {
     let (s, _) = full_with_a_big_victim();
     let mut st = s.lock();
-    assert_eq!(st.room_step(1, 16).unwrap(), crate::RoomStep::Progress);
+    assert_eq!(st.room_step(0, 1, 16).unwrap(), crate::RoomStep::Progress);
     assert!(
         st.lookup("old").is_none(),
         "the first step deletes the victim"
     );
     assert!(st.has_background_work());
     let mut steps = 1;
-    while st.room_step(1, 16).unwrap() == crate::RoomStep::Progress {
+    while st.room_step(0, 1, 16).unwrap() == crate::RoomStep::Progress {
         steps += 1;
         assert!(steps < 10_000, "no room ever");
     }

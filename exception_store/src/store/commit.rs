@@ -225,7 +225,7 @@ impl Store {
             if !refusal
                 && !matches!(
                     e,
-                    Error::NoSpace(Space::Data)
+                    Error::NoSpace(Space::Data | Space::Quota)
                         | Error::Invalid(_)
                         | Error::NoSuchSnapshot(_)
                         | Error::NoSuchOrigin(_)

@@ -162,10 +162,10 @@ impl Store {
         if todo.is_empty() {
             return Ok(CopyOutBegin::Done(self.uncommitted_in(k, offset, len)));
         }
-        if self.room_for(todo.len() as u64).is_err() {
+        if self.room_for(k, todo.len() as u64).is_err() {
             if self.opts.space_policy == super::SpacePolicy::DeleteOldest
-                && self.room_for(1).is_err()
-                && self.has_victim()
+                && self.room_for(k, 1).is_err()
+                && self.has_victim(k)
             {
                 // the policy's deletes and their passes, in steps (`room_step`)
                 return Ok(CopyOutBegin::NeedRoom(1));
@@ -321,9 +321,10 @@ impl Store {
         if self.copy_out_decision(a)?.is_none() {
             return Ok(());
         }
-        if self.room_for(1).is_err() {
+        let k = super::addr_origin(a);
+        if self.room_for(k, 1).is_err() {
             // The deletes may change this address: `end_copy` decides again.
-            self.make_room(1)?;
+            self.make_room(k, 1)?;
             if self.copy_out_decision(a)?.is_none() {
                 return Ok(());
             }
@@ -351,7 +352,10 @@ impl Store {
         if todo.is_empty() {
             return Ok(());
         }
-        if self.room_for(todo.len() as u64).is_err() {
+        if self
+            .room_for(super::addr_origin(first), todo.len() as u64)
+            .is_err()
+        {
             for a in todo {
                 self.copy_out(a)?;
             }

@@ -297,6 +297,7 @@ impl Store {
         if !owned_in_place {
             let data = if to_hole { 0 } else { 1 };
             self.ensure_room(data + self.opts.min_free_chunks, 2)?;
+            self.quota_room(addr_origin(a), data)?;
         }
         let mut after = before.clone();
         let (target, relabelled) = match plan {
@@ -346,22 +347,24 @@ impl Store {
         self.store_elems(a, &before, &after, &[c])
     }
 
-    /// Whether `need` data chunks fit beside the min-free guard; when they do, a full
-    /// episode the space policy logged is over.
-    pub(super) fn room_for(&mut self, need: u64) -> Result<()> {
+    /// Whether `need` data chunks for origin `k` fit beside the min-free guard and
+    /// inside `k`'s quota (`quota`); when they do, a full episode the space policy
+    /// logged is over.
+    pub(super) fn room_for(&mut self, k: OriginId, need: u64) -> Result<()> {
         self.ensure_room(need + self.opts.min_free_chunks, need)?;
+        self.quota_room(k, need)?;
         self.full_logged = false;
         Ok(())
     }
 
-    /// The space policy: free room for `need` chunks (plus the min-free guard) by
-    /// deleting the oldest snapshots that are neither held nor in use (served by a
-    /// device, [`Store::set_in_use`]), or fail with `NoSpace`. The first refusal of an
-    /// episode is logged; later ones are not, until a copy-out finds room again.
-    /// All of it under the caller's `&mut self`; [`Store::room_step`] does the same
-    /// in steps.
-    pub(super) fn make_room(&mut self, need: u64) -> Result<()> {
-        while self.room_step(need, usize::MAX)? == RoomStep::Progress {}
+    /// The space policy: free room for `need` chunks of origin `k` (plus the min-free
+    /// guard, inside its quota) by deleting the oldest snapshots that are neither
+    /// held nor in use (served by a device, [`Store::set_in_use`]), or fail with
+    /// `NoSpace`. The first refusal of an episode is logged; later ones are not,
+    /// until a copy-out finds room again. All of it under the caller's `&mut self`;
+    /// [`Store::room_step`] does the same in steps.
+    pub(super) fn make_room(&mut self, k: OriginId, need: u64) -> Result<()> {
+        while self.room_step(k, need, usize::MAX)? == RoomStep::Progress {}
         Ok(())
     }
 
@@ -373,37 +376,81 @@ impl Store {
             .is_ok()
     }
 
-    /// Whether the space policy has a snapshot it may delete.
-    pub(super) fn has_victim(&self) -> bool {
-        self.victim().is_some()
+    /// Whether the space policy has a snapshot it may delete for origin `k`.
+    pub(super) fn has_victim(&mut self, k: OriginId) -> bool {
+        let quota_short = self.quota_room(k, 1).is_err();
+        self.victim(k, quota_short).is_some()
     }
 
-    /// The oldest snapshot neither held nor in use.
-    fn victim(&self) -> Option<(SnapId, String)> {
-        self.snaps
-            .iter()
-            .filter(|(id, r)| !r.hold && !self.in_use.contains(id))
-            .min_by_key(|(id, r)| (r.created, **id))
-            .map(|(id, r)| (*id, r.name.clone()))
+    /// What the space policy deletes next for origin `k`: the oldest snapshot of `k`
+    /// that may go, else (unless only `k`'s quota is short, which no other origin's
+    /// delete helps) the oldest of the pool. A snapshot may go when it is neither
+    /// held nor in use, nor is any member of its group; a group member goes with its
+    /// whole group, so that a group is never left half.
+    fn victim(&self, k: OriginId, quota_short: bool) -> Option<(Vec<SnapId>, String)> {
+        let free = |id: &SnapId| {
+            self.snaps
+                .get(id)
+                .is_some_and(|r| !r.hold && !self.in_use.contains(id))
+        };
+        let members = |id: SnapId| -> Vec<SnapId> {
+            match self.snaps.get(&id).map(|r| r.group) {
+                Some(g) if g != 0 => self
+                    .snaps
+                    .iter()
+                    .filter(|(_, r)| r.group == g)
+                    .map(|(i, _)| *i)
+                    .collect(),
+                _ => vec![id],
+            }
+        };
+        let oldest = |of: Option<OriginId>| {
+            self.snaps
+                .iter()
+                .filter(|(id, r)| of.is_none_or(|k| r.origin == k) && free(id))
+                .filter(|(id, _)| members(**id).iter().all(free))
+                .min_by_key(|(id, r)| (r.created, **id))
+                .map(|(id, r)| {
+                    let name = match self.origins.get(&r.origin) {
+                        Some(o) if self.origins.len() > 1 => format!("{}@{}", o.name, r.name),
+                        _ => r.name.clone(),
+                    };
+                    (members(*id), name)
+                })
+        };
+        oldest(Some(k)).or_else(|| (!quota_short).then(|| oldest(None)).flatten())
     }
 
-    /// One step of the space policy for `need` chunks: [`RoomStep::Room`] when they
-    /// fit; else up to `budget` steps of the delete passes that run (then a commit,
-    /// which gives back what they freed), or, with none running, the delete of the
-    /// oldest snapshot the policy may take; [`RoomStep::Progress`] after either. With
+    /// One step of the space policy for `need` chunks of origin `k`:
+    /// [`RoomStep::Room`] when they fit; else up to `budget` steps of the delete
+    /// passes that run (then a commit, which gives back what they freed), or, with
+    /// none running, the delete of the snapshot the policy takes next (`k`'s own
+    /// oldest first, then the pool's); [`RoomStep::Progress`] after either. With
     /// nothing left to delete, or with the `Fail` policy, `NoSpace` (a refusal: the
-    /// store stays writable). A caller that holds a lock around the store releases it
-    /// between steps, so other devices' I/O goes on while a big snapshot is freed.
-    pub fn room_step(&mut self, need: u64, budget: usize) -> Result<RoomStep> {
-        let full = match self.room_for(need) {
+    /// store stays writable). A caller that holds a lock around the store releases it between
+    /// steps, so other devices' I/O goes on while a big snapshot is freed.
+    pub fn room_step(&mut self, k: OriginId, need: u64, budget: usize) -> Result<RoomStep> {
+        let full = match self.room_for(k, need) {
             Ok(()) => return Ok(RoomStep::Room),
             Err(e) => e,
         };
+        let quota = matches!(full, crate::Error::NoSpace(crate::Space::Quota));
+        let origin = self
+            .origins
+            .get(&k)
+            .map_or_else(String::new, |o| o.name.clone());
         if self.opts.space_policy != SpacePolicy::DeleteOldest {
             if !std::mem::replace(&mut self.full_logged, true) {
-                tracing::warn!(
-                    "store full: origin writes that need space fail with ENOSPC (policy: fail)"
-                );
+                if quota {
+                    tracing::warn!(
+                        origin = %origin,
+                        "origin's quota full: its writes that need space fail with ENOSPC (policy: fail)"
+                    );
+                } else {
+                    tracing::warn!(
+                        "store full: origin writes that need space fail with ENOSPC (policy: fail)"
+                    );
+                }
             }
             return Err(full);
         }
@@ -434,17 +481,28 @@ impl Store {
             self.commit()?;
             return Ok(RoomStep::Progress);
         }
-        let Some((id, name)) = self.victim() else {
+        let Some((ids, name)) = self.victim(k, quota) else {
             if !std::mem::replace(&mut self.full_logged, true) {
-                tracing::warn!(
-                    "store full and every snapshot left is held or active: origin writes that need space fail with ENOSPC"
-                );
+                if quota {
+                    tracing::warn!(
+                        origin = %origin,
+                        "origin's quota full and every snapshot of it left is held or active: its writes that need space fail with ENOSPC"
+                    );
+                } else {
+                    tracing::warn!(
+                        "store full and every snapshot left is held or active: origin writes that need space fail with ENOSPC"
+                    );
+                }
             }
             return Err(self.refusal(full));
         };
-        tracing::warn!(snapshot = %name, "store full: deleting the oldest unheld snapshot");
-        self.delete_snapshot(id)?;
-        self.auto_deleted += 1;
+        if quota {
+            tracing::warn!(origin = %origin, snapshot = %name, "origin's quota full: deleting its oldest unheld snapshot");
+        } else {
+            tracing::warn!(snapshot = %name, "store full: deleting the oldest unheld snapshot");
+        }
+        self.delete_snapshots(&ids)?;
+        self.auto_deleted += ids.len() as u64;
         Ok(RoomStep::Progress)
     }
 

@@ -1,6 +1,6 @@
 //! The per-address element cache and the write-back of one address's elements
-//! (`store_elems`): the only place an element set changes, so the move counter and
-//! the label index are kept here.
+//! (`store_elems`): the only place an element set changes, so the move counter, the
+//! label index and each origin's used chunks (`origin_used`) are kept here.
 
 use super::Store;
 use crate::{format::BLOCK_SIZE, rules::Elems, Error, Result};
@@ -99,12 +99,18 @@ impl Store {
                 Ptr::Hole => None,
             })
             .collect();
+        let mut had = HashSet::new();
         for p in before.values() {
             if let Ptr::Chunk(c) = p {
+                had.insert(*c);
                 if !kept.contains(c) {
                     self.alloc.free_chunk(*c);
                 }
             }
+        }
+        if had.len() != kept.len() {
+            let used = self.origin_used.entry(super::addr_origin(a)).or_default();
+            *used = (*used + kept.len() as u64).saturating_sub(had.len() as u64);
         }
         for c in new {
             if !kept.contains(c) {

@@ -156,7 +156,7 @@ fn delete_oldest_below_the_reserve_makes_room_without_latching() {
     s.create_snapshot("young", None, 2).unwrap();
     let mut a = 300;
     // fill up to the point where the policy would have to act
-    while s.room_for(1).is_ok() {
+    while s.room_for(0, 1).is_ok() {
         s.write(Dev::Origin(0), a * CS, &[0xD1; CS as usize])
             .unwrap();
         a += 1;
@@ -188,7 +188,7 @@ fn delete_oldest_with_a_victim_over_many_leaves_keeps_the_store_writable() {
     s.create_snapshot("old", None, 1).unwrap();
     // every other chunk: one element each, no extents
     let mut a = 0;
-    while a < N && s.room_for(1).is_ok() {
+    while a < N && s.room_for(0, 1).is_ok() {
         s.write(Dev::Origin(0), a * CS, &[1; CS as usize]).unwrap();
         a += 2;
     }

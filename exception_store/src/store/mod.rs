@@ -37,6 +37,9 @@ mod open;
 mod origins;
 #[cfg(test)]
 mod pool_tests;
+mod quota;
+#[cfg(test)]
+mod quota_tests;
 mod read_plan;
 mod snapshots;
 mod status;
@@ -193,6 +196,10 @@ pub struct Store {
     /// Copy-outs in flight without the store lock: address -> the chunk its old data
     /// is being copied to (`copy_out`). Not persisted.
     pub(crate) copying: BTreeMap<u64, ChunkNr>,
+    /// Per origin, the store chunks its addresses' elements name: the space its
+    /// snapshots hold. Counted at open from the elements, kept by `store_elems`.
+    /// Not persisted.
+    pub(crate) origin_used: BTreeMap<OriginId, u64>,
     /// Per origin, the largest size of any of its snapshots: origin chunks at or past
     /// it need no copy-out (`grow_origin`). Kept by every change of `snaps`.
     pub(crate) snap_cover: BTreeMap<OriginId, u64>,

@@ -283,6 +283,7 @@ impl Store {
             refused_at: None,
             copy_buf: Vec::new(),
             copying: BTreeMap::new(),
+            origin_used: BTreeMap::new(),
             snap_cover: BTreeMap::new(),
             moves: Arc::default(),
             frees: Arc::default(),
@@ -418,10 +419,12 @@ impl Store {
         // A version 1 store has no label index: count it from the elements.
         let upgrade = sb.label_index_root.0 == 0;
         let mut counts = label_index::Counts::new();
+        let mut origin_used: BTreeMap<super::OriginId, u64> = BTreeMap::new();
         {
             let a = &mut alloc;
             let vt = &vt;
             let runs = &mut runs;
+            let used = &mut origin_used;
             let counts = &mut counts;
             elements.walk(
                 &mut cache,
@@ -443,6 +446,7 @@ impl Store {
                             return Err(to_btree(bad_ref(blockdev::Reason::OutOfRange)));
                         }
                         runs.push((c.0, v.len));
+                        *used.entry(super::addr_origin(k.addr.0)).or_default() += v.len as u64;
                     }
                     if upgrade {
                         label_index::count_extent(counts, k.label, k.addr.0, v.len as u64);
@@ -516,6 +520,7 @@ impl Store {
             refused_at: None,
             copy_buf: Vec::new(),
             copying: BTreeMap::new(),
+            origin_used,
             snap_cover: BTreeMap::new(),
             moves: Arc::default(),
             frees: Arc::default(),

@@ -7,16 +7,16 @@ use blockdev::{ids::SnapId, BlockDevice, MemDevice};
 use proptest::prelude::*;
 use std::{collections::BTreeMap, sync::Arc};
 
-const CS: u64 = 4096;
+pub(super) const CS: u64 = 4096;
 
-struct Pool {
-    s: Store,
+pub(super) struct Pool {
+    pub(super) s: Store,
     devs: Vec<Arc<MemDevice>>,
     store_dev: Arc<MemDevice>,
 }
 
 /// A store of origin 0 (`sizes[0]` chunks) with origins 1.. added (`sizes[k]`).
-fn pool(sizes: &[u64]) -> Pool {
+pub(super) fn pool(sizes: &[u64]) -> Pool {
     let devs: Vec<Arc<MemDevice>> = sizes
         .iter()
         .map(|n| Arc::new(MemDevice::new(n * CS)))
@@ -40,7 +40,7 @@ fn pool(sizes: &[u64]) -> Pool {
 
 impl Pool {
     /// Close and open again, attaching every origin but 0.
-    fn reopen(self) -> Pool {
+    pub(super) fn reopen(self) -> Pool {
         let Pool {
             mut s,
             devs,
@@ -59,18 +59,18 @@ impl Pool {
     }
 }
 
-fn fill(s: &mut Store, dev: Dev, chunk: u64, v: u8) {
+pub(super) fn fill(s: &mut Store, dev: Dev, chunk: u64, v: u8) {
     s.write(dev, chunk * CS, &[v; CS as usize]).unwrap();
 }
 
-fn byte(s: &mut Store, dev: Dev, chunk: u64) -> u8 {
+pub(super) fn byte(s: &mut Store, dev: Dev, chunk: u64) -> u8 {
     let mut b = [0u8; CS as usize];
     s.read(dev, chunk * CS, &mut b).unwrap();
     assert!(b.iter().all(|x| *x == b[0]), "a chunk reads one value");
     b[0]
 }
 
-fn clean(s: &mut Store) {
+pub(super) fn clean(s: &mut Store) {
     let rep = s.check().unwrap();
     assert!(rep.errors.is_empty(), "check: {:?}", rep.errors);
     assert!(rep.warnings.is_empty(), "check: {:?}", rep.warnings);

@@ -364,6 +364,7 @@ impl Store {
                 size: o.size,
                 path: o.path.clone(),
                 quota: o.quota,
+                used: self.origin_used(*id),
                 removing: o.removing,
             })
             .collect()

@@ -40,6 +40,8 @@ pub struct OriginInfo {
     pub path: String,
     /// Most chunks its snapshots may hold (0: no quota).
     pub quota: u64,
+    /// Chunks its snapshots hold now (`store::quota`).
+    pub used: u64,
     /// Being removed (its snapshots' space is being freed).
     pub removing: bool,
 }

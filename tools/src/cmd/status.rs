@@ -74,12 +74,42 @@ pub fn run(_a: Args, out: &Output) -> anyhow::Result<()> {
                 );
             }
             t.push('\n');
+            if s.origins.len() > 1 {
+                let rows: Vec<Vec<String>> = s
+                    .origins
+                    .iter()
+                    .map(|o| {
+                        vec![
+                            o.name.clone(),
+                            bytes(o.size_bytes),
+                            o.device.clone().unwrap_or_else(|| "-".into()),
+                            o.snapshots.to_string(),
+                            bytes(o.used_bytes),
+                            match o.quota_bytes {
+                                0 => "-".into(),
+                                q => bytes(q),
+                            },
+                            o.state.clone(),
+                        ]
+                    })
+                    .collect();
+                t.push_str(&table(
+                    &["ORIGIN", "SIZE", "DEVICE", "SNAPSHOTS", "USED", "QUOTA", "STATE"],
+                    &rows,
+                ));
+                t.push('\n');
+            }
             let devs: Vec<Vec<String>> = s
                 .devices
                 .iter()
                 .map(|d| {
                     vec![
-                        d.snapshot.clone().unwrap_or_else(|| "(origin)".into()),
+                        match (&d.snapshot, &d.origin) {
+                            (Some(n), Some(o)) => format!("{o}@{n}"),
+                            (Some(n), None) => n.clone(),
+                            (None, Some(o)) => format!("(origin {o})"),
+                            (None, None) => "(origin)".into(),
+                        },
                         d.device.clone(),
                         if d.data_path.is_empty() {
                             "-".into()
