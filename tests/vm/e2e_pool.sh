@@ -14,6 +14,7 @@
 # 3. origins d and e (raw): a writer writes a counter to d, waits, then to e, over
 #    and over, while group snapshots of d and e are taken every 100 ms: in every
 #    group e's counter is never ahead of d's; `delete NAME` takes a whole group.
+#    A quota on d: its writes past it get ENOSPC, e's go on; lifted, they go.
 # 4. a group snapshot of a, b and c (ext4), then kill -9 of the daemon while writing
 #    to b: restart takes every device back (user recovery), the filesystems stay
 #    mounted, every file verifies, and so does every member of the group.
@@ -140,6 +141,31 @@ ctl delete c1 >/dev/null
 [ "$(ctl --json list | jq '[.snapshots[] | select(.name == "c1")] | length')" = 0 ] \
     || fail "delete c1 left members"
 ok "delete c1 removed both members"
+
+step "a quota: d's writes that need more space get ENOSPC, e's go on"
+used_of() { olist | jq -r ".origins[] | select(.name == \"$1\") | .used_bytes"; }
+U0=$(used_of d)
+ctl origin quota d $((U0 + (128 << 10))) >/dev/null # two more 64 KiB chunks
+ctl create q --origins d,e >/dev/null
+for c in 1 2; do
+    dd if=/dev/urandom of="$D" bs=64K seek=$c count=1 oflag=direct conv=notrunc status=none \
+        || fail "d: chunk $c, inside the quota, refused"
+done
+if dd if=/dev/urandom of="$D" bs=64K seek=3 count=1 oflag=direct conv=notrunc status=none 2>"$W/q.err"; then
+    fail "d: a write past its quota went through"
+fi
+grep -q "No space left" "$W/q.err" || fail "d: refused, but not with ENOSPC: $(cat "$W/q.err")"
+for c in 1 2 3 4; do
+    dd if=/dev/urandom of="$E" bs=64K seek=$c count=1 oflag=direct conv=notrunc status=none \
+        || fail "e: chunk $c refused (d's quota is d's)"
+done
+[ "$(used_of d)" = $((U0 + (128 << 10))) ] || fail "d uses $(used_of d), not $U0 + 128 KiB"
+log_has "write refused with ENOSPC: the origin's quota is full"
+ctl origin quota d none >/dev/null
+dd if=/dev/urandom of="$D" bs=64K seek=3 count=1 oflag=direct conv=notrunc status=none \
+    || fail "d: refused with the quota lifted"
+ctl delete q >/dev/null
+ok "d: 2 chunks past its quota's start taken, the 3rd refused (ENOSPC), e unaffected; lifted, it goes"
 
 step "create --freeze: dirty data is in the snapshot, its ext4 needs no recovery"
 head -c 4M /dev/urandom >/mnt/pa/dirty

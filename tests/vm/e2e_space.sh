@@ -90,7 +90,6 @@ wait_reclaimed() { # wait until no background job is left
     done
     fail "background work still running after 60 s: $(st .jobs)"
 }
-log_has() { grep -q -- "$1" "$LOG" || fail "the daemon log lacks '$1'"; ok "log: $(grep -m1 -- "$1" "$LOG" | cut -c1-200)"; }
 
 e2e_begin "${E2E_WATCHDOG:-600}" jq sha256sum cmp nbd-client
 modprobe nbd nbds_max=2 || fail "modprobe nbd"

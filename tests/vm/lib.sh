@@ -59,6 +59,8 @@ start_daemon() {
         --state-dir "$STATE" --queues "${DAEMON_QUEUES:-2}" --queue-depth 32 ${SNAPD_ARGS:-} "${@:2}" 2>>"$LOG"
 }
 daemon_pid() { ctl --json status | jq -r .pid; }
+# log_has PATTERN: the daemon's log (of e2e_layout) has a line matching it
+log_has() { grep -q -- "$1" "$LOG" || fail "the daemon log lacks '$1'"; ok "log: $(grep -m1 -- "$1" "$LOG" | cut -c1-200)"; }
 e2e_layout() {
     SNAPD=$BIN/ublk-snapd
     SNAPCTL=$BIN/snapctl
