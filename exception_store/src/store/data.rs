@@ -393,15 +393,15 @@ impl Store {
                 .get(id)
                 .is_some_and(|r| !r.hold && !self.in_use.contains(id))
         };
+        // every group's members, once (not a walk of every snapshot per candidate)
+        let mut groups: std::collections::HashMap<u32, Vec<SnapId>> = Default::default();
+        for (id, r) in self.snaps.iter().filter(|(_, r)| r.group != 0) {
+            groups.entry(r.group).or_default().push(*id);
+        }
         let members = |id: SnapId| -> Vec<SnapId> {
-            match self.snaps.get(&id).map(|r| r.group) {
-                Some(g) if g != 0 => self
-                    .snaps
-                    .iter()
-                    .filter(|(_, r)| r.group == g)
-                    .map(|(i, _)| *i)
-                    .collect(),
-                _ => vec![id],
+            match self.snaps.get(&id).and_then(|r| groups.get(&r.group)) {
+                Some(m) => m.clone(),
+                None => vec![id],
             }
         };
         let oldest = |of: Option<OriginId>| {

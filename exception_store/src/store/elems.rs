@@ -99,18 +99,19 @@ impl Store {
                 Ptr::Hole => None,
             })
             .collect();
-        let mut had = HashSet::new();
+        // (an address's elements never name one chunk twice: `check`)
+        let mut had = 0u64;
         for p in before.values() {
             if let Ptr::Chunk(c) = p {
-                had.insert(*c);
+                had += 1;
                 if !kept.contains(c) {
                     self.alloc.free_chunk(*c);
                 }
             }
         }
-        if had.len() != kept.len() {
+        if had != kept.len() as u64 {
             let used = self.origin_used.entry(super::addr_origin(a)).or_default();
-            *used = (*used + kept.len() as u64).saturating_sub(had.len() as u64);
+            *used = (*used + kept.len() as u64).saturating_sub(had);
         }
         for c in new {
             if !kept.contains(c) {
