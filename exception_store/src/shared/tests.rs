@@ -658,10 +658,11 @@ impl blockdev::BlockDevice for BlockingReads {
 
 /// Copy-outs of different origins proceed in parallel up to the commit: while a
 /// first write to origin A is stuck in its copy-out's read of A, origin B takes a
-/// snapshot, a first write after it (copy-out, commit, data), a steady-state write,
-/// and a flush; A's write then finishes, and every snapshot reads what it captured.
-/// Only a group of A and B, which must fence A's write, waits for it, and while it
-/// waits for A's gate, B's writes are not held up either.
+/// snapshot, a first write after it (copy-out, commit, data), steady-state writes, a
+/// first write split as the queues do it (`origin_write_start`, `wait_durable`,
+/// `origin_write_finish`) and a flush; A's write then finishes, and every snapshot
+/// reads what it captured. Only a group of A and B, which must fence A's write, waits
+/// for it, and while it waits for A's gate, B's writes are not held up either.
 #[test]
 fn copy_outs_of_different_origins_proceed_in_parallel() {
     use std::{sync::mpsc::sync_channel, time::Duration};
@@ -718,9 +719,19 @@ fn copy_outs_of_different_origins_proceed_in_parallel() {
             s.write(Dev::Origin(b), 3 * cs, &vec![21u8; cs as usize])?;
             s.write(Dev::Origin(b), 3 * cs, &vec![22u8; cs as usize])?;
             step.send("steady-state writes to B").unwrap();
+            // the queues' split write: its copy-out, a group commit, its data
+            let Started::Wait(t) = s.origin_write_start(b, 5 * cs, &vec![23u8; cs as usize])?
+            else {
+                panic!("a first write after a snapshot waits for its commit");
+            };
+            s.wait_durable(t)?;
+            s.origin_write_finish(b, 5 * cs, &vec![23u8; cs as usize])?;
+            step.send("a split first write to B").unwrap();
             let mut buf = vec![0u8; cs as usize];
-            s.read(Dev::Snap(sb), 3 * cs, &mut buf)?;
-            assert!(buf.iter().all(|&x| x == 2), "B's snapshot kept its data");
+            for c in [3, 5] {
+                s.read(Dev::Snap(sb), c * cs, &mut buf)?;
+                assert!(buf.iter().all(|&x| x == 2), "B's snapshot kept its data");
+            }
             s.flush(Dev::Origin(b))?;
             step.send("flush of B").unwrap();
             Ok(sb)
@@ -730,6 +741,7 @@ fn copy_outs_of_different_origins_proceed_in_parallel() {
         "snapshot of B",
         "first write to B (copy-out and commit)",
         "steady-state writes to B",
+        "a split first write to B",
         "flush of B",
     ] {
         match steps.recv_timeout(Duration::from_secs(60)) {
