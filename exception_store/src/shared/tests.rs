@@ -627,3 +627,158 @@ fn grow_store_preallocates_without_the_store_lock() {
     let rep = s.lock().check().unwrap();
     assert!(rep.is_clean(), "{rep:?}");
 }
+
+/// An origin whose reads stop, once armed, until told to go on: a copy-out's read
+/// of the old data, made to last.
+#[derive(Debug)]
+struct BlockingReads {
+    inner: MemDevice,
+    armed: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
+    go: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl blockdev::BlockDevice for BlockingReads {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        if let Some(tx) = self.armed.lock().expect("lock").take() {
+            tx.send(()).expect("test waits");
+            self.go.lock().expect("lock").recv().expect("test goes on");
+        }
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Copy-outs of different origins proceed in parallel up to the commit: while a
+/// first write to origin A is stuck in its copy-out's read of A, origin B takes a
+/// snapshot, a first write after it (copy-out, commit, data), steady-state writes, a
+/// first write split as the queues do it (`origin_write_start`, `wait_durable`,
+/// `origin_write_finish`) and a flush; A's write then finishes, and every snapshot
+/// reads what it captured. Only a group of A and B, which must fence A's write, waits
+/// for it, and while it waits for A's gate, B's writes are not held up either.
+#[test]
+fn copy_outs_of_different_origins_proceed_in_parallel() {
+    use std::{sync::mpsc::sync_channel, time::Duration};
+    let cs = 4096u64;
+    let (at_block, blocked) = sync_channel(1);
+    let (go, gone) = sync_channel(1);
+    let a_dev = Arc::new(BlockingReads {
+        inner: MemDevice::from_vec(vec![1u8; (16 * cs) as usize]),
+        armed: std::sync::Mutex::new(None),
+        go: std::sync::Mutex::new(gone),
+    });
+    let b_dev = Arc::new(MemDevice::from_vec(vec![2u8; (16 * cs) as usize]));
+    let mut store = Store::format(
+        a_dev.clone(),
+        Arc::new(MemDevice::new(1024 * cs)),
+        cs as u32,
+        StoreOptions::default(),
+    )
+    .unwrap();
+    let b = store.add_origin("b", b_dev, "", 0).unwrap();
+    let s = Arc::new(SharedStore::new(store));
+    let sa = s.create_origin_snapshot(0, "a", 0).unwrap();
+    *a_dev.armed.lock().unwrap() = Some(at_block);
+    let a_writer = {
+        let s = s.clone();
+        std::thread::spawn(move || s.write(Dev::Origin(0), 3 * cs, &vec![10u8; cs as usize]))
+    };
+    blocked
+        .recv_timeout(Duration::from_secs(60))
+        .expect("A's first write reads A for its copy-out");
+    assert!(
+        s.store.try_lock().is_some(),
+        "the store lock is held while A's copy-out reads A"
+    );
+    let group = {
+        let s = s.clone();
+        std::thread::spawn(move || s.create_group("g", &[0, b], 2))
+    };
+    // B, meanwhile, on a thread of its own: if it waits for A, A is let go and the
+    // test fails naming the step that waited
+    let (step, steps) = sync_channel(8);
+    let b_side = {
+        let s = s.clone();
+        std::thread::spawn(move || -> Result<SnapId> {
+            let sb = s.create_origin_snapshot(b, "b", 1)?;
+            step.send("snapshot of B").unwrap();
+            let t0 = s.lock().txn_id();
+            s.write(Dev::Origin(b), 3 * cs, &vec![20u8; cs as usize])?;
+            assert!(
+                s.lock().txn_id() > t0,
+                "the first write committed its copy-out"
+            );
+            step.send("first write to B (copy-out and commit)").unwrap();
+            s.write(Dev::Origin(b), 3 * cs, &vec![21u8; cs as usize])?;
+            s.write(Dev::Origin(b), 3 * cs, &vec![22u8; cs as usize])?;
+            step.send("steady-state writes to B").unwrap();
+            // the queues' split write: its copy-out, a group commit, its data
+            let Started::Wait(t) = s.origin_write_start(b, 5 * cs, &vec![23u8; cs as usize])?
+            else {
+                panic!("a first write after a snapshot waits for its commit");
+            };
+            s.wait_durable(t)?;
+            s.origin_write_finish(b, 5 * cs, &vec![23u8; cs as usize])?;
+            step.send("a split first write to B").unwrap();
+            let mut buf = vec![0u8; cs as usize];
+            for c in [3, 5] {
+                s.read(Dev::Snap(sb), c * cs, &mut buf)?;
+                assert!(buf.iter().all(|&x| x == 2), "B's snapshot kept its data");
+            }
+            s.flush(Dev::Origin(b))?;
+            step.send("flush of B").unwrap();
+            Ok(sb)
+        })
+    };
+    for want in [
+        "snapshot of B",
+        "first write to B (copy-out and commit)",
+        "steady-state writes to B",
+        "a split first write to B",
+        "flush of B",
+    ] {
+        match steps.recv_timeout(Duration::from_secs(60)) {
+            Ok(got) => assert_eq!(got, want),
+            Err(_) => {
+                go.send(()).unwrap();
+                panic!("B waited for A's copy-out: no {want:?} within 60 s");
+            }
+        }
+    }
+    let sb = b_side.join().unwrap().unwrap();
+    // A is still in its copy-out; now let it go
+    assert!(
+        !a_writer.is_finished(),
+        "A's write went on without its read"
+    );
+    assert!(!group.is_finished(), "the group did not wait for A's write");
+    go.send(()).unwrap();
+    a_writer.join().unwrap().unwrap();
+    let g = group.join().unwrap().unwrap();
+    let read = |d: Dev| {
+        let mut buf = vec![0u8; cs as usize];
+        s.read(d, 3 * cs, &mut buf).unwrap();
+        assert!(buf.iter().all(|&x| x == buf[0]), "{d:?} reads one value");
+        buf[0]
+    };
+    assert_eq!(read(Dev::Origin(0)), 10);
+    assert_eq!(read(Dev::Snap(sa)), 1);
+    assert_eq!(read(Dev::Origin(b)), 22);
+    assert_eq!(read(Dev::Snap(sb)), 2);
+    // the group fenced A's write: both members hold what was written before it
+    let members: Vec<u8> = g
+        .members
+        .iter()
+        .map(|&(_, id)| read(Dev::Snap(id)))
+        .collect();
+    assert_eq!(members, vec![10, 22]);
+    let rep = s.lock().check().unwrap();
+    assert!(rep.is_clean(), "{rep:?}");
+}
