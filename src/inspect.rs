@@ -9,12 +9,13 @@
 //! [`MAX_ENTRIES`] entries and says where the next page starts (`next_offset`), so
 //! a fragmented device never overflows the protocol's reply limit.
 use crate::{
+    names,
     protocol::inspect::{DiffReport, Kind, LayerEntry, MapEntry, MapReport, MapTotals, Range},
     Error, Result,
 };
 use exception_store::{
     map::{Layer, MapExtent, Owner},
-    Dev, Store,
+    Store,
 };
 use std::collections::HashMap;
 
@@ -23,17 +24,6 @@ pub const MAX_ENTRIES: usize = 50_000;
 /// Bytes of a device mapped per store call (a page gathers windows up to
 /// [`MAX_ENTRIES`]).
 const WINDOW_BYTES: u64 = 1 << 30;
-
-/// The device `name` names (`None`: the origin).
-pub fn device(s: &Store, name: Option<&str>) -> Result<Dev> {
-    match name {
-        None => Ok(Dev::Origin(0)),
-        Some(n) => s
-            .lookup(n)
-            .map(Dev::Snap)
-            .ok_or_else(|| Error::NoSuchSnapshot(n.to_owned())),
-    }
-}
 
 /// The asked range, defaulting to the whole device and checked against it.
 fn bounds(size: u64, offset: u64, len: Option<u64>) -> Result<(u64, u64)> {
@@ -46,19 +36,28 @@ fn bounds(size: u64, offset: u64, len: Option<u64>) -> Result<(u64, u64)> {
     }
 }
 
-/// One page of the map of `name` from `offset` (`len`: to the end).
-pub fn map(s: &mut Store, name: Option<&str>, offset: u64, len: Option<u64>) -> Result<MapReport> {
-    map_page(s, name, offset, len, MAX_ENTRIES)
+/// One page of the map of snapshot `name` (`None`: the origin) of origin `origin`
+/// (`None`: the first, or the one `name` names; [`crate::names::device`]) from
+/// `offset` (`len`: to the end).
+pub fn map(
+    s: &mut Store,
+    origin: Option<&str>,
+    name: Option<&str>,
+    offset: u64,
+    len: Option<u64>,
+) -> Result<MapReport> {
+    map_page(s, origin, name, offset, len, MAX_ENTRIES)
 }
 
 fn map_page(
     s: &mut Store,
+    origin: Option<&str>,
     name: Option<&str>,
     offset: u64,
     len: Option<u64>,
     max: usize,
 ) -> Result<MapReport> {
-    let dev = device(s, name)?;
+    let dev = names::device(s, origin, name)?;
     // the device's own size (a snapshot taken before a resize-origin is smaller)
     let size = s.dev_size(dev)?;
     let (mut pos, end) = bounds(size, offset, len)?;
@@ -156,26 +155,32 @@ fn entry(
     }
 }
 
-/// One page of the diff of `from` and `to` from `offset` (`len`: to the end).
+/// One page of the diff of `from` and `to` (each a snapshot, `None` for the
+/// origin) of origin `origin` (as [`map`]) from `offset` (`len`: to the end).
 pub fn diff(
     s: &mut Store,
+    origin: Option<&str>,
     from: Option<&str>,
     to: Option<&str>,
     offset: u64,
     len: Option<u64>,
 ) -> Result<DiffReport> {
-    diff_page(s, from, to, offset, len, MAX_ENTRIES)
+    diff_page(s, origin, from, to, offset, len, MAX_ENTRIES)
 }
 
 fn diff_page(
     s: &mut Store,
+    origin: Option<&str>,
     from: Option<&str>,
     to: Option<&str>,
     offset: u64,
     len: Option<u64>,
     max: usize,
 ) -> Result<DiffReport> {
-    let (a, b) = (device(s, from)?, device(s, to)?);
+    let (a, b) = (
+        names::device(s, origin, from)?,
+        names::device(s, origin, to)?,
+    );
     // the larger device's size: past the smaller one everything differs
     let size = s.dev_size(a)?.max(s.dev_size(b)?);
     let (mut pos, end) = bounds(size, offset, len)?;
@@ -209,7 +214,7 @@ fn diff_page(
 mod tests {
     use super::*;
     use blockdev::MemDevice;
-    use exception_store::StoreOptions;
+    use exception_store::{Dev, StoreOptions};
     use std::sync::Arc;
 
     const CS: u64 = 4096;
@@ -230,14 +235,14 @@ mod tests {
     #[test]
     fn pages_join_into_the_whole_map() {
         let mut s = striped();
-        let whole = map(&mut s, Some("a"), 0, None).unwrap();
+        let whole = map(&mut s, None, Some("a"), 0, None).unwrap();
         assert_eq!(whole.extents.len(), 64);
         assert_eq!(whole.next_offset, None);
         let mut joined = Vec::new();
         let mut totals = MapTotals::default();
         let mut offset = 0;
         loop {
-            let page = map_page(&mut s, Some("a"), offset, None, 5).unwrap();
+            let page = map_page(&mut s, None, Some("a"), offset, None, 5).unwrap();
             assert!(page.extents.len() <= 5);
             totals.add(&page.totals);
             joined.extend(page.extents);
@@ -255,12 +260,12 @@ mod tests {
     #[test]
     fn diff_pages_join_into_the_whole_diff() {
         let mut s = striped();
-        let whole = diff(&mut s, Some("a"), Some("b"), 0, None).unwrap();
+        let whole = diff(&mut s, None, Some("a"), Some("b"), 0, None).unwrap();
         assert_eq!(whole.ranges.len(), 32);
         let mut joined = Vec::new();
         let mut offset = 0;
         loop {
-            let page = diff_page(&mut s, Some("a"), Some("b"), offset, None, 3).unwrap();
+            let page = diff_page(&mut s, None, Some("a"), Some("b"), offset, None, 3).unwrap();
             assert!(page.ranges.len() <= 3);
             joined.extend(page.ranges);
             match page.next_offset {
@@ -276,10 +281,10 @@ mod tests {
     fn unknown_names_and_bad_ranges_are_errors() {
         let mut s = striped();
         assert!(matches!(
-            map(&mut s, Some("zz"), 0, None),
+            map(&mut s, None, Some("zz"), 0, None),
             Err(Error::NoSuchSnapshot(_))
         ));
-        assert!(map(&mut s, Some("a"), 60 * CS, Some(5 * CS)).is_err());
-        assert!(diff(&mut s, Some("a"), None, u64::MAX, Some(2)).is_err());
+        assert!(map(&mut s, None, Some("a"), 60 * CS, Some(5 * CS)).is_err());
+        assert!(diff(&mut s, None, Some("a"), None, u64::MAX, Some(2)).is_err());
     }
 }

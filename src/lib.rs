@@ -18,7 +18,8 @@
 //! 4. [`client`]: the blocking client `snapctl` uses, and its streaming ops;
 //!    [`inspect`]: `map` and `diff` pages of a store; [`ublk`]: the store as ublk
 //!    devices (the activation table, the target, the driver's features); [`nbd`]:
-//!    the NBD export of snapshots and the origin, with block status.
+//!    the NBD export of snapshots and the origin, with block status; [`names`]:
+//!    which device of a pool a request's names pick.
 //! 5. [`offline`]: operations on a store without a daemon (`format`, `check`,
 //!    `grow-store`, …).
 //! 6. [`service`]: what a request does; every `impl Service` lives there.
@@ -43,6 +44,7 @@ pub mod lock;
 // 4. the client; the store seen as pages, ublk devices, NBD exports
 pub mod client;
 pub mod inspect;
+pub mod names;
 pub mod nbd;
 pub mod ublk;
 // 5. without a daemon

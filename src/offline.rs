@@ -7,8 +7,9 @@
 //! `check` and `dump` open the store without its origin ([`Store::open_offline`])
 //! and never commit: they write nothing (the device is opened read-write only
 //! because `FileDevice` has no read-only mode for stores). `check --repair`
-//! ([`repair`]) writes only to finish unfinished background passes, and the origin
-//! only to finish a merge.
+//! ([`repair`]) writes only to finish unfinished background passes, and an origin
+//! only to finish a merge into it (a pool's other origins are opened from the paths
+//! the store records).
 use crate::{
     lock::StoreLock,
     protocol::{CheckReport, DumpReport, GrownStore, RepairReport, ResizedOrigin},
@@ -123,12 +124,18 @@ pub struct RepairOptions {
 
 /// Repair a store offline (see [`exception_store::repair`]): refused while a daemon
 /// holds the store ([`Error::Locked`]); with an origin that is a block device in use
-/// (mounted), refused with [`Error::InUse`] (a dry run opens it read-only, unclaimed). Errors the check finds are in the report
-/// (nothing written); an `Err` means the store could not be opened or walked, or an
-/// unfinished merge needs the origin.
+/// (mounted), refused with [`Error::InUse`] (a dry run opens it read-only,
+/// unclaimed). A pool's other origins are opened from the paths the store records
+/// (claimed likewise); one that cannot be is left out, logged, and fails the
+/// repair only when an unfinished merge writes it (the error says why it is
+/// missing). Errors the check finds are in the report (nothing written); an `Err`
+/// means the store could not be opened or walked, or an unfinished merge needs an
+/// origin that is not there.
 pub fn repair(opts: &RepairOptions) -> Result<RepairReport> {
     let _lock = StoreLock::acquire(&opts.store)?;
-    let dev = FileDevice::open(&opts.store).map_err(Error::io("open", &opts.store))?;
+    let dev: Arc<dyn BlockDevice> =
+        Arc::new(FileDevice::open(&opts.store).map_err(Error::io("open", &opts.store))?);
+    let (others, missing, _claims) = open_other_origins(&dev, opts.dry_run)?;
     let mut _claim = None;
     let origin: Option<Arc<dyn BlockDevice>> = match &opts.origin {
         Some(p) => {
@@ -140,14 +147,67 @@ pub fn repair(opts: &RepairOptions) -> Result<RepairReport> {
         }
         None => None,
     };
-    let r = store_repair::repair(
-        Arc::new(dev),
+    let r = store_repair::repair_pool(
+        dev,
         origin,
+        &others,
         store_repair::RepairOptions {
             dry_run: opts.dry_run,
         },
-    )?;
+    )
+    .map_err(|e| match e {
+        exception_store::Error::OriginMissing(m) if !missing.is_empty() => Error::Store(
+            exception_store::Error::OriginMissing(format!("{m} ({})", missing.join("; "))),
+        ),
+        e => Error::Store(e),
+    })?;
     Ok(RepairReport::new(r, opts.dry_run, opts.origin.is_some()))
+}
+
+/// The devices of the store's origins other than the first (a pool), opened from
+/// the paths the store records, each claimed like the first's unless `dry_run`;
+/// and why each one that could not be is missing.
+#[allow(clippy::type_complexity)]
+fn open_other_origins(
+    dev: &Arc<dyn BlockDevice>,
+    dry_run: bool,
+) -> Result<(
+    Vec<(exception_store::OriginId, Arc<dyn BlockDevice>)>,
+    Vec<String>,
+    Vec<File>,
+)> {
+    let recorded = Store::open_offline(dev.clone())?.origins();
+    let (mut others, mut missing, mut claims) = (Vec::new(), Vec::new(), Vec::new());
+    for o in recorded.into_iter().filter(|o| o.id != 0 && !o.removing) {
+        let path = Path::new(&o.path);
+        let opened = (|| -> Result<Arc<dyn BlockDevice>> {
+            if !dry_run {
+                claims.extend(claim_block_device(path)?);
+            }
+            let d = FileDevice::open_with(path, !dry_run).map_err(Error::io("open", path))?;
+            Ok(Arc::new(d))
+        })();
+        match opened {
+            Ok(d) if d.len() >= o.size => others.push((o.id, d)),
+            Ok(d) => {
+                let why = format!(
+                    "origin {:?}: {} has {} bytes, the origin {}",
+                    o.name,
+                    o.path,
+                    d.len(),
+                    o.size
+                );
+                tracing::warn!(%why, "origin left out of the repair");
+                missing.push(why);
+            }
+            Err(e) => {
+                let why = format!("origin {:?}: {e}", o.name);
+                tracing::warn!(%why, "origin left out of the repair");
+                missing.push(why);
+            }
+        }
+    }
+    Ok((others, missing, claims))
 }
 
 /// Hold a block device exclusively (`O_EXCL`: refused while it is mounted or claimed),
@@ -202,27 +262,30 @@ pub fn parse_size_u64(s: &str) -> std::result::Result<u64, String> {
 }
 
 /// `map` offline: one page of what a device of `store` reads (nothing is written,
-/// the origin is not needed: a map never reads data).
+/// the origin is not needed: a map never reads data). `origin` as the daemon's
+/// (`crate::names`).
 pub fn map(
     store: &std::path::Path,
+    origin: Option<&str>,
     name: Option<&str>,
     offset: u64,
     len: Option<u64>,
 ) -> Result<crate::protocol::MapReport> {
     let (_lock, mut s) = open_offline(store)?;
-    crate::inspect::map(&mut s, name, offset, len)
+    crate::inspect::map(&mut s, origin, name, offset, len)
 }
 
 /// `diff` offline: one page of where two devices of `store` may read differently.
 pub fn diff(
     store: &std::path::Path,
+    origin: Option<&str>,
     from: Option<&str>,
     to: Option<&str>,
     offset: u64,
     len: Option<u64>,
 ) -> Result<crate::protocol::DiffReport> {
     let (_lock, mut s) = open_offline(store)?;
-    crate::inspect::diff(&mut s, from, to, offset, len)
+    crate::inspect::diff(&mut s, origin, from, to, offset, len)
 }
 
 /// `grow-store --store PATH`: `grow-store` on a store no daemon serves (refused
@@ -258,17 +321,21 @@ pub fn resize_offline(store: &Path, origin: &Path, size: Option<u64>) -> Result<
     let dev = FileDevice::open(store).map_err(Error::io("open", store))?;
     let o = FileDevice::open_with(origin, false).map_err(Error::io("open", origin))?;
     let mut s = Store::open(Arc::new(o), Arc::new(dev), StoreOptions::default())?;
-    let new_len = target_size(&s, size)?;
+    let new_len = target_size(&s, 0, size)?;
     let g = s.grow_origin(0, new_len)?;
     s.commit_clean_shutdown()?;
     Ok(ResizedOrigin::new(&g, None))
 }
 
-/// The size asked for, or the origin device's size now (shared with the daemon's
-/// `resize-origin`).
-pub(crate) fn target_size(s: &Store, size: Option<u64>) -> Result<u64> {
+/// The size asked for, or origin `k`'s device's size now (shared with the
+/// daemon's `resize-origin`).
+pub(crate) fn target_size(
+    s: &Store,
+    k: exception_store::OriginId,
+    size: Option<u64>,
+) -> Result<u64> {
     match size {
         Some(n) => Ok(n),
-        None => Ok(s.origin_device_len(0)?),
+        None => Ok(s.origin_device_len(k)?),
     }
 }

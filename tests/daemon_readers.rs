@@ -70,6 +70,7 @@ fn exported_and_sent_snapshots_are_never_pruned_merged_or_deleted() {
         &f.socket,
         Op::Export {
             name: "a".into(),
+            origin: None,
             snapshot: true,
             writable: false,
             export: None,

@@ -62,7 +62,13 @@ fn the_origin_grows_through_the_daemon_and_snapshots_keep_their_size() {
     };
     let before = txn(&s);
     assert_eq!(
-        remote_code(request(&s, Op::ResizeOrigin { size: None })),
+        remote_code(request(
+            &s,
+            Op::ResizeOrigin {
+                size: None,
+                origin: None
+            }
+        )),
         ErrorCode::Invalid
     );
     assert_eq!(txn(&s), before);
@@ -75,13 +81,26 @@ fn the_origin_grows_through_the_daemon_and_snapshots_keep_their_size() {
     // shrinking, a size past the file's end, half sectors: refused
     for bad in [OLD - 4096, NEW + 4096, OLD + 100] {
         assert_eq!(
-            remote_code(request(&s, Op::ResizeOrigin { size: Some(bad) })),
+            remote_code(request(
+                &s,
+                Op::ResizeOrigin {
+                    size: Some(bad),
+                    origin: None
+                }
+            )),
             ErrorCode::Invalid,
             "{bad}"
         );
     }
     assert_eq!(txn(&s), before);
-    let Reply::ResizedOrigin(r) = request(&s, Op::ResizeOrigin { size: None }).unwrap() else {
+    let Reply::ResizedOrigin(r) = request(
+        &s,
+        Op::ResizeOrigin {
+            size: None,
+            origin: None,
+        },
+    )
+    .unwrap() else {
         panic!("resize_origin")
     };
     assert_eq!((r.old_bytes, r.new_bytes, r.device), (OLD, NEW, None));

@@ -415,7 +415,9 @@ fn a_snapshot_named_origin_is_exported_by_flag_and_the_origin_by_dash() {
     assert!(svc.exports().list().is_empty(), "nothing exported");
     let o = svc.export("-", false, None).unwrap();
     assert_eq!((o.export.as_str(), o.snapshot.as_deref()), ("origin", None));
-    let s1 = svc.export_as("origin", true, false, Some("old")).unwrap();
+    let s1 = svc
+        .export_as("origin", None, true, false, Some("old"))
+        .unwrap();
     assert_eq!(s1.snapshot.as_deref(), Some("origin"));
     let mut c = Client::connect(&s.sock, "origin", &[]);
     assert_eq!(c.read(0, 64 << 10), new);

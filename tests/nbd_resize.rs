@@ -27,7 +27,7 @@ fn new_connections_see_the_grown_origin() {
         .unwrap()
         .set_len(NEW)
         .unwrap();
-    let r = svc.resize_origin(None).unwrap();
+    let r = svc.resize_origin(None, None).unwrap();
     assert_eq!((r.old_bytes, r.new_bytes), (OLD, NEW));
     // the old connection: its negotiated size
     assert_eq!(before.call(READ, 0, OLD - 4096, 4096, &[]).error, 0);

@@ -79,7 +79,7 @@ fn receive(
     stream: &[u8],
     force: bool,
 ) -> Result<ublk_snapd::protocol::Received, Error> {
-    client::stream::receive(&f.socket, force, false, &mut &stream[..], &mut |_| {})
+    client::stream::receive(&f.socket, None, force, false, &mut &stream[..], &mut |_| {})
 }
 
 fn source() -> Fixture {
@@ -248,6 +248,7 @@ fn the_origin_device_refuses_writes_while_a_receive_runs() {
     let op = ublk_snapd::protocol::Request::new(Op::Receive {
         force: false,
         rbd_diff: false,
+        origin: None,
     });
     conn.write_all(&ublk_snapd::protocol::to_line(&op)).unwrap();
     conn.write_all(&full[..full.len() / 2]).unwrap();

@@ -80,7 +80,7 @@ fn send(
 
 fn receive(f: &Fixture, stream: &[u8], rbd: bool) -> (Result<u64, String>, Vec<StreamProgress>) {
     let mut seen = Vec::new();
-    let r = client::stream::receive(&f.socket, false, rbd, &mut &stream[..], &mut |p| {
+    let r = client::stream::receive(&f.socket, None, false, rbd, &mut &stream[..], &mut |p| {
         seen.push(p)
     });
     (r.map(|r| r.bytes).map_err(|e| e.to_string()), seen)

@@ -151,7 +151,7 @@ fn merge_diff_of_our_chain_equals_our_full_send() {
     let dst = Fixture::start(SIZE, 48 << 20, Limits::default());
     let recv = |f: &Fixture, path: &Path| {
         let b = std::fs::read(path).unwrap();
-        client::stream::receive(&f.socket, false, true, &mut &b[..], &mut |_| {})
+        client::stream::receive(&f.socket, None, false, true, &mut &b[..], &mut |_| {})
     };
     recv(&dst, &p("m3")).unwrap();
     assert!(read_snap(&dst, "s3") == read_snap(&src, "s3"));

@@ -156,7 +156,14 @@ fn rollback_snapshot_is_internal_while_a_receive_runs() {
     let (tx, rx) = mpsc::channel();
     let sock = dst.socket.clone();
     let t = std::thread::spawn(move || {
-        client::stream::receive(&sock, false, false, &mut Fed(rx, Vec::new()), &mut |_| {})
+        client::stream::receive(
+            &sock,
+            None,
+            false,
+            false,
+            &mut Fed(rx, Vec::new()),
+            &mut |_| {},
+        )
     });
     tx.send(full[..full.len() / 2].to_vec()).unwrap();
     // The receive took its rollback snapshot once the header arrived.
@@ -182,6 +189,7 @@ fn rollback_snapshot_of_a_cut_receive_stays_internal_until_forced() {
     assert!(matches!(create(&dst, "mine", None), Ok(Reply::Created(_))));
     let cut = client::stream::receive(
         &dst.socket,
+        None,
         false,
         false,
         &mut &full[..full.len() / 2],
@@ -191,7 +199,8 @@ fn rollback_snapshot_of_a_cut_receive_stays_internal_until_forced() {
     let rb = check_internal(&dst);
     assert_eq!(listed(&dst), ["mine"]);
     // `--force` drops the unfinished receive: the rollback point goes with it.
-    let r = client::stream::receive(&dst.socket, true, false, &mut &full[..], &mut |_| {}).unwrap();
+    let r = client::stream::receive(&dst.socket, None, true, false, &mut &full[..], &mut |_| {})
+        .unwrap();
     assert!(
         r.forced.iter().any(|f| f.contains("dropped")),
         "{:?}",
@@ -219,6 +228,7 @@ fn pending_receive_blocks_an_rbd_diff_until_forced() {
     let dst = start();
     let cut = client::stream::receive(
         &dst.socket,
+        None,
         false,
         false,
         &mut &full[..full.len() / 2],
@@ -226,12 +236,13 @@ fn pending_receive_blocks_an_rbd_diff_until_forced() {
     );
     assert!(cut.is_err());
     let rb = check_internal(&dst);
-    let e = client::stream::receive(&dst.socket, false, true, &mut &rbd[..], &mut |_| {})
+    let e = client::stream::receive(&dst.socket, None, false, true, &mut &rbd[..], &mut |_| {})
         .unwrap_err()
         .to_string();
     assert!(e.contains("pending") && e.contains("--force"), "{e}");
     assert!(store_names(&dst).contains(&rb), "still pending");
-    let r = client::stream::receive(&dst.socket, true, true, &mut &rbd[..], &mut |_| {}).unwrap();
+    let r =
+        client::stream::receive(&dst.socket, None, true, true, &mut &rbd[..], &mut |_| {}).unwrap();
     assert!(
         r.forced.iter().any(|f| f.contains("dropped")),
         "{:?}",
@@ -256,6 +267,7 @@ fn export_origin(f: &Fixture, writable: bool) -> Result<Reply, ublk_snapd::Error
         &f.socket,
         Op::Export {
             name: "-".into(),
+            origin: None,
             snapshot: false,
             writable,
             export: Some("o".into()),
@@ -273,7 +285,7 @@ fn a_receive_and_a_writable_origin_export_exclude_each_other() {
     let full = full_stream(&src);
     let dst = start();
     assert!(matches!(export_origin(&dst, true), Ok(Reply::Exported(_))));
-    let e = client::stream::receive(&dst.socket, false, false, &mut &full[..], &mut |_| {})
+    let e = client::stream::receive(&dst.socket, None, false, false, &mut &full[..], &mut |_| {})
         .unwrap_err();
     assert!(e.to_string().contains("unexport"), "{e}");
     assert!(store_names(&dst).is_empty(), "nothing was received");
@@ -283,7 +295,14 @@ fn a_receive_and_a_writable_origin_export_exclude_each_other() {
     let (tx, rx) = mpsc::channel();
     let sock = dst.socket.clone();
     let t = std::thread::spawn(move || {
-        client::stream::receive(&sock, false, false, &mut Fed(rx, Vec::new()), &mut |_| {})
+        client::stream::receive(
+            &sock,
+            None,
+            false,
+            false,
+            &mut Fed(rx, Vec::new()),
+            &mut |_| {},
+        )
     });
     tx.send(full[..full.len() / 2].to_vec()).unwrap();
     let end = Instant::now() + Duration::from_secs(10);

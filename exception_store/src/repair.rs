@@ -19,7 +19,9 @@
 //!   so an interrupted repair resumes like an interrupted pass. Delete and cleanup
 //!   passes change metadata only. A merge also writes the merged snapshot's data over
 //!   the origin, so it needs the origin device: without one, repair fails with
-//!   [`Error::Invalid`] before writing anything.
+//!   [`Error::Invalid`] before writing anything. In a pool, a merge into another
+//!   origin needs that origin's device ([`repair_pool`]): without it, repair fails
+//!   with [`Error::OriginMissing`] naming the origin, before writing anything.
 //! - **Leaked chunks and blocks**: nothing to write. The allocator is not stored; `open`
 //!   rebuilds it from the committed trees, so a chunk nothing references is free at
 //!   the next open and an offline check never reports a leak.
@@ -122,11 +124,22 @@ impl Repair {
     }
 }
 
-fn open(dev: &Arc<dyn BlockDevice>, origin: &Option<Arc<dyn BlockDevice>>) -> Result<Store> {
-    match origin {
-        Some(o) => Store::open(o.clone(), dev.clone(), StoreOptions::default()),
-        None => Store::open_offline(dev.clone()),
+/// The devices of a pool's origins other than the first, by origin id.
+pub type OtherOrigins = [(crate::OriginId, Arc<dyn BlockDevice>)];
+
+fn open(
+    dev: &Arc<dyn BlockDevice>,
+    origin: &Option<Arc<dyn BlockDevice>>,
+    others: &OtherOrigins,
+) -> Result<Store> {
+    let mut s = match origin {
+        Some(o) => Store::open(o.clone(), dev.clone(), StoreOptions::default())?,
+        None => Store::open_offline(dev.clone())?,
+    };
+    for (k, d) in others {
+        s.attach_origin(*k, d.clone())?;
     }
+    Ok(s)
 }
 
 /// Check the store on `dev` and finish what can be finished safely (see the module
@@ -138,18 +151,47 @@ pub fn repair(
     origin: Option<Arc<dyn BlockDevice>>,
     opts: RepairOptions,
 ) -> Result<Repair> {
-    let mut s = open(&dev, &origin)?;
+    repair_pool(dev, origin, &[], opts)
+}
+
+/// [`repair`] of a pool: `others` are the devices of its other origins (those the
+/// caller could open), attached after the open; an unfinished merge into an origin
+/// not among them (nor the first, without `origin`) is refused before anything is
+/// written.
+pub fn repair_pool(
+    dev: Arc<dyn BlockDevice>,
+    origin: Option<Arc<dyn BlockDevice>>,
+    others: &OtherOrigins,
+    opts: RepairOptions,
+) -> Result<Repair> {
+    let mut s = open(&dev, &origin, others)?;
     let before = s.check()?;
     let txn_before = s.txn_id();
     let total = s.size().div_ceil(s.chunk_size());
     let passes: Vec<Pass> = s
         .jobs
         .values()
-        .map(|j| Pass {
-            kind: j.kind.name(),
-            target: j.target,
-            cursor: j.cursor.min(total),
-            total,
+        .map(|j| match crate::store::addr_origin(j.cursor) {
+            // a merge into another origin of a pool: its cursor is in that origin's
+            // addresses (`pool_addr`)
+            k if k != 0 && j.kind == JobKind::Merge => {
+                let total = s
+                    .dev_size(crate::Dev::Origin(k))
+                    .unwrap_or(0)
+                    .div_ceil(s.chunk_size());
+                Pass {
+                    kind: j.kind.name(),
+                    target: j.target,
+                    cursor: crate::store::addr_chunk(j.cursor).min(total),
+                    total,
+                }
+            }
+            _ => Pass {
+                kind: j.kind.name(),
+                target: j.target,
+                cursor: j.cursor.min(total),
+                total,
+            },
         })
         .collect();
     let index_only =
@@ -174,12 +216,29 @@ pub fn repair(
         rep.outcome = Outcome::WouldRepair;
         return Ok(rep);
     }
-    if origin.is_none() && s.jobs.values().any(|j| j.kind == JobKind::Merge) {
-        return Err(Error::Invalid(
-            "an unfinished merge writes the merged snapshot's data over the origin: \
-             repairing it needs the origin device"
-                .into(),
-        ));
+    for j in s.jobs.values().filter(|j| j.kind == JobKind::Merge) {
+        match crate::store::addr_origin(j.cursor) {
+            0 if origin.is_none() => {
+                return Err(Error::Invalid(
+                    "an unfinished merge writes the merged snapshot's data over the origin: \
+                     repairing it needs the origin device"
+                        .into(),
+                ))
+            }
+            0 => {}
+            k if !others.iter().any(|(o, _)| *o == k) => {
+                let (name, path) = s
+                    .origins()
+                    .into_iter()
+                    .find(|o| o.id == k)
+                    .map_or((format!("#{k}"), String::new()), |o| (o.name, o.path));
+                return Err(Error::OriginMissing(format!(
+                    "an unfinished merge writes over origin {name:?}: repairing it needs \
+                     that origin's device ({path}), which is not there"
+                )));
+            }
+            _ => {}
+        }
     }
     if index_only {
         s.rebuild_label_index()?;
@@ -189,7 +248,7 @@ pub fn repair(
     // what repair leaves is checked below: it counts as a clean stop
     s.commit_marked_clean(false)?;
     drop(s);
-    let mut s = open(&dev, &origin)?;
+    let mut s = open(&dev, &origin, others)?;
     rep.after = Some(s.check()?);
     rep.txn_after = s.txn_id();
     rep.outcome = Outcome::Repaired;

@@ -724,6 +724,24 @@ impl SharedStore {
         })
     }
 
+    /// Create snapshot `name` of origin `k` with a given guid (a receive into it;
+    /// exclusive with its writes in flight).
+    pub fn create_origin_snapshot_as(
+        &self,
+        k: OriginId,
+        name: &str,
+        created: u64,
+        guid: [u8; 16],
+    ) -> Result<SnapId> {
+        self.finish_merge()?;
+        self.exclusive_for(Dev::Origin(k), || {
+            let mut s = self.store.lock();
+            let id = s.create_origin_snapshot_as(k, name, created, guid)?;
+            self.note_durable(s.txn_id());
+            Ok(id)
+        })
+    }
+
     /// Create a snapshot with a given guid (receive; exclusive with origin writes in
     /// flight, like [`SharedStore::create_snapshot`]).
     pub fn create_snapshot_as(

@@ -111,8 +111,10 @@ fn send_with(
 /// `receive`: copy `input` to the daemon, then read its answer. `progress` is
 /// called after each piece copied; its `covered` and `total` come from a
 /// [`Scan`] of the same bytes (a side thread; the copy does not depend on it).
+/// `origin`: the origin received into (`None`: the first).
 pub fn receive(
     socket: &Path,
+    origin: Option<&str>,
     force: bool,
     rbd_diff: bool,
     input: &mut dyn Read,
@@ -120,8 +122,12 @@ pub fn receive(
 ) -> Result<protocol::Received> {
     let mut scan = Scan::start(rbd_diff);
     let mut conn = connect(socket)?;
-    conn.write_all(&to_line(&Request::new(Op::Receive { force, rbd_diff })))
-        .map_err(Error::io("send to", socket))?;
+    conn.write_all(&to_line(&Request::new(Op::Receive {
+        force,
+        rbd_diff,
+        origin: origin.map(str::to_owned),
+    })))
+    .map_err(Error::io("send to", socket))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     let mut input_error = None;

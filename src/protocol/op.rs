@@ -82,6 +82,11 @@ pub enum Op {
         /// The snapshot; absent for the origin.
         #[serde(default)]
         name: Option<String>,
+        /// The origin (by name) the map is of; absent: the first origin, or the one
+        /// an `ORIGIN@NAME` names (an older client sends none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
+
         /// First byte (default 0).
         #[serde(default)]
         offset: u64,
@@ -94,6 +99,11 @@ pub enum Op {
         /// One side; absent for the origin.
         #[serde(default)]
         from: Option<String>,
+        /// The origin (by name) of both sides; absent: the first origin, or the one
+        /// an `ORIGIN@NAME` names (an older client sends none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
+
         /// The other side; absent for the origin.
         #[serde(default)]
         to: Option<String>,
@@ -108,6 +118,12 @@ pub enum Op {
     Export {
         /// The snapshot, or "-" / "origin" for the origin.
         name: String,
+        /// The origin (by name) exported (`name` "-"), or whose snapshot `name`
+        /// is; absent: the first origin, or the one an `ORIGIN@NAME` names (an
+        /// older client sends none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
+
         /// `name` is a snapshot's even when it reads "origin".
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         snapshot: bool,
@@ -130,12 +146,15 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         sparse: bool,
     },
-    /// Grow the origin to `size` bytes (default: its file's or block device's size
+    /// Grow an origin to `size` bytes (default: its file's or block device's size
     /// now), in one commit, and tell the kernel (`UBLK_F_UPDATE_SIZE`).
     ResizeOrigin {
         /// The new size in bytes; absent: the origin device's size.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         size: Option<u64>,
+        /// The origin (by name); absent: the first (an older client sends none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
     },
     /// Streaming: send snapshot `name` (or, with `from`, what changed since `from`) as
     /// a replication stream. The reply line (`sending`, or an error) is followed by
@@ -161,6 +180,11 @@ pub enum Op {
         /// The stream is Ceph's `rbd diff v1` (its from-snapshot names A here).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         rbd_diff: bool,
+        /// The origin (by name) the stream is applied to (its base is one of this
+        /// origin's snapshots; the snapshot lands in it); absent: the first (an
+        /// older client sends none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
     },
     /// A group snapshot: snapshot `name` of every origin of `origins`, at one
     /// instant (a write fence across them) and in one commit.

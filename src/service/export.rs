@@ -9,6 +9,9 @@
 //!   serves the same exports (a clean shutdown removes the file: exports, like
 //!   devices, are then made again by whoever made them).
 //! - Export names follow the snapshot-name rules ([`exception_store::validate_name`]).
+//! - Any origin of a pool can be exported (`export - --origin NAME`; its export is
+//!   named after it by default); the first origin's default export name stays
+//!   [`ORIGIN`].
 use super::{
     state::{RecordedExport, State},
     Service,
@@ -35,42 +38,59 @@ impl Service {
 
     /// [`export_as`](Self::export_as) where `origin` and `-` mean the origin.
     pub fn export(&self, name: &str, writable: bool, export: Option<&str>) -> Result<ExportEntry> {
-        self.export_as(name, false, writable, export)
+        self.export_as(name, None, false, writable, export)
     }
 
-    /// `export`: serve snapshot `name` (or the origin, for `-` or [`ORIGIN`]; with
-    /// `snapshot`, `name` is always a snapshot's) as NBD export `export` (default:
-    /// `name`, `origin` for the origin). Exporting the same thing again with the
-    /// same settings is a no-op; an existing export of that name with other
-    /// settings is refused (unexport it first).
+    /// `export`: serve snapshot `name` of origin `of` (or that origin itself, for
+    /// `-` or [`ORIGIN`]; with `snapshot`, `name` is always a snapshot's; `of`:
+    /// `None` for the first origin, or the one an `ORIGIN@NAME` names) as NBD export
+    /// `export` (default: `name`, [`ORIGIN`] for the first origin, another origin's
+    /// name for it). Exporting the same thing again with the same settings is a
+    /// no-op; an existing export of that name with other settings is refused
+    /// (unexport it first).
     pub fn export_as(
         &self,
         name: &str,
+        of: Option<&str>,
         snapshot: bool,
         writable: bool,
         export: Option<&str>,
     ) -> Result<ExportEntry> {
         let devs = self.devices();
         let origin = !snapshot && (name == "-" || name == ORIGIN);
-        if origin && name == ORIGIN && self.store().lock().lookup(ORIGIN).is_some() {
+        // the origin named by `of`, and the name its snapshot goes by
+        let (k, qualified, origin_name, ambiguous) = {
+            let s = self.store().lock();
+            let k = crate::names::origin_or_first(&s, of)?;
+            let o = s.origins().into_iter().find(|o| o.id == k).map(|o| o.name);
+            let qualified = crate::names::qualify(&s, of, name)?;
+            let ambiguous = origin && name == ORIGIN && s.lookup(&qualified).is_some();
+            (k, qualified, o, ambiguous)
+        };
+        if ambiguous {
             return Err(Error::Invalid(
                 "`origin` is ambiguous, a snapshot has that name: export `-` for the origin, or the \
                  snapshot with --snapshot origin"
                     .into(),
             ));
         }
-        let export = export.unwrap_or(if origin { ORIGIN } else { name });
+        let export = match (export, origin) {
+            (Some(e), _) => e,
+            (None, true) if k == 0 => ORIGIN,
+            (None, true) => origin_name.as_deref().unwrap_or(ORIGIN),
+            (None, false) => &qualified,
+        };
         exception_store::validate_name(export).map_err(|e| Error::Invalid(e.to_string()))?;
-        if origin && writable && self.repl.is_receiving() {
+        if origin && writable && self.repl.receiving_into() == Some(k) {
             return Err(Error::InUse {
                 device: ORIGIN.into(),
                 why: "a receive writes the origin: export it writable once the receive ends",
             });
         }
         let (dev, snapshot) = if origin {
-            (Dev::Origin(0), None)
+            (Dev::Origin(k), None)
         } else {
-            (Dev::Snap(self.lookup(name)?), Some(name.to_owned()))
+            (Dev::Snap(self.lookup(&qualified)?), Some(qualified.clone()))
         };
         let e = Export {
             name: export.to_owned(),
@@ -164,6 +184,10 @@ impl Service {
                     Dev::Origin(_) => None,
                     Dev::Snap(id) => Some(id.0),
                 },
+                origin: match e.dev {
+                    Dev::Origin(k) => k,
+                    Dev::Snap(_) => 0,
+                },
                 name: e.snapshot.unwrap_or_else(|| ORIGIN.into()),
                 export: e.name,
                 writable: e.writable,
@@ -176,11 +200,17 @@ impl Service {
     pub(crate) fn restore_exports(&self, previous: &State) {
         for r in &previous.exports {
             let dev = match r.snapshot {
-                None => Dev::Origin(0),
+                None => Dev::Origin(r.origin),
                 Some(id) => Dev::Snap(SnapId(id)),
             };
             let snapshot = match dev {
-                Dev::Origin(_) => None,
+                Dev::Origin(k) => {
+                    if !self.store().lock().exists(dev) {
+                        tracing::warn!(export = %r.export, origin = k, "recorded export's origin no longer exists");
+                        continue;
+                    }
+                    None
+                }
                 Dev::Snap(id) => {
                     let s = self.store().lock();
                     let name = s

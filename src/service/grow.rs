@@ -1,12 +1,13 @@
 //! The growing ops of the [`Service`], online: `grow-store` (the store takes the
 //! space its file or block device gained, `exception_store::Store::grow_store`) and
-//! `resize-origin` (the origin takes the size its file or block device grew to,
+//! `resize-origin` (an origin takes the size its file or block device grew to,
 //! `exception_store::Store::grow_origin`). Their offline halves are
 //! `offline::grow_offline` and `offline::resize_offline`; the replies
 //! ([`GrownStore`], [`ResizedOrigin`]) are the same for both.
 //!
 //! # Online: resize-origin
-//! The store grows first (one commit), then the size the origin's ublk device serves
+//! Of any origin of a pool (`resize-origin NAME`; the first by default). The store
+//! grows first (one commit), then the size the origin's ublk device serves
 //! (`Target::size_bytes`, read by every request's bounds check), and last the kernel
 //! is told (`UBLK_U_CMD_UPDATE_SIZE`), so it never sends a request past what the
 //! target serves. Only where the driver offers `UBLK_F_UPDATE_SIZE` (Linux 6.16+):
@@ -31,13 +32,18 @@ impl Service {
         Ok(GrownStore::new(&g, nr_free))
     }
 
-    /// `resize-origin` (module documentation). Refused, changing nothing, on a
-    /// driver without `UBLK_F_UPDATE_SIZE` while the origin's device runs.
-    pub fn resize_origin(&self, size: Option<u64>) -> Result<ResizedOrigin> {
+    /// `resize-origin` of origin `origin` (`None`: the first; module
+    /// documentation). Refused, changing nothing, on a driver without
+    /// `UBLK_F_UPDATE_SIZE` while the origin's device runs.
+    pub fn resize_origin(&self, origin: Option<&str>, size: Option<u64>) -> Result<ResizedOrigin> {
         // the device set stays as it is until the kernel has been told
         let devs = self.devices();
-        let new_len = target_size(&self.store().lock(), size)?;
-        let dev = devs.get(Dev::Origin(0));
+        let (k, new_len) = {
+            let s = self.store().lock();
+            let k = crate::names::origin_or_first(&s, origin)?;
+            (k, target_size(&s, k, size)?)
+        };
+        let dev = devs.get(Dev::Origin(k));
         if let Some(d) = dev {
             if !self.driver_offers(ublk_target::Features::UPDATE_SIZE) {
                 return Err(Error::Invalid(format!(
@@ -49,7 +55,7 @@ impl Service {
                 )));
             }
         }
-        let g = self.store().grow_origin(0, new_len)?;
+        let g = self.store().grow_origin(k, new_len)?;
         // a daemon that dies here leaves a larger store than the kernel's device: the
         // restart's recovery tells the kernel (`ublk_target::Device::recover`)
         crate::crash_point::at("resize-committed");

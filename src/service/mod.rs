@@ -274,17 +274,28 @@ impl Service {
                 .map(Reply::Pruned),
             Op::Check => self.check().map(Reply::Checked),
             Op::Dump { elements } => self.dump(elements).map(Reply::Dump),
-            Op::Map { name, offset, len } => {
-                crate::inspect::map(&mut self.store.lock(), name.as_deref(), offset, len)
-                    .map(Reply::Map)
-            }
+            Op::Map {
+                name,
+                origin,
+                offset,
+                len,
+            } => crate::inspect::map(
+                &mut self.store.lock(),
+                origin.as_deref(),
+                name.as_deref(),
+                offset,
+                len,
+            )
+            .map(Reply::Map),
             Op::Diff {
                 from,
+                origin,
                 to,
                 offset,
                 len,
             } => crate::inspect::diff(
                 &mut self.store.lock(),
+                origin.as_deref(),
                 from.as_deref(),
                 to.as_deref(),
                 offset,
@@ -293,15 +304,24 @@ impl Service {
             .map(Reply::Diff),
             Op::Export {
                 name,
+                origin,
                 snapshot,
                 writable,
                 export,
             } => self
-                .export_as(&name, snapshot, writable, export.as_deref())
+                .export_as(
+                    &name,
+                    origin.as_deref(),
+                    snapshot,
+                    writable,
+                    export.as_deref(),
+                )
                 .map(Reply::Exported),
             Op::Unexport { export } => self.unexport(&export).map(Reply::Unexported),
             Op::GrowStore { sparse } => self.grow_store(sparse).map(Reply::GrownStore),
-            Op::ResizeOrigin { size } => self.resize_origin(size).map(Reply::ResizedOrigin),
+            Op::ResizeOrigin { size, origin } => self
+                .resize_origin(origin.as_deref(), size)
+                .map(Reply::ResizedOrigin),
             Op::Send { .. } | Op::Receive { .. } => Err(Error::Invalid(
                 "send and receive stream after their line; this connection cannot".into(),
             )),

@@ -295,7 +295,18 @@ impl Service {
         !self.missing.lock().is_empty()
     }
 
-    fn origin_id(&self, name: &str) -> Result<OriginId> {
+    /// The store's origins' names, by id.
+    pub(crate) fn origin_names(&self) -> BTreeMap<OriginId, String> {
+        self.store
+            .lock()
+            .origins()
+            .into_iter()
+            .map(|o| (o.id, o.name))
+            .collect()
+    }
+
+    /// The origin called `name` (the store's `NoSuchOrigin` otherwise).
+    pub(crate) fn origin_id(&self, name: &str) -> Result<OriginId> {
         self.store
             .lock()
             .origin_by_name(name)

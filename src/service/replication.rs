@@ -9,11 +9,15 @@
 //! checkpoint and at its end, so that it survives kill -9.
 //!
 //! # Invariants
-//! - One receive at a time (the state's lock is held for its duration); the origin
+//! - One receive at a time in the pool (the state's lock is held for its duration),
+//!   into one origin (`receive --origin`, the first by default); that origin's
 //!   device is held open exclusively meanwhile, so nothing mounts it mid-stream.
+//! - An unfinished receive belongs to the origin it wrote: only a receive into
+//!   that origin resumes it or (`--force`) drops it.
 //! - A snapshot being sent cannot be deleted, merged or pruned, and the space policy
 //!   spares it (`Service::protected`, [`Replication::is_sending`]).
 use super::{claim_origin, Service};
+use crate::ublk::target::ReceiveFlag;
 use crate::{
     protocol::{self, ErrorCode, Reply, Response},
     Error, Result,
@@ -23,7 +27,7 @@ use exception_store::replicate::{
     self, parse_resume_token, Pending, ReceiveError, ReceiveOptions, SendSpec,
 };
 use exception_store::stream::rbd_diff::{Reader, ToStream};
-use exception_store::{stream::Header, SharedStore};
+use exception_store::{stream::Header, OriginId, SharedStore};
 use parking_lot::Mutex;
 use std::{
     collections::BTreeMap,
@@ -42,10 +46,10 @@ pub struct Replication {
     /// [`Replication::is_internal`].
     internal: Mutex<Vec<SnapId>>,
     sending: Mutex<BTreeMap<SnapId, usize>>,
-    /// A receive is writing the origin: no writable NBD export of the origin may
-    /// be added meanwhile (set and read under the devices lock), and the origin's
-    /// ublk device refuses writes ([`crate::ublk::target::StoreTarget`]).
-    receiving: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The origin a receive is writing: no writable NBD export of it may be added
+    /// meanwhile (set and read under the devices lock), and its ublk device refuses
+    /// writes ([`crate::ublk::target::StoreTarget`]).
+    receiving: ReceiveFlag,
 }
 
 /// The snapshots internal to the receive `p`: its rollback snapshot and its mark.
@@ -153,6 +157,16 @@ impl Replication {
         let Some(p) = st.as_mut() else {
             return Ok(());
         };
+        if !store.lock().origin_attached(p.origin) {
+            // its origin is not served: nothing can write it until it is back
+            tracing::warn!(
+                origin = p.origin,
+                name = %p.name,
+                "the unfinished receive's origin is missing: no new mark"
+            );
+            self.set_internal(store, Some(p));
+            return Ok(());
+        }
         let path = self.path.clone();
         let r = replicate::mark(store, p, crate::now_secs(), &mut |q| {
             save_file(&path, &encode(q))
@@ -161,13 +175,14 @@ impl Replication {
         r.map_err(|e| Error::Invalid(format!("the unfinished receive's mark: {e}")))
     }
 
-    /// Whether a receive is writing the origin now.
-    pub fn is_receiving(&self) -> bool {
-        self.receiving.load(std::sync::atomic::Ordering::SeqCst)
+    /// The origin a receive is writing now, if any.
+    pub fn receiving_into(&self) -> Option<OriginId> {
+        self.receiving.get()
     }
 
-    /// The flag behind [`Replication::is_receiving`], for the origin's ublk target.
-    pub fn receiving_flag(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    /// The flag behind [`Replication::receiving_into`], for the origins' ublk
+    /// targets.
+    pub fn receiving_flag(&self) -> ReceiveFlag {
         self.receiving.clone()
     }
 
@@ -184,22 +199,19 @@ impl Replication {
     }
 }
 
-/// Marks the origin as being written by a receive while alive.
+/// Marks an origin as being written by a receive while alive.
 struct Receiving<'a>(&'a Replication);
 
 impl<'a> Receiving<'a> {
-    fn new(repl: &'a Replication) -> Self {
-        repl.receiving
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+    fn new(repl: &'a Replication, k: OriginId) -> Self {
+        repl.receiving.set(Some(k));
         Receiving(repl)
     }
 }
 
 impl Drop for Receiving<'_> {
     fn drop(&mut self) {
-        self.0
-            .receiving
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.0.receiving.set(None);
     }
 }
 
@@ -262,8 +274,15 @@ impl Service {
                     reply_line(&mut conn, &err_response(&e));
                 }
             }
-            protocol::Op::Receive { force, rbd_diff } => {
-                let r = self.receive(force, rbd_diff, &mut conn, leftover);
+            protocol::Op::Receive {
+                force,
+                rbd_diff,
+                origin,
+            } => {
+                let r = match origin.as_deref().map(|o| self.origin_id(o)).transpose() {
+                    Ok(k) => self.receive(k.unwrap_or(0), force, rbd_diff, &mut conn, leftover),
+                    Err(e) => err_response(&e),
+                };
                 let _ = conn.shutdown(std::net::Shutdown::Read);
                 reply_line(&mut conn, &r);
             }
@@ -343,8 +362,10 @@ impl Service {
         Ok(())
     }
 
+    /// `receive` into origin `k`.
     fn receive(
         &self,
+        k: OriginId,
         force: bool,
         rbd_diff: bool,
         conn: &mut UnixStream,
@@ -352,7 +373,7 @@ impl Service {
     ) -> Response {
         let claim = {
             let devs = self.devices.lock();
-            match claim_origin(&devs, exception_store::Dev::Origin(0)) {
+            match claim_origin(&devs, exception_store::Dev::Origin(k)) {
                 Ok(c) => c,
                 Err(device) => {
                     return err_response(&Error::InUse {
@@ -365,13 +386,32 @@ impl Service {
         let Some(mut st) = self.repl.state.try_lock() else {
             return Response::error(ErrorCode::Busy, "another receive is running");
         };
+        if let Some(p) = st.as_ref().filter(|p| p.origin != k) {
+            // resuming or dropping it writes its own origin, not this one
+            let names = self.origin_names();
+            let name = |o: OriginId| names.get(&o).cloned().unwrap_or_else(|| format!("#{o}"));
+            return Response::error(
+                ErrorCode::Busy,
+                format!(
+                    "an unfinished receive of {:?} into origin {:?} is pending: resume it \
+                     (`snapctl send --resume {}`, received with --origin {}) or drop it \
+                     (a receive into origin {:?} with --force) before receiving into origin {:?}",
+                    p.name,
+                    name(p.origin),
+                    p.token(),
+                    name(p.origin),
+                    name(p.origin),
+                    name(k)
+                ),
+            );
+        }
         // No other writer of the origin: its ublk device is claimed above, and a
         // writable NBD export of it is refused here and kept out until the end.
         let _receiving = {
             let _devs = self.devices.lock();
             if let Some(e) = self
                 .exports
-                .of(exception_store::Dev::Origin(0))
+                .of(exception_store::Dev::Origin(k))
                 .into_iter()
                 .find(|e| e.writable)
             {
@@ -380,13 +420,14 @@ impl Service {
                     why: "a receive writes the origin: unexport its writable NBD export first",
                 });
             }
-            Receiving::new(&self.repl)
+            Receiving::new(&self.repl, k)
         };
         let pending = &mut *st;
         let mut input = std::io::Cursor::new(leftover)
             .chain(std::io::BufReader::with_capacity(1 << 20, &*conn));
         let path = self.repl.path.clone();
         let opts = ReceiveOptions {
+            origin: k,
             force,
             now: crate::now_secs(),
             ..ReceiveOptions::default()
@@ -400,7 +441,7 @@ impl Service {
             save_file(&path, &encode(p))
         };
         let r = if rbd_diff {
-            let mut ts = match self.rbd_input(&mut input) {
+            let mut ts = match self.rbd_input(k, &mut input) {
                 Ok(ts) => ts,
                 Err(e) => return err_response(&e),
             };
@@ -465,8 +506,8 @@ impl Service {
     }
 
     /// Our stream made from an `rbd diff v1` on `input`: B is its `t` snapshot
-    /// (created now, a new guid), A the snapshot its `f` names here.
-    fn rbd_input<'a, R: Read>(&self, input: &'a mut R) -> Result<ToStream<&'a mut R>> {
+    /// (created now, a new guid), A the snapshot of origin `k` its `f` names here.
+    fn rbd_input<'a, R: Read>(&self, k: OriginId, input: &'a mut R) -> Result<ToStream<&'a mut R>> {
         let rd = Reader::new(input).map_err(|e| Error::Invalid(e.to_string()))?;
         let meta = rd.meta().clone();
         let (snaps, chunk) = {
@@ -477,7 +518,7 @@ impl Service {
             Some(a) => {
                 let s = snaps
                     .iter()
-                    .find(|x| x.name == *a)
+                    .find(|x| x.origin == k && x.name == *a)
                     .ok_or_else(|| Error::NoSuchSnapshot(a.clone()))?;
                 Some(s.guid)
             }

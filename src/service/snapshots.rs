@@ -263,6 +263,19 @@ impl Service {
         self.clear_deferred(&devs, id);
     }
 
+    /// The snapshot of the deferred merge, if there is one, as `status` names it:
+    /// `ORIGIN@NAME` in a pool, so that it says which origin waits to be closed.
+    pub(crate) fn deferred_merge_name(&self, s: &exception_store::Store) -> Option<String> {
+        let id = (*self.deferred_merge.lock())?;
+        let i = s.snapshots().into_iter().find(|i| i.id == id)?;
+        let origins = s.origins();
+        if origins.len() <= 1 {
+            return Some(i.name);
+        }
+        let o = origins.into_iter().find(|o| o.id == i.origin)?;
+        Some(format!("{}@{}", o.name, i.name))
+    }
+
     /// Forget the deferred merge if it is `id`'s, and record that in the state file.
     fn clear_deferred(&self, devs: &Devices, id: SnapId) {
         let cleared = {

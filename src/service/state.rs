@@ -67,12 +67,20 @@ pub struct ActiveOrigin {
 pub struct RecordedExport {
     /// The export's name.
     pub export: String,
-    /// The snapshot's id (`None`: the origin).
+    /// The snapshot's id (`None`: an origin, `origin`).
     pub snapshot: Option<u32>,
+    /// The origin's id, when `snapshot` is `None` (absent: the first).
+    #[serde(default, skip_serializing_if = "is_first")]
+    pub origin: u32,
     /// The snapshot's name when exported (for logs).
     pub name: String,
     /// Writable.
     pub writable: bool,
+}
+
+/// Whether origin id `k` is the first's (what an absent `origin` means).
+fn is_first(k: &u32) -> bool {
+    *k == 0
 }
 
 /// The state file of one store.

@@ -113,10 +113,7 @@ impl Service {
                     eta_secs,
                 })
                 .collect(),
-            deferred_merge: self
-                .deferred_merge
-                .lock()
-                .and_then(|id| names.get(&id.0).cloned()),
+            deferred_merge: self.deferred_merge_name(&s),
             failed: st.failed,
             space_policy: space_policy_name(st.space_policy).into(),
             min_free_chunks: st.min_free_chunks,

@@ -4,16 +4,16 @@
 //! Store errors become errnos through [`exception_store::Error::errno`]; they are
 //! logged here because the kernel only sees the number. A write refused for lack of
 //! store space (ENOSPC: the store is full, or under the min-free guard) is also
-//! counted, for `status` ([`SpaceRefusals`]). While a receive writes the origin, the
+//! counted, for `status` ([`SpaceRefusals`]). While a receive writes an origin, that
 //! origin's device refuses writes, discards and zeroing with EBUSY
 //! ([`StoreTarget::refusing_writes_while`]): its `O_EXCL` claim keeps mounts and
 //! `mkfs` out, not a plain `open(O_WRONLY)`, and a write in the middle of a receive
 //! would end up in the snapshot it takes under the sender's guid.
-use exception_store::{Dev, DirectSource, DirectStarted, SharedStore, Started};
+use exception_store::{Dev, DirectSource, DirectStarted, OriginId, SharedStore, Started};
 use std::{
     io,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc,
     },
 };
@@ -27,6 +27,28 @@ impl SpaceRefusals {
     /// How many so far.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Which origin a receive writes now, if any: set by the service, read by the
+/// origins' targets ([`StoreTarget::refusing_writes_while`]). Clones share it.
+#[derive(Debug, Default, Clone)]
+pub struct ReceiveFlag(Arc<AtomicU64>);
+
+impl ReceiveFlag {
+    /// A receive writes origin `k` from now on (`None`: no receive runs).
+    pub fn set(&self, k: Option<OriginId>) {
+        // 0: none; k + 1: origin k
+        self.0
+            .store(k.map_or(0, |k| u64::from(k) + 1), Ordering::SeqCst);
+    }
+
+    /// The origin a receive writes now.
+    pub fn get(&self) -> Option<OriginId> {
+        match self.0.load(Ordering::SeqCst) {
+            0 => None,
+            n => OriginId::try_from(n - 1).ok(),
+        }
     }
 }
 
@@ -46,8 +68,9 @@ pub struct StoreTarget {
     /// A snapshot's size (fixed); `None` for the origin, whose size is the store's
     /// now (it grows with `resize-origin`).
     snap_size: Option<u64>,
-    /// Origin writes are refused (EBUSY) while this is set: a receive runs.
-    receiving: Option<Arc<AtomicBool>>,
+    /// Origin writes are refused (EBUSY) while this names the origin: a receive
+    /// writes it.
+    receiving: Option<ReceiveFlag>,
     /// Writes refused so, for the log.
     busy_refusals: AtomicU64,
 }
@@ -78,12 +101,11 @@ impl StoreTarget {
         }
     }
 
-    /// The origin's device refuses writes, discards and zeroing with EBUSY while
-    /// `receiving` is set (a receive writes the origin); a snapshot's device is
+    /// An origin's device refuses writes, discards and zeroing with EBUSY while
+    /// `receiving` names that origin (a receive writes it); a snapshot's device is
     /// not concerned.
-    pub fn refusing_writes_while(mut self, receiving: Arc<AtomicBool>) -> Self {
-        // a receive writes the first origin
-        if self.dev == Dev::Origin(0) {
+    pub fn refusing_writes_while(mut self, receiving: ReceiveFlag) -> Self {
+        if let Dev::Origin(_) = self.dev {
             self.receiving = Some(receiving);
         }
         self
@@ -91,11 +113,8 @@ impl StoreTarget {
 
     /// EBUSY when origin writes are refused now (logged at the 1st, 2nd, 4th ...).
     fn refused(&self, op: &'static str, offset: u64) -> Option<io::Error> {
-        if !self
-            .receiving
-            .as_ref()
-            .is_some_and(|r| r.load(Ordering::SeqCst))
-        {
+        let receiving = self.receiving.as_ref()?.get();
+        if receiving.map(Dev::Origin) != Some(self.dev) {
             return None;
         }
         let n = self.busy_refusals.fetch_add(1, Ordering::Relaxed) + 1;

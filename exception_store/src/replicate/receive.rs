@@ -4,7 +4,7 @@
 use super::{hex, resume_token};
 use crate::{
     stream::{Decoder, Record, StreamError},
-    Dev, SharedStore,
+    Dev, OriginId, SharedStore,
 };
 use blockdev::ids::SnapId;
 use std::io::Read;
@@ -28,6 +28,8 @@ pub struct Pending {
     /// the origin no longer reads it (written in between). `None` in the state of
     /// an older version, which cannot be checked.
     pub mark: Option<SnapId>,
+    /// The origin it writes (0, the first, in the state of an older version).
+    pub origin: OriginId,
 }
 
 impl Pending {
@@ -36,11 +38,16 @@ impl Pending {
         resume_token(&self.stream_id, self.next_offset)
     }
 
-    /// Text form (one line).
+    /// Text form (one line; the origin, `origin=K`, only when it is not the first,
+    /// so a one-origin store writes what older versions read).
     pub fn encode(&self) -> String {
         let mark = self.mark.map(|m| format!(" {}", m.0)).unwrap_or_default();
+        let origin = match self.origin {
+            0 => String::new(),
+            k => format!(" origin={k}"),
+        };
         format!(
-            "pending {} {} {} {} {}{mark}\n",
+            "pending {} {} {} {} {}{mark}{origin}\n",
             hex(&self.stream_id),
             self.name,
             hex(&self.guid),
@@ -55,24 +62,32 @@ impl Pending {
         if w.next()? != "pending" {
             return None;
         }
-        let p = Pending {
+        let mut p = Pending {
             stream_id: super::parse_hex16(w.next()?)?,
             name: w.next()?.to_owned(),
             guid: super::parse_hex16(w.next()?)?,
             rollback: SnapId(w.next()?.parse().ok()?),
             next_offset: w.next()?.parse().ok()?,
-            mark: match w.next() {
-                Some(m) => Some(SnapId(m.parse().ok()?)),
-                None => None,
-            },
+            mark: None,
+            origin: 0,
         };
-        w.next().is_none().then_some(p)
+        let mut rest = w.peekable();
+        if let Some(m) = rest.next_if(|t| !t.starts_with("origin=")) {
+            p.mark = Some(SnapId(m.parse().ok()?));
+        }
+        if let Some(o) = rest.next() {
+            p.origin = o.strip_prefix("origin=")?.parse().ok()?;
+        }
+        rest.next().is_none().then_some(p)
     }
 }
 
 /// How to receive.
 #[derive(Debug, Clone, Copy)]
 pub struct ReceiveOptions {
+    /// The origin the stream is applied to (its base is looked up among this
+    /// origin's snapshots; B is created in it).
+    pub origin: OriginId,
     /// Roll the origin back to A when it changed since A, or drop an unfinished
     /// receive, instead of refusing.
     pub force: bool,
@@ -85,6 +100,7 @@ pub struct ReceiveOptions {
 impl Default for ReceiveOptions {
     fn default() -> Self {
         ReceiveOptions {
+            origin: 0,
             force: false,
             now: 0,
             checkpoint_bytes: 16 << 20,
@@ -199,7 +215,7 @@ pub fn mark(
     let old = p.mark;
     let name = |n: u64| format!("{}.{n}", rollback_name(&p.stream_id, "-mark"));
     let n = store.lock().txn_id().0;
-    p.mark = Some(store.create_snapshot(&name(n), None, now)?);
+    p.mark = Some(store.create_origin_snapshot(p.origin, &name(n), now)?);
     save(Some(p)).map_err(ReceiveError::State)?;
     Ok(drop_mark(store, old)?)
 }
@@ -251,18 +267,18 @@ fn drop_mark(store: &SharedStore, m: Option<SnapId>) -> crate::Result<()> {
     Ok(())
 }
 
-/// Whether the origin reads what snapshot `a` reads. The diff lists where they may
+/// Whether origin `k` reads what snapshot `a` (one of its) reads. The diff lists where they may
 /// differ (after a rolled-back receive the origin reads merged copies of A's data,
 /// which the element index cannot tell from a write); those ranges are compared.
-fn origin_reads(store: &SharedStore, a: SnapId, size: u64) -> crate::Result<bool> {
+fn origin_reads(store: &SharedStore, k: OriginId, a: SnapId, size: u64) -> crate::Result<bool> {
     const PIECE: u64 = 1 << 20;
     let mut x = vec![0u8; PIECE as usize];
     let mut y = vec![0u8; PIECE as usize];
-    for (off, len) in store.diff(Dev::Origin(0), Dev::Snap(a), 0, size)? {
+    for (off, len) in store.diff(Dev::Origin(k), Dev::Snap(a), 0, size)? {
         let mut p = off;
         while p < off + len {
             let n = (off + len - p).min(PIECE) as usize;
-            store.read(Dev::Origin(0), p, &mut x[..n])?;
+            store.read(Dev::Origin(k), p, &mut x[..n])?;
             store.read(Dev::Snap(a), p, &mut y[..n])?;
             if x[..n] != y[..n] {
                 return Ok(false);
@@ -273,7 +289,8 @@ fn origin_reads(store: &SharedStore, a: SnapId, size: u64) -> crate::Result<bool
     Ok(true)
 }
 
-/// Apply the stream read from `input` to `store`'s origin, then take snapshot B.
+/// Apply the stream read from `input` to origin `opts.origin` of `store`, then take
+/// snapshot B of it.
 #[allow(clippy::too_many_arguments)]
 pub fn receive<R: Read>(
     store: &SharedStore,
@@ -285,10 +302,15 @@ pub fn receive<R: Read>(
 ) -> Result<Received, ReceiveError> {
     let mut dec = Decoder::new(input).map_err(ReceiveError::Refused)?;
     let h = dec.header().clone();
-    let (snaps, size) = {
-        let s = store.lock();
-        (s.snapshots(), s.size())
-    };
+    let k = opts.origin;
+    let size = store.dev_size(Dev::Origin(k))?;
+    // the base is one of this origin's snapshots
+    let snaps: Vec<_> = store
+        .lock()
+        .snapshots()
+        .into_iter()
+        .filter(|s| s.origin == k)
+        .collect();
     if h.size != size {
         return Err(ReceiveError::Size {
             stream: h.size,
@@ -298,6 +320,12 @@ pub fn receive<R: Read>(
     let mut forced = Vec::new();
     let mut state = match (h.resume_offset, pending) {
         (Some(at), Some(p)) => {
+            if p.origin != k {
+                return Err(ReceiveError::ResumeMismatch(format!(
+                    "the pending receive writes origin #{}, this one #{k}",
+                    p.origin
+                )));
+            }
             if p.stream_id != h.stream_id || p.name != h.name || p.guid != h.guid {
                 return Err(ReceiveError::ResumeMismatch(format!(
                     "it resumes stream {}, the pending one is {}",
@@ -312,7 +340,7 @@ pub fn receive<R: Read>(
                 )));
             }
             if let Some(m) = p.mark {
-                if !origin_reads(store, m, size)? {
+                if !origin_reads(store, k, m, size)? {
                     return Err(ReceiveError::WrittenSinceCut {
                         name: p.name,
                         offset: p.next_offset,
@@ -341,7 +369,7 @@ pub fn receive<R: Read>(
                     p.name
                 ));
             }
-            if store.lock().lookup(&h.name).is_some() {
+            if store.lock().lookup_in(k, &h.name).is_some() {
                 return Err(ReceiveError::NameTaken(h.name));
             }
             if let Some(g) = h.from_guid {
@@ -349,7 +377,7 @@ pub fn receive<R: Read>(
                     .iter()
                     .find(|s| s.guid == g)
                     .ok_or_else(|| ReceiveError::WrongBase(hex(&g)))?;
-                if !origin_reads(store, base.id, base.size)? {
+                if !origin_reads(store, k, base.id, base.size)? {
                     if !opts.force {
                         return Err(ReceiveError::OriginChanged(base.name.clone()));
                     }
@@ -376,7 +404,7 @@ pub fn receive<R: Read>(
                 }
             }
             let rollback =
-                store.create_snapshot(&rollback_name(&h.stream_id, ""), None, opts.now)?;
+                store.create_origin_snapshot(k, &rollback_name(&h.stream_id, ""), opts.now)?;
             let p = Pending {
                 stream_id: h.stream_id,
                 name: h.name.clone(),
@@ -384,6 +412,7 @@ pub fn receive<R: Read>(
                 rollback,
                 next_offset: 0,
                 mark: None,
+                origin: k,
             };
             save(Some(&p)).map_err(ReceiveError::State)?;
             p
@@ -403,7 +432,7 @@ pub fn receive<R: Read>(
             Err(error) if error.is_cut() => {
                 // Everything applied is durable after this flush: resume after it,
                 // once the origin is known unwritten since (the mark).
-                store.flush(Dev::Origin(0))?;
+                store.flush(Dev::Origin(k))?;
                 state.next_offset = state.next_offset.max(last_end);
                 mark(store, &mut state, opts.now, save)?;
                 return Err(ReceiveError::Cut {
@@ -419,8 +448,8 @@ pub fn receive<R: Read>(
         };
         let (off, len) = rec.range();
         let r = match &rec {
-            Record::Data { offset, data } => store.write(Dev::Origin(0), *offset, data),
-            Record::Zero { offset, len } => store.write_zeroes(Dev::Origin(0), *offset, *len),
+            Record::Data { offset, data } => store.write(Dev::Origin(k), *offset, data),
+            Record::Zero { offset, len } => store.write_zeroes(Dev::Origin(k), *offset, *len),
         };
         if let Err(e) = r {
             abort(store, &state, save)?;
@@ -431,14 +460,14 @@ pub fn receive<R: Read>(
         last_end = off + len;
         progress(applied);
         if since >= opts.checkpoint_bytes {
-            store.flush(Dev::Origin(0))?;
+            store.flush(Dev::Origin(k))?;
             state.next_offset = off + len;
             save(Some(&state)).map_err(ReceiveError::State)?;
             since = 0;
         }
     }
-    store.flush(Dev::Origin(0))?;
-    let snap = store.create_snapshot_as(&h.name, None, h.created, h.guid)?;
+    store.flush(Dev::Origin(k))?;
+    let snap = store.create_origin_snapshot_as(k, &h.name, h.created, h.guid)?;
     store.delete_snapshot(state.rollback)?;
     drop_mark(store, state.mark)?;
     save(None).map_err(ReceiveError::State)?;

@@ -42,6 +42,7 @@ impl Target {
             force,
             now: 1,
             checkpoint_bytes: 256 * 1024,
+            ..ReceiveOptions::default()
         };
         let r = receive(
             &self.s,
@@ -267,11 +268,29 @@ fn state_text_round_trips() {
         rollback: blockdev::ids::SnapId(9),
         next_offset: 1 << 20,
         mark: None,
+        origin: 0,
     };
     assert_eq!(Pending::decode(&p.encode()), Some(p.clone()));
     p.mark = Some(blockdev::ids::SnapId(11));
+    let line = p.encode();
+    assert!(
+        !line.contains("origin="),
+        "the first origin's line is as before"
+    );
+    assert_eq!(Pending::decode(&line), Some(p.clone()));
+    // a receive into another origin of a pool, with and without a mark
+    p.origin = 3;
+    assert!(p.encode().ends_with(" 11 origin=3\n"));
     assert_eq!(Pending::decode(&p.encode()), Some(p.clone()));
+    p.mark = None;
+    assert_eq!(Pending::decode(&p.encode()), Some(p.clone()));
+    assert_eq!(
+        Pending::decode(&p.encode().replace("origin=3", "origin=x")),
+        None
+    );
+    p.origin = 0;
     // the line of an older version (no mark) still reads
+    p.mark = Some(blockdev::ids::SnapId(11));
     let old = p.encode().replace(" 11\n", "\n");
     p.mark = None;
     assert_eq!(Pending::decode(&old), Some(p));

@@ -56,6 +56,18 @@ impl Store {
         self.create_in(0, name, parent, created, guid)
     }
 
+    /// [`create_origin_snapshot`](Self::create_origin_snapshot) with a given guid
+    /// (a snapshot received into origin `k`).
+    pub fn create_origin_snapshot_as(
+        &mut self,
+        k: OriginId,
+        name: &str,
+        created: u64,
+        guid: [u8; 16],
+    ) -> Result<SnapId> {
+        self.create_in(k, name, None, created, guid)
+    }
+
     /// Create `name` in origin `k` (of snapshot `parent`'s origin when there is one).
     fn create_in(
         &mut self,

@@ -25,6 +25,10 @@ pub struct Args {
     a: String,
     /// The other, or `-` for the origin.
     b: String,
+    /// In a pool: the origin (by name) both sides are of (default: the first, or the
+    /// one an ORIGIN@NAME names).
+    #[arg(long, value_name = "NAME")]
+    origin: Option<String>,
     /// Diff this store offline instead of asking the daemon.
     #[arg(long, value_name = "PATH")]
     store: Option<PathBuf>,
@@ -37,6 +41,7 @@ pub struct Args {
 pub fn fetch(
     socket: &std::path::Path,
     store: Option<&std::path::Path>,
+    origin: Option<&str>,
     a: Option<String>,
     b: Option<String>,
 ) -> anyhow::Result<DiffReport> {
@@ -44,11 +49,12 @@ pub fn fetch(
     let mut all: Option<DiffReport> = None;
     loop {
         let page = match store {
-            Some(p) => offline::diff(p, a.as_deref(), b.as_deref(), offset, None)?,
+            Some(p) => offline::diff(p, origin, a.as_deref(), b.as_deref(), offset, None)?,
             None => match client::request(
                 socket,
                 Op::Diff {
                     from: a.clone(),
+                    origin: origin.map(str::to_owned),
                     to: b.clone(),
                     offset,
                     len: None,
@@ -85,6 +91,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
     let d = fetch(
         &out.socket,
         a.store.as_deref(),
+        a.origin.as_deref(),
         device_name(&a.a),
         device_name(&a.b),
     )?;

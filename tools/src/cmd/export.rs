@@ -13,6 +13,11 @@ use ublk_snapd::protocol::{ExportEntry, Op};
 pub struct Args {
     /// The snapshot, or `-` (or `origin`) for the origin.
     name: String,
+    /// In a pool: the origin (by name) exported with `-` (its export is named after
+    /// it by default), or whose snapshot NAME is (default: the first, or the one an
+    /// ORIGIN@NAME names).
+    #[arg(long, value_name = "NAME")]
+    origin: Option<String>,
     /// NAME is a snapshot's even if it is `origin`.
     #[arg(long)]
     snapshot: bool,
@@ -53,6 +58,7 @@ pub fn uris(e: &ExportEntry) -> Vec<String> {
 pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
     let op = Op::Export {
         name: a.name,
+        origin: a.origin,
         snapshot: a.snapshot,
         writable: a.writable,
         export: a.export,

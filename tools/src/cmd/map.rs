@@ -24,6 +24,10 @@ use ublk_snapd::{
 pub struct Args {
     /// The snapshot, or `-` for the origin.
     name: String,
+    /// In a pool: the origin (by name) mapped, or whose snapshot NAME is (default: the first, or the
+    /// one an ORIGIN@NAME names).
+    #[arg(long, value_name = "NAME")]
+    origin: Option<String>,
     /// Map this store offline instead of asking the daemon.
     #[arg(long, value_name = "PATH")]
     store: Option<PathBuf>,
@@ -48,11 +52,12 @@ fn fetch(a: &Args, out: &Output) -> anyhow::Result<MapReport> {
     let mut all: Option<MapReport> = None;
     loop {
         let page = match &a.store {
-            Some(p) => offline::map(p, name.as_deref(), offset, len)?,
+            Some(p) => offline::map(p, a.origin.as_deref(), name.as_deref(), offset, len)?,
             None => match client::request(
                 &out.socket,
                 Op::Map {
                     name: name.clone(),
+                    origin: a.origin.clone(),
                     offset,
                     len,
                 },

@@ -10,6 +10,10 @@ pub struct Args {
     /// Read the stream from this file instead of stdin.
     #[arg(short = 'i', long, value_name = "FILE")]
     input: Option<std::path::PathBuf>,
+    /// In a pool: the origin (by name) to receive into; the stream's base is one of
+    /// its snapshots and the snapshot lands in it (default: the first).
+    #[arg(long, value_name = "NAME")]
+    origin: Option<String>,
     /// If the origin was written since the stream's base snapshot was received, roll
     /// it back to that snapshot first (and drop an unfinished receive) instead of
     /// refusing.
@@ -37,6 +41,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
     let mut meter = Meter::new("received", a.progress);
     let got = client::stream::receive(
         &out.socket,
+        a.origin.as_deref(),
         a.force,
         matches!(a.format, crate::cmd::send::Format::RbdDiff),
         &mut *r,

@@ -15,6 +15,9 @@ use ublk_snapd::{client, offline, protocol::Op};
 /// --origin: offline, on a store no daemon serves.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// In a pool: the origin to grow, by name (default: the first; online only).
+    #[arg(value_name = "NAME", conflicts_with = "store")]
+    name: Option<String>,
     /// The new size in bytes (K, M, G suffixes; default: the origin device's size).
     #[arg(long, value_name = "BYTES", value_parser = ublk_snapd::offline::parse_size_u64)]
     size: Option<u64>,
@@ -33,7 +36,10 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
             let pick = pick!(ResizedOrigin);
             pick(client::request(
                 &out.socket,
-                Op::ResizeOrigin { size: a.size },
+                Op::ResizeOrigin {
+                    size: a.size,
+                    origin: a.name.clone(),
+                },
             )?)?
         }
     };
