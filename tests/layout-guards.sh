@@ -22,7 +22,7 @@ guards() {
         echo "$hits"
         failed=$((failed + 1))
     fi
-    local low=("$src/protocol" "$src/client" "$src/ublk" "$src/nbd" "$src/offline.rs" "$src/inspect.rs")
+    local low=("$src/protocol" "$src/client" "$src/ublk" "$src/nbd" "$src/offline.rs" "$src/inspect.rs" "$src/names.rs")
     hits=$(grep -rnE '\b(service|daemon)::|(crate|super)::\{[^;]*\b(service|daemon)\b|^\s*(service|daemon)\s*[,}]' "${low[@]}" 2>/dev/null)
     if [ -n "$hits" ]; then
         echo "layout guard 2 FAILED: protocol, client, ublk, nbd, offline and inspect must not name the service or the daemon:"

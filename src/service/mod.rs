@@ -220,11 +220,22 @@ impl Service {
         Ok(())
     }
 
-    /// Stop every device and commit, keeping the state file (a failed start).
+    /// Stop every device, flush every origin served and commit, keeping the state
+    /// file (a failed start).
     pub fn abort(&self) {
         self.devices.lock().stop_all();
-        if let Err(e) = crate::ublk::target::flush(&self.store, Dev::Origin(0)) {
-            tracing::error!(error = %e, "final commit failed");
+        let served: Vec<_> = {
+            let s = self.store.lock();
+            s.origins()
+                .into_iter()
+                .filter(|o| s.origin_attached(o.id))
+                .map(|o| o.id)
+                .collect()
+        };
+        for k in served {
+            if let Err(e) = crate::ublk::target::flush(&self.store, Dev::Origin(k)) {
+                tracing::error!(origin = k, error = %e, "final flush and commit failed");
+            }
         }
     }
 

@@ -15,6 +15,8 @@
 #    and over, while group snapshots of d and e are taken every 100 ms: in every
 #    group e's counter is never ahead of d's; `delete NAME` takes a whole group.
 #    A quota on d: its writes past it get ENOSPC, e's go on; lifted, they go.
+#    d@r sent and received into e (receive --origin); e exported over NBD and read
+#    with nbd-client; resize-origin d (online on 7.x, refused on 6.12).
 # 4. a group snapshot of a, b and c (ext4), then kill -9 of the daemon while writing
 #    to b: restart takes every device back (user recovery), the filesystems stay
 #    mounted, every file verifies, and so does every member of the group.
@@ -166,6 +168,52 @@ dd if=/dev/urandom of="$D" bs=64K seek=3 count=1 oflag=direct conv=notrunc statu
     || fail "d: refused with the quota lifted"
 ctl delete q >/dev/null
 ok "d: 2 chunks past its quota's start taken, the 3rd refused (ENOSPC), e unaffected; lifted, it goes"
+
+step "a pool's other origins: receive into e, e over NBD, resize-origin d"
+# a full stream of d@r received into origin e (of d's size): e's device reads it
+dd if=/dev/urandom of="$D" bs=64K count=16 oflag=direct conv=notrunc status=none
+ctl create d@r >/dev/null
+ctl send d@r -o "$W/r.stream" 2>/dev/null || fail "send d@r"
+ctl receive --origin e -i "$W/r.stream" >"$W/recv.out" 2>&1 || fail "receive --origin e: $(cat "$W/recv.out")"
+[ "$(ctl --json list | jq -r '[.snapshots[] | select(.name == "r") | .origin] | sort | join(" ")')" = "d e" ] \
+    || fail "r is not a snapshot of both d and e: $(ctl list)"
+SR=$(ctl activate d@r)
+cmp <(dd if="$SR" bs=1M iflag=direct status=none) <(dd if="$E" bs=1M iflag=direct status=none) \
+    || fail "e's device does not read what d@r reads after the receive"
+ctl deactivate d@r >/dev/null
+ok "d@r sent and received into e: e's /dev/ublkbN reads d@r, e@r taken"
+# origin e exported over NBD (export "e"), read with the kernel's NBD client
+if command -v nbd-client >/dev/null && modprobe nbd nbds_max=2 2>/dev/null; then
+    NBDSOCK=$(ctl export - --origin e | sed -n 's/^nbd+unix:\/\/\/e?socket=//p' | head -n 1)
+    [ -S "$NBDSOCK" ] || fail "export - --origin e: no nbd+unix URI of export e"
+    nbd-client -u -N e "$NBDSOCK" /dev/nbd0 >>"$W/nbd.log" 2>&1 || fail "nbd-client e: $(cat "$W/nbd.log")"
+    cmp <(dd if=/dev/nbd0 bs=1M iflag=direct status=none) <(dd if="$E" bs=1M iflag=direct status=none) \
+        || fail "export e does not read what e's device reads"
+    nbd-client -d /dev/nbd0 >>"$W/nbd.log" 2>&1 || true
+    ctl unexport e >/dev/null
+    ok "export - --origin e: nbd-client reads e's data"
+else
+    echo "  (no nbd-client or nbd module in this guest: NBD of e not tried)"
+fi
+# resize-origin d: online where the driver offers UPDATE_SIZE (7.x), refused on 6.12
+A_SIZE=$(blockdev --getsize64 "$(dev_of a)")
+truncate -s 16M "$W/d.img"
+if ((($(st '.driver_features // 0') & 0x400) != 0)); then
+    ctl resize-origin d >/dev/null || fail "resize-origin d"
+    [ "$(blockdev --getsize64 "$D")" = $((16 << 20)) ] || fail "d's device is $(blockdev --getsize64 "$D") bytes, not 16 MiB"
+    dd if=/dev/urandom of="$D" bs=64K seek=200 count=1 oflag=direct conv=notrunc status=none \
+        || fail "a write to d's new part"
+    ok "resize-origin d: d's /dev/ublkbN is 16 MiB and takes writes there"
+else
+    RC=0
+    ctl resize-origin d 2>"$W/resize.err" || RC=$?
+    [ "$RC" = 2 ] && grep -q UPDATE_SIZE "$W/resize.err" \
+        || fail "resize-origin d without UPDATE_SIZE: exit $RC, $(cat "$W/resize.err")"
+    truncate -s 8M "$W/d.img"
+    ok "resize-origin d refused without UPDATE_SIZE (exit 2), nothing changed"
+fi
+[ "$(blockdev --getsize64 "$(dev_of a)")" = "$A_SIZE" ] || fail "a's device changed size"
+ctl delete d@r >/dev/null && ctl delete e@r >/dev/null
 
 step "create --freeze: dirty data is in the snapshot, its ext4 needs no recovery"
 head -c 4M /dev/urandom >/mnt/pa/dirty
