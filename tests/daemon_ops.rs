@@ -196,6 +196,7 @@ fn hold_release_and_prune() {
         },
         prefix: Some("a".into()),
         dry_run,
+        origin: None,
     };
     // An empty policy is refused (it would keep nothing).
     assert_eq!(
@@ -204,7 +205,8 @@ fn hold_release_and_prune() {
             Op::Prune {
                 policy: PrunePolicy::default(),
                 prefix: None,
-                dry_run: true
+                dry_run: true,
+                origin: None,
             }
         )),
         ErrorCode::Invalid

@@ -35,6 +35,7 @@ fn prune(f: &Fixture, dry_run: bool) -> ublk_snapd::protocol::Pruned {
             },
             prefix: None,
             dry_run,
+            origin: None,
         },
     );
     match r {

@@ -306,6 +306,7 @@ fn a_group_is_created_held_pruned_and_deleted_as_one() {
             },
             prefix: Some("g".into()),
             dry_run: false,
+            origin: None,
         },
     )
     .unwrap()
@@ -326,6 +327,67 @@ fn a_group_is_created_held_pruned_and_deleted_as_one() {
         other => panic!("{other:?}"),
     };
     assert_eq!(left, 0);
+}
+
+/// `prune --origin NAME` considers only NAME's snapshots and the groups with a
+/// member in NAME (each goes whole); the other origins' own snapshots are left.
+#[test]
+fn prune_of_one_origin_leaves_the_others() {
+    let fx = Fixture::start(ORIGIN_LEN, 32 << 20, Limits::default());
+    let extra = tempfile::tempdir().unwrap();
+    for o in ["b", "c"] {
+        let f = file(extra.path(), &format!("{o}.img"), B_LEN);
+        request(
+            &fx.socket,
+            Op::OriginAdd {
+                name: o.into(),
+                device: f.display().to_string(),
+            },
+        )
+        .unwrap();
+    }
+    for n in ["origin@s1", "origin@s2", "b@s1", "b@s2"] {
+        create(&fx.socket, n).unwrap();
+    }
+    group(&fx.socket, "t1", &["origin", "c"]).unwrap();
+    group(&fx.socket, "t2", &["b", "c"]).unwrap();
+    let prune = |origin: &str| match request(
+        &fx.socket,
+        Op::Prune {
+            policy: ublk_snapd::protocol::PrunePolicy {
+                keep_last: 1,
+                ..Default::default()
+            },
+            prefix: None,
+            dry_run: false,
+            origin: Some(origin.into()),
+        },
+    ) {
+        Ok(Reply::Pruned(p)) => Ok(p.deleted.into_iter().map(|d| d.name).collect::<Vec<_>>()),
+        other => Err(remote_code(other)),
+    };
+    // b: its own s1 goes (s2 kept); of the groups only t2 has a member in b: kept
+    assert_eq!(prune("b"), Ok(vec!["s1".to_string()]));
+    let mut l = listed(&fx.socket);
+    l.sort();
+    assert_eq!(
+        l,
+        [
+            "b@s2",
+            "b@t2",
+            "c@t1",
+            "c@t2",
+            "origin@s1",
+            "origin@s2",
+            "origin@t1"
+        ]
+    );
+    // c: both groups have a member in c; t1, the older, goes whole (origin@t1 too)
+    assert_eq!(prune("c"), Ok(vec!["t1".to_string(), "t1".to_string()]));
+    let mut l = listed(&fx.socket);
+    l.sort();
+    assert_eq!(l, ["b@s2", "b@t2", "c@t2", "origin@s1", "origin@s2"]);
+    assert_eq!(prune("nope"), Err(ErrorCode::NoSuchOrigin));
 }
 
 #[test]

@@ -118,6 +118,7 @@ fn check_internal(f: &Fixture) -> String {
             },
             prefix: None,
             dry_run: true,
+            origin: None,
         },
     );
     match prune {

@@ -67,6 +67,11 @@ pub enum Op {
         /// Report what would be deleted, delete nothing.
         #[serde(default)]
         dry_run: bool,
+        /// In a pool: only this origin's snapshots, and the groups with a member
+        /// in it (each still goes whole); absent: every origin's (an older client
+        /// sends none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
     },
     /// Check the store's metadata (under the store lock; read-only).
     Check,

@@ -280,8 +280,9 @@ impl Service {
                 policy,
                 prefix,
                 dry_run,
+                origin,
             } => self
-                .prune(&policy, prefix.as_deref(), dry_run)
+                .prune(&policy, prefix.as_deref(), origin.as_deref(), dry_run)
                 .map(Reply::Pruned),
             Op::Check => self.check().map(Reply::Checked),
             Op::Dump { elements } => self.dump(elements).map(Reply::Dump),

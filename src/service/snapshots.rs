@@ -310,10 +310,13 @@ impl Service {
     /// `prune`: computed and carried out under the activation table's lock, so two
     /// overlapping runs are serialised and the second sees what the first deleted.
     /// Held snapshots are never candidates; active ones are skipped and reported.
+    /// With `origin`, only that origin's snapshots and the groups with a member in
+    /// it are considered (a group still goes whole).
     pub fn prune(
         &self,
         policy: &protocol::PrunePolicy,
         prefix: Option<&str>,
+        origin: Option<&str>,
         dry_run: bool,
     ) -> Result<protocol::Pruned> {
         if policy.is_empty() {
@@ -323,14 +326,27 @@ impl Service {
             ));
         }
         let devs = self.devices.lock();
-        let snaps: Vec<_> = self
-            .store
-            .lock()
-            .snapshots()
-            .into_iter()
-            .filter(|s| s.name.starts_with(prefix.unwrap_or("")))
-            .filter(|s| !self.repl.is_internal(s.id))
+        let (only, snaps) = {
+            let s = self.store.lock();
+            let only = origin.map(|o| crate::names::origin(&s, o)).transpose()?;
+            let snaps: Vec<_> = s
+                .snapshots()
+                .into_iter()
+                .filter(|s| s.name.starts_with(prefix.unwrap_or("")))
+                .filter(|s| !self.repl.is_internal(s.id))
+                .collect();
+            (only, snaps)
+        };
+        // the groups with a member in the origin asked for
+        let groups_in: std::collections::HashSet<u32> = snaps
+            .iter()
+            .filter(|i| i.group != 0 && only.is_none_or(|k| i.origin == k))
+            .map(|i| i.group)
             .collect();
+        let in_scope = |i: &exception_store::SnapInfo| match i.group {
+            0 => only.is_none_or(|k| i.origin == k),
+            g => groups_in.contains(&g),
+        };
         let p = retention::Policy {
             last: policy.keep_last,
             hourly: policy.hourly,
@@ -342,7 +358,7 @@ impl Service {
         // snapshots (a group counts once, by one member, and goes as a whole).
         let mut series: std::collections::BTreeMap<Option<u32>, Vec<_>> = Default::default();
         let mut group_of: std::collections::HashMap<SnapId, u32> = Default::default();
-        for i in &snaps {
+        for i in snaps.iter().filter(|i| in_scope(i)) {
             if i.group == 0 {
                 series.entry(Some(i.origin)).or_default().push(i.clone());
             } else if !group_of.values().any(|g| *g == i.group) {
@@ -369,7 +385,7 @@ impl Service {
             .collect();
         let mut skipped: Vec<protocol::Skipped> = snaps
             .iter()
-            .filter(|s| s.hold)
+            .filter(|s| s.hold && in_scope(s))
             .map(|s| protocol::Skipped {
                 name: s.name.clone(),
                 reason: "held".into(),

@@ -147,6 +147,23 @@ fn systemd_units_are_shell_free_and_validated() {
     assert_eq!(code(&["systemd-units", "--prune", "--kep-last 3"]), 2);
     assert_eq!(code(&["systemd-units", "--every", "5 min"]), 2);
     assert_eq!(code(&["systemd-units", "--prefix", "bad name"]), 2);
+    // a pool: each snapshot a group of the origins named
+    let out = snapctl(&[
+        "--json",
+        "systemd-units",
+        "--snapctl",
+        "/usr/bin/snapctl",
+        "--origins",
+        "db,wal",
+        "--freeze",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["service"].as_str().unwrap().contains(
+        "ExecStart=/usr/bin/snapctl create --auto-name auto --origins db,wal --freeze\n"
+    ));
+    assert_eq!(code(&["systemd-units", "--origins", "db,a@b"]), 2);
+    assert_eq!(code(&["systemd-units", "--origins", "db,bad name"]), 2);
     // --dir writes the two files
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();

@@ -36,6 +36,11 @@ pub struct Args {
     /// Consider only snapshots whose name starts with PREFIX (others are kept).
     #[arg(long, value_name = "PREFIX")]
     pub prefix: Option<String>,
+    /// In a pool: consider only this origin's snapshots, and the group snapshots
+    /// with a member in it (a group still goes whole); default: every origin's,
+    /// each origin's own snapshots and the groups pruned as separate series.
+    #[arg(long, value_name = "NAME")]
+    origin: Option<String>,
     /// Print what would be deleted; delete nothing.
     #[arg(long)]
     dry_run: bool,
@@ -67,6 +72,7 @@ pub fn run(a: Args, out: &Output) -> anyhow::Result<()> {
         policy,
         prefix: a.prefix,
         dry_run: a.dry_run,
+        origin: a.origin,
     };
     match client::request(&out.socket, op)? {
         Reply::Pruned(p) => out.emit(&p, || {

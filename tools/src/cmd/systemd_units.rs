@@ -17,7 +17,8 @@ pub const UNIT: &str = "ublk-snap-snapshot";
 /// The service runs `snapctl create --auto-name PREFIX` (names PREFIX-YYYYmmdd-HHMMSS,
 /// UTC), then `snapctl prune --prefix PREFIX- ARGS`, so only these snapshots are
 /// pruned. Snapshots are crash-consistent (as after a power cut), or with `--freeze`
-/// filesystem-consistent (the origin's filesystems frozen around each). Install:
+/// filesystem-consistent (the origin's filesystems frozen around each). In a pool,
+/// `--origins A,B` takes each as a group snapshot of those origins. Install:
 /// `snapctl systemd-units --dir /etc/systemd/system && systemctl daemon-reload &&
 /// systemctl enable --now ublk-snap-snapshot.timer`.
 #[derive(Debug, clap::Args)]
@@ -46,6 +47,10 @@ pub struct Args {
     /// filesystems on the origin are frozen around it).
     #[arg(long)]
     freeze: bool,
+    /// A pool: take each as a group snapshot of these origins (`create --origins`,
+    /// one instant, one commit); `prune` counts a group once and deletes it whole.
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    origins: Vec<String>,
 }
 
 #[derive(Debug, Parser)]
@@ -99,6 +104,12 @@ pub fn units(a: &Args, socket: &Path) -> anyhow::Result<Units> {
         None => std::env::current_exe()?,
     };
     let exe = exe.display().to_string();
+    for o in &a.origins {
+        exception_store::validate_name(o)
+            .ok()
+            .filter(|()| plain(o) && !o.contains('@'))
+            .ok_or_else(|| invalid(format!("--origins: {o:?} is not an origin name")))?;
+    }
     if !exe.starts_with('/') || !plain(&exe) || !words.iter().all(|w| plain(w)) {
         return Err(invalid(
             "the snapctl path and prune arguments must be absolute/plain words (no spaces, quotes, % or $)".into(),
@@ -121,8 +132,13 @@ pub fn units(a: &Args, socket: &Path) -> anyhow::Result<Units> {
          \n\
          [Service]\n\
          Type=oneshot\n\
-         ExecStart={base} create --auto-name {prefix}{freeze}\n\
+         ExecStart={base} create --auto-name {prefix}{origins}{freeze}\n\
          ExecStart={base} prune {prune}\n",
+        origins = if a.origins.is_empty() {
+            String::new()
+        } else {
+            format!(" --origins {}", a.origins.join(","))
+        },
         freeze = if a.freeze { " --freeze" } else { "" },
         prefix = a.prefix,
         prune = words.join(" "),
