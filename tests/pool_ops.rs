@@ -2,7 +2,8 @@
 //! the daemon's control socket (and NBD, and the offline repair): `resize-origin b`,
 //! `receive --origin b` (full, incremental, a cut one resumed, the base looked up
 //! in b only), `export - --origin b` read back over NBD, `map` and `diff` of b, and
-//! `check --repair` finishing a merge into b. Needs no kernel.
+//! `check --repair` finishing a merge into b, a stream of a snapshot the pool holds
+//! refused before anything is written. Needs no kernel.
 //!
 //! The bug: these ops took no origin and acted on the first one only; a pool's
 //! other origins could not be grown, received into, exported, mapped, or have a
@@ -252,6 +253,32 @@ fn receive_into_a_named_origin_full_incremental_and_resumed() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A stream of a snapshot the pool holds (b@s1, received into c of the same pool)
+/// is refused before anything is written: a store holds a snapshot (a guid) once.
+#[test]
+fn a_stream_of_a_snapshot_the_pool_holds_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(dir.path());
+    add(&src.socket, dir.path(), "c", B_LEN);
+    let svc = src.service().clone();
+    svc.target(Dev::Origin(2)).write(0, &[0x77; 4096]).unwrap();
+    let before = read_origin(&svc, 2, B_LEN);
+    let full = send(&src, "b@s1", None, None);
+    match receive(&src, Some("c"), &full, false) {
+        Err(Error::Remote { code, message }) => {
+            assert_eq!(code, ErrorCode::Exists);
+            assert!(
+                message.contains("holds the stream's snapshot already"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(read_origin(&svc, 2, B_LEN), before, "c untouched");
+    assert!(resume_token(&src).is_none(), "nothing pending");
+    assert!(svc.store().lock().lookup("c@s1").is_none());
 }
 
 /// While a receive writes b, b's device refuses writes (EBUSY); the first origin's

@@ -259,7 +259,7 @@ fn receive_code(e: &ReceiveError) -> ErrorCode {
         ReceiveError::OriginChanged(_)
         | ReceiveError::Pending { .. }
         | ReceiveError::WrittenSinceCut { .. } => ErrorCode::Busy,
-        ReceiveError::NameTaken(_) => ErrorCode::Exists,
+        ReceiveError::NameTaken(_) | ReceiveError::GuidTaken { .. } => ErrorCode::Exists,
         ReceiveError::Store(s) => Error::code_of_store(s),
     }
 }

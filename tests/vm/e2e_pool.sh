@@ -15,7 +15,7 @@
 #    and over, while group snapshots of d and e are taken every 100 ms: in every
 #    group e's counter is never ahead of d's; `delete NAME` takes a whole group.
 #    A quota on d: its writes past it get ENOSPC, e's go on; lifted, they go.
-#    d@r sent and received into e (receive --origin); e exported over NBD and read
+#    d@r sent as an rbd diff and received into e (receive --origin); e exported over NBD and read
 #    with nbd-client; resize-origin d (online on 7.x, refused on 6.12).
 # 4. a group snapshot of a, b and c (ext4), then kill -9 of the daemon while writing
 #    to b: restart takes every device back (user recovery), the filesystems stay
@@ -170,18 +170,26 @@ ctl delete q >/dev/null
 ok "d: 2 chunks past its quota's start taken, the 3rd refused (ENOSPC), e unaffected; lifted, it goes"
 
 step "a pool's other origins: receive into e, e over NBD, resize-origin d"
-# a full stream of d@r received into origin e (of d's size): e's device reads it
+# d@r received into origin e (of d's size): e's device reads it. Our own stream
+# keeps d@r's guid, which this store holds already (refused: a guid is one
+# snapshot's); an rbd diff carries none, so e@r gets its own
 dd if=/dev/urandom of="$D" bs=64K count=16 oflag=direct conv=notrunc status=none
 ctl create d@r >/dev/null
 ctl send d@r -o "$W/r.stream" 2>/dev/null || fail "send d@r"
-ctl receive --origin e -i "$W/r.stream" >"$W/recv.out" 2>&1 || fail "receive --origin e: $(cat "$W/recv.out")"
+if ctl receive --origin e -i "$W/r.stream" >"$W/recv.out" 2>&1; then
+    fail "d@r's own stream received into the pool that holds d@r"
+fi
+grep -q "holds the stream's snapshot already" "$W/recv.out" || fail "receive of a guid the pool holds: $(cat "$W/recv.out")"
+ctl send d@r --format rbd-diff -o "$W/r.rbd" 2>/dev/null || fail "send d@r --format rbd-diff"
+ctl receive --origin e --format rbd-diff -i "$W/r.rbd" >"$W/recv.out" 2>&1 \
+    || fail "receive --origin e: $(cat "$W/recv.out")"
 [ "$(ctl --json list | jq -r '[.snapshots[] | select(.name == "r") | .origin] | sort | join(" ")')" = "d e" ] \
     || fail "r is not a snapshot of both d and e: $(ctl list)"
 SR=$(ctl activate d@r)
 cmp <(dd if="$SR" bs=1M iflag=direct status=none) <(dd if="$E" bs=1M iflag=direct status=none) \
     || fail "e's device does not read what d@r reads after the receive"
 ctl deactivate d@r >/dev/null
-ok "d@r sent and received into e: e's /dev/ublkbN reads d@r, e@r taken"
+ok "d@r sent (rbd diff) and received into e: e's /dev/ublkbN reads d@r, e@r taken"
 # origin e exported over NBD (export "e"), read with the kernel's NBD client
 if command -v nbd-client >/dev/null && modprobe nbd nbds_max=2 2>/dev/null; then
     NBDSOCK=$(ctl export - --origin e | sed -n 's/^nbd+unix:\/\/\/e?socket=//p' | head -n 1)

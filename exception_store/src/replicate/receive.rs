@@ -161,6 +161,18 @@ pub enum ReceiveError {
     /// B's name is taken.
     #[error("a snapshot named {0:?} already exists here")]
     NameTaken(String),
+    /// The store holds B already (its guid), perhaps of another origin of the pool
+    /// or under another name: a store holds a snapshot once.
+    #[error(
+        "this store holds the stream's snapshot already, as {name:?} (guid {guid}): a \
+         snapshot is in a store once (an rbd diff, `--format rbd-diff`, makes a new one)"
+    )]
+    GuidTaken {
+        /// The snapshot here with B's guid.
+        name: String,
+        /// B's guid.
+        guid: String,
+    },
     /// Another receive is unfinished.
     #[error("an unfinished receive of {name:?} is pending: resume it (`snapctl send --resume {token}`) or pass `--force` to drop it")]
     Pending {
@@ -372,6 +384,18 @@ pub fn receive<R: Read>(
             if store.lock().lookup_in(k, &h.name).is_some() {
                 return Err(ReceiveError::NameTaken(h.name));
             }
+            // before anything is written: B's guid anywhere in the pool
+            if let Some(s) = store
+                .lock()
+                .snapshots()
+                .into_iter()
+                .find(|s| s.guid == h.guid)
+            {
+                return Err(ReceiveError::GuidTaken {
+                    name: s.name,
+                    guid: hex(&h.guid),
+                });
+            }
             if let Some(g) = h.from_guid {
                 let base = snaps
                     .iter()
@@ -467,7 +491,14 @@ pub fn receive<R: Read>(
         }
     }
     store.flush(Dev::Origin(k))?;
-    let snap = store.create_origin_snapshot_as(k, &h.name, h.created, h.guid)?;
+    let snap = match store.create_origin_snapshot_as(k, &h.name, h.created, h.guid) {
+        Ok(s) => s,
+        Err(e) => {
+            // B cannot be taken: the origin goes back to what it read before
+            abort(store, &state, save)?;
+            return Err(e.into());
+        }
+    };
     store.delete_snapshot(state.rollback)?;
     drop_mark(store, state.mark)?;
     save(None).map_err(ReceiveError::State)?;
