@@ -1,14 +1,16 @@
-//! The group snapshot's fence (issue 21): the latency of `create_group` over 4
-//! origins with writes in flight on each, and the longest stall it puts on those
-//! writes. Four writer threads (one per origin) write 4 KiB at random chunks of
-//! their origin, over and over; one thread takes a group snapshot of the four every
+//! The group snapshot's fence (issue 21): the latency of `create_group` over N
+//! origins (default 4) with writes in flight on each, and the longest stall it puts
+//! on those writes. N writer threads (one per origin) write 4 KiB at random chunks
+//! of their origin, over and over; one thread takes a group snapshot of all N every
 //! 100 ms. Prints p50/p99/max of the creates and of the writes, and the writes with
-//! no create running as the baseline. A create flushes its origins (what it captures
-//! must be durable first), so its time follows the writes since the last flush: the
-//! first, after the 3 s baseline, is reported apart.
+//! no create running as the baseline; the max of the writes during the creates is
+//! the longest write stall. A create flushes its origins (what it captures must be
+//! durable first), so its time follows the writes since the last flush: the first,
+//! after the 3 s baseline, is reported apart.
 //!
-//! `cargo bench --bench group`; `GROUP_ROUNDS=N` creates (default 50),
-//! `UBLK_SNAP_BENCH_DIR=DIR` for the files (default: a tempdir).
+//! `cargo bench --bench group`; `GROUP_ORIGINS=N` origins (default 4; issue 21's
+//! target is 16), `GROUP_ROUNDS=N` creates (default 50), `UBLK_SNAP_BENCH_DIR=DIR`
+//! for the files (default: a tempdir).
 use blockdev::FileDevice;
 use exception_store::{Dev, SharedStore, Store, StoreOptions};
 use std::{
@@ -26,7 +28,7 @@ const CHUNK: u32 = 64 << 10;
 mod latency;
 use latency::report;
 
-/// Run the four writers until `stop`; their latencies (ms).
+/// Run one writer per origin of `ks` until `stop`; their latencies (ms).
 fn writers(shared: &Arc<SharedStore>, ks: &[u32], stop: &Arc<AtomicBool>) -> Vec<f64> {
     let handles: Vec<_> = ks
         .iter()
@@ -55,11 +57,17 @@ fn writers(shared: &Arc<SharedStore>, ks: &[u32], stop: &Arc<AtomicBool>) -> Vec
         .collect()
 }
 
-fn main() {
-    let rounds: usize = std::env::var("GROUP_ROUNDS")
+/// The number in environment variable `name`, or `default`.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+        .unwrap_or(default)
+}
+
+fn main() {
+    let rounds = env_or("GROUP_ROUNDS", 50);
+    let nr_origins = env_or("GROUP_ORIGINS", 4).max(1) as u32;
     let dir = match std::env::var("UBLK_SNAP_BENCH_DIR") {
         Ok(d) => tempfile::tempdir_in(d),
         Err(_) => tempfile::tempdir(),
@@ -70,17 +78,18 @@ fn main() {
     };
     let mut s = Store::format(
         file("o0", ORIGIN),
-        file("store", 8 << 30),
+        // sparse; room for every origin copied out twice (tmpfs runs copy fast)
+        file("store", (2 * ORIGIN * u64::from(nr_origins)).max(8 << 30)),
         CHUNK,
         StoreOptions::default(),
     )
     .expect("format");
-    for k in 1..4 {
+    for k in 1..nr_origins {
         s.add_origin(&format!("o{k}"), file(&format!("o{k}"), ORIGIN), "", 0)
             .expect("add");
     }
     let shared = Arc::new(SharedStore::new(s));
-    let ks = [0u32, 1, 2, 3];
+    let ks: Vec<u32> = (0..nr_origins).collect();
     // baseline: the writers alone (after one group, so that writes copy out as below)
     shared.create_group("g0", &ks, 0).expect("group");
     let stop = Arc::new(AtomicBool::new(false));
@@ -96,7 +105,7 @@ fn main() {
     // with a group create every 100 ms
     let stop = Arc::new(AtomicBool::new(false));
     let creator = {
-        let (shared, stop) = (shared.clone(), stop.clone());
+        let (shared, stop, ks) = (shared.clone(), stop.clone(), ks.clone());
         std::thread::spawn(move || {
             let mut out = Vec::new();
             for n in 1..=rounds {
@@ -119,16 +128,24 @@ fn main() {
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map_or(0, |(i, _)| i + 1);
     println!(
-        "4 origins of {} MiB, chunk {} KiB, 4 KiB writes at random offsets, one writer each",
+        "{nr_origins} origins of {} MiB, chunk {} KiB, 4 KiB writes at random offsets, one writer each",
         ORIGIN >> 20,
         CHUNK >> 10
     );
     report("writes alone", &mut alone);
     report("writes with a group create every 100 ms", &mut during);
+    println!(
+        "longest write stall: {:.3} ms (without creates: {:.3} ms)",
+        latency::pct(&mut during, 1.0),
+        latency::pct(&mut alone, 1.0)
+    );
     // the first create flushes the origins' writes of the 3 s baseline (page cache)
     let mut after_first = creates[1..].to_vec();
     println!("the slowest create is number {slowest} of {rounds}");
-    report("group create (4 members, one commit)", &mut creates);
+    report(
+        &format!("group create ({nr_origins} members, one commit)"),
+        &mut creates,
+    );
     report(
         "group create, the first (after 3 s of writes) left out",
         &mut after_first,
