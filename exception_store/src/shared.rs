@@ -42,7 +42,10 @@
 //! origin gate, then store lock; the commit state lock is never held while taking
 //! another. A thread holding gate entries of started writes never waits to enter
 //! ([`SharedStore::origin_write_start`] answers `Busy` instead).
-use crate::{origin_gate::OriginGate, CopyOutBegin, Dev, OriginId, Result, Store};
+use crate::{
+    origin_gate::{self, OriginGate},
+    CopyOutBegin, Dev, OriginId, Result, Store,
+};
 use blockdev::{
     ids::{SnapId, TxnId},
     BlockDevice,
@@ -854,13 +857,12 @@ const ROOM_STEP_BUDGET: usize = 256;
 /// The buffer of zeros written to the origin, per write.
 const ZERO_BUF: usize = 1 << 20;
 
-/// Run `f` with every gate of `sides` held exclusively (taken in id order, as
-/// `sides` comes from the ordered map).
+/// Run `f` with every gate of `sides` held exclusively ([`origin_gate::exclusive_all`]:
+/// all closed in id order, as `sides` comes from the ordered map, then drained
+/// together).
 fn exclusive_all<T>(sides: &[Arc<OriginSide>], f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match sides.split_first() {
-        None => f(),
-        Some((first, rest)) => first.gate.exclusive(|| exclusive_all(rest, f)),
-    }
+    let gates: Vec<&OriginGate> = sides.iter().map(|o| &o.gate).collect();
+    origin_gate::exclusive_all(&gates, f)
 }
 
 /// Run `f` on the pieces of `offset..+len` cut at multiples of `RANGE_STEP`; once

@@ -662,7 +662,10 @@ impl blockdev::BlockDevice for BlockingReads {
 /// first write split as the queues do it (`origin_write_start`, `wait_durable`,
 /// `origin_write_finish`) and a flush; A's write then finishes, and every snapshot
 /// reads what it captured. Only a group of A and B, which must fence A's write, waits
-/// for it, and while it waits for A's gate, B's writes are not held up either.
+/// for it; it closes B's gate too before it waits (every member's gate is closed
+/// before any is drained, so that a group of N origins waits for the slowest write
+/// in flight once, not for one write per member in a row), so B's writes wait for
+/// the group meanwhile (`origin_write_start` answers `Busy`).
 #[test]
 fn copy_outs_of_different_origins_proceed_in_parallel() {
     use std::{sync::mpsc::sync_channel, time::Duration};
@@ -697,10 +700,6 @@ fn copy_outs_of_different_origins_proceed_in_parallel() {
         s.store.try_lock().is_some(),
         "the store lock is held while A's copy-out reads A"
     );
-    let group = {
-        let s = s.clone();
-        std::thread::spawn(move || s.create_group("g", &[0, b], 2))
-    };
     // B, meanwhile, on a thread of its own: if it waits for A, A is let go and the
     // test fails naming the step that waited
     let (step, steps) = sync_channel(8);
@@ -753,11 +752,35 @@ fn copy_outs_of_different_origins_proceed_in_parallel() {
         }
     }
     let sb = b_side.join().unwrap().unwrap();
-    // A is still in its copy-out; now let it go
+    // A is still in its copy-out; a group of A and B waits for it, with B's gate
+    // closed meanwhile
     assert!(
         !a_writer.is_finished(),
         "A's write went on without its read"
     );
+    let group = {
+        let s = s.clone();
+        std::thread::spawn(move || s.create_group("g", &[0, b], 2))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        // the same data B holds already: a write that gets through changes nothing
+        match s.origin_write_start(b, 3 * cs, &vec![22u8; cs as usize]) {
+            Ok(Started::Busy) => break,
+            Ok(Started::Written) => {}
+            Ok(Started::Wait(t)) => {
+                s.wait_durable(t).unwrap();
+                s.origin_write_finish(b, 3 * cs, &vec![22u8; cs as usize])
+                    .unwrap();
+            }
+            Err(e) => panic!("a write to B failed: {e}"),
+        }
+        if std::time::Instant::now() > deadline {
+            go.send(()).unwrap();
+            panic!("the group never closed B's gate while it waited for A's write");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert!(!group.is_finished(), "the group did not wait for A's write");
     go.send(()).unwrap();
     a_writer.join().unwrap().unwrap();
