@@ -3,8 +3,8 @@
 //! on those writes. N writer threads (one per origin) write 4 KiB at random chunks
 //! of their origin, over and over; one thread takes a group snapshot of all N every
 //! 100 ms. Prints p50/p99/max of the creates and of the writes, and the writes with
-//! no create running as the baseline; the max of the writes during the creates is
-//! the longest write stall. A create flushes its origins (what it captures must be
+//! no create running as the baseline, and each create's write stall (the longest
+//! write in flight during it) as p50/p99/max over the creates. A create flushes its origins (what it captures must be
 //! durable first), so its time follows the writes since the last flush: the first,
 //! after the 3 s baseline, is reported apart.
 //!
@@ -28,8 +28,26 @@ const CHUNK: u32 = 64 << 10;
 mod latency;
 use latency::report;
 
-/// Run one writer per origin of `ks` until `stop`; their latencies (ms).
-fn writers(shared: &Arc<SharedStore>, ks: &[u32], stop: &Arc<AtomicBool>) -> Vec<f64> {
+/// One timed operation: when it started and ended, ms since the bench's `t0`.
+#[derive(Clone, Copy)]
+struct Span {
+    start: f64,
+    end: f64,
+}
+
+impl Span {
+    fn ms(&self) -> f64 {
+        self.end - self.start
+    }
+}
+
+/// Run one writer per origin of `ks` until `stop`; their writes.
+fn writers(
+    shared: &Arc<SharedStore>,
+    ks: &[u32],
+    stop: &Arc<AtomicBool>,
+    t0: Instant,
+) -> Vec<Span> {
     let handles: Vec<_> = ks
         .iter()
         .map(|&k| {
@@ -43,9 +61,12 @@ fn writers(shared: &Arc<SharedStore>, ks: &[u32], stop: &Arc<AtomicBool>) -> Vec
                     x ^= x >> 7;
                     x ^= x << 17;
                     let off = (x % (ORIGIN / 4096)) * 4096;
-                    let t = Instant::now();
+                    let start = since(t0);
                     shared.write(Dev::Origin(k), off, &data).expect("write");
-                    out.push(t.elapsed().as_secs_f64() * 1e3);
+                    out.push(Span {
+                        start,
+                        end: since(t0),
+                    });
                 }
                 out
             })
@@ -54,6 +75,26 @@ fn writers(shared: &Arc<SharedStore>, ks: &[u32], stop: &Arc<AtomicBool>) -> Vec
     handles
         .into_iter()
         .flat_map(|h| h.join().expect("writer"))
+        .collect()
+}
+
+/// Milliseconds since `t0`.
+fn since(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1e3
+}
+
+/// Each create's write stall: the longest write in flight during it (started
+/// before the create ended, ended after it started), ms; 0 when none was.
+fn stalls(creates: &[Span], writes: &[Span]) -> Vec<f64> {
+    creates
+        .iter()
+        .map(|c| {
+            writes
+                .iter()
+                .filter(|w| w.start < c.end && w.end > c.start)
+                .map(Span::ms)
+                .fold(0.0, f64::max)
+        })
         .collect()
 }
 
@@ -90,6 +131,7 @@ fn main() {
     }
     let shared = Arc::new(SharedStore::new(s));
     let ks: Vec<u32> = (0..nr_origins).collect();
+    let t0 = Instant::now();
     // baseline: the writers alone (after one group, so that writes copy out as below)
     shared.create_group("g0", &ks, 0).expect("group");
     let stop = Arc::new(AtomicBool::new(false));
@@ -100,7 +142,10 @@ fn main() {
             stop.store(true, Ordering::SeqCst);
         })
     };
-    let mut alone = writers(&shared, &ks, &stop);
+    let mut alone: Vec<f64> = writers(&shared, &ks, &stop, t0)
+        .iter()
+        .map(Span::ms)
+        .collect();
     timer.join().expect("timer");
     // with a group create every 100 ms
     let stop = Arc::new(AtomicBool::new(false));
@@ -109,19 +154,25 @@ fn main() {
         std::thread::spawn(move || {
             let mut out = Vec::new();
             for n in 1..=rounds {
-                let t = Instant::now();
+                let start = since(t0);
                 shared
                     .create_group(&format!("g{n}"), &ks, n as u64)
                     .expect("group");
-                out.push(t.elapsed().as_secs_f64() * 1e3);
+                out.push(Span {
+                    start,
+                    end: since(t0),
+                });
                 std::thread::sleep(Duration::from_millis(100));
             }
             stop.store(true, Ordering::SeqCst);
             out
         })
     };
-    let mut during = writers(&shared, &ks, &stop);
-    let mut creates = creator.join().expect("creator");
+    let during_spans = writers(&shared, &ks, &stop, t0);
+    let create_spans = creator.join().expect("creator");
+    let mut stall = stalls(&create_spans, &during_spans);
+    let mut during: Vec<f64> = during_spans.iter().map(Span::ms).collect();
+    let mut creates: Vec<f64> = create_spans.iter().map(Span::ms).collect();
     let slowest = creates
         .iter()
         .enumerate()
@@ -134,13 +185,17 @@ fn main() {
     );
     report("writes alone", &mut alone);
     report("writes with a group create every 100 ms", &mut during);
-    println!(
-        "longest write stall: {:.3} ms (without creates: {:.3} ms)",
-        latency::pct(&mut during, 1.0),
-        latency::pct(&mut alone, 1.0)
-    );
     // the first create flushes the origins' writes of the 3 s baseline (page cache)
-    let mut after_first = creates[1..].to_vec();
+    let mut stall_after_first = stall[1.min(stall.len())..].to_vec();
+    report(
+        "write stall per create (its longest write in flight)",
+        &mut stall,
+    );
+    report(
+        "write stall per create, the first left out",
+        &mut stall_after_first,
+    );
+    let mut after_first = creates[1.min(creates.len())..].to_vec();
     println!("the slowest create is number {slowest} of {rounds}");
     report(
         &format!("group create ({nr_origins} members, one commit)"),
