@@ -281,6 +281,69 @@ fn a_stream_of_a_snapshot_the_pool_holds_is_refused_up_front() {
     assert!(svc.store().lock().lookup("c@s1").is_none());
 }
 
+/// A pool whose origin b is missing at start (its file gone): resize-origin,
+/// receive into, export and map of b get a clear error naming b, nothing is
+/// pending or created, and the store checks clean; the first origin is served.
+#[test]
+fn ops_on_a_missing_origin_are_refused_clearly() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let src = source(dirs.0.path());
+    let full = send(&src, "b@s1", None, None);
+    let mut dst = Fixture::start(ORIGIN_LEN, 32 << 20, Limits::default());
+    let b = add(&dst.socket, dirs.1.path(), "b", B_LEN);
+    let (origin, store) = (dst.origin_path(), dst.store_path());
+    dst.stop();
+    std::fs::remove_file(&b).unwrap();
+    let svc = Service::open(common::daemon::config(&origin, &store)).unwrap();
+    assert!(svc.origins_missing());
+    let refused = |r: ublk_snapd::protocol::Response| match r.reply {
+        Reply::Error(e) => e,
+        other => panic!("{other:?}"),
+    };
+    let e = refused(svc.handle(Op::ResizeOrigin {
+        size: Some(2 * B_LEN),
+        origin: Some("b".into()),
+    }));
+    assert!(e.message.contains("origin \"b\""), "{e:?}");
+    let e = refused(svc.handle(Op::Export {
+        name: "-".into(),
+        origin: Some("b".into()),
+        snapshot: false,
+        writable: false,
+        export: None,
+    }));
+    assert!(e.message.contains("origin \"b\""), "{e:?}");
+    // receive: the stream as the bytes after the request line, then EOF
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    ours.shutdown(std::net::Shutdown::Write).unwrap();
+    svc.handle_stream(
+        Op::Receive {
+            force: false,
+            rbd_diff: false,
+            origin: Some("b".into()),
+        },
+        theirs,
+        full,
+    );
+    let mut line = String::new();
+    std::io::Read::read_to_string(&mut ours, &mut line).unwrap();
+    let r: ublk_snapd::protocol::Response = serde_json::from_str(line.trim()).unwrap();
+    let e = refused(r);
+    assert!(e.message.contains("origin \"b\""), "{e:?}");
+    assert!(svc.store().lock().snapshots().is_empty(), "nothing created");
+    match svc.handle(Op::Status).reply {
+        Reply::Status(st) => assert!(st.receive_resume.is_none(), "nothing pending"),
+        other => panic!("{other:?}"),
+    }
+    // the first origin is served; the store is clean
+    svc.target(Dev::Origin(0)).write(0, &[5; 4096]).unwrap();
+    match svc.handle(Op::Check).reply {
+        Reply::Checked(c) => assert!(c.errors.is_empty(), "{c:?}"),
+        other => panic!("{other:?}"),
+    }
+    svc.shutdown().unwrap();
+}
+
 /// While a receive writes b, b's device refuses writes (EBUSY); the first origin's
 /// does not.
 #[test]

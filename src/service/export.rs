@@ -88,6 +88,15 @@ impl Service {
             });
         }
         let (dev, snapshot) = if origin {
+            if !self.store().lock().origin_attached(k) {
+                return Err(Error::Store(exception_store::Error::OriginMissing(
+                    format!(
+                        "origin {:?} is not served (its device was missing at start, see \
+                     `origin list`): export it once it is back",
+                        origin_name.as_deref().unwrap_or(ORIGIN)
+                    ),
+                )));
+            }
             (Dev::Origin(k), None)
         } else {
             (Dev::Snap(self.lookup(&qualified)?), Some(qualified.clone()))
