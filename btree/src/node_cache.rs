@@ -5,6 +5,10 @@
 //! must leave the cache is written to its (freshly allocated, not yet committed) block
 //! first, so the open transaction may be larger than memory.
 //!
+//! The dirty nodes' block numbers are also kept in a set (`dirty`): a commit writes
+//! them in block order without walking every cached node. Invariant: a block is in
+//! `dirty` exactly when the cache holds it as a dirty entry.
+//!
 //! # Durability
 //! [`NodeCache::write_dirty`] writes every dirty node; the caller then flushes the
 //! device and writes the superblock (see `exception_store::commit`). Until then no
@@ -15,7 +19,7 @@ use blockdev::{
     BlockDevice, Reason,
 };
 use lru::LruCache;
-use std::sync::Arc;
+use std::{collections::BTreeSet, sync::Arc};
 
 /// Approximate memory held by one cached node.
 const ENTRY_COST: usize = BLOCK_SIZE + 64;
@@ -44,6 +48,8 @@ pub struct CacheStats {
 pub struct NodeCache {
     dev: Arc<dyn BlockDevice>,
     lru: LruCache<BlockNr, Entry>,
+    /// The dirty entries' blocks (module documentation).
+    dirty: BTreeSet<BlockNr>,
     max_entries: usize,
     txn: TxnId,
     stats: CacheStats,
@@ -62,6 +68,7 @@ impl NodeCache {
         NodeCache {
             dev,
             lru: LruCache::unbounded(),
+            dirty: BTreeSet::new(),
             max_entries: (budget_bytes / ENTRY_COST).max(64),
             txn,
             stats: CacheStats::default(),
@@ -82,7 +89,7 @@ impl NodeCache {
     pub fn stats(&self) -> CacheStats {
         let mut s = self.stats;
         s.nr_cached = self.lru.len();
-        s.nr_dirty = self.lru.iter().filter(|(_, e)| e.dirty).count();
+        s.nr_dirty = self.dirty.len();
         s
     }
 
@@ -147,9 +154,15 @@ impl NodeCache {
     /// Drop a freed block from the cache (a dirty one is simply never written).
     pub fn forget(&mut self, b: BlockNr) {
         self.lru.pop(&b);
+        self.dirty.remove(&b);
     }
 
     fn insert(&mut self, b: BlockNr, e: Entry) -> Result<()> {
+        if e.dirty {
+            self.dirty.insert(b);
+        } else {
+            self.dirty.remove(&b);
+        }
         self.lru.put(b, e);
         while self.lru.len() > self.max_entries {
             let Some((vb, ve)) = self.lru.pop_lru() else {
@@ -161,6 +174,7 @@ impl NodeCache {
                     self.lru.put(vb, ve);
                     return Err(err);
                 }
+                self.dirty.remove(&vb);
             }
         }
         Ok(())
@@ -177,28 +191,22 @@ impl NodeCache {
 
     /// Write every dirty node of the open transaction.
     pub fn write_dirty(&mut self) -> Result<()> {
-        let mut dirty: Vec<BlockNr> = self
-            .lru
-            .iter()
-            .filter(|(_, e)| e.dirty)
-            .map(|(b, _)| *b)
-            .collect();
-        dirty.sort();
-        for b in dirty {
-            let node = match self.lru.peek(&b) {
-                Some(e) => e.node.clone(),
-                None => continue,
-            };
-            self.write_node(b, &node)?;
-            if let Some(e) = self.lru.peek_mut(&b) {
-                e.dirty = false;
+        // in block order; one that fails stays dirty (the caller latches)
+        while let Some(&b) = self.dirty.first() {
+            if let Some(node) = self.lru.peek(&b).map(|e| e.node.clone()) {
+                self.write_node(b, &node)?;
+                if let Some(e) = self.lru.peek_mut(&b) {
+                    e.dirty = false;
+                }
             }
+            self.dirty.remove(&b);
         }
         Ok(())
     }
 
     /// The open transaction committed: open `next`.
     pub fn begin(&mut self, next: TxnId) {
+        debug_assert!(self.dirty.is_empty());
         debug_assert!(self.lru.iter().all(|(_, e)| !e.dirty));
         self.txn = next;
     }
@@ -206,5 +214,6 @@ impl NodeCache {
     /// Forget everything cached (after a failed transaction, before reloading).
     pub fn clear(&mut self) {
         self.lru.clear();
+        self.dirty.clear();
     }
 }

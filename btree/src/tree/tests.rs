@@ -204,3 +204,35 @@ fn full_metadata_space_is_an_error() {
     }
     assert!(hit);
 }
+
+/// The cache's dirty set: a commit writes every dirty node (also after some were
+/// evicted, written early, and after a write failed part way: the rest stay dirty
+/// and the next `write_dirty` writes them), and a cold cache then reads the tree.
+#[test]
+fn write_dirty_writes_every_dirty_node_and_a_failed_one_stays_dirty() {
+    let faulty = Arc::new(blockdev::FaultyDevice::new(4096 * 4096));
+    let dev: Arc<dyn BlockDevice> = faulty.clone();
+    // small: dirty nodes are evicted (written) while the tree grows
+    let mut cache = NodeCache::new(dev.clone(), 64 * 4096, TxnId(1));
+    let mut alloc = TestAlloc::default();
+    let mut t: Tree<u64, u64> = Tree::create(&mut cache, &mut alloc, 3).unwrap();
+    for k in 0..20_000u64 {
+        t.insert(&mut cache, &mut alloc, k, k ^ 0x5a).unwrap();
+    }
+    let st = cache.stats();
+    assert!(st.nr_dirty > 2 && st.nr_dirty <= st.nr_cached, "{st:?}");
+    // the third write fails: the nodes not yet written stay dirty
+    faulty.plan().lock().fail_write_in = Some(2);
+    assert!(cache.write_dirty().is_err());
+    let left = cache.stats().nr_dirty;
+    assert!(left > 0 && left < st.nr_dirty, "{left} of {}", st.nr_dirty);
+    cache.write_dirty().unwrap();
+    assert_eq!(cache.stats().nr_dirty, 0);
+    cache.begin(TxnId(2));
+    let mut cold = NodeCache::new(dev, 1 << 20, TxnId(2));
+    let all = Tree::<u64, u64>::open(t.root(), 3)
+        .collect_range(&mut cold, &0, &u64::MAX)
+        .unwrap();
+    assert_eq!(all.len(), 20_000);
+    assert!(all.iter().all(|(k, v)| *v == k ^ 0x5a));
+}
