@@ -83,13 +83,6 @@ verify_snap() { # verify_snap NAME: activate, compare the whole device, deactiva
     ctl deactivate "$1" >/dev/null
     ok "$1 reads its original data (all $((NREC * R)) bytes compared)"
 }
-wait_reclaimed() { # wait until no background job is left
-    for _ in $(seq 1 300); do
-        [ "$(st '.jobs | length')" = 0 ] && return 0
-        sleep 0.2
-    done
-    fail "background work still running after 60 s: $(st .jobs)"
-}
 
 e2e_begin "${E2E_WATCHDOG:-600}" jq sha256sum cmp nbd-client
 modprobe nbd nbds_max=2 || fail "modprobe nbd"

@@ -61,6 +61,14 @@ start_daemon() {
 daemon_pid() { ctl --json status | jq -r .pid; }
 # log_has PATTERN: the daemon's log (of e2e_layout) has a line matching it
 log_has() { grep -q -- "$1" "$LOG" || fail "the daemon log lacks '$1'"; ok "log: $(grep -m1 -- "$1" "$LOG" | cut -c1-200)"; }
+# wait_reclaimed: wait until no background job (a delete's cleanup pass, a merge) is left
+wait_reclaimed() {
+    for _ in $(seq 1 300); do
+        [ "$(st '.jobs | length')" = 0 ] && return 0
+        sleep 0.2
+    done
+    fail "background work still running after 60 s: $(st .jobs)"
+}
 e2e_layout() {
     SNAPD=$BIN/ublk-snapd
     SNAPCTL=$BIN/snapctl
