@@ -237,8 +237,9 @@ fn group(s: &Path, name: &str, origins: &[&str]) -> Result<Vec<String>, ErrorCod
     }
 }
 
-#[test]
-fn a_group_is_created_held_pruned_and_deleted_as_one() {
+/// A pool of three origins: the first (`origin`, ORIGIN_LEN), `b` and `c` (B_LEN each,
+/// files in the returned directory).
+fn pool_of_three() -> (Fixture, tempfile::TempDir) {
     let fx = Fixture::start(ORIGIN_LEN, 32 << 20, Limits::default());
     let extra = tempfile::tempdir().unwrap();
     for o in ["b", "c"] {
@@ -252,6 +253,12 @@ fn a_group_is_created_held_pruned_and_deleted_as_one() {
         )
         .unwrap();
     }
+    (fx, extra)
+}
+
+#[test]
+fn a_group_is_created_held_pruned_and_deleted_as_one() {
+    let (fx, _extra) = pool_of_three();
     let svc = fx.service().clone();
     let (ta, tb) = (svc.target(Dev::Origin(0)), svc.target(Dev::Origin(1)));
     ta.write(0, &[1; 4096]).unwrap();
@@ -333,19 +340,7 @@ fn a_group_is_created_held_pruned_and_deleted_as_one() {
 /// member in NAME (each goes whole); the other origins' own snapshots are left.
 #[test]
 fn prune_of_one_origin_leaves_the_others() {
-    let fx = Fixture::start(ORIGIN_LEN, 32 << 20, Limits::default());
-    let extra = tempfile::tempdir().unwrap();
-    for o in ["b", "c"] {
-        let f = file(extra.path(), &format!("{o}.img"), B_LEN);
-        request(
-            &fx.socket,
-            Op::OriginAdd {
-                name: o.into(),
-                device: f.display().to_string(),
-            },
-        )
-        .unwrap();
-    }
+    let (fx, _extra) = pool_of_three();
     for n in ["origin@s1", "origin@s2", "b@s1", "b@s2"] {
         create(&fx.socket, n).unwrap();
     }

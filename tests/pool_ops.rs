@@ -366,16 +366,7 @@ fn a_receive_into_b_refuses_writes_to_b_only() {
     });
     conn.write_all(&ublk_snapd::protocol::to_line(&op)).unwrap();
     conn.write_all(&full[..full.len() / 2]).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let refused = loop {
-        match tb.write(0, &[0x77; 4096]) {
-            Err(e) => break e,
-            Ok(()) => {
-                assert!(std::time::Instant::now() < deadline, "never refused");
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-        }
-    };
+    let refused = common::daemon::until_refused(|| tb.write(0, &[0x77; 4096]));
     assert_eq!(refused.raw_os_error(), Some(libc::EBUSY), "{refused}");
     t0.write(0, &[0x78; 4096]).unwrap();
     drop(conn);

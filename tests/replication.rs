@@ -252,17 +252,8 @@ fn the_origin_device_refuses_writes_while_a_receive_runs() {
     });
     conn.write_all(&ublk_snapd::protocol::to_line(&op)).unwrap();
     conn.write_all(&full[..full.len() / 2]).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     // writes before the receive began are the origin's own: the stream overwrites them
-    let refused = loop {
-        match target.write(0, &[0x77; 4096]) {
-            Err(e) => break e,
-            Ok(()) => {
-                assert!(std::time::Instant::now() < deadline, "never refused");
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-        }
-    };
+    let refused = common::daemon::until_refused(|| target.write(0, &[0x77; 4096]));
     assert_eq!(refused.raw_os_error(), Some(libc::EBUSY), "{refused}");
     for r in [target.discard(0, 65536), target.write_zeroes(65536, 65536)] {
         let e = r.expect_err("a discard or zeroing of the origin mid-receive");
@@ -278,6 +269,7 @@ fn the_origin_device_refuses_writes_while_a_receive_runs() {
     );
     // cut: the receive ends, the origin's device takes writes again
     drop(conn);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while let Err(e) = target.write(0, &[0x78; 4096]) {
         assert_eq!(e.raw_os_error(), Some(libc::EBUSY), "{e}");
         assert!(

@@ -149,13 +149,17 @@ impl Read for Fed {
     }
 }
 
-#[test]
-fn rollback_snapshot_is_internal_while_a_receive_runs() {
-    let src = source();
-    let full = full_stream(&src);
-    let dst = start();
+/// A receive into `f`'s first origin on a thread, its stream fed through the
+/// returned sender (end: drop it).
+#[allow(clippy::type_complexity)]
+fn receive_fed(
+    f: &Fixture,
+) -> (
+    mpsc::Sender<Vec<u8>>,
+    std::thread::JoinHandle<Result<ublk_snapd::protocol::Received, ublk_snapd::Error>>,
+) {
     let (tx, rx) = mpsc::channel();
-    let sock = dst.socket.clone();
+    let sock = f.socket.clone();
     let t = std::thread::spawn(move || {
         client::stream::receive(
             &sock,
@@ -166,6 +170,15 @@ fn rollback_snapshot_is_internal_while_a_receive_runs() {
             &mut |_| {},
         )
     });
+    (tx, t)
+}
+
+#[test]
+fn rollback_snapshot_is_internal_while_a_receive_runs() {
+    let src = source();
+    let full = full_stream(&src);
+    let dst = start();
+    let (tx, t) = receive_fed(&dst);
     tx.send(full[..full.len() / 2].to_vec()).unwrap();
     // The receive took its rollback snapshot once the header arrived.
     let end = Instant::now() + Duration::from_secs(10);
@@ -293,18 +306,7 @@ fn a_receive_and_a_writable_origin_export_exclude_each_other() {
     let r = client::request(&dst.socket, Op::Unexport { export: "o".into() });
     assert!(r.is_ok(), "{r:?}");
 
-    let (tx, rx) = mpsc::channel();
-    let sock = dst.socket.clone();
-    let t = std::thread::spawn(move || {
-        client::stream::receive(
-            &sock,
-            None,
-            false,
-            false,
-            &mut Fed(rx, Vec::new()),
-            &mut |_| {},
-        )
-    });
+    let (tx, t) = receive_fed(&dst);
     tx.send(full[..full.len() / 2].to_vec()).unwrap();
     let end = Instant::now() + Duration::from_secs(10);
     while !store_names(&dst).iter().any(|n| n.starts_with("recv+")) {

@@ -140,24 +140,20 @@ impl StoreTarget {
             if let exception_store::Error::NoSpace(_) = e {
                 let n = self.refusals.0.fetch_add(1, Ordering::Relaxed) + 1;
                 // a filesystem on a full store retries: log the 1st, 2nd, 4th, 8th ...
-                let quota = matches!(e, exception_store::Error::NoSpace(exception_store::Space::Quota));
-                if n.is_power_of_two() && quota {
+                if n.is_power_of_two() {
+                    let why = match e {
+                        exception_store::Error::NoSpace(exception_store::Space::Quota) => {
+                            "the origin's quota is full"
+                        }
+                        _ => "no store space",
+                    };
                     tracing::warn!(
                         dev = ?self.dev,
                         op,
                         offset,
                         error = %e,
                         refused = n,
-                        "write refused with ENOSPC: the origin's quota is full (logged at the 1st, 2nd, 4th, 8th ... refusal)"
-                    );
-                } else if n.is_power_of_two() {
-                    tracing::warn!(
-                        dev = ?self.dev,
-                        op,
-                        offset,
-                        error = %e,
-                        refused = n,
-                        "write refused with ENOSPC: no store space (logged at the 1st, 2nd, 4th, 8th ... refusal)"
+                        "write refused with ENOSPC: {why} (logged at the 1st, 2nd, 4th, 8th ... refusal)"
                     );
                 }
             } else {

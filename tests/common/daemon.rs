@@ -154,3 +154,18 @@ impl Drop for Fixture {
         self.stop_server();
     }
 }
+
+/// Retry `write` every 5 ms until it fails (a receive has begun and refuses the
+/// origin's writes), and return that error; panics after 30 s.
+pub fn until_refused(mut write: impl FnMut() -> std::io::Result<()>) -> std::io::Error {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match write() {
+            Err(e) => return e,
+            Ok(()) => {
+                assert!(std::time::Instant::now() < deadline, "never refused");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+}
