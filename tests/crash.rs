@@ -29,13 +29,11 @@
 mod common;
 
 use blockdev::{BlockDevice, CrashMode, FaultyDevice};
-use common::*;
+use common::{power::*, *};
 use exception_store::{Dev, Error, OriginId, Store};
-use parking_lot::Mutex;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io,
     sync::Arc,
 };
 
@@ -43,74 +41,6 @@ const SECTOR: usize = 512;
 
 fn h(b: &[u8]) -> u32 {
     crc32fast::hash(b)
-}
-
-/// One power supply for every device of a round: after `cut_in` more writes or
-/// flushes (to any of them) it is out, and every write and flush of every device
-/// fails. A cut at a flush leaves the writes before it undecided (the crash mode
-/// decides), as a power loss while the disk's cache is being written back does.
-#[derive(Debug, Default)]
-struct Power {
-    /// (operations left before the cut, out)
-    state: Mutex<(Option<u64>, bool)>,
-}
-
-impl Power {
-    fn cut_after(&self, ops: u64) {
-        self.state.lock().0 = Some(ops);
-    }
-    fn is_out(&self) -> bool {
-        self.state.lock().1
-    }
-    /// A write or flush may go on: the power is on and this is not the one it dies at.
-    fn op(&self) -> io::Result<()> {
-        let mut st = self.state.lock();
-        match st.0 {
-            _ if st.1 => {}
-            Some(0) => st.1 = true,
-            Some(n) => {
-                st.0 = Some(n - 1);
-                return Ok(());
-            }
-            None => return Ok(()),
-        }
-        Err(io::Error::other("power cut"))
-    }
-}
-
-/// A device on the round's power supply. A discard writes zeros (so that the model
-/// knows what an origin reads after one, and a power cut may lose it like a write).
-#[derive(Debug)]
-struct Powered {
-    dev: Arc<FaultyDevice>,
-    power: Arc<Power>,
-}
-
-fn powered(dev: &Arc<FaultyDevice>, power: &Arc<Power>) -> Arc<Powered> {
-    Arc::new(Powered {
-        dev: dev.clone(),
-        power: power.clone(),
-    })
-}
-
-impl BlockDevice for Powered {
-    fn len(&self) -> u64 {
-        self.dev.len()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.dev.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.power.op()?;
-        self.dev.write_at(buf, offset)
-    }
-    fn flush(&self) -> io::Result<()> {
-        self.power.op()?;
-        self.dev.flush()
-    }
-    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.write_at(&vec![0u8; len as usize], offset)
-    }
 }
 
 /// Per device and sector: the values it may read after a crash.

@@ -9,8 +9,12 @@
 //! # Invariants
 //! - A chunk or block freed in the open transaction is not reused before it commits
 //!   (`pending_*`), since the committed trees may still reference it.
+//! - A commit whose superblock is still being written ([`Allocator::seal`]) keeps
+//!   its frees apart (`sealed_*`) until that superblock is durable
+//!   ([`Allocator::release_sealed`]): frees of the transaction opened meanwhile are
+//!   not released with them.
 //! - `fresh` holds the data chunks allocated in the open transaction: nothing committed
-//!   references them, so they may be overwritten in place freely.
+//!   or being committed references them, so they may be overwritten in place freely.
 use crate::{format::*, Error, Result, Space};
 use blockdev::{
     ids::{BlockNr, ChunkNr},
@@ -60,6 +64,9 @@ pub struct Allocator {
     meta_partial: BTreeSet<u64>,
     pending_chunks: Vec<ChunkNr>,
     pending_blocks: Vec<BlockNr>,
+    /// The frees of the sealed transaction, whose superblock is on its way.
+    sealed_chunks: Vec<ChunkNr>,
+    sealed_blocks: Vec<BlockNr>,
     fresh: HashSet<ChunkNr>,
     hint: u64,
     reserved: u64,
@@ -102,6 +109,8 @@ impl Allocator {
             meta_partial: BTreeSet::new(),
             pending_chunks: Vec::new(),
             pending_blocks: Vec::new(),
+            sealed_chunks: Vec::new(),
+            sealed_blocks: Vec::new(),
             fresh: HashSet::new(),
             hint: reserved,
             reserved,
@@ -247,13 +256,31 @@ impl Allocator {
 
     /// The open transaction committed: pending frees become free.
     pub fn commit(&mut self) {
-        for c in std::mem::take(&mut self.pending_chunks) {
+        self.seal();
+        self.release_sealed();
+    }
+
+    /// The open transaction's superblock is built and a new transaction opens: its
+    /// frees wait apart until that superblock is durable
+    /// ([`release_sealed`](Self::release_sealed)), and what it allocated is no longer
+    /// fresh (the superblock on its way references it).
+    pub fn seal(&mut self) {
+        self.sealed_chunks.append(&mut self.pending_chunks);
+        self.sealed_blocks.append(&mut self.pending_blocks);
+        self.fresh.clear();
+    }
+
+    /// The sealed transaction is durable: its frees become free. Returns whether
+    /// data chunks were among them (`Store::frees`).
+    pub fn release_sealed(&mut self) -> bool {
+        let chunks = !self.sealed_chunks.is_empty();
+        for c in std::mem::take(&mut self.sealed_chunks) {
             if self.used[c.0 as usize] {
                 self.used[c.0 as usize] = false;
                 self.nr_used -= 1;
             }
         }
-        for b in std::mem::take(&mut self.pending_blocks) {
+        for b in std::mem::take(&mut self.sealed_blocks) {
             let c = b.0 / self.blocks_per_chunk;
             let i = (b.0 % self.blocks_per_chunk) as usize;
             let Some(m) = self.meta.get_mut(&c) else {
@@ -272,7 +299,7 @@ impl Allocator {
                 self.meta_partial.insert(c);
             }
         }
-        self.fresh.clear();
+        chunks
     }
 
     /// Mark a data chunk referenced by a committed element (rebuild on open).
@@ -345,15 +372,12 @@ impl Allocator {
         (data, blocks)
     }
 
-    /// Whether data chunks were freed in the open transaction (they become
-    /// allocatable at its commit).
-    pub fn has_pending_chunks(&self) -> bool {
-        !self.pending_chunks.is_empty()
-    }
-
-    /// Pending frees (chunks, blocks), for `check` of an open store.
+    /// Frees not released yet, the open transaction's and the sealed one's
+    /// (chunks, blocks), for `check` of an open store.
     pub fn pending(&self) -> (Vec<ChunkNr>, Vec<BlockNr>) {
-        (self.pending_chunks.clone(), self.pending_blocks.clone())
+        let chunks = self.pending_chunks.iter().chain(&self.sealed_chunks);
+        let blocks = self.pending_blocks.iter().chain(&self.sealed_blocks);
+        (chunks.copied().collect(), blocks.copied().collect())
     }
 }
 

@@ -59,8 +59,8 @@ pub use error::{Error, Result, Space};
 pub use shared::{DirectPiece, DirectPlan, DirectSource, DirectStarted, SharedStore, Started};
 pub use store::validate_origin_name;
 pub use store::{
-    addr_chunk, addr_origin, pool_addr, preallocate, CopyOut, CopyOutBegin, Dev, GroupInfo, Grown,
-    JobInfo, OriginGrown, OriginId, OriginInfo, OriginRemoved, Preallocation, ReadPiece, ReadPlan,
-    ReadSource, RoomStep, SnapInfo, SpacePolicy, Status, Store, StoreOptions,
+    addr_chunk, addr_origin, pool_addr, preallocate, CommitJob, CopyOut, CopyOutBegin, Dev,
+    GroupInfo, Grown, JobInfo, OriginGrown, OriginId, OriginInfo, OriginRemoved, Preallocation,
+    ReadPiece, ReadPlan, ReadSource, RoomStep, SnapInfo, SpacePolicy, Status, Store, StoreOptions,
 };
 pub use tables::validate_name;

@@ -39,8 +39,10 @@
 //! origin write whose copy-out decision was taken before the snapshot existed.
 //!
 //! # Lock order
-//! origin gate, then store lock; the commit state lock is never held while taking
-//! another. A thread holding gate entries of started writes never waits to enter
+//! origin gate, then store lock, then the commit I/O baton (`store::commit_io`; the
+//! group-commit leader holds the baton without the store lock while its commit
+//! flushes, and gives it back before taking the store lock again); the commit state
+//! lock is never held while taking another. A thread holding gate entries of started writes never waits to enter
 //! ([`SharedStore::origin_write_start`] answers `Busy` instead).
 use crate::{
     origin_gate::{self, OriginGate},
@@ -61,6 +63,11 @@ use std::sync::{
 struct CommitState {
     durable: TxnId,
     leader: bool,
+    /// Group-commit rounds started, and the newest of them that flushed the store
+    /// and succeeded (a snapshot's FLUSH needs a store flush that started after it
+    /// arrived: [`SharedStore::flush`]).
+    rounds: u64,
+    flushed_round: u64,
 }
 
 /// What [`SharedStore::origin_write_start`] did.
@@ -187,6 +194,8 @@ impl SharedStore {
             commit: Mutex::new(CommitState {
                 durable,
                 leader: false,
+                rounds: 0,
+                flushed_round: 0,
             }),
             done: Condvar::new(),
             moves,
@@ -576,17 +585,24 @@ impl SharedStore {
             }
             if !st.leader {
                 st.leader = true;
+                st.rounds += 1;
+                let round = st.rounds;
                 drop(st);
-                let r = {
-                    let mut s = self.store.lock();
-                    // t may already be durable (another path committed it); a commit
-                    // with nothing to write still flushes the store.
-                    s.commit()
-                };
+                // The commit's flushes and superblock without the store lock
+                // (`store::commit`): the other origins' copy-outs are planned and
+                // linked into the next transaction meanwhile. t may already be
+                // durable (another path committed it); a commit with nothing to
+                // write still flushes the store.
+                let r = (|| {
+                    let job = self.store.lock().commit_begin()?;
+                    let r = job.run();
+                    self.store.lock().commit_end(r)
+                })();
                 st = self.commit.lock();
                 st.leader = false;
                 if let Ok(d) = r {
                     st.durable = st.durable.max(d);
+                    st.flushed_round = round;
                 }
                 self.done.notify_all();
                 r?;
@@ -605,6 +621,12 @@ impl SharedStore {
     /// A FLUSH of `dev`: its origin and the store durable. The origin's flush runs
     /// on a second thread beside the (group) commit: a FLUSH waits for the slower of
     /// the two, not their sum.
+    ///
+    /// A snapshot's writes into chunks it owns go to the store device in place and
+    /// change no metadata, so nothing may be left to commit: its FLUSH then flushes
+    /// the store itself, unless a group commit that started after the FLUSH arrived
+    /// flushed it already. (An origin's FLUSH needs no store flush: the copy-outs of
+    /// its writes were committed before the writes were made.)
     pub fn flush(&self, dev: Dev) -> Result<TxnId> {
         let k = match dev {
             Dev::Origin(k) => k,
@@ -612,11 +634,11 @@ impl SharedStore {
         };
         let Ok(origin) = self.side(k).map(|o| o.dev.clone()) else {
             // a snapshot of an origin without its device: the store alone
-            return self.commit();
+            return self.commit_for(dev);
         };
         std::thread::scope(|sc| {
             let o = sc.spawn(move || origin.flush());
-            let c = self.commit();
+            let c = self.commit_for(dev);
             let o = o
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("origin flush thread panicked")))
@@ -629,6 +651,32 @@ impl SharedStore {
             o?;
             Ok(t)
         })
+    }
+
+    /// [`commit`](Self::commit) for a FLUSH of `dev` (see [`flush`](Self::flush)).
+    fn commit_for(&self, dev: Dev) -> Result<TxnId> {
+        let after = self.commit.lock().rounds + 1;
+        let t = self.commit()?;
+        if matches!(dev, Dev::Snap(_)) && self.commit.lock().flushed_round < after {
+            // without the store lock; a failure latches the store (what the flush
+            // was to make durable may be lost)
+            let dev = {
+                let s = self.store.lock();
+                if s.is_failed() {
+                    return Err(crate::Error::PreviousIo);
+                }
+                s.dev.clone()
+            };
+            if let Err(source) = dev.flush() {
+                self.store.lock().latch();
+                return Err(crate::Error::Io {
+                    device: "store",
+                    offset: 0,
+                    source,
+                });
+            }
+        }
+        Ok(t)
     }
 
     /// The last commit of a clean stop (see [`Store::commit_clean_shutdown`]); call
@@ -838,6 +886,8 @@ impl SharedStore {
     }
 }
 
+#[cfg(test)]
+mod commit_tests;
 mod direct;
 mod settled;
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod daemon;
 pub mod nbd;
+pub mod power;
 pub mod power_cut;
 pub mod tls;
 

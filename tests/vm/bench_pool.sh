@@ -19,6 +19,12 @@
 #   separate  four stores, one per origin, four daemons; a snapshot is a `create rN`
 #             on each daemon
 #
+# BENCH_STORE=brd puts the stores on RAM block devices (/dev/ram0 the pool's,
+# /dev/ram1-4 the separate ones; `modprobe brd`) instead of files on the tmpfs: a
+# write to a file takes its inode lock exclusively (shmem_file_write_iter), so four
+# origins' copy-outs into one store file queue there where four store files do not;
+# a block device's writes take no such lock. The origins stay files either way.
+#
 # Both: 64 KiB chunks, --queues 2 --queue-depth 64 per device. Every device is filled
 # (1M sequential, untimed). Then BENCH_ROUNDS rounds (default 6), each phase run on
 # one system and then on the other (pool first in odd rounds, separate first in
@@ -52,6 +58,7 @@ OUT=${VM_OUT:-/tmp}
 RT=${BENCH_RUNTIME:-8}
 MIB=${BENCH_DEV_MIB:-128}
 ROUNDS=${BENCH_ROUNDS:-6}
+STORE_ON=${BENCH_STORE:-tmpfs}
 W=/bench-pool
 RES=$OUT/bench-pool.tsv
 LOG=$OUT/bench-pool.log
@@ -77,7 +84,18 @@ mkdir -p $W
 mount -t tmpfs -o size=$((mem_kib * 9 / 10))k tmpfs $W
 : >"$LOG"
 printf 'round\tsystem\tphase\tios\tseconds\tiops\tjob_iops\n' >"$RES"
-say "kernel $(uname -r), $(nproc) vCPUs, ${mem_kib} KiB RAM, fio $(fio --version), 4 devices of ${MIB} MiB, runtime ${RT}s, $ROUNDS rounds"
+POOL_STORE_LEN=$((4 * 2 * SIZE + (256 << 20)))
+SEP_STORE_LEN=$((2 * SIZE + (64 << 20)))
+case $STORE_ON in
+    tmpfs) ;;
+    brd)
+        # five RAM disks of the pool store's size (pages are allocated as written)
+        modprobe brd rd_nr=5 rd_size=$((POOL_STORE_LEN >> 10)) || die "modprobe brd"
+        for i in 0 1 2 3 4; do [ -b /dev/ram$i ] || die "/dev/ram$i missing after modprobe brd"; done
+        ;;
+    *) die "BENCH_STORE=$STORE_ON: tmpfs or brd" ;;
+esac
+say "kernel $(uname -r), $(nproc) vCPUs, ${mem_kib} KiB RAM, fio $(fio --version), 4 devices of ${MIB} MiB, runtime ${RT}s, $ROUNDS rounds, stores on $STORE_ON"
 
 IOLOG_PY=$(dirname "${BASH_SOURCE[0]}")/first_writes_iolog.py
 [ -f "$IOLOG_PY" ] || IOLOG_PY=$BIN/first_writes_iolog.py
@@ -147,10 +165,11 @@ drop_snapshot() { # SYSTEM NAME: delete it and wait until its space is freed
 setup_pool() {
     local k
     for k in "${NAMES[@]}"; do truncate -s $SIZE "$W/pool-$k.img"; done
-    truncate -s $((4 * 2 * SIZE + (256 << 20))) $W/pool-store.img
+    local store=$W/pool-store.img
+    if [ "$STORE_ON" = brd ]; then store=/dev/ram0; else truncate -s $POOL_STORE_LEN "$store"; fi
     mkdir -p $W/run-pool
-    ctl_at "$PS" format --origin $W/pool-origin.img --store $W/pool-store.img --chunk-size 64K >>"$LOG"
-    start_snapd $W/run-pool $W/pool-origin.img $W/pool-store.img >/dev/null || die "ublk-snapd (pool) did not start"
+    ctl_at "$PS" format --origin $W/pool-origin.img --store "$store" --chunk-size 64K >>"$LOG"
+    start_snapd $W/run-pool $W/pool-origin.img "$store" >/dev/null || die "ublk-snapd (pool) did not start"
     for k in "${NAMES[@]:1}"; do ctl_at "$PS" origin add "$k" --device "$W/pool-$k.img" >/dev/null; done
     # (no process substitution: the guest has no /dev/fd)
     ctl_at "$PS" --json origin list | jq -r '.origins[].device' >$W/devs
@@ -159,15 +178,17 @@ setup_pool() {
     say "pool: daemon $(ctl_at "$PS" --json status | jq -r .pid), devices ${POOL_DEVS[*]}"
 }
 setup_separate() {
-    local k r
+    local k r store i=1
     for k in "${NAMES[@]}"; do
         r=$W/run-sep-$k
         truncate -s $SIZE "$W/sep-$k.img"
-        truncate -s $((2 * SIZE + (64 << 20))) "$W/sep-store-$k.img"
+        store=$W/sep-store-$k.img
+        if [ "$STORE_ON" = brd ]; then store=/dev/ram$i; else truncate -s $SEP_STORE_LEN "$store"; fi
+        i=$((i + 1))
         mkdir -p "$r"
-        ctl_at "$r/snapd.sock" format --origin "$W/sep-$k.img" --store "$W/sep-store-$k.img" \
+        ctl_at "$r/snapd.sock" format --origin "$W/sep-$k.img" --store "$store" \
             --chunk-size 64K >>"$LOG"
-        SEP_DEVS+=("$(start_snapd "$r" "$W/sep-$k.img" "$W/sep-store-$k.img")") \
+        SEP_DEVS+=("$(start_snapd "$r" "$W/sep-$k.img" "$store")") \
             || die "ublk-snapd ($k) did not start"
     done
     say "separate: devices ${SEP_DEVS[*]}"

@@ -1,12 +1,40 @@
 //! Commits and latching: writing the dirty tables and nodes, the two flushes around
 //! the superblock, and the rule that a failure after metadata may have changed latches
 //! the store read-only until it is reopened.
+//!
+//! # A commit in three parts
+//! 1. Under the store lock, with the baton (`commit_io`): persist the tables, write
+//!    the dirty nodes, build superblock N and *seal* N: transaction N+1 opens at
+//!    once (`NodeCache::begin`), so that a change from here on shadows N's nodes
+//!    instead of writing over them; N's frees wait apart (`Allocator::seal`), and
+//!    N's changed addresses move to [`InFlight`].
+//! 2. With or without the store lock ([`CommitJob::run`]): flush the store, write
+//!    superblock N, flush; the baton records the outcome and is given back.
+//! 3. Under the store lock ([`Store::settle`]): N is the last committed, its frees
+//!    are released; or, when the I/O failed, the store latches.
+//!
+//! [`Store::commit`] runs the three at once under `&mut self`; the group commit of
+//! `SharedStore` runs part 2 without the lock ([`Store::commit_begin`],
+//! [`Store::commit_end`]), so that copy-outs are planned and linked into N+1 while
+//! N flushes.
+//!
+//! # While N is in flight
+//! Until N is settled, what the open transaction does must be safe whether the
+//! store comes back at N-1 or at N after a power cut:
+//! - N+1 allocates only blocks and chunks free in both (N's frees are sealed).
+//! - N's changed addresses count as uncommitted (`Store::uncommitted_in`): an origin
+//!   write to one waits for N, and a snapshot write never overwrites in place a
+//!   chunk whose address changed since N-1; chunks allocated in N are not fresh.
+//! - Superblock N+1 is written only once N is durable (the baton).
 
-use super::{origin_io, store_io, Store};
+use super::{
+    commit_io::{Baton, CommitJob},
+    origin_io, store_io, Store,
+};
 use crate::{
     allocator::{Allocator, TREE_CHANGE_BLOCKS},
     format::FORMAT_VERSION,
-    superblock::write_superblock,
+    superblock::Superblock,
     tables::{OriginRec, SnapRec, VersionRec},
     Error, Result, Space,
 };
@@ -15,7 +43,16 @@ use blockdev::{
     BlockDevice,
 };
 use btree::{Codec, NodeCache, Tree};
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
+
+/// A sealed commit whose superblock may not be durable yet (module documentation).
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    /// Its superblock.
+    sb: Superblock,
+    /// The addresses whose elements it changed.
+    addrs: HashSet<u64>,
+}
 
 /// Bring `tree` up to date at the `dirty` keys: each gets the value `value` finds for
 /// it, or is removed when there is none.
@@ -112,6 +149,12 @@ impl Store {
         r
     }
 
+    /// Latch the store: an I/O it depends on failed outside its own calls (a flush
+    /// of the store device made by `SharedStore` without the store lock).
+    pub(crate) fn latch(&mut self) {
+        self.failed = true;
+    }
+
     /// Flush the store (`dev.flush`), and the origin too when `with_origin`, both at
     /// once (two devices, two threads: a FLUSH waits for the slower, not the sum).
     pub(super) fn flush_devices(&self, with_origin: bool) -> Result<()> {
@@ -147,10 +190,57 @@ impl Store {
     }
 
     pub(super) fn commit_inner(&mut self, with_origin: bool) -> Result<TxnId> {
+        let baton = self.io.acquire();
+        self.settle(baton.durable, baton.failed);
+        self.check_writable()?;
         if !self.changed {
             self.flush_devices(with_origin)?;
             return Ok(self.sb.txn_id);
         }
+        self.write_tables()?;
+        // before the seal: an origin's flush that fails leaves the changes open,
+        // to commit with the next one
+        self.flush_devices(with_origin)?;
+        let job = self.seal(baton, false);
+        let r = job.run();
+        self.commit_end(r)
+    }
+
+    /// Part 1 of a commit whose I/O runs without the store lock (module
+    /// documentation): take the baton, seal the open transaction. Run the job
+    /// ([`CommitJob::run`]) and hand its result to [`commit_end`](Self::commit_end).
+    /// With nothing to commit, the job flushes the store only.
+    pub fn commit_begin(&mut self) -> Result<CommitJob> {
+        self.check_writable()?;
+        let baton = self.io.acquire();
+        self.settle(baton.durable, baton.failed);
+        self.check_writable()?;
+        if !self.changed {
+            return Ok(CommitJob {
+                baton,
+                dev: self.dev.clone(),
+                sb: None,
+                flush_first: true,
+            });
+        }
+        if let Err(e) = self.write_tables() {
+            self.failed = true;
+            return Err(e);
+        }
+        Ok(self.seal(baton, true))
+    }
+
+    /// Part 3: settle what [`CommitJob::run`] returned (a failure latches the store).
+    pub fn commit_end(&mut self, r: Result<TxnId>) -> Result<TxnId> {
+        match &r {
+            Ok(t) => self.settle(*t, false),
+            Err(_) => self.failed = true,
+        }
+        r
+    }
+
+    /// Bring the tables' trees up to date and write every dirty node.
+    fn write_tables(&mut self) -> Result<()> {
         let (cache, alloc) = (&mut self.cache, &mut self.alloc);
         let versions = std::mem::take(&mut self.dirty_versions);
         let versions = versions.into_iter().filter(|l| l.0 != 0).map(|l| l.0);
@@ -180,7 +270,13 @@ impl Store {
             self.merged_ahead.contains(a).then_some(0)
         })?;
         self.cache.write_dirty()?;
-        self.flush_devices(with_origin)?;
+        Ok(())
+    }
+
+    /// Build the superblock of the open transaction and seal it (module
+    /// documentation, part 1); the tables are written. `flush_first`: the job
+    /// flushes the store before the superblock (false when the caller did).
+    fn seal(&mut self, baton: Baton, flush_first: bool) -> CommitJob {
         let mut sb = self.sb.clone();
         sb.txn_id = self.cache.txn();
         sb.elements_root = self.elements.root();
@@ -192,18 +288,73 @@ impl Store {
         sb.origins_root = self.origin_tree.root();
         sb.clean_shutdown = self.closing;
         sb.format_version = FORMAT_VERSION;
-        write_superblock(&*self.dev, &sb)?;
-        self.dev.flush().map_err(store_io(0))?;
-        self.sb = sb;
-        if self.alloc.has_pending_chunks() {
-            // before any freed chunk can be reused (`Store::frees`)
-            self.frees.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.cache.begin(TxnId(sb.txn_id.0 + 1));
+        self.alloc.seal();
+        let mut addrs = std::mem::take(&mut self.dirty_addrs);
+        if let Some(older) = self.inflight.take() {
+            // (not reached: a commit settles the one before it first)
+            addrs.extend(older.addrs);
         }
-        self.alloc.commit();
-        self.dirty_addrs.clear();
-        self.cache.begin(TxnId(self.sb.txn_id.0 + 1));
+        self.inflight = Some(InFlight {
+            sb: sb.clone(),
+            addrs,
+        });
         self.changed = false;
-        Ok(self.sb.txn_id)
+        CommitJob {
+            baton,
+            dev: self.dev.clone(),
+            sb: Some(sb),
+            flush_first,
+        }
+    }
+
+    /// Part 3 (module documentation): with `durable` durable, the sealed commit, if
+    /// it is that one or older, becomes the last committed and its frees are
+    /// released; `failed`: a commit's I/O failed, the store latches.
+    pub(super) fn settle(&mut self, durable: TxnId, failed: bool) {
+        if failed {
+            self.failed = true;
+        }
+        if self
+            .inflight
+            .as_ref()
+            .is_some_and(|f| f.sb.txn_id <= durable)
+        {
+            if let Some(f) = self.inflight.take() {
+                self.sb.txn_id = f.sb.txn_id;
+                self.sb.elements_root = f.sb.elements_root;
+                self.sb.versions_root = f.sb.versions_root;
+                self.sb.snapshots_root = f.sb.snapshots_root;
+                self.sb.jobs_root = f.sb.jobs_root;
+                self.sb.merged_root = f.sb.merged_root;
+                self.sb.label_index_root = f.sb.label_index_root;
+                self.sb.origins_root = f.sb.origins_root;
+                self.sb.clean_shutdown = f.sb.clean_shutdown;
+                self.sb.format_version = f.sb.format_version;
+            }
+            // before any freed chunk can be reused (`Store::frees`)
+            if self.alloc.release_sealed() {
+                self.frees.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// The transaction that must be durable before the elements of pool address
+    /// `a` are: the open one if it changed them, else the sealed one if that did,
+    /// else none.
+    pub(super) fn addr_txn(&self, a: u64) -> Option<TxnId> {
+        if !self.dirty_addrs.is_empty() && self.dirty_addrs.contains(&a) {
+            return Some(self.cache.txn());
+        }
+        self.inflight
+            .as_ref()
+            .filter(|f| f.addrs.contains(&a))
+            .map(|f| f.sb.txn_id)
+    }
+
+    /// The sealed transaction whose superblock may not be durable yet.
+    pub(crate) fn inflight_txn(&self) -> Option<TxnId> {
+        self.inflight.as_ref().map(|f| f.sb.txn_id)
     }
 
     pub(super) fn check_writable(&self) -> Result<()> {

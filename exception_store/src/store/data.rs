@@ -180,25 +180,22 @@ impl Store {
         // Copies under the lock; an address in flight is the three-step copy-out's
         // (`copy_out`), which every origin write waits for first.
         debug_assert!(self.copying.range(first..=last).next().is_none());
-        let mut must_commit = false;
         for a in first..=last {
             if self.merging_at(a).is_some() {
                 self.latching(|s| s.merge_address_now(a))?;
             }
         }
         self.latching(|s| s.copy_out_range(first, last))?;
-        for a in first..=last {
-            must_commit |= !self.dirty_addrs.is_empty() && self.dirty_addrs.contains(&a);
-        }
-        Ok(must_commit.then(|| self.cache_txn()))
+        Ok(self.uncommitted_in(k, offset, len))
     }
 
     /// The transaction that must commit before a completed write to `offset..+len`
-    /// of origin `k` survives losing this process's memory: the open one when an
-    /// address the range touches changed since the last commit (its element, hence
-    /// where the data lives, is not on disk yet), else none.
+    /// of origin `k` survives losing this process's memory: the newest that changed
+    /// an address the range touches and may not be durable yet (its element, hence
+    /// where the data lives, may not be on disk yet: the open one, or the sealed one
+    /// whose superblock is on its way), else none.
     pub fn uncommitted_in(&self, k: OriginId, offset: u64, len: u64) -> Option<TxnId> {
-        if len == 0 || self.dirty_addrs.is_empty() {
+        if len == 0 || (self.dirty_addrs.is_empty() && self.inflight.is_none()) {
             return None;
         }
         let cs = self.chunk_size;
@@ -206,9 +203,7 @@ impl Store {
             pool_addr(k, offset / cs),
             pool_addr(k, (offset + len - 1) / cs),
         );
-        (first..=last)
-            .any(|a| self.dirty_addrs.contains(&a))
-            .then(|| self.cache_txn())
+        (first..=last).filter_map(|a| self.addr_txn(a)).max()
     }
 
     /// [`uncommitted_in`](Self::uncommitted_in) for a range of any device (a
@@ -224,12 +219,13 @@ impl Store {
     }
 
     /// The transaction that must be durable for every change so far to be: the open
-    /// one if anything changed since the last commit, else the last committed one.
+    /// one if anything changed since the last commit, else the sealed one whose
+    /// superblock is on its way, else the last committed one.
     pub fn needed_txn(&self) -> TxnId {
         if self.changed {
             self.cache.txn()
         } else {
-            self.sb.txn_id
+            self.inflight_txn().unwrap_or(self.sb.txn_id)
         }
     }
 
@@ -289,7 +285,7 @@ impl Store {
         // was (and writable).
         let owned_in_place = match plan {
             SnapWrite::InPlace(x) if !to_hole => match before.get(&x) {
-                Some(Ptr::Chunk(c)) => self.alloc.is_fresh(*c) || !self.dirty_addrs.contains(&a),
+                Some(Ptr::Chunk(c)) => self.alloc.is_fresh(*c) || self.addr_txn(a).is_none(),
                 _ => false,
             },
             _ => false,
@@ -318,7 +314,7 @@ impl Store {
         }
         // In place into an existing chunk when that is crash-safe (module docs).
         if let Some(Ptr::Chunk(c)) = existing {
-            if self.alloc.is_fresh(c) || (!relabelled && !self.dirty_addrs.contains(&a)) {
+            if self.alloc.is_fresh(c) || (!relabelled && self.addr_txn(a).is_none()) {
                 let pos = c.0 * self.chunk_size + off as u64;
                 match p {
                     Payload::Data(d) => self.dev.write_at(d, pos),

@@ -1,6 +1,7 @@
 //! The store: opening, formatting, committing, and the state every operation shares.
 //!
-//! Formatting and opening live in `open`, commits and latching in `commit`, the
+//! Formatting and opening live in `open`, commits and latching in `commit` (the
+//! order of superblock writes in `commit_io`), the
 //! per-address element cache and element write-back in `elems`.
 //! Operations live in sibling modules: `data` (read, write, discard of the origin
 //! and of snapshots), `snapshots` (create, delete, hold, list), `background` (delete
@@ -18,11 +19,13 @@
 //!
 //! # Durability
 //! A commit writes the dirty nodes, flushes the store, writes the superblock into the
-//! slot of its transaction and flushes again. Changes between commits live in memory
-//! and in blocks nothing committed references. Creating, deleting and holding a
-//! snapshot commit before returning.
+//! slot of its transaction and flushes again (`commit`; `SharedStore`'s group commit
+//! does the flushes and the superblock without the store lock, `commit_io`). Changes
+//! between commits live in memory and in blocks nothing committed references.
+//! Creating, deleting and holding a snapshot commit before returning.
 mod background;
 mod commit;
+mod commit_io;
 mod copy_out;
 mod data;
 mod elems;
@@ -44,6 +47,7 @@ mod read_plan;
 mod snapshots;
 mod status;
 
+pub use commit_io::CommitJob;
 pub use copy_out::{CopyOut, CopyOutBegin};
 pub use data::RoomStep;
 pub use groups::GroupInfo;
@@ -68,6 +72,8 @@ use blockdev::{
     BlockDevice,
 };
 use btree::{elements::Elements, NodeCache, Tree};
+use commit::InFlight;
+use commit_io::CommitIo;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{
@@ -169,7 +175,12 @@ pub struct Store {
     pub(crate) dirty_versions: BTreeSet<Label>,
     pub(crate) dirty_snaps: BTreeSet<SnapId>,
     pub(crate) dirty_jobs: BTreeSet<u32>,
+    /// Addresses whose elements changed in the open transaction.
     pub(crate) dirty_addrs: HashSet<u64>,
+    /// The commit sealed whose superblock may not be durable yet (`commit_io`).
+    pub(crate) inflight: Option<InFlight>,
+    /// The commit I/O baton (`commit_io`).
+    pub(crate) io: Arc<CommitIo>,
     pub(crate) changed: bool,
     pub(crate) failed: bool,
     pub(crate) next_job_turn: usize,

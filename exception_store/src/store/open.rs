@@ -2,7 +2,9 @@
 //! rebuilding the allocator from every committed reference, upgrading the tables of
 //! earlier format versions in memory (written by the first commit).
 
-use super::{allocator_reserve_chunks, elems::to_btree, store_io, Store, StoreOptions};
+use super::{
+    allocator_reserve_chunks, commit_io::CommitIo, elems::to_btree, store_io, Store, StoreOptions,
+};
 use crate::{
     allocator::Allocator,
     format::*,
@@ -268,6 +270,8 @@ impl Store {
             dirty_snaps: BTreeSet::new(),
             dirty_jobs: BTreeSet::new(),
             dirty_addrs: HashSet::new(),
+            inflight: None,
+            io: CommitIo::new(TxnId(0)),
             changed: true,
             failed: false,
             next_job_turn: 0,
@@ -480,6 +484,7 @@ impl Store {
             ix
         };
         let opened_clean = sb.clean_shutdown;
+        let durable = sb.txn_id;
         Ok(Store {
             origin_devs: BTreeMap::from([(0, origin)]),
             dev,
@@ -504,6 +509,8 @@ impl Store {
             dirty_snaps: BTreeSet::new(),
             dirty_jobs: BTreeSet::new(),
             dirty_addrs: HashSet::new(),
+            inflight: None,
+            io: CommitIo::new(durable),
             changed: upgrade || sb.format_version < FORMAT_VERSION,
             failed: false,
             next_job_turn: 0,
