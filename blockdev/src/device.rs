@@ -29,6 +29,15 @@ pub trait BlockDevice: fmt::Debug + Send + Sync {
         let _ = (offset, len);
         Ok(())
     }
+    /// Start writing `[offset, offset + len)` back to stable storage now, without
+    /// waiting for it (a file or block device: `sync_file_range` with
+    /// `SYNC_FILE_RANGE_WRITE`). A hint for bulk data a later [`flush`](Self::flush)
+    /// must make durable: the thread that wrote it starts its writeback, so that the
+    /// flush (one thread) finds less to do. Durability is still the flush's; devices
+    /// with no cache of their own (memory, fault injection) do nothing.
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_range(self.len(), offset, len)
+    }
     /// The descriptor whose bytes at the same offsets are this device's, for callers
     /// that read it asynchronously (io_uring) instead of through
     /// [`read_at`](Self::read_at); `None` where there is none (memory, fault

@@ -109,3 +109,23 @@ fn faulty_extends_both_images() {
 fn faulty_conforms() {
     conformance(&crate::FaultyDevice::new(1 << 20));
 }
+
+/// `start_writeback` of a file: written bytes stay what they are (it only starts
+/// their writeback), a range past the end is refused like any I/O, and devices
+/// without a cache of their own accept it.
+#[test]
+fn start_writeback_of_a_file_keeps_its_bytes_and_checks_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = crate::FileDevice::create(&dir.path().join("f"), 1 << 20).unwrap();
+    dev.write_at(&[7u8; 8192], 4096).unwrap();
+    dev.start_writeback(4096, 8192).unwrap();
+    dev.start_writeback(0, 0).unwrap();
+    let mut b = [0u8; 8192];
+    dev.read_at(&mut b, 4096).unwrap();
+    assert_eq!(b, [7u8; 8192]);
+    let past = dev.start_writeback((1 << 20) - 4096, 8192).unwrap_err();
+    assert_eq!(past.kind(), io::ErrorKind::InvalidInput);
+    let mem = crate::MemDevice::new(1 << 16);
+    mem.start_writeback(0, 1 << 16).unwrap();
+    assert!(mem.start_writeback(1 << 16, 1).is_err());
+}

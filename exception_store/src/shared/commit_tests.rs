@@ -258,3 +258,21 @@ fn read_dev(d: &dyn blockdev::BlockDevice) -> Vec<u8> {
     d.read_at(&mut v, 0).unwrap();
     v
 }
+
+/// A commit sealed whose job is dropped without running (its superblock never
+/// written) latches the store at the next commit: a later superblock would take
+/// the slot of the one before it.
+#[test]
+fn a_sealed_commit_never_written_latches_the_store() {
+    let cs = 4096u64;
+    let (s, _dev, _blocked, _go, _kb, sa, _) = held_pool();
+    let mut st = s.lock();
+    st.write(Dev::Snap(sa), 0, &chunk(9)).unwrap();
+    let job = st.commit_begin().unwrap();
+    assert!(st.inflight_txn().is_some());
+    drop(job);
+    assert!(matches!(st.commit(), Err(crate::Error::PreviousIo)));
+    assert!(st.is_failed());
+    let mut buf = chunk(0);
+    st.read(Dev::Snap(sa), cs, &mut buf).unwrap();
+}

@@ -191,7 +191,7 @@ impl Store {
 
     pub(super) fn commit_inner(&mut self, with_origin: bool) -> Result<TxnId> {
         let baton = self.io.acquire();
-        self.settle(baton.durable, baton.failed);
+        self.settle_holding(&baton);
         self.check_writable()?;
         if !self.changed {
             self.flush_devices(with_origin)?;
@@ -213,7 +213,7 @@ impl Store {
     pub fn commit_begin(&mut self) -> Result<CommitJob> {
         self.check_writable()?;
         let baton = self.io.acquire();
-        self.settle(baton.durable, baton.failed);
+        self.settle_holding(&baton);
         self.check_writable()?;
         if !self.changed {
             return Ok(CommitJob {
@@ -290,11 +290,8 @@ impl Store {
         sb.format_version = FORMAT_VERSION;
         self.cache.begin(TxnId(sb.txn_id.0 + 1));
         self.alloc.seal();
-        let mut addrs = std::mem::take(&mut self.dirty_addrs);
-        if let Some(older) = self.inflight.take() {
-            // (not reached: a commit settles the one before it first)
-            addrs.extend(older.addrs);
-        }
+        // (a commit settles the one before it first: `settle_holding`)
+        let addrs = std::mem::take(&mut self.dirty_addrs);
         self.inflight = Some(InFlight {
             sb: sb.clone(),
             addrs,
@@ -305,6 +302,17 @@ impl Store {
             dev: self.dev.clone(),
             sb: Some(sb),
             flush_first,
+        }
+    }
+
+    /// Settle with what the baton knows, just taken: no commit I/O runs now, so a
+    /// sealed commit that is still not durable had its job dropped unrun (its
+    /// superblock never written). The store latches then: a later superblock would
+    /// take the slot of the one before it with this one missing.
+    fn settle_holding(&mut self, baton: &Baton) {
+        self.settle(baton.durable, baton.failed);
+        if self.inflight.is_some() {
+            self.failed = true;
         }
     }
 

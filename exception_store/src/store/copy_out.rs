@@ -117,24 +117,37 @@ impl CopyOut {
     /// with one read and one write through the kept buffer (no allocation, no zeroing
     /// per copy). An in-kernel copy that fails is redone through memory, so that an
     /// error names the device that failed.
+    ///
+    /// Then it starts the copy's writeback ([`BlockDevice::start_writeback`], a hint
+    /// whose failure the commit's flush reports), so that in a pool the copies of
+    /// several origins are written back by their own threads, not all by the flush
+    /// of the one commit that makes them durable.
     fn copy_run(&mut self, a: u64, n: u64, c: ChunkNr) -> Result<()> {
+        let to = c.0 * self.chunk_size;
+        let len = self.copy_data(a, n, to)?;
+        let _ = self.dev.start_writeback(to, len);
+        Ok(())
+    }
+
+    /// The copy of [`copy_run`](Self::copy_run); returns the bytes copied.
+    fn copy_data(&mut self, a: u64, n: u64, to: u64) -> Result<u64> {
         let a = super::addr_chunk(a);
         let pos = a * self.chunk_size;
         let len = ((a + n) * self.chunk_size).min(self.origin_len) - pos;
-        let to = c.0 * self.chunk_size;
         if let Ok(true) = blockdev::copy_range(&*self.origin, pos, &*self.dev, to, len) {
-            return Ok(());
+            return Ok(len);
         }
-        let len = len as usize;
-        if self.buf.len() < len {
-            self.buf.resize(len, 0);
+        let n = len as usize;
+        if self.buf.len() < n {
+            self.buf.resize(n, 0);
         }
         self.origin
-            .read_at(&mut self.buf[..len], pos)
+            .read_at(&mut self.buf[..n], pos)
             .map_err(origin_io(pos))?;
         self.dev
-            .write_at(&self.buf[..len], to)
-            .map_err(store_io(to))
+            .write_at(&self.buf[..n], to)
+            .map_err(store_io(to))?;
+        Ok(len)
     }
 }
 
