@@ -25,7 +25,10 @@
 //! - N's changed addresses count as uncommitted (`Store::uncommitted_in`): an origin
 //!   write to one waits for N, and a snapshot write never overwrites in place a
 //!   chunk whose address changed since N-1; chunks allocated in N are not fresh.
-//! - Superblock N+1 is written only once N is durable (the baton).
+//! - Superblock N+1 is written only once N is durable (the baton). A commit that
+//!   takes the baton and finds N sealed but not durable (its job dropped unrun: no
+//!   I/O runs while the baton is free) latches the store: superblock N+1 would take
+//!   N-1's slot with N missing (`Store::settle_holding`).
 
 use super::{
     commit_io::{Baton, CommitJob},
