@@ -282,8 +282,10 @@ fn a_stream_of_a_snapshot_the_pool_holds_is_refused_up_front() {
 }
 
 /// A pool whose origin b is missing at start (its file gone): resize-origin,
-/// receive into, export and map of b get a clear error naming b, nothing is
-/// pending or created, and the store checks clean; the first origin is served.
+/// receive into, export and map of b, and activating or exporting b's snapshot
+/// (which reads b where it shares chunks with it) get a clear error naming b,
+/// nothing is pending or created, and the store checks clean; the first origin is
+/// served.
 #[test]
 fn ops_on_a_missing_origin_are_refused_clearly() {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -291,6 +293,12 @@ fn ops_on_a_missing_origin_are_refused_clearly() {
     let full = send(&src, "b@s1", None, None);
     let mut dst = Fixture::start(ORIGIN_LEN, 32 << 20, Limits::default());
     let b = add(&dst.socket, dirs.1.path(), "b", B_LEN);
+    let created = dst.service().handle(Op::Create {
+        name: "b@s0".into(),
+        from: None,
+        freeze: false,
+    });
+    assert!(matches!(created.reply, Reply::Created(_)), "{created:?}");
     let (origin, store) = (dst.origin_path(), dst.store_path());
     dst.stop();
     std::fs::remove_file(&b).unwrap();
@@ -313,6 +321,18 @@ fn ops_on_a_missing_origin_are_refused_clearly() {
         export: None,
     }));
     assert!(e.message.contains("origin \"b\""), "{e:?}");
+    let e = refused(svc.handle(Op::Activate {
+        name: "b@s0".into(),
+    }));
+    assert!(e.message.contains("origin \"b\""), "{e:?}");
+    let e = refused(svc.handle(Op::Export {
+        name: "b@s0".into(),
+        origin: None,
+        snapshot: true,
+        writable: false,
+        export: None,
+    }));
+    assert!(e.message.contains("origin \"b\""), "{e:?}");
     // receive: the stream as the bytes after the request line, then EOF
     let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     ours.shutdown(std::net::Shutdown::Write).unwrap();
@@ -330,7 +350,11 @@ fn ops_on_a_missing_origin_are_refused_clearly() {
     let r: ublk_snapd::protocol::Response = serde_json::from_str(line.trim()).unwrap();
     let e = refused(r);
     assert!(e.message.contains("origin \"b\""), "{e:?}");
-    assert!(svc.store().lock().snapshots().is_empty(), "nothing created");
+    assert_eq!(
+        svc.store().lock().snapshots().len(),
+        1,
+        "nothing created but b@s0"
+    );
     match svc.handle(Op::Status).reply {
         Reply::Status(st) => assert!(st.receive_resume.is_none(), "nothing pending"),
         other => panic!("{other:?}"),

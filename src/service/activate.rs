@@ -80,6 +80,7 @@ impl Service {
         let id = self.lookup(name)?;
         let dev = Dev::Snap(id);
         if devs.get(dev).is_none() {
+            self.origin_served_for(id, name, "activate")?;
             // the space policy must not delete a snapshot whose device is up
             self.store.lock().set_in_use(id, true);
             let device = match self.bring_up(dev, None) {
@@ -98,6 +99,22 @@ impl Service {
             device: devs.path(dev).unwrap_or_default(),
             txn_id: self.txn(),
         })
+    }
+
+    /// Refuse to `verb` snapshot `id` (called `name`) when its origin has no device
+    /// (missing at start): it reads the origin wherever it shares a chunk with it,
+    /// so its device would fail those reads with I/O errors.
+    pub(crate) fn origin_served_for(&self, id: SnapId, name: &str, verb: &str) -> Result<()> {
+        let s = self.store.lock();
+        let k = s.origin_of(Dev::Snap(id))?;
+        if s.origin_attached(k) {
+            return Ok(());
+        }
+        let origin = s.origins().into_iter().find(|o| o.id == k).map(|o| o.name);
+        Err(Error::Store(exception_store::Error::OriginMissing(format!(
+            "snapshot {name:?} reads origin {:?} where it shares chunks with it, and that              origin is not served (its device was missing at start, see `origin list`):              {verb} it once the origin is back",
+            origin.as_deref().unwrap_or("origin")
+        ))))
     }
 
     /// `deactivate`.

@@ -99,7 +99,9 @@ impl Service {
             }
             (Dev::Origin(k), None)
         } else {
-            (Dev::Snap(self.lookup(&qualified)?), Some(qualified.clone()))
+            let id = self.lookup(&qualified)?;
+            self.origin_served_for(id, &qualified, "export")?;
+            (Dev::Snap(id), Some(qualified.clone()))
         };
         let e = Export {
             name: export.to_owned(),
