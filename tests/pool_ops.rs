@@ -325,6 +325,7 @@ fn ops_on_a_missing_origin_are_refused_clearly() {
         name: "b@s0".into(),
     }));
     assert!(e.message.contains("origin \"b\""), "{e:?}");
+    assert!(!e.message.contains("  "), "one line, single spaces: {e:?}");
     let e = refused(svc.handle(Op::Export {
         name: "b@s0".into(),
         origin: None,

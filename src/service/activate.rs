@@ -111,10 +111,14 @@ impl Service {
             return Ok(());
         }
         let origin = s.origins().into_iter().find(|o| o.id == k).map(|o| o.name);
-        Err(Error::Store(exception_store::Error::OriginMissing(format!(
-            "snapshot {name:?} reads origin {:?} where it shares chunks with it, and that              origin is not served (its device was missing at start, see `origin list`):              {verb} it once the origin is back",
-            origin.as_deref().unwrap_or("origin")
-        ))))
+        Err(Error::Store(exception_store::Error::OriginMissing(
+            format!(
+                "snapshot {name:?} reads origin {:?} where it shares chunks with it, and that \
+             origin is not served (its device was missing at start, see `origin list`): \
+             {verb} it once the origin is back",
+                origin.as_deref().unwrap_or("origin")
+            ),
+        )))
     }
 
     /// `deactivate`.

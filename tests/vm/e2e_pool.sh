@@ -24,7 +24,8 @@
 #    and its ext4 needs no journal recovery; a hung pre-hook is killed at
 #    --hook-timeout, no snapshot is taken, the post-hook runs.
 # 6. clean stop; b's file moved away: the daemon starts, serves a and c, and
-#    `origin list` reports b missing (exit 11); b back, next start serves it.
+#    `origin list` reports b missing (exit 11), b's snapshot is refused `activate`;
+#    b back, next start serves it.
 # 7. `merge pre` (the group of a, b, c): all three roll back together.
 # 8. `origin remove c` refused with a snapshot, then --with-snapshots: c's device
 #    goes, `origin list` shows a and b; offline check clean.
@@ -300,6 +301,10 @@ case $SB in missing*) ok "b: $SB" ;; *) fail "b: $SB" ;; esac
 mount "$A3" /mnt/pa
 verify_dir /mnt/pa "$W/a-now.sums" "a with b missing"
 umount /mnt/pa
+# b's snapshot reads b where it shares chunks with it: refused, with the reason
+if ctl activate "$(oname b)@pre" >/dev/null 2>"$W/act.err"; then fail "b@pre activated with b missing"; fi
+grep -q 'origin "b"' "$W/act.err" || fail "activate b@pre: $(cat "$W/act.err")"
+ok "b@pre refused: $(head -c 160 "$W/act.err")"
 stop_daemon
 mv "$W/b.away" "$W/b.img"
 start_daemon >/dev/null || fail "the daemon did not restart with b"
