@@ -889,6 +889,8 @@ impl SharedStore {
 #[cfg(test)]
 mod commit_tests;
 mod direct;
+#[cfg(test)]
+mod held;
 mod settled;
 #[cfg(test)]
 mod tests;

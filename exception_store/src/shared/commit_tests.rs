@@ -1,60 +1,15 @@
 //! The group commit's flushes and superblock without the store lock
 //! (`store::commit`, part 2): what may go on meanwhile, and what must wait.
-use super::*;
+use super::{
+    held::{Held, Hold},
+    *,
+};
 use crate::{Started, StoreOptions};
 use blockdev::MemDevice;
 use std::{
     sync::mpsc::{sync_channel, Receiver, SyncSender},
     time::Duration,
 };
-
-/// A store device whose flushes stop, once armed, until told to go on (or fail,
-/// when told so): a commit's flush, made to last.
-#[derive(Debug)]
-struct BlockingFlush {
-    inner: MemDevice,
-    armed: std::sync::Mutex<Option<SyncSender<()>>>,
-    go: std::sync::Mutex<Receiver<bool>>,
-}
-
-impl BlockingFlush {
-    /// Not armed yet; the sender lets a held flush go on (`true`) or fail.
-    fn new(len: u64) -> (Arc<Self>, SyncSender<bool>) {
-        let (go, gone) = sync_channel(1);
-        let d = Arc::new(BlockingFlush {
-            inner: MemDevice::new(len),
-            armed: std::sync::Mutex::new(None),
-            go: std::sync::Mutex::new(gone),
-        });
-        (d, go)
-    }
-
-    /// Hold the next flush, signalling on `at` when it starts.
-    fn arm(&self, at: SyncSender<()>) {
-        *self.armed.lock().unwrap() = Some(at);
-    }
-}
-
-impl blockdev::BlockDevice for BlockingFlush {
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.inner.write_at(buf, offset)
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        if let Some(tx) = self.armed.lock().unwrap().take() {
-            tx.send(()).unwrap();
-            if !self.go.lock().unwrap().recv().unwrap() {
-                return Err(std::io::Error::other("flush failed (test)"));
-            }
-        }
-        self.inner.flush()
-    }
-}
 
 /// A pool of three origins (A = 0, B, C) of 16 chunks, A and B with a snapshot,
 /// over a store device whose flushes can be held; the armed flush's signal comes on
@@ -63,7 +18,7 @@ impl blockdev::BlockDevice for BlockingFlush {
 #[allow(clippy::type_complexity)]
 fn held_pool() -> (
     Arc<SharedStore>,
-    Arc<BlockingFlush>,
+    Arc<Held>,
     Receiver<()>,
     SyncSender<bool>,
     OriginId,
@@ -71,7 +26,7 @@ fn held_pool() -> (
     SnapId,
 ) {
     let cs = 4096u64;
-    let (dev, go) = BlockingFlush::new(1024 * cs);
+    let (dev, go) = Held::new(MemDevice::new(1024 * cs), Hold::Flushes);
     let a = Arc::new(MemDevice::from_vec(vec![1u8; (16 * cs) as usize]));
     let b = Arc::new(MemDevice::from_vec(vec![2u8; (16 * cs) as usize]));
     let mut store = Store::format(a, dev.clone(), cs as u32, StoreOptions::default()).unwrap();
@@ -84,6 +39,24 @@ fn held_pool() -> (
     let (at, blocked) = sync_channel(1);
     dev.arm(at);
     (s, dev, blocked, go, kb, sa, sb)
+}
+
+/// A first write of 10s to A's chunk 3 on a thread of its own, returned once its
+/// group commit is held in its first flush (N sealed).
+fn first_write_held_in_its_flush(
+    s: &Arc<SharedStore>,
+    blocked: &Receiver<()>,
+    go: &SyncSender<bool>,
+) -> std::thread::JoinHandle<Result<()>> {
+    let leader = {
+        let s = s.clone();
+        std::thread::spawn(move || s.write(Dev::Origin(0), 3 * 4096, &chunk(10)))
+    };
+    if blocked.recv_timeout(Duration::from_secs(60)).is_err() {
+        go.send(true).unwrap();
+        panic!("the first write's commit never flushed");
+    }
+    leader
 }
 
 fn chunk(v: u8) -> Vec<u8> {
@@ -105,14 +78,7 @@ fn a_commit_flushes_without_the_store_lock() {
     let cs = 4096u64;
     let (s, dev, blocked, go, kb, sa, sb) = held_pool();
     let before = s.lock().txn_id();
-    let leader = {
-        let s = s.clone();
-        std::thread::spawn(move || s.write(Dev::Origin(0), 3 * cs, &chunk(10)))
-    };
-    if blocked.recv_timeout(Duration::from_secs(60)).is_err() {
-        go.send(true).unwrap();
-        panic!("the first write's commit never flushed");
-    }
+    let leader = first_write_held_in_its_flush(&s, &blocked, &go);
     // the leader is in its flush: N sealed, the store lock free
     let n = {
         let Some(st) = s.store.try_lock() else {
@@ -221,13 +187,7 @@ fn a_failed_flush_without_the_store_lock_latches_the_store() {
     let cs = 4096u64;
     let (s, _dev, blocked, go, kb, sa, _) = held_pool();
     let before = s.lock().txn_id();
-    let leader = {
-        let s = s.clone();
-        std::thread::spawn(move || s.write(Dev::Origin(0), 3 * cs, &chunk(10)))
-    };
-    blocked
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the commit flushes");
+    let leader = first_write_held_in_its_flush(&s, &blocked, &go);
     let Started::Wait(t) = s.origin_write_start(kb, 5 * cs, &chunk(20)).unwrap() else {
         panic!("a first write after a snapshot waits for its commit");
     };

@@ -628,34 +628,6 @@ fn grow_store_preallocates_without_the_store_lock() {
     assert!(rep.is_clean(), "{rep:?}");
 }
 
-/// An origin whose reads stop, once armed, until told to go on: a copy-out's read
-/// of the old data, made to last.
-#[derive(Debug)]
-struct BlockingReads {
-    inner: MemDevice,
-    armed: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
-    go: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
-}
-
-impl blockdev::BlockDevice for BlockingReads {
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        if let Some(tx) = self.armed.lock().expect("lock").take() {
-            tx.send(()).expect("test waits");
-            self.go.lock().expect("lock").recv().expect("test goes on");
-        }
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.inner.write_at(buf, offset)
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Copy-outs of different origins proceed in parallel up to the commit: while a
 /// first write to origin A is stuck in its copy-out's read of A, origin B takes a
 /// snapshot, a first write after it (copy-out, commit, data), steady-state writes, a
@@ -671,12 +643,10 @@ fn copy_outs_of_different_origins_proceed_in_parallel() {
     use std::{sync::mpsc::sync_channel, time::Duration};
     let cs = 4096u64;
     let (at_block, blocked) = sync_channel(1);
-    let (go, gone) = sync_channel(1);
-    let a_dev = Arc::new(BlockingReads {
-        inner: MemDevice::from_vec(vec![1u8; (16 * cs) as usize]),
-        armed: std::sync::Mutex::new(None),
-        go: std::sync::Mutex::new(gone),
-    });
+    let (a_dev, go) = super::held::Held::new(
+        MemDevice::from_vec(vec![1u8; (16 * cs) as usize]),
+        super::held::Hold::Reads,
+    );
     let b_dev = Arc::new(MemDevice::from_vec(vec![2u8; (16 * cs) as usize]));
     let mut store = Store::format(
         a_dev.clone(),
@@ -688,7 +658,7 @@ fn copy_outs_of_different_origins_proceed_in_parallel() {
     let b = store.add_origin("b", b_dev, "", 0).unwrap();
     let s = Arc::new(SharedStore::new(store));
     let sa = s.create_origin_snapshot(0, "a", 0).unwrap();
-    *a_dev.armed.lock().unwrap() = Some(at_block);
+    a_dev.arm(at_block);
     let a_writer = {
         let s = s.clone();
         std::thread::spawn(move || s.write(Dev::Origin(0), 3 * cs, &vec![10u8; cs as usize]))
@@ -746,7 +716,7 @@ fn copy_outs_of_different_origins_proceed_in_parallel() {
         match steps.recv_timeout(Duration::from_secs(60)) {
             Ok(got) => assert_eq!(got, want),
             Err(_) => {
-                go.send(()).unwrap();
+                go.send(true).unwrap();
                 panic!("B waited for A's copy-out: no {want:?} within 60 s");
             }
         }
@@ -776,13 +746,13 @@ fn copy_outs_of_different_origins_proceed_in_parallel() {
             Err(e) => panic!("a write to B failed: {e}"),
         }
         if std::time::Instant::now() > deadline {
-            go.send(()).unwrap();
+            go.send(true).unwrap();
             panic!("the group never closed B's gate while it waited for A's write");
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     assert!(!group.is_finished(), "the group did not wait for A's write");
-    go.send(()).unwrap();
+    go.send(true).unwrap();
     a_writer.join().unwrap().unwrap();
     let g = group.join().unwrap().unwrap();
     let read = |d: Dev| {
